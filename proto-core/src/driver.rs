@@ -1,0 +1,331 @@
+//! The driver contract shared by every runtime and by the simulator: a
+//! non-blocking UDP I/O trait with batched receive and send, a clock, and a
+//! [`Pump`] that moves datagrams, timers and outputs through a
+//! [`StateMachine`] within a work budget.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::id::{ServiceId, SocketId};
+use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
+
+/// A monotonic clock. Runtimes read the OS; the simulator reads virtual time.
+pub trait Clock {
+    /// The current instant; never earlier than a previous answer.
+    fn now(&self) -> Instant;
+}
+
+/// Where one received datagram (or one GRO train of equal-sized segments) sits
+/// in a [`RecvBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// The socket it arrived on.
+    pub socket: SocketId,
+    /// The sender's address.
+    pub src: SocketAddr,
+    /// Bytes received into the slot.
+    pub len: usize,
+    /// Size of each segment when the kernel coalesced several datagrams
+    /// (GRO); equal to `len` otherwise.
+    pub stride: usize,
+}
+
+/// Receive buffers for one batch: fixed-size slots in one allocation.
+#[derive(Debug)]
+pub struct RecvBatch {
+    buf: Vec<u8>,
+    slot_len: usize,
+    metas: Vec<RecvMeta>,
+}
+
+impl RecvBatch {
+    /// `slots` buffers of `slot_len` bytes each.
+    pub fn new(slots: usize, slot_len: usize) -> Self {
+        assert!(slots > 0 && slot_len > 0, "a receive batch needs room");
+        Self {
+            buf: vec![0; slots * slot_len],
+            slot_len,
+            metas: Vec::with_capacity(slots),
+        }
+    }
+
+    /// How many datagrams the batch holds at most.
+    pub fn capacity(&self) -> usize {
+        self.buf.len() / self.slot_len
+    }
+
+    /// How many slots are filled.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// True when nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// True when no free slot is left.
+    pub fn is_full(&self) -> bool {
+        self.len() == self.capacity()
+    }
+
+    /// Forgets every filled slot.
+    pub fn clear(&mut self) {
+        self.metas.clear();
+    }
+
+    /// The free slots, in the order [`RecvBatch::commit`] fills them.
+    pub fn unfilled_mut(&mut self) -> std::slice::ChunksExactMut<'_, u8> {
+        let start = self.metas.len() * self.slot_len;
+        self.buf[start..].chunks_exact_mut(self.slot_len)
+    }
+
+    /// Marks the first free slot as holding the datagram described by `meta`.
+    ///
+    /// # Panics
+    /// If the batch is full or `meta.len` exceeds the slot.
+    pub fn commit(&mut self, meta: RecvMeta) {
+        assert!(!self.is_full(), "commit into a full batch");
+        assert!(meta.len <= self.slot_len, "datagram longer than its slot");
+        self.metas.push(meta);
+    }
+
+    /// Copies one datagram into the next free slot (for I/O that cannot
+    /// receive in place, such as the simulator). Returns false when full.
+    pub fn push(&mut self, socket: SocketId, src: SocketAddr, payload: &[u8]) -> bool {
+        if self.is_full() {
+            return false;
+        }
+        let len = payload.len().min(self.slot_len);
+        let start = self.metas.len() * self.slot_len;
+        self.buf[start..start + len].copy_from_slice(&payload[..len]);
+        self.metas.push(RecvMeta {
+            socket,
+            src,
+            len,
+            stride: len,
+        });
+        true
+    }
+
+    /// Every received datagram, GRO trains split into their segments.
+    pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> + '_ {
+        self.metas.iter().enumerate().flat_map(move |(i, meta)| {
+            let slot = &self.buf[i * self.slot_len..i * self.slot_len + meta.len];
+            slot.chunks(meta.stride.max(1))
+                .map(move |payload| Datagram {
+                    socket: meta.socket,
+                    src: meta.src,
+                    payload,
+                })
+        })
+    }
+}
+
+/// Non-blocking UDP I/O over the sockets one machine owns.
+pub trait UdpIo {
+    /// Opens a socket bound to `local` and names it `socket`.
+    ///
+    /// # Errors
+    /// The operating system's error when the address cannot be bound.
+    fn bind(&mut self, socket: SocketId, local: SocketAddr) -> io::Result<SocketAddr>;
+
+    /// Closes a socket; unknown ids are ignored.
+    fn close(&mut self, socket: SocketId);
+
+    /// Receives whatever is ready, from any socket, into the free slots of
+    /// `batch`. Leaving the batch empty means every socket would block.
+    /// Errors of a single socket are the implementation's to count and log.
+    fn recv(&mut self, batch: &mut RecvBatch);
+
+    /// Sends datagrams in order and returns how many were handed to the
+    /// network; the rest were dropped (a full send buffer, an unreachable
+    /// destination), as UDP may.
+    fn send(&mut self, transmits: &[Transmit]) -> usize;
+}
+
+/// Where a pump hands what is meant for the embedding program.
+pub trait Sink<E> {
+    /// An event from the machine.
+    fn event(&mut self, event: E);
+
+    /// A payload for an in-process local service.
+    fn deliver(&mut self, service: ServiceId, payload: Bytes) {
+        let _ = (service, payload);
+    }
+}
+
+impl<E> Sink<E> for Vec<E> {
+    fn event(&mut self, event: E) {
+        self.push(event);
+    }
+}
+
+/// A sink that discards everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Discard;
+
+impl<E> Sink<E> for Discard {
+    fn event(&mut self, _event: E) {}
+}
+
+/// What one [`Pump::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PumpReport {
+    /// When the machine wants its next timeout.
+    pub next_deadline: Option<Instant>,
+    /// Datagrams fed to the machine.
+    pub received: usize,
+    /// Datagrams handed to the network.
+    pub sent: usize,
+    /// Datagrams the I/O layer dropped on send.
+    pub send_dropped: usize,
+    /// True when the budget ran out before the sockets were drained: call
+    /// again without waiting for readiness.
+    pub more_pending: bool,
+}
+
+/// Moves datagrams, timers and outputs through a machine.
+#[derive(Debug)]
+pub struct Pump {
+    batch: RecvBatch,
+    transmits: Vec<Transmit>,
+    budget: usize,
+}
+
+/// Largest UDP payload; receive slots are this big so nothing is truncated.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+impl Pump {
+    /// A pump that feeds at most `budget` datagrams per run, received in
+    /// batches of `batch` slots.
+    pub fn new(batch: usize, budget: usize) -> Self {
+        Self {
+            batch: RecvBatch::new(batch, MAX_DATAGRAM),
+            transmits: Vec::with_capacity(batch),
+            budget: budget.max(1),
+        }
+    }
+
+    /// Receives until every socket would block or the budget is spent, fires
+    /// due timers, drains every output, and returns the next deadline.
+    pub fn run<M, I, C, S>(
+        &mut self,
+        machine: &mut M,
+        io: &mut I,
+        clock: &C,
+        sink: &mut S,
+    ) -> PumpReport
+    where
+        M: StateMachine + ?Sized,
+        I: UdpIo + ?Sized,
+        C: Clock + ?Sized,
+        S: Sink<M::Event> + ?Sized,
+    {
+        let mut report = PumpReport::default();
+        let mut now = clock.now();
+        self.drain(machine, io, now, sink, &mut report);
+
+        while report.received < self.budget {
+            self.batch.clear();
+            io.recv(&mut self.batch);
+            if self.batch.is_empty() {
+                break;
+            }
+            now = clock.now();
+            for datagram in self.batch.datagrams() {
+                machine.handle_input(now, Input::Datagram(datagram));
+                report.received += 1;
+                Self::drain_into(machine, io, now, sink, &mut self.transmits, &mut report);
+            }
+        }
+        if report.received >= self.budget {
+            report.more_pending = true;
+        }
+
+        now = clock.now();
+        if machine.poll_timeout().is_some_and(|at| at <= now) {
+            machine.handle_timeout(now);
+        }
+        self.drain(machine, io, now, sink, &mut report);
+        self.flush(io, &mut report);
+        report.next_deadline = machine.poll_timeout();
+        report
+    }
+
+    fn drain<M, I, S>(
+        &mut self,
+        machine: &mut M,
+        io: &mut I,
+        now: Instant,
+        sink: &mut S,
+        report: &mut PumpReport,
+    ) where
+        M: StateMachine + ?Sized,
+        I: UdpIo + ?Sized,
+        S: Sink<M::Event> + ?Sized,
+    {
+        Self::drain_into(machine, io, now, sink, &mut self.transmits, report);
+    }
+
+    fn drain_into<M, I, S>(
+        machine: &mut M,
+        io: &mut I,
+        now: Instant,
+        sink: &mut S,
+        transmits: &mut Vec<Transmit>,
+        report: &mut PumpReport,
+    ) where
+        M: StateMachine + ?Sized,
+        I: UdpIo + ?Sized,
+        S: Sink<M::Event> + ?Sized,
+    {
+        while let Some(output) = machine.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    transmits.push(transmit);
+                    if transmits.len() == transmits.capacity() {
+                        Self::flush_into(io, transmits, report);
+                    }
+                }
+                Output::Deliver { service, payload } => sink.deliver(service, payload),
+                Output::BindSocket { socket, local } => {
+                    let input = match io.bind(socket, local) {
+                        Ok(local) => Input::SocketBound { socket, local },
+                        Err(err) => {
+                            tracing::warn!(%socket, %local, error = %err, "bind failed");
+                            Input::SocketFailed {
+                                socket,
+                                reason: err.kind(),
+                            }
+                        }
+                    };
+                    machine.handle_input(now, input);
+                }
+                Output::CloseSocket { socket } => io.close(socket),
+                Output::Event(event) => sink.event(event),
+            }
+        }
+    }
+
+    fn flush<I: UdpIo + ?Sized>(&mut self, io: &mut I, report: &mut PumpReport) {
+        Self::flush_into(io, &mut self.transmits, report);
+    }
+
+    fn flush_into<I: UdpIo + ?Sized>(
+        io: &mut I,
+        transmits: &mut Vec<Transmit>,
+        report: &mut PumpReport,
+    ) {
+        if transmits.is_empty() {
+            return;
+        }
+        let sent = io.send(transmits).min(transmits.len());
+        report.sent += sent;
+        report.send_dropped += transmits.len() - sent;
+        transmits.clear();
+    }
+}
