@@ -44,6 +44,8 @@
 //! ```
 
 pub mod driver;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod id;
 pub mod machine;
 pub mod probe;

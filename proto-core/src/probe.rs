@@ -102,6 +102,10 @@ pub struct ProbeCounters {
     pub replays: u64,
     /// Authentic control packets that could not be understood or were unexpected.
     pub unintelligible: u64,
+    /// Data sent over a validated path.
+    pub data_sent: u64,
+    /// Data dropped on send because no path was validated.
+    pub data_no_path: u64,
     /// Data delivered from validated paths.
     pub data_delivered: u64,
     /// Data dropped because its source was not a validated path.
@@ -195,8 +199,10 @@ impl Prober {
     /// path is validated (the payload is dropped).
     pub fn send_data(&mut self, payload: Bytes) -> bool {
         let Some(dst) = self.best_path() else {
+            self.counters.data_no_path += 1;
             return false;
         };
+        self.counters.data_sent += 1;
         self.outputs.push_back(Output::Transmit(Transmit {
             socket: PROBE_SOCKET,
             dst,
