@@ -115,12 +115,14 @@ impl RecvBatch {
     pub fn datagrams(&self) -> impl Iterator<Item = Datagram<'_>> + '_ {
         self.metas.iter().enumerate().flat_map(move |(i, meta)| {
             let slot = &self.buf[i * self.slot_len..i * self.slot_len + meta.len];
-            slot.chunks(meta.stride.max(1))
-                .map(move |payload| Datagram {
-                    socket: meta.socket,
-                    src: meta.src,
-                    payload,
-                })
+            let stride = meta.stride.max(1);
+            // An empty datagram is still a datagram: yield it once.
+            let segments = meta.len.div_ceil(stride).max(1);
+            (0..segments).map(move |k| Datagram {
+                socket: meta.socket,
+                src: meta.src,
+                payload: &slot[(k * stride).min(slot.len())..((k + 1) * stride).min(slot.len())],
+            })
         })
     }
 }
@@ -193,6 +195,7 @@ pub struct PumpReport {
 pub struct Pump {
     batch: RecvBatch,
     transmits: Vec<Transmit>,
+    send_batch: usize,
     budget: usize,
 }
 
@@ -203,9 +206,16 @@ impl Pump {
     /// A pump that feeds at most `budget` datagrams per run, received in
     /// batches of `batch` slots.
     pub fn new(batch: usize, budget: usize) -> Self {
+        Self::with_slot_len(batch, budget, MAX_DATAGRAM)
+    }
+
+    /// Like [`Pump::new`] with receive slots of `slot_len` bytes, for drivers
+    /// whose kernel coalesces more than 64 KiB per GRO train.
+    pub fn with_slot_len(batch: usize, budget: usize, slot_len: usize) -> Self {
         Self {
-            batch: RecvBatch::new(batch, MAX_DATAGRAM),
-            transmits: Vec::with_capacity(batch),
+            batch: RecvBatch::new(batch, slot_len.max(1)),
+            transmits: Vec::with_capacity(batch.max(1)),
+            send_batch: batch.max(1),
             budget: budget.max(1),
         }
     }
@@ -239,7 +249,14 @@ impl Pump {
             for datagram in self.batch.datagrams() {
                 machine.handle_input(now, Input::Datagram(datagram));
                 report.received += 1;
-                Self::drain_into(machine, io, now, sink, &mut self.transmits, &mut report);
+                Self::drain_into(
+                    machine,
+                    io,
+                    now,
+                    sink,
+                    (&mut self.transmits, self.send_batch),
+                    &mut report,
+                );
             }
         }
         if report.received >= self.budget {
@@ -268,7 +285,14 @@ impl Pump {
         I: UdpIo + ?Sized,
         S: Sink<M::Event> + ?Sized,
     {
-        Self::drain_into(machine, io, now, sink, &mut self.transmits, report);
+        Self::drain_into(
+            machine,
+            io,
+            now,
+            sink,
+            (&mut self.transmits, self.send_batch),
+            report,
+        );
     }
 
     fn drain_into<M, I, S>(
@@ -276,7 +300,7 @@ impl Pump {
         io: &mut I,
         now: Instant,
         sink: &mut S,
-        transmits: &mut Vec<Transmit>,
+        (transmits, send_batch): (&mut Vec<Transmit>, usize),
         report: &mut PumpReport,
     ) where
         M: StateMachine + ?Sized,
@@ -287,7 +311,7 @@ impl Pump {
             match output {
                 Output::Transmit(transmit) => {
                     transmits.push(transmit);
-                    if transmits.len() == transmits.capacity() {
+                    if transmits.len() >= send_batch {
                         Self::flush_into(io, transmits, report);
                     }
                 }
@@ -327,5 +351,43 @@ impl Pump {
         report.sent += sent;
         report.send_dropped += transmits.len() - sent;
         transmits.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(len: usize, stride: usize) -> RecvMeta {
+        RecvMeta {
+            socket: SocketId(1),
+            src: "127.0.0.1:9".parse().unwrap(),
+            len,
+            stride,
+        }
+    }
+
+    #[test]
+    fn gro_trains_split_and_empty_datagrams_survive() {
+        let mut batch = RecvBatch::new(4, 64);
+        let slot = batch.unfilled_mut().next().unwrap();
+        slot[..10].copy_from_slice(b"aaaabbbbcc");
+        batch.commit(meta(10, 4));
+        batch.commit(meta(0, 0));
+        assert!(batch.push(SocketId(2), "127.0.0.1:10".parse().unwrap(), b"xyz"));
+        let got: Vec<(u32, Vec<u8>)> = batch
+            .datagrams()
+            .map(|d| (d.socket.0, d.payload.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, b"aaaa".to_vec()),
+                (1, b"bbbb".to_vec()),
+                (1, b"cc".to_vec()),
+                (1, Vec::new()),
+                (2, b"xyz".to_vec()),
+            ]
+        );
     }
 }
