@@ -43,6 +43,7 @@
 //! }
 //! ```
 
+pub mod dataplane;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -171,7 +171,8 @@ pub struct UdpSink {
     pub duplicates: u64,
     /// Datagrams that arrived after a later-numbered one.
     pub reordered: u64,
-    /// Datagrams too short to carry the source header.
+    /// Datagrams too short to carry the source header, or whose filler
+    /// bytes differ from what the source wrote (altered in transit).
     pub malformed: u64,
     outputs: VecDeque<Output<AppEvent>>,
 }
@@ -236,6 +237,11 @@ impl StateMachine for UdpSink {
         let mut word = [0u8; 8];
         word.copy_from_slice(&d.payload[..8]);
         let seq = u64::from_be_bytes(word);
+        let filler = (seq % 251) as u8;
+        if d.payload[SOURCE_HEADER..].iter().any(|&b| b != filler) {
+            self.malformed += 1;
+            return;
+        }
         word.copy_from_slice(&d.payload[8..16]);
         let sent = Duration::from_nanos(u64::from_be_bytes(word));
         if !self.seen.insert(seq) {

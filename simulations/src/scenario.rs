@@ -1,6 +1,7 @@
 //! Named scenarios for `tl-sim`: each builds a world from typed, validated
 //! parameters, runs it, and returns a summary table.
 
+mod mesh_udp;
 mod nat_probe;
 mod params;
 mod probe_pair;
@@ -43,6 +44,7 @@ pub fn all() -> &'static [Scenario] {
         nat_probe::SCENARIO,
         nat_probe::REBIND,
         saturate::SCENARIO,
+        mesh_udp::SCENARIO,
     ]
 }
 

@@ -1,0 +1,674 @@
+//! The zero-overhead data plane of a node (DESIGN §6): for each installed
+//! association, a stable ingress socket that the local service (WireGuard)
+//! talks to, one mesh socket per uplink, and authenticated path validation.
+//! Data crosses byte-for-byte; only control packets (magic plus a tag under
+//! the association key) are taken out of the stream.
+//!
+//! Associations and their keys come from the coordinator; this machine only
+//! carries what is installed, and nothing else.
+
+mod association;
+mod path;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use association::{AssocCounters, MAX_PATHS};
+pub use path::{Path, PathKind, PathState, Traffic};
+
+use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
+use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
+use crate::rng::Rng;
+use crate::time::WallClock;
+use crate::timer::TimerTable;
+use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
+use association::{Association, MeshSocket};
+
+/// Size of the pings this machine sends; smaller unvalidated data does not
+/// earn an immediate challenge (no amplification).
+const PING_LEN: usize = crate::wire::control::MIN_LEN + ADDR_LEN;
+
+/// An uplink the data plane may send from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSpec {
+    /// Its id.
+    pub id: UplinkId,
+    /// Its name, for status.
+    pub name: String,
+    /// The source address its mesh sockets bind to.
+    pub bind: IpAddr,
+}
+
+/// An association as the coordinator installs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationSpec {
+    /// Its id.
+    pub id: AssocId,
+    /// The local service it belongs to.
+    pub service: ServiceId,
+    /// The remote side, `node/service`, for status.
+    pub peer: String,
+    /// The association key of the current epoch.
+    pub key: [u8; KEY_LEN],
+    /// The stable loopback address the local service sends to.
+    pub ingress: SocketAddr,
+    /// The local service's own address: the only accepted ingress source,
+    /// and where mesh data is delivered.
+    pub target: SocketAddr,
+    /// The port of this association's mesh sockets (0: any).
+    pub mesh_port: u16,
+    /// The peer's candidate addresses.
+    pub remotes: Vec<SocketAddr>,
+}
+
+/// How the data plane behaves.
+#[derive(Debug, Clone)]
+pub struct DataPlaneConfig {
+    /// The uplinks.
+    pub uplinks: Vec<UplinkSpec>,
+    /// Time between probes of each path.
+    pub probe_interval: Duration,
+    /// Probe intervals without a pong before an active path fails.
+    pub failed_after: u32,
+    /// Seed of the machine's randomness (transaction ids).
+    pub seed: u64,
+    /// Wall-clock anchor for control packet timestamps.
+    pub wall_clock: WallClock,
+}
+
+impl DataPlaneConfig {
+    /// A configuration with the default probe interval (250 ms) and failure
+    /// threshold (3 intervals): a dead path stops carrying data within a second.
+    pub fn new(uplinks: Vec<UplinkSpec>, seed: u64, wall_clock: WallClock) -> Self {
+        Self {
+            uplinks,
+            probe_interval: Duration::from_millis(250),
+            failed_after: 3,
+            seed,
+            wall_clock,
+        }
+    }
+}
+
+/// Which of an association's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SocketRole {
+    /// The ingress socket the local service talks to.
+    Ingress(AssocId),
+    /// A mesh socket on an uplink.
+    Mesh(AssocId, UplinkId),
+}
+
+/// What the data plane reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataEvent {
+    /// A socket is open.
+    Bound {
+        /// Which socket.
+        role: SocketRole,
+        /// Its address.
+        local: SocketAddr,
+    },
+    /// A socket could not be opened.
+    BindFailed {
+        /// Which socket.
+        role: SocketRole,
+        /// Why.
+        reason: std::io::ErrorKind,
+    },
+    /// A path answered: it carries data now.
+    PathValidated {
+        /// The association.
+        assoc: AssocId,
+        /// The path.
+        path: PathId,
+        /// Its remote address.
+        remote: SocketAddr,
+        /// The round trip that validated it.
+        rtt: Duration,
+    },
+    /// An active path stopped answering.
+    PathFailed {
+        /// The association.
+        assoc: AssocId,
+        /// The path.
+        path: PathId,
+        /// Its remote address.
+        remote: SocketAddr,
+    },
+    /// Data moved to another path.
+    PathSwitched {
+        /// The association.
+        assoc: AssocId,
+        /// The path it left, if any.
+        from: Option<PathId>,
+        /// The path it uses now.
+        to: PathId,
+    },
+    /// The association has an active path again.
+    AssociationUp(AssocId),
+    /// The association has no active path.
+    AssociationDown(AssocId),
+}
+
+/// Why an operator or control-plane command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataPlaneError {
+    /// The id is installed already.
+    #[error("association {0} is installed already")]
+    AlreadyInstalled(AssocId),
+    /// No association with this id.
+    #[error("association {0} is not installed")]
+    NotInstalled(AssocId),
+    /// Another association uses this ingress address.
+    #[error("ingress {ingress} is used by association {by}")]
+    IngressInUse {
+        /// The address asked for.
+        ingress: SocketAddr,
+        /// Who has it.
+        by: AssocId,
+    },
+    /// The data plane has no uplink to send from.
+    #[error("no uplink is configured")]
+    NoUplink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Time to ping every path of an association.
+    Probe(AssocId),
+}
+
+/// The node's data plane. See the module docs.
+#[derive(Debug)]
+pub struct DataPlane {
+    config: DataPlaneConfig,
+    rng: Rng,
+    assocs: BTreeMap<AssocId, Association>,
+    sockets: BTreeMap<SocketId, SocketRole>,
+    next_socket: u32,
+    timers: TimerTable<Timer>,
+    outputs: VecDeque<Output<DataEvent>>,
+}
+
+/// A read-only view of an installed association, for status.
+#[derive(Debug, Clone, Copy)]
+pub struct AssociationView<'a> {
+    inner: &'a Association,
+}
+
+impl<'a> AssociationView<'a> {
+    /// How it was installed.
+    pub fn spec(&self) -> &'a AssociationSpec {
+        &self.inner.spec
+    }
+
+    /// Where the ingress socket is bound, once it is.
+    pub fn ingress_local(&self) -> Option<SocketAddr> {
+        self.inner.ingress_local
+    }
+
+    /// Where each uplink's mesh socket is bound.
+    pub fn mesh_locals(&self) -> impl Iterator<Item = (UplinkId, Option<SocketAddr>)> + 'a {
+        self.inner.mesh.iter().map(|(&u, m)| (u, m.local))
+    }
+
+    /// Its paths, ordered by uplink and remote address.
+    pub fn paths(&self) -> impl Iterator<Item = &'a Path> + 'a {
+        self.inner.paths.values()
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> AssocCounters {
+        self.inner.counters
+    }
+
+    /// True when at least one path is active.
+    pub fn is_up(&self) -> bool {
+        self.inner.is_up()
+    }
+
+    /// The path data last went on.
+    pub fn current_path(&self) -> Option<PathId> {
+        self.inner.current
+    }
+}
+
+impl DataPlane {
+    /// A data plane with no association installed.
+    pub fn new(config: DataPlaneConfig) -> Self {
+        Self {
+            rng: Rng::new(config.seed),
+            config,
+            assocs: BTreeMap::new(),
+            sockets: BTreeMap::new(),
+            next_socket: 0,
+            timers: TimerTable::default(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DataPlaneConfig {
+        &self.config
+    }
+
+    /// Installs an association: asks for its ingress socket and one mesh
+    /// socket per uplink; probing starts when they are bound.
+    ///
+    /// # Errors
+    /// When the id or the ingress address is taken, or there is no uplink.
+    pub fn install(&mut self, spec: AssociationSpec) -> Result<(), DataPlaneError> {
+        if self.assocs.contains_key(&spec.id) {
+            return Err(DataPlaneError::AlreadyInstalled(spec.id));
+        }
+        if let Some(other) = self
+            .assocs
+            .values()
+            .find(|a| a.spec.ingress == spec.ingress)
+        {
+            return Err(DataPlaneError::IngressInUse {
+                ingress: spec.ingress,
+                by: other.spec.id,
+            });
+        }
+        if self.config.uplinks.is_empty() {
+            return Err(DataPlaneError::NoUplink);
+        }
+        let id = spec.id;
+        let ingress_socket = self.allocate_socket(SocketRole::Ingress(id));
+        self.outputs.push_back(Output::BindSocket {
+            socket: ingress_socket,
+            local: spec.ingress,
+        });
+        let mut assoc = Association::new(spec, ingress_socket);
+        for uplink in self.config.uplinks.clone() {
+            let socket = self.allocate_socket(SocketRole::Mesh(id, uplink.id));
+            let local = SocketAddr::new(uplink.bind, assoc.spec.mesh_port);
+            self.outputs.push_back(Output::BindSocket { socket, local });
+            assoc.mesh.insert(
+                uplink.id,
+                MeshSocket {
+                    socket,
+                    local: None,
+                },
+            );
+        }
+        tracing::debug!(assoc = %id, peer = %assoc.spec.peer, "association installed");
+        self.assocs.insert(id, assoc);
+        Ok(())
+    }
+
+    /// Withdraws an association: its sockets close and its forwarding state
+    /// is dropped at once.
+    ///
+    /// # Errors
+    /// When it is not installed.
+    pub fn withdraw(&mut self, id: AssocId) -> Result<(), DataPlaneError> {
+        let assoc = self
+            .assocs
+            .remove(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        self.timers.stop(Timer::Probe(id));
+        let sockets =
+            std::iter::once(assoc.ingress_socket).chain(assoc.mesh.values().map(|m| m.socket));
+        for socket in sockets {
+            self.sockets.remove(&socket);
+            self.outputs.push_back(Output::CloseSocket { socket });
+        }
+        tracing::debug!(assoc = %id, "association withdrawn");
+        Ok(())
+    }
+
+    /// Adds candidate addresses of the peer (from the coordinator).
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn add_remotes(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        remotes: &[SocketAddr],
+    ) -> Result<(), DataPlaneError> {
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        for &remote in remotes {
+            if !assoc.spec.remotes.contains(&remote) {
+                assoc.spec.remotes.push(remote);
+            }
+            assoc.add_remote(remote);
+        }
+        self.timers.set(Timer::Probe(id), now);
+        Ok(())
+    }
+
+    /// Every installed association, in id order.
+    pub fn associations(&self) -> impl Iterator<Item = AssociationView<'_>> + '_ {
+        self.assocs.values().map(|inner| AssociationView { inner })
+    }
+
+    /// One association.
+    pub fn association(&self, id: AssocId) -> Option<AssociationView<'_>> {
+        self.assocs.get(&id).map(|inner| AssociationView { inner })
+    }
+
+    fn allocate_socket(&mut self, role: SocketRole) -> SocketId {
+        self.next_socket += 1;
+        let socket = SocketId(self.next_socket);
+        self.sockets.insert(socket, role);
+        socket
+    }
+
+    fn on_bound(&mut self, now: Instant, role: SocketRole, local: SocketAddr) {
+        match role {
+            SocketRole::Ingress(id) => {
+                if let Some(assoc) = self.assocs.get_mut(&id) {
+                    assoc.ingress_local = Some(local);
+                }
+            }
+            SocketRole::Mesh(id, uplink) => {
+                if let Some(assoc) = self.assocs.get_mut(&id) {
+                    if let Some(mesh) = assoc.mesh.get_mut(&uplink) {
+                        mesh.local = Some(local);
+                    }
+                    for remote in assoc.spec.remotes.clone() {
+                        assoc.add_path(uplink, remote);
+                    }
+                    self.timers.set(Timer::Probe(id), now);
+                }
+            }
+        }
+        self.outputs
+            .push_back(Output::Event(DataEvent::Bound { role, local }));
+    }
+
+    fn on_datagram(&mut self, now: Instant, datagram: Datagram<'_>) {
+        match self.sockets.get(&datagram.socket) {
+            Some(&SocketRole::Ingress(id)) => self.on_ingress(now, id, datagram),
+            Some(&SocketRole::Mesh(id, uplink)) => self.on_mesh(now, id, uplink, datagram),
+            None => {}
+        }
+    }
+
+    fn on_ingress(&mut self, now: Instant, id: AssocId, datagram: Datagram<'_>) {
+        let fresh = self.config.probe_interval * 2;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        if datagram.src != assoc.spec.target {
+            assoc.counters.ingress_foreign += 1;
+            tracing::trace!(assoc = %id, src = %datagram.src, "ingress from a foreign source dropped");
+            return;
+        }
+        let Some(key) = assoc.choose_path(now, fresh) else {
+            assoc.counters.no_path += 1;
+            return;
+        };
+        let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
+            return;
+        };
+        let Some(path) = assoc.paths.get_mut(&key) else {
+            return;
+        };
+        path.tx.count(datagram.payload.len());
+        assoc.counters.ingress.count(datagram.payload.len());
+        if assoc.current != Some(path.id) {
+            let event = DataEvent::PathSwitched {
+                assoc: id,
+                from: assoc.current,
+                to: path.id,
+            };
+            assoc.current = Some(path.id);
+            tracing::debug!(assoc = %id, path = %path.id, remote = %path.remote, "data moved to path");
+            self.outputs.push_back(Output::Event(event));
+        }
+        self.outputs.push_back(Output::Transmit(Transmit {
+            socket,
+            dst: key.1,
+            payload: Bytes::copy_from_slice(datagram.payload),
+        }));
+    }
+
+    fn on_mesh(&mut self, now: Instant, id: AssocId, uplink: UplinkId, datagram: Datagram<'_>) {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        match classify(datagram.payload, &assoc.key) {
+            Classified::Data => self.on_mesh_data(now, id, uplink, datagram),
+            Classified::Unintelligible(err) => {
+                assoc.counters.unexpected_control += 1;
+                tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet not understood");
+            }
+            Classified::Control(repr) => {
+                if let Err(err) = assoc.replay.check(repr.timestamp_us, repr.txid) {
+                    assoc.counters.replays += 1;
+                    tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet refused");
+                    return;
+                }
+                self.on_control(now, id, uplink, datagram.socket, datagram.src, repr);
+            }
+        }
+    }
+
+    fn on_mesh_data(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        uplink: UplinkId,
+        datagram: Datagram<'_>,
+    ) {
+        let interval = self.config.probe_interval;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let key = (uplink, datagram.src);
+        if let Some(path) = assoc
+            .paths
+            .get_mut(&key)
+            .filter(|p| p.state == PathState::Active)
+        {
+            path.rx.count(datagram.payload.len());
+            path.last_heard = Some(now);
+            assoc.counters.delivered.count(datagram.payload.len());
+            let (socket, dst) = (assoc.ingress_socket, assoc.spec.target);
+            self.outputs.push_back(Output::Transmit(Transmit {
+                socket,
+                dst,
+                payload: Bytes::copy_from_slice(datagram.payload),
+            }));
+            return;
+        }
+        assoc.counters.unvalidated += 1;
+        tracing::trace!(assoc = %id, src = %datagram.src, "data from an unvalidated source dropped");
+        // Challenge the source now, unless that would answer a small packet
+        // with a larger one or repeat a recent challenge.
+        if datagram.payload.len() < PING_LEN || !assoc.add_path(uplink, datagram.src) {
+            return;
+        }
+        let recently = assoc
+            .paths
+            .get(&key)
+            .is_some_and(|p| p.pinged_within(now, interval / 4));
+        if !recently {
+            self.ping(now, id, key);
+        }
+    }
+
+    fn on_control(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        uplink: UplinkId,
+        socket: SocketId,
+        src: SocketAddr,
+        repr: ControlRepr,
+    ) {
+        let wall = self.config.wall_clock.unix_us(now);
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        match repr.body {
+            ControlBody::Ping { .. } => {
+                // The peer reaches us from `src`: a peer-reflexive candidate.
+                // The pong is never larger than the ping (no amplification).
+                let known = assoc.paths.contains_key(&(uplink, src));
+                let learned = !known && assoc.add_path(uplink, src);
+                if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
+                    path.last_heard = Some(now);
+                }
+                let pong = ControlRepr {
+                    txid: repr.txid,
+                    timestamp_us: wall,
+                    body: ControlBody::Pong {
+                        observed: AddrRepr(src),
+                    },
+                };
+                let payload = pong.to_bytes(&assoc.key);
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    socket,
+                    dst: src,
+                    payload,
+                }));
+                if learned {
+                    // A triggered check: validate the new path now rather
+                    // than at the next probe tick. Our ping is no larger
+                    // than the authentic ping that taught us the address.
+                    self.ping(now, id, (uplink, src));
+                }
+            }
+            ControlBody::Pong { .. } => {
+                let was_up = assoc.is_up();
+                let Some(path) = assoc.paths.get_mut(&(uplink, src)) else {
+                    assoc.counters.unexpected_control += 1;
+                    return;
+                };
+                let Some((rtt, validated)) = path.on_pong(repr.txid, now) else {
+                    assoc.counters.unexpected_control += 1;
+                    return;
+                };
+                if validated {
+                    let path = path.id;
+                    tracing::debug!(assoc = %id, %path, remote = %src, ?rtt, "path validated");
+                    self.outputs
+                        .push_back(Output::Event(DataEvent::PathValidated {
+                            assoc: id,
+                            path,
+                            remote: src,
+                            rtt,
+                        }));
+                    if !was_up {
+                        self.outputs
+                            .push_back(Output::Event(DataEvent::AssociationUp(id)));
+                    }
+                }
+            }
+            _ => assoc.counters.unexpected_control += 1,
+        }
+    }
+
+    fn ping(&mut self, now: Instant, id: AssocId, key: (UplinkId, SocketAddr)) {
+        let txid = self.rng.next_u64();
+        let wall = self.config.wall_clock.unix_us(now);
+        let failed_after = self.config.failed_after;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let Some(socket) = assoc
+            .mesh
+            .get(&key.0)
+            .and_then(|m| m.local.map(|_| m.socket))
+        else {
+            return;
+        };
+        let was_up = assoc.is_up();
+        let Some(path) = assoc.paths.get_mut(&key) else {
+            return;
+        };
+        if path.on_probe(txid, now, failed_after) {
+            let (path_id, remote) = (path.id, path.remote);
+            tracing::debug!(assoc = %id, path = %path_id, %remote, "path failed");
+            self.outputs.push_back(Output::Event(DataEvent::PathFailed {
+                assoc: id,
+                path: path_id,
+                remote,
+            }));
+            if was_up && !assoc.is_up() {
+                self.outputs
+                    .push_back(Output::Event(DataEvent::AssociationDown(id)));
+            }
+        }
+        let ping = ControlRepr {
+            txid,
+            timestamp_us: wall,
+            body: ControlBody::Ping {
+                pad: ADDR_LEN as u16,
+            },
+        };
+        let payload = ping.to_bytes(&assoc.key);
+        self.outputs.push_back(Output::Transmit(Transmit {
+            socket,
+            dst: key.1,
+            payload,
+        }));
+    }
+
+    fn probe(&mut self, now: Instant, id: AssocId) {
+        let Some(assoc) = self.assocs.get(&id) else {
+            return;
+        };
+        let keys: Vec<(UplinkId, SocketAddr)> = assoc.paths.keys().copied().collect();
+        for key in keys {
+            self.ping(now, id, key);
+        }
+        self.timers
+            .set(Timer::Probe(id), now + self.config.probe_interval);
+    }
+}
+
+impl StateMachine for DataPlane {
+    type Event = DataEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Datagram(datagram) => self.on_datagram(now, datagram),
+            Input::SocketBound { socket, local } => {
+                if let Some(&role) = self.sockets.get(&socket) {
+                    self.on_bound(now, role, local);
+                }
+            }
+            Input::SocketFailed { socket, reason } => {
+                if let Some(&role) = self.sockets.get(&socket) {
+                    tracing::warn!(?role, ?reason, "socket could not be bound");
+                    self.outputs
+                        .push_back(Output::Event(DataEvent::BindFailed { role, reason }));
+                }
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_expired(now) {
+            match timer {
+                Timer::Probe(id) => self.probe(now, id),
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<DataEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+}
+
+#[cfg(test)]
+mod tests;

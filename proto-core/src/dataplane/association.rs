@@ -1,0 +1,126 @@
+//! An installed association: its ingress binding, one mesh socket per
+//! uplink, its key and replay cache, and its paths.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::path::{Path, PathState, Traffic};
+use super::AssociationSpec;
+use crate::id::{PathId, SocketId, UplinkId};
+use crate::replay::ReplayCache;
+use crate::wire::AuthKey;
+
+/// Remote addresses tracked per association (configured plus learned).
+pub const MAX_PATHS: usize = 32;
+const REPLAY_WINDOW_US: u64 = 10_000_000;
+const REPLAY_CAPACITY: usize = 4_096;
+
+/// Counters of one association.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AssocCounters {
+    /// Data from the local service carried into the mesh.
+    pub ingress: Traffic,
+    /// Data from the mesh delivered to the local service.
+    pub delivered: Traffic,
+    /// Ingress datagrams from anyone but the service target, dropped.
+    pub ingress_foreign: u64,
+    /// Ingress datagrams dropped because no path was active.
+    pub no_path: u64,
+    /// Mesh data from a source that is not a validated path, dropped.
+    pub unvalidated: u64,
+    /// Control packets refused as replays.
+    pub replays: u64,
+    /// Authentic control packets that were not understood or not expected.
+    pub unexpected_control: u64,
+    /// Remote addresses not tracked because the path table was full.
+    pub paths_refused: u64,
+}
+
+/// A mesh socket of one association on one uplink.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MeshSocket {
+    pub(crate) socket: SocketId,
+    pub(crate) local: Option<SocketAddr>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Association {
+    pub(crate) spec: AssociationSpec,
+    pub(crate) key: AuthKey,
+    pub(crate) ingress_socket: SocketId,
+    pub(crate) ingress_local: Option<SocketAddr>,
+    pub(crate) mesh: BTreeMap<UplinkId, MeshSocket>,
+    pub(crate) paths: BTreeMap<(UplinkId, SocketAddr), Path>,
+    pub(crate) replay: ReplayCache,
+    pub(crate) counters: AssocCounters,
+    next_path: u32,
+    /// The path data went on last, to report switches.
+    pub(crate) current: Option<PathId>,
+}
+
+impl Association {
+    pub(crate) fn new(spec: AssociationSpec, ingress_socket: SocketId) -> Self {
+        Self {
+            key: AuthKey::new(&spec.key),
+            spec,
+            ingress_socket,
+            ingress_local: None,
+            mesh: BTreeMap::new(),
+            paths: BTreeMap::new(),
+            replay: ReplayCache::new(REPLAY_WINDOW_US, REPLAY_CAPACITY),
+            counters: AssocCounters::default(),
+            next_path: 0,
+            current: None,
+        }
+    }
+
+    /// Adds a path to `remote` from every bound mesh socket, up to the bound.
+    pub(crate) fn add_remote(&mut self, remote: SocketAddr) {
+        let uplinks: Vec<UplinkId> = self.mesh.keys().copied().collect();
+        for uplink in uplinks {
+            self.add_path(uplink, remote);
+        }
+    }
+
+    /// Adds one path if it is new and there is room; true if it exists now.
+    pub(crate) fn add_path(&mut self, uplink: UplinkId, remote: SocketAddr) -> bool {
+        if self.paths.contains_key(&(uplink, remote)) {
+            return true;
+        }
+        if self.paths.len() >= MAX_PATHS {
+            self.counters.paths_refused += 1;
+            return false;
+        }
+        let id = PathId(self.next_path);
+        self.next_path += 1;
+        self.paths
+            .insert((uplink, remote), Path::new(id, uplink, remote));
+        true
+    }
+
+    /// The path to carry the next data packet: among active paths, those
+    /// heard from recently first (a rebound NAT leaves a stale one behind),
+    /// then intranet before public, then the lowest smoothed RTT.
+    pub(crate) fn choose_path(
+        &self,
+        now: Instant,
+        fresh: Duration,
+    ) -> Option<(UplinkId, SocketAddr)> {
+        self.paths
+            .iter()
+            .filter(|(_, p)| p.state == PathState::Active)
+            .min_by_key(|(_, p)| {
+                let stale = p
+                    .last_heard
+                    .is_none_or(|at| now.saturating_duration_since(at) > fresh);
+                (stale, p.kind, p.srtt)
+            })
+            .map(|(&key, _)| key)
+    }
+
+    /// True when at least one path is active.
+    pub(crate) fn is_up(&self) -> bool {
+        self.paths.values().any(|p| p.state == PathState::Active)
+    }
+}

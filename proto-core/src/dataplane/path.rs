@@ -1,0 +1,256 @@
+//! One path of an association: a local mesh socket (one per uplink) and a
+//! remote address. It carries data only after an authentic pong from that
+//! exact remote address, and stops when pongs stop.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::id::{PathId, UplinkId};
+
+/// Outstanding pings remembered per path.
+const MAX_PENDING: usize = 16;
+
+/// Where a path goes (DESIGN §11 `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PathKind {
+    /// A private (intranet) remote address: preferred when reachable.
+    DirectIntranet,
+    /// A public remote address.
+    DirectPublic,
+}
+
+impl PathKind {
+    /// The kind of a path to `remote`.
+    pub fn of(remote: SocketAddr) -> Self {
+        let private = match remote.ip() {
+            IpAddr::V4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+            IpAddr::V6(ip) => ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00,
+        };
+        if private {
+            Self::DirectIntranet
+        } else {
+            Self::DirectPublic
+        }
+    }
+
+    /// The name status and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DirectIntranet => "direct-intranet",
+            Self::DirectPublic => "direct-public",
+        }
+    }
+}
+
+/// A path's state (DESIGN §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum PathState {
+    /// Being pinged, never answered (or not since it failed).
+    Probing,
+    /// Answered recently: carries data.
+    Active,
+    /// Stopped answering.
+    Failed,
+}
+
+impl PathState {
+    /// The name status and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probing => "probing",
+            Self::Active => "active",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// Byte and packet counts of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Data packets.
+    pub packets: u64,
+    /// Data bytes (payload, as carried).
+    pub bytes: u64,
+}
+
+impl Traffic {
+    pub(crate) fn count(&mut self, len: usize) {
+        self.packets += 1;
+        self.bytes += len as u64;
+    }
+}
+
+/// The state of one path.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// Its id within the association.
+    pub id: PathId,
+    /// The uplink whose mesh socket it leaves from.
+    pub uplink: UplinkId,
+    /// The remote address.
+    pub remote: SocketAddr,
+    /// Where it goes.
+    pub kind: PathKind,
+    /// Its state.
+    pub state: PathState,
+    /// Smoothed round-trip time, once measured.
+    pub srtt: Option<Duration>,
+    /// Round-trip time variance.
+    pub rttvar: Duration,
+    /// Last authentic packet (pong, ping or validated data) from the remote.
+    pub last_heard: Option<Instant>,
+    /// Data sent on it.
+    pub tx: Traffic,
+    /// Data received on it.
+    pub rx: Traffic,
+    /// Pings sent.
+    pub pings: u64,
+    /// Pongs matched.
+    pub pongs: u64,
+    /// Probe intervals in a row that ended with no pong.
+    missed: u32,
+    pending: VecDeque<(u64, Instant)>,
+}
+
+impl Path {
+    pub(crate) fn new(id: PathId, uplink: UplinkId, remote: SocketAddr) -> Self {
+        Self {
+            id,
+            uplink,
+            remote,
+            kind: PathKind::of(remote),
+            state: PathState::Probing,
+            srtt: None,
+            rttvar: Duration::ZERO,
+            last_heard: None,
+            tx: Traffic::default(),
+            rx: Traffic::default(),
+            pings: 0,
+            pongs: 0,
+            missed: 0,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Records a ping sent at `now`; returns true when the path just failed
+    /// (it was active and `failed_after` intervals passed without a pong).
+    pub(crate) fn on_probe(&mut self, txid: u64, now: Instant, failed_after: u32) -> bool {
+        if !self.pending.is_empty() {
+            self.missed += 1;
+        }
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((txid, now));
+        self.pings += 1;
+        if self.state == PathState::Active && self.missed >= failed_after {
+            self.state = PathState::Failed;
+            return true;
+        }
+        false
+    }
+
+    /// True when a ping went out less than `gap` ago (to pace challenges).
+    pub(crate) fn pinged_within(&self, now: Instant, gap: Duration) -> bool {
+        self.pending
+            .back()
+            .is_some_and(|&(_, at)| now.saturating_duration_since(at) < gap)
+    }
+
+    /// Matches a pong; returns the RTT, and whether the path just became
+    /// active, or `None` for a pong that answers no outstanding ping.
+    pub(crate) fn on_pong(&mut self, txid: u64, now: Instant) -> Option<(Duration, bool)> {
+        let at = self.pending.iter().position(|&(id, _)| id == txid)?;
+        let (_, sent) = self.pending.remove(at)?;
+        // Everything older than the answered ping is lost; drop it so a late
+        // path does not count as missing forever.
+        self.pending.drain(..at);
+        let rtt = now.saturating_duration_since(sent);
+        self.sample_rtt(rtt);
+        self.missed = 0;
+        self.pongs += 1;
+        self.last_heard = Some(now);
+        let validated = self.state != PathState::Active;
+        self.state = PathState::Active;
+        Some((rtt, validated))
+    }
+
+    /// RFC 6298 smoothing.
+    fn sample_rtt(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                self.rttvar = (self.rttvar * 3 + srtt.abs_diff(rtt)) / 4;
+                self.srtt = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    /// The fraction of the last pings that went unanswered (a coarse loss
+    /// estimate until receiver statistics exist).
+    pub fn probe_loss(&self) -> f64 {
+        if self.pings == 0 {
+            return 0.0;
+        }
+        let outstanding = self.pending.len().saturating_sub(1) as f64;
+        (outstanding / MAX_PENDING as f64).min(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_address() {
+        assert_eq!(
+            PathKind::of("10.1.2.3:1".parse().unwrap()),
+            PathKind::DirectIntranet
+        );
+        assert_eq!(
+            PathKind::of("192.168.1.1:1".parse().unwrap()),
+            PathKind::DirectIntranet
+        );
+        assert_eq!(
+            PathKind::of("127.0.0.2:1".parse().unwrap()),
+            PathKind::DirectIntranet
+        );
+        assert_eq!(
+            PathKind::of("[fd00::1]:1".parse().unwrap()),
+            PathKind::DirectIntranet
+        );
+        assert_eq!(
+            PathKind::of("203.0.113.9:1".parse().unwrap()),
+            PathKind::DirectPublic
+        );
+        assert_eq!(
+            PathKind::of("[2001:db8::1]:1".parse().unwrap()),
+            PathKind::DirectPublic
+        );
+    }
+
+    #[test]
+    fn a_path_activates_on_a_matching_pong_and_fails_after_silence() {
+        let t0 = crate::test_epoch();
+        let step = Duration::from_millis(100);
+        let mut path = Path::new(PathId(1), UplinkId(0), "203.0.113.9:1".parse().unwrap());
+        assert!(!path.on_probe(1, t0, 3));
+        assert_eq!(path.on_pong(99, t0 + step), None, "unknown txid");
+        assert_eq!(path.on_pong(1, t0 + step), Some((step, true)));
+        assert_eq!(path.state, PathState::Active);
+        assert_eq!(path.on_pong(1, t0 + step), None, "answered once only");
+        let mut failed = false;
+        for i in 2..6 {
+            failed |= path.on_probe(i, t0 + step * i as u32, 3);
+        }
+        assert!(failed);
+        assert_eq!(path.state, PathState::Failed);
+        assert_eq!(path.on_pong(5, t0 + step * 6).map(|(_, v)| v), Some(true));
+    }
+}

@@ -1,0 +1,449 @@
+//! Two data planes in virtual time with a fixed one-way delay: the smallest
+//! harness that exercises install, binding, validation, forwarding,
+//! rebinding, failure and withdrawal.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use super::*;
+use crate::wire::{AuthKey, MAGIC};
+
+const DELAY: Duration = Duration::from_millis(5);
+const ASSOC: AssocId = AssocId(7);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Node {
+    plane: DataPlane,
+    bound: BTreeMap<SocketId, SocketAddr>,
+    target: SocketAddr,
+    delivered: Vec<Bytes>,
+    events: Vec<DataEvent>,
+}
+
+struct Net {
+    now: Instant,
+    nodes: [Node; 2],
+    /// (arrival, seq) -> (dst, src, payload)
+    in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Bytes)>,
+    seq: u64,
+    /// Rewrites the source of node 0's mesh packets (a NAT rebinding).
+    rebind: Option<SocketAddr>,
+    /// Drops everything while set.
+    blackhole: bool,
+}
+
+fn uplink(id: u16, bind: &str) -> UplinkSpec {
+    UplinkSpec {
+        id: UplinkId(id),
+        name: format!("up{id}"),
+        bind: bind.parse().unwrap(),
+    }
+}
+
+fn spec(ingress: &str, target: &str, remotes: &[&str]) -> AssociationSpec {
+    AssociationSpec {
+        id: ASSOC,
+        service: ServiceId(1),
+        peer: "peer/wg0".to_owned(),
+        key: [3; 32],
+        ingress: addr(ingress),
+        target: addr(target),
+        mesh_port: 40_000,
+        remotes: remotes.iter().map(|r| addr(r)).collect(),
+    }
+}
+
+impl Net {
+    /// Node 0 on 192.0.2.1; node 1 on 198.51.100.2 and, with `intranet`,
+    /// also on 10.0.0.2.
+    fn new(intranet: bool) -> Self {
+        let now = crate::test_epoch();
+        let wall = WallClock::new(now, 1_760_000_000_000_000);
+        let mut b_uplinks = vec![uplink(0, "198.51.100.2")];
+        let mut b_remotes = vec!["198.51.100.2:40000"];
+        if intranet {
+            b_uplinks.push(uplink(1, "10.0.0.2"));
+            b_remotes.push("10.0.0.2:40000");
+        }
+        let mut a = DataPlane::new(DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall));
+        let mut b = DataPlane::new(DataPlaneConfig::new(b_uplinks, 2, wall));
+        a.install(spec("127.0.0.1:41000", "127.0.0.1:51820", &b_remotes))
+            .unwrap();
+        b.install(spec(
+            "127.0.0.1:41000",
+            "127.0.0.1:51820",
+            &["192.0.2.1:40000"],
+        ))
+        .unwrap();
+        let node = |plane, target| Node {
+            plane,
+            bound: BTreeMap::new(),
+            target: addr(target),
+            delivered: Vec::new(),
+            events: Vec::new(),
+        };
+        Self {
+            now,
+            nodes: [node(a, "127.0.0.1:51820"), node(b, "127.0.0.1:51820")],
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            rebind: None,
+            blackhole: false,
+        }
+    }
+
+    fn drain(&mut self, n: usize) {
+        while let Some(output) = self.nodes[n].plane.poll_output() {
+            let now = self.now;
+            match output {
+                Output::BindSocket { socket, local } => {
+                    self.nodes[n].bound.insert(socket, local);
+                    self.nodes[n]
+                        .plane
+                        .handle_input(now, Input::SocketBound { socket, local });
+                }
+                Output::CloseSocket { socket } => {
+                    self.nodes[n].bound.remove(&socket);
+                }
+                Output::Transmit(t) => {
+                    let local = self.nodes[n].bound[&t.socket];
+                    if t.dst == self.nodes[n].target {
+                        assert_eq!(
+                            local,
+                            addr("127.0.0.1:41000"),
+                            "delivered from the ingress socket"
+                        );
+                        self.nodes[n].delivered.push(t.payload);
+                        continue;
+                    }
+                    if self.blackhole {
+                        continue;
+                    }
+                    let src = match (n, self.rebind) {
+                        (0, Some(rebound)) => rebound,
+                        _ => local,
+                    };
+                    self.seq += 1;
+                    self.in_flight
+                        .insert((now + DELAY, self.seq), (t.dst, src, t.payload));
+                }
+                Output::Event(e) => self.nodes[n].events.push(e),
+                Output::Deliver { .. } => unreachable!("the data plane delivers through sockets"),
+            }
+        }
+    }
+
+    /// The node and socket that own `dst` (a rebound address maps to node 0).
+    fn owner(&self, dst: SocketAddr) -> Option<(usize, SocketId)> {
+        let dst = if Some(dst) == self.rebind {
+            addr("192.0.2.1:40000")
+        } else {
+            dst
+        };
+        (0..2).find_map(|n| {
+            self.nodes[n]
+                .bound
+                .iter()
+                .find(|(_, &local)| local == dst)
+                .map(|(&socket, _)| (n, socket))
+        })
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        loop {
+            self.drain(0);
+            self.drain(1);
+            let next_packet = self.in_flight.keys().next().map(|&(at, _)| at);
+            let next_timer = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.plane.poll_timeout())
+                .min();
+            let Some(next) = [next_packet, next_timer].into_iter().flatten().min() else {
+                break;
+            };
+            if next > until {
+                break;
+            }
+            self.now = next;
+            if next_packet == Some(next) {
+                let (_, (dst, src, payload)) = self.in_flight.pop_first().unwrap();
+                if let Some((n, socket)) = self.owner(dst) {
+                    let d = Datagram {
+                        socket,
+                        src,
+                        payload: &payload,
+                    };
+                    self.nodes[n].plane.handle_input(next, Input::Datagram(d));
+                }
+            } else {
+                for n in 0..2 {
+                    if self.nodes[n].plane.poll_timeout() == Some(next) {
+                        self.nodes[n].plane.handle_timeout(next);
+                    }
+                }
+            }
+        }
+        self.now = until;
+    }
+
+    /// The local service of node `n` sends `payload` to its ingress from `src`.
+    fn service_sends(&mut self, n: usize, src: SocketAddr, payload: &[u8]) {
+        let ingress = self.nodes[n]
+            .plane
+            .association(ASSOC)
+            .unwrap()
+            .inner
+            .ingress_socket;
+        let d = Datagram {
+            socket: ingress,
+            src,
+            payload,
+        };
+        let now = self.now;
+        self.nodes[n].plane.handle_input(now, Input::Datagram(d));
+    }
+
+    fn view(&self, n: usize) -> AssociationView<'_> {
+        self.nodes[n].plane.association(ASSOC).unwrap()
+    }
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    let len = 1 + i % 1_400;
+    let mut p: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+    if i % 5 == 0 {
+        let n = MAGIC.len().min(len);
+        p[..n].copy_from_slice(&MAGIC[..n]);
+    }
+    p
+}
+
+#[test]
+fn paths_validate_and_data_crosses_byte_for_byte() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    assert!(net.view(0).is_up() && net.view(1).is_up());
+    assert!(net.nodes[0]
+        .events
+        .contains(&DataEvent::AssociationUp(ASSOC)));
+    let target = net.nodes[0].target;
+    let sent: Vec<Vec<u8>> = (0..1_400).map(payload).collect();
+    for p in &sent {
+        net.service_sends(0, target, p);
+        net.advance(Duration::from_micros(100));
+    }
+    net.advance(Duration::from_millis(20));
+    let got: Vec<Vec<u8>> = net.nodes[1].delivered.iter().map(|b| b.to_vec()).collect();
+    assert_eq!(got, sent);
+    let c = net.view(1).counters();
+    assert_eq!(c.delivered.packets, 1_400);
+    assert_eq!(net.view(0).counters().ingress.packets, 1_400);
+}
+
+#[test]
+fn only_the_service_target_may_send_into_the_ingress() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    net.service_sends(0, addr("127.0.0.1:9999"), b"intruder");
+    net.advance(Duration::from_millis(20));
+    assert!(net.nodes[1].delivered.is_empty());
+    assert_eq!(net.view(0).counters().ingress_foreign, 1);
+}
+
+#[test]
+fn nothing_is_carried_before_validation() {
+    let mut net = Net::new(false);
+    // Nothing is bound or validated yet at time zero.
+    let target = net.nodes[0].target;
+    net.drain(0);
+    net.service_sends(0, target, b"too early");
+    net.advance(Duration::from_millis(50));
+    assert!(net.nodes[1].delivered.is_empty());
+    assert_eq!(net.view(0).counters().no_path, 1);
+}
+
+#[test]
+fn a_rebound_peer_is_challenged_and_revalidated_within_one_interval() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    net.rebind = Some(addr("192.0.2.1:51111"));
+    let target = net.nodes[0].target;
+    let big = vec![0x42u8; 200];
+    net.service_sends(0, target, &big);
+    net.advance(Duration::from_millis(30));
+    // Dropped (unvalidated source), but it earned an immediate challenge.
+    assert!(net.nodes[1].delivered.is_empty());
+    assert_eq!(net.view(1).counters().unvalidated, 1);
+    let rebound = net
+        .view(1)
+        .paths()
+        .find(|p| p.remote == addr("192.0.2.1:51111"))
+        .map(|p| p.state);
+    assert_eq!(
+        rebound,
+        Some(PathState::Active),
+        "validated within one round trip"
+    );
+    net.service_sends(0, target, &big);
+    net.advance(Duration::from_millis(30));
+    assert_eq!(net.nodes[1].delivered.len(), 1);
+    // node 1 answers over the new path, which it prefers once the old one is stale.
+    net.advance(Duration::from_millis(600));
+    net.service_sends(1, target, b"reply");
+    net.advance(Duration::from_millis(30));
+    assert_eq!(net.nodes[0].delivered, vec![Bytes::from_static(b"reply")]);
+}
+
+#[test]
+fn small_unvalidated_data_earns_no_challenge() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    net.rebind = Some(addr("192.0.2.1:51111"));
+    let pings_before: u64 = net.view(1).paths().map(|p| p.pings).sum();
+    let target = net.nodes[0].target;
+    net.service_sends(0, target, b"tiny");
+    net.advance(Duration::from_millis(10));
+    let pings_after: u64 = net.view(1).paths().map(|p| p.pings).sum();
+    assert_eq!(
+        pings_before, pings_after,
+        "a 4-byte packet must not trigger a 63-byte ping"
+    );
+}
+
+#[test]
+fn a_dead_path_fails_within_a_second() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    net.blackhole = true;
+    let cut = net.now;
+    net.advance(Duration::from_millis(1_000));
+    assert!(!net.view(0).is_up(), "still up a second after the cut");
+    assert!(net.nodes[0]
+        .events
+        .contains(&DataEvent::AssociationDown(ASSOC)));
+    let _ = cut;
+    net.blackhole = false;
+    net.advance(Duration::from_millis(300));
+    assert!(net.view(0).is_up(), "comes back when probes are answered");
+}
+
+#[test]
+fn a_reachable_intranet_path_is_preferred() {
+    let mut net = Net::new(true);
+    net.advance(Duration::from_millis(50));
+    let states: Vec<(PathKind, PathState)> =
+        net.view(0).paths().map(|p| (p.kind, p.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (PathKind::DirectIntranet, PathState::Active),
+            (PathKind::DirectPublic, PathState::Active)
+        ]
+    );
+    let target = net.nodes[0].target;
+    net.service_sends(0, target, b"via the lan");
+    let current = net.view(0).current_path().unwrap();
+    let chosen = net.view(0).paths().find(|p| p.id == current).unwrap().kind;
+    assert_eq!(chosen, PathKind::DirectIntranet);
+}
+
+#[test]
+fn withdrawal_closes_sockets_and_stops_forwarding() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    net.nodes[1].plane.withdraw(ASSOC).unwrap();
+    net.drain(1);
+    assert!(net.nodes[1].bound.is_empty(), "every socket closed");
+    let target = net.nodes[0].target;
+    net.service_sends(0, target, b"after withdraw");
+    net.advance(Duration::from_millis(50));
+    assert!(net.nodes[1].delivered.is_empty());
+    assert_eq!(
+        net.nodes[1].plane.withdraw(ASSOC),
+        Err(DataPlaneError::NotInstalled(ASSOC))
+    );
+}
+
+#[test]
+fn install_refuses_duplicates_and_ingress_conflicts() {
+    let mut net = Net::new(false);
+    let plane = &mut net.nodes[0].plane;
+    let again = spec("127.0.0.1:41001", "127.0.0.1:51820", &[]);
+    assert_eq!(
+        plane.install(again),
+        Err(DataPlaneError::AlreadyInstalled(ASSOC))
+    );
+    let mut clash = spec("127.0.0.1:41000", "127.0.0.1:51820", &[]);
+    clash.id = AssocId(8);
+    assert_eq!(
+        plane.install(clash),
+        Err(DataPlaneError::IngressInUse {
+            ingress: addr("127.0.0.1:41000"),
+            by: ASSOC
+        })
+    );
+}
+
+#[test]
+fn replayed_and_foreign_key_control_packets_are_not_obeyed() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    let now = net.now;
+    let ping = ControlRepr {
+        txid: 1,
+        timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(now),
+        body: ControlBody::Ping { pad: 19 },
+    };
+    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+    let src = addr("192.0.2.1:40000");
+    let authentic = ping.to_bytes(&AuthKey::new(&[3; 32]));
+    for _ in 0..3 {
+        let d = Datagram {
+            socket: mesh,
+            src,
+            payload: &authentic,
+        };
+        net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    }
+    assert_eq!(net.view(1).counters().replays, 2);
+    // Under another key it is just data from a validated path: delivered unchanged.
+    let foreign = ping.to_bytes(&AuthKey::new(&[4; 32]));
+    let d = Datagram {
+        socket: mesh,
+        src,
+        payload: &foreign,
+    };
+    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.drain(1);
+    assert_eq!(
+        net.nodes[1].delivered.last().map(|b| b.to_vec()),
+        Some(foreign.to_vec())
+    );
+}
+
+#[test]
+fn a_flood_of_sources_cannot_grow_the_path_table() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+    let now = net.now;
+    let junk = vec![0xEEu8; 500];
+    for port in 0..10_000u16 {
+        let src = SocketAddr::new(addr("203.0.113.66:1").ip(), 10_000 + port);
+        let d = Datagram {
+            socket: mesh,
+            src,
+            payload: &junk,
+        };
+        net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    }
+    net.drain(1);
+    assert!(net.view(1).paths().count() <= MAX_PATHS);
+    assert_eq!(net.view(1).counters().unvalidated, 10_000);
+    assert!(net.nodes[1].delivered.is_empty());
+}
