@@ -43,12 +43,15 @@
 //! }
 //! ```
 
+pub mod control;
+pub mod csprng;
 pub mod dataplane;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod id;
 pub mod machine;
+pub mod pki;
 pub mod probe;
 pub mod replay;
 pub mod rng;
