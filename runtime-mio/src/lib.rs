@@ -35,7 +35,9 @@
 //! [`UdpIo`]: transitloom_proto_core::driver::UdpIo
 
 pub mod clock;
+pub mod config;
 mod driver;
+pub mod fsutil;
 mod io;
 pub mod udp;
 

@@ -1,0 +1,201 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+
+/// A fresh folder with a `root.crt` in it (content is not read here).
+fn scratch() -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tl-config-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("root.crt"), "placeholder").unwrap();
+    dir
+}
+
+const GOOD: &str = r#"
+name = "alpha"
+data_dir = "state"
+coordinators = ["203.0.113.5:7443"]
+root_ca = "root.crt"
+join_token = "tlj1-alpha-00112233445566778899aabbccddeeff"
+status_listen = "127.0.0.1:7480"
+advertise_private = true
+
+[[uplink]]
+name = "fiber"
+bind = "192.0.2.10"
+metered = false
+priority = "primary"
+capacity_mbps = 500
+
+[[uplink]]
+name = "lte"
+interface = "wwan0"
+metered = true
+priority = "backup"
+
+[relay]
+data = false
+
+[[service]]
+name = "wg0"
+target = "127.0.0.1:51820"
+ingress_range = "127.0.0.1:41000-41999"
+
+[[association]]
+service = "wg0"
+peer = "beta/wg0"
+ingress = "127.0.0.1:41002"
+relay = "allow"
+mode = "whole-packet"
+
+[[association]]
+service = "wg0"
+peer = "gamma/wg0"
+"#;
+
+fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+    let dir = scratch();
+    NodeConfig::parse(&dir.join("node.toml"), text)
+}
+
+#[test]
+fn the_design_example_parses() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.name, "alpha");
+    assert!(config.data_dir.ends_with("state"));
+    assert_eq!(config.uplinks.len(), 2);
+    assert_eq!(
+        config.uplinks[1].source,
+        UplinkSource::Interface("wwan0".to_owned())
+    );
+    assert_eq!(config.uplinks[1].priority, Priority::Backup);
+    assert_eq!(
+        config.associations[0].ingress,
+        Some("127.0.0.1:41002".parse().unwrap())
+    );
+    assert_eq!(config.associations[1].peer(), "gamma/wg0");
+    assert_eq!(config.associations[1].relay, RelayPolicy::Allow);
+    assert_eq!(config.associations[1].mode, Mode::WholePacket);
+}
+
+/// Replaces the first occurrence of `from` in the good config.
+fn mutate(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from:?} is not in the good config");
+    GOOD.replacen(from, to, 1)
+}
+
+#[test]
+fn every_bad_config_names_the_key_and_the_reason() {
+    let cases: Vec<(String, &str, &str)> = vec![
+        (mutate("advertise_private = true", "advertise_private = true\ncolour = \"blue\""), "colour", "unknown key"),
+        (mutate("metered = false", "metered = false\nspeed = 3"), "uplink[0].speed", "unknown key"),
+        (mutate("name = \"alpha\"", "name = \"Alpha\""), "name", "names use only"),
+        (mutate("name = \"alpha\"", ""), "name", "missing"),
+        (mutate("data_dir = \"state\"", "data_dir = \"\""), "data_dir", "must not be empty"),
+        (mutate("coordinators = [\"203.0.113.5:7443\"]", "coordinators = []"), "coordinators", "at least one"),
+        (mutate("203.0.113.5:7443", "203.0.113.5"), "coordinators[0]", "not an address with a port"),
+        (mutate("root_ca = \"root.crt\"", "root_ca = \"missing.crt\""), "root_ca", "does not exist"),
+        (mutate("status_listen = \"127.0.0.1:7480\"", "status_listen = \"localhost\""), "status_listen", "not an address"),
+        (mutate("advertise_private = true", "advertise_private = \"yes\""), "advertise_private", "expected true or false"),
+        (mutate("bind = \"192.0.2.10\"", "bind = \"192.0.2.300\""), "uplink[0].bind", "not an IP address"),
+        (mutate("bind = \"192.0.2.10\"", "bind = \"0.0.0.0\""), "uplink[0].bind", "cannot be a source address"),
+        (mutate("bind = \"192.0.2.10\"", "bind = \"192.0.2.10\"\ninterface = \"eth0\""), "uplink[0]", "not both"),
+        (mutate("bind = \"192.0.2.10\"", ""), "uplink[0]", "needs bind"),
+        (mutate("name = \"lte\"", "name = \"fiber\""), "uplink[1].name", "also the name of uplink[0]"),
+        (mutate("priority = \"primary\"", "priority = \"main\""), "uplink[0].priority", "not one of"),
+        (mutate("priority = \"primary\"", "priority = \"backup\""), "uplink", "every uplink is a backup"),
+        (mutate("capacity_mbps = 500", "capacity_mbps = -5"), "uplink[0].capacity_mbps", "not a positive rate"),
+        (mutate("interface = \"wwan0\"", "interface = \"an-interface-name-too-long\""), "uplink[1].interface", "not an interface name"),
+        (mutate("target = \"127.0.0.1:51820\"", "target = \"127.0.0.1:0\""), "service[0].target", "port 0"),
+        (mutate("127.0.0.1:41000-41999", "192.0.2.1:41000-41999"), "service[0].ingress_range", "not a loopback"),
+        (mutate("127.0.0.1:41000-41999", "127.0.0.1:41999-41000"), "service[0].ingress_range", "ascending"),
+        (mutate("127.0.0.1:41000-41999", "41000-41999"), "service[0].ingress_range", "not a range"),
+        (mutate("127.0.0.1:41000-41999", "127.0.0.1:51000-52000"), "service[0].target", "inside its own ingress range"),
+        (
+            mutate("[[association]]", "[[service]]\nname = \"dns\"\ntarget = \"127.0.0.1:53\"\ningress_range = \"127.0.0.1:41500-42500\"\n\n[[association]]"),
+            "service[1].ingress_range",
+            "overlaps",
+        ),
+        (mutate("service = \"wg0\"\npeer = \"beta/wg0\"", "service = \"wg1\"\npeer = \"beta/wg0\""), "association[0].service", "no [[service]]"),
+        (mutate("peer = \"beta/wg0\"", "peer = \"beta\""), "association[0].peer", "not node/service"),
+        (mutate("peer = \"gamma/wg0\"", "peer = \"beta/wg0\""), "association[1]", "repeats association[0]"),
+        (mutate("ingress = \"127.0.0.1:41002\"", "ingress = \"192.0.2.1:41002\""), "association[0].ingress", "not a loopback"),
+        (mutate("ingress = \"127.0.0.1:41002\"", "ingress = \"127.0.0.1:51820\""), "association[0].ingress", "own target"),
+        (mutate("peer = \"gamma/wg0\"", "peer = \"gamma/wg0\"\ningress = \"127.0.0.1:41002\""), "association[1].ingress", "also the ingress"),
+        (mutate("relay = \"allow\"", "relay = \"sometimes\""), "association[0].relay", "not one of"),
+        (mutate("mode = \"whole-packet\"", "mode = \"striped\""), "association[0].mode", "not one of"),
+        (mutate("[relay]\ndata = false", "[relay]\ndata = false\nports = 3"), "relay.ports", "unknown key"),
+        (mutate("name = \"alpha\"", "name = \"alpha"), "(syntax)", "TOML parse error"),
+    ];
+    assert!(cases.len() >= 20);
+    for (text, key, reason) in cases {
+        let err = parse(&text).expect_err(&format!("accepted a config with a bad {key}"));
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.reason.contains(reason), "{key}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: {key}: ", err.file.display())),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_names_itself() {
+    let err = NodeConfig::load(std::path::Path::new("/nonexistent/node.toml")).unwrap_err();
+    assert_eq!(
+        err.to_string().split(": ").take(2).collect::<Vec<_>>(),
+        ["/nonexistent/node.toml", "(file)"]
+    );
+}
+
+#[test]
+fn ingress_ports_are_derived_once_and_kept_across_restarts() {
+    let config = parse(GOOD).unwrap();
+    let dir = scratch();
+    let mut table = IngressTable::load(&dir).unwrap();
+    let first = table.assign(&config).unwrap();
+    assert_eq!(
+        first[0],
+        "127.0.0.1:41002".parse().unwrap(),
+        "explicit wins"
+    );
+    assert!(config.services[0].ingress_range.contains(first[1]));
+    table.save(&dir).unwrap();
+
+    // A restart reads the same assignment back.
+    let mut again = IngressTable::load(&dir).unwrap();
+    assert_eq!(again.assign(&config).unwrap(), first);
+
+    // Adding an association does not move the existing ones.
+    let more = GOOD.to_owned() + "\n[[association]]\nservice = \"wg0\"\npeer = \"delta/wg0\"\n";
+    let bigger = parse(&more).unwrap();
+    let assigned = again.assign(&bigger).unwrap();
+    assert_eq!(&assigned[..2], &first[..]);
+    assert!(!first.contains(&assigned[2]));
+}
+
+#[test]
+fn a_full_range_is_refused_with_the_service_named() {
+    let text = mutate("127.0.0.1:41000-41999", "127.0.0.1:41002-41002");
+    let config = parse(&text).unwrap();
+    let err = IngressTable::default().assign(&config).unwrap_err();
+    assert_eq!(err.key, "service[0].ingress_range");
+    assert!(err.reason.contains("no free port"), "{err}");
+}
+
+#[test]
+fn a_corrupt_ingress_file_is_refused_with_its_path() {
+    let dir = scratch();
+    std::fs::write(dir.join(INGRESS_FILE_NAME), "[[ingress]]\nservice = 3\n").unwrap();
+    let err = IngressTable::load(&dir).unwrap_err();
+    assert!(err.file.ends_with(INGRESS_FILE_NAME));
+    assert_eq!(err.key, "ingress[0].service");
+}
+
+const INGRESS_FILE_NAME: &str = ingress::INGRESS_FILE;
