@@ -38,7 +38,9 @@ pub mod clock;
 pub mod config;
 mod driver;
 pub mod fsutil;
+pub mod http;
 mod io;
+pub mod status;
 pub mod udp;
 
 pub use clock::{wall_clock_now, SystemClock};

@@ -8,7 +8,7 @@ use transitloom_simulations::scenario;
 /// Runs Transitloom's real state machines in a deterministic simulated
 /// network (links with delay, jitter, loss, rate limits; RFC 4787 NATs).
 #[derive(Debug, Parser)]
-#[command(name = "tl-sim", version, about, long_about = None)]
+#[command(name = "tl-sim", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,242 @@
+//! `transitloom-node`: the Transitloom node daemon and its local inspection
+//! commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use transitloom_runtime_mio::config::{
+    IngressTable, NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN,
+};
+use transitloom_runtime_mio::http;
+use transitloom_runtime_mio::status::NodeStatus;
+
+/// The Transitloom node: exposes local UDP services (WireGuard first) on
+/// stable loopback ingress ports and carries them across the mesh.
+#[derive(Debug, Parser)]
+#[command(name = "transitloom-node", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validates a configuration file and shows what the node would use:
+    /// uplinks, services, and the ingress address of every association
+    /// (assigning and keeping new ones in the data directory).
+    Check {
+        /// The node configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Shows the running node's associations, paths, uplinks and admission
+    /// (from its status endpoint).
+    Status {
+        /// Print the raw JSON of `GET /status` instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: StatusTarget,
+    },
+    /// Prints a WireGuard `[Peer]` snippet with `Endpoint = INGRESS` for each
+    /// association, to paste into the WireGuard configuration.
+    WgPeers {
+        /// Print `wg set INTERFACE peer … endpoint …` commands instead.
+        #[arg(long, value_name = "NAME")]
+        interface: Option<String>,
+        #[command(flatten)]
+        target: StatusTarget,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct StatusTarget {
+    /// The node's status address (default: `status_listen` from --config,
+    /// else 127.0.0.1:7480).
+    #[arg(long, value_name = "ADDR")]
+    status: Option<SocketAddr>,
+    /// Read the status address from this configuration file.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Exit code for bad usage or configuration.
+const BAD_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Status { json, target } => fetch_status(&target).map_or_else(
+            |code| code,
+            |(raw, status)| {
+                if json {
+                    println!("{raw}");
+                } else {
+                    print!("{}", table(&status));
+                }
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::WgPeers { interface, target } => fetch_status(&target).map_or_else(
+            |code| code,
+            |(_, status)| {
+                print!("{}", status.wg_peers(interface.as_deref()));
+                ExitCode::SUCCESS
+            },
+        ),
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    let config = match NodeConfig::load(file) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("transitloom-node: {err}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    for (i, uplink) in config.uplinks.iter().enumerate() {
+        if let UplinkSource::Bind(ip) = uplink.source {
+            if let Err(err) = std::net::UdpSocket::bind((ip, 0)) {
+                eprintln!(
+                    "transitloom-node: {}: uplink[{i}].bind: {ip} is not usable on this host: {err}",
+                    config.file.display()
+                );
+                return ExitCode::from(BAD_CONFIG);
+            }
+        }
+    }
+    if let Err(err) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!(
+            "transitloom-node: {}: data_dir: cannot create {}: {err}",
+            config.file.display(),
+            config.data_dir.display()
+        );
+        return ExitCode::from(1);
+    }
+    let mut table = match IngressTable::load(&config.data_dir) {
+        Ok(table) => table,
+        Err(err) => {
+            eprintln!("transitloom-node: {err}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    let ingress = match table.assign(&config) {
+        Ok(ingress) => ingress,
+        Err(err) => {
+            eprintln!("transitloom-node: {err}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    if let Err(err) = table.save(&config.data_dir) {
+        eprintln!("transitloom-node: {err}");
+        return ExitCode::from(1);
+    }
+    println!("{}: valid", config.file.display());
+    println!(
+        "node {} (data in {})",
+        config.name,
+        config.data_dir.display()
+    );
+    for u in &config.uplinks {
+        let source = match &u.source {
+            UplinkSource::Bind(ip) => format!("bind {ip}"),
+            UplinkSource::Interface(name) => format!("interface {name}"),
+        };
+        let metered = if u.metered { ", metered" } else { "" };
+        println!("uplink {} ({source}, {}{metered})", u.name, u.priority);
+    }
+    for (a, addr) in config.associations.iter().zip(&ingress) {
+        println!("association {} -> {}: ingress {addr}", a.service, a.peer());
+    }
+    ExitCode::SUCCESS
+}
+
+fn fetch_status(target: &StatusTarget) -> Result<(String, NodeStatus), ExitCode> {
+    let addr = match (&target.status, &target.config) {
+        (Some(addr), _) => *addr,
+        (None, Some(file)) => match NodeConfig::load(file) {
+            Ok(config) => config.status_listen,
+            Err(err) => {
+                eprintln!("transitloom-node: {err}");
+                return Err(ExitCode::from(BAD_CONFIG));
+            }
+        },
+        (None, None) => DEFAULT_STATUS_LISTEN.parse().expect("a valid default"),
+    };
+    let raw = match http::get(addr, "/status", Duration::from_secs(3)) {
+        Ok((200, body)) => body,
+        Ok((code, _)) => {
+            eprintln!("transitloom-node: {addr} answered HTTP {code} for /status");
+            return Err(ExitCode::from(1));
+        }
+        Err(err) => {
+            eprintln!("transitloom-node: no node answers on {addr} ({err}); is it running, and is --status right?");
+            return Err(ExitCode::from(1));
+        }
+    };
+    match serde_json::from_str(&raw) {
+        Ok(status) => Ok((raw, status)),
+        Err(err) => {
+            eprintln!("transitloom-node: {addr} sent a status this version does not read: {err}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn table(status: &NodeStatus) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let n = &status.node;
+    let token = n
+        .token_expires_in_s
+        .map_or("none".to_owned(), |s| format!("expires in {s} s"));
+    let _ = writeln!(
+        out,
+        "node {}  admission {}  token {token}  nat {}",
+        n.name, n.admission, n.nat
+    );
+    let _ = writeln!(out, "\nUPLINK           STATE  TX BYTES      RX BYTES");
+    for u in &status.uplinks {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<6} {:<13} {}",
+            u.name, u.state, u.tx_bytes, u.rx_bytes
+        );
+    }
+    for a in &status.associations {
+        let id = a.id.as_deref().unwrap_or("-");
+        let ingress = a.ingress.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            out,
+            "\nassociation {id}  {} -> {}  ingress {ingress}  {}  {}",
+            a.service, a.peer, a.state, a.mode
+        );
+        if a.paths.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "  PATH  KIND              UPLINK       REMOTE                   STATE    RTT ms   LOSS   WEIGHT  TX BYTES     RX BYTES");
+        for p in &a.paths {
+            let rtt = p.rtt_ms.map_or("-".to_owned(), |r| format!("{r:.1}"));
+            let _ = writeln!(
+                out,
+                "  {:<5} {:<17} {:<12} {:<24} {:<8} {:<8} {:<6.3} {:<7.2} {:<12} {}",
+                p.id,
+                p.kind,
+                p.uplink,
+                p.remote,
+                p.state,
+                rtt,
+                p.loss,
+                p.weight,
+                p.tx_bytes,
+                p.rx_bytes
+            );
+        }
+    }
+    out
+}

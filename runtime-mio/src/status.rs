@@ -1,0 +1,340 @@
+//! The node's status (DESIGN §11): one snapshot type serialized as `/status`
+//! JSON, rendered as `/metrics` Prometheus text, and read back by
+//! `transitloom-node status` and `wg-peers`.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use transitloom_proto_core::dataplane::{AssociationView, DataPlane};
+
+/// Everything `/status` says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node itself.
+    pub node: NodeInfo,
+    /// Its uplinks.
+    pub uplinks: Vec<UplinkStatus>,
+    /// Its associations (configured ones not yet installed included).
+    pub associations: Vec<AssociationStatus>,
+}
+
+/// The node's identity and standing with the coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its name.
+    pub name: String,
+    /// `pending`, `admitted`, `revoked` (or `enrolling` before a certificate).
+    pub admission: String,
+    /// Seconds until the admission token expires, when there is one.
+    pub token_expires_in_s: Option<u64>,
+    /// The NAT behaviour seen, or `unknown`.
+    pub nat: String,
+}
+
+/// One uplink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    /// Its name.
+    pub name: String,
+    /// `up` or `down`.
+    pub state: String,
+    /// Bytes sent through it.
+    pub tx_bytes: u64,
+    /// Bytes received through it.
+    pub rx_bytes: u64,
+}
+
+/// One association.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AssociationStatus {
+    /// Its coordinator-assigned id, once installed.
+    pub id: Option<String>,
+    /// The local service.
+    pub service: String,
+    /// `node/service` of the peer.
+    pub peer: String,
+    /// The ingress address WireGuard's `Endpoint` points at.
+    pub ingress: Option<String>,
+    /// `up` (a path is active), `down`, or `waiting` (not installed yet).
+    pub state: String,
+    /// `whole-packet` or `segmented`.
+    pub mode: String,
+    /// Its paths.
+    pub paths: Vec<PathStatus>,
+    /// Datagrams dropped, by reason.
+    pub dropped: Drops,
+}
+
+/// Drops of one association, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Ingress datagrams from someone other than the service.
+    pub ingress_foreign: u64,
+    /// Ingress datagrams with no active path.
+    pub no_path: u64,
+    /// Mesh data from an unvalidated source.
+    pub unvalidated: u64,
+    /// Replayed control packets.
+    pub replays: u64,
+}
+
+/// One path.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathStatus {
+    /// Its id within the association.
+    pub id: String,
+    /// `direct-public`, `direct-intranet`, `coordinator-relay`, `node-relay`.
+    pub kind: String,
+    /// The uplink it leaves from.
+    pub uplink: String,
+    /// The remote address.
+    pub remote: String,
+    /// `probing`, `active`, `failed`.
+    pub state: String,
+    /// Smoothed round-trip time.
+    pub rtt_ms: Option<f64>,
+    /// Loss estimate, 0 to 1.
+    pub loss: f64,
+    /// Share of data the scheduler gives it, 0 to 1.
+    pub weight: f64,
+    /// Data bytes sent.
+    pub tx_bytes: u64,
+    /// Data bytes received.
+    pub rx_bytes: u64,
+}
+
+impl AssociationStatus {
+    /// The status of an installed association of local service `service`.
+    pub fn of(
+        view: AssociationView<'_>,
+        service: &str,
+        mode: &str,
+        uplink_name: impl Fn(u16) -> String,
+    ) -> Self {
+        let spec = view.spec();
+        let current = view.current_path();
+        let paths = view
+            .paths()
+            .map(|p| PathStatus {
+                id: p.id.0.to_string(),
+                kind: p.kind.as_str().to_owned(),
+                uplink: uplink_name(p.uplink.0),
+                remote: p.remote.to_string(),
+                state: p.state.as_str().to_owned(),
+                rtt_ms: p.srtt.map(|d| d.as_secs_f64() * 1e3),
+                loss: p.probe_loss(),
+                weight: if Some(p.id) == current { 1.0 } else { 0.0 },
+                tx_bytes: p.tx.bytes,
+                rx_bytes: p.rx.bytes,
+            })
+            .collect();
+        let c = view.counters();
+        Self {
+            id: Some(spec.id.0.to_string()),
+            service: service.to_owned(),
+            peer: spec.peer.clone(),
+            ingress: Some(view.ingress_local().unwrap_or(spec.ingress).to_string()),
+            state: if view.is_up() { "up" } else { "down" }.to_owned(),
+            mode: mode.to_owned(),
+            paths,
+            dropped: Drops {
+                ingress_foreign: c.ingress_foreign,
+                no_path: c.no_path,
+                unvalidated: c.unvalidated,
+                replays: c.replays,
+            },
+        }
+    }
+}
+
+/// Sums path traffic per uplink over every association.
+pub fn uplink_traffic(plane: &DataPlane, uplink: u16) -> (u64, u64) {
+    plane
+        .associations()
+        .flat_map(|a| {
+            a.paths()
+                .filter(|p| p.uplink.0 == uplink)
+                .map(|p| (p.tx.bytes, p.rx.bytes))
+                .collect::<Vec<_>>()
+        })
+        .fold((0, 0), |(tx, rx), (t, r)| (tx + t, rx + r))
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl NodeStatus {
+    /// The snapshot as Prometheus text exposition (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
+        let node = format!("node=\"{}\"", label(&self.node.name));
+        family(
+            "transitloom_node_admitted",
+            "gauge",
+            "1 when the coordinator admits this node.",
+            vec![(
+                node.clone(),
+                f64::from(u8::from(self.node.admission == "admitted")),
+            )],
+        );
+        let uplink = |u: &UplinkStatus| format!("{node},uplink=\"{}\"", label(&u.name));
+        family(
+            "transitloom_uplink_tx_bytes_total",
+            "counter",
+            "Data bytes sent through the uplink.",
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), u.tx_bytes as f64))
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_rx_bytes_total",
+            "counter",
+            "Data bytes received through the uplink.",
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), u.rx_bytes as f64))
+                .collect(),
+        );
+        let assoc = |a: &AssociationStatus| {
+            format!(
+                "{node},association=\"{}\",service=\"{}\",peer=\"{}\"",
+                label(a.id.as_deref().unwrap_or("")),
+                label(&a.service),
+                label(&a.peer)
+            )
+        };
+        family(
+            "transitloom_association_up",
+            "gauge",
+            "1 when at least one path of the association is active.",
+            self.associations
+                .iter()
+                .map(|a| (assoc(a), f64::from(u8::from(a.state == "up"))))
+                .collect(),
+        );
+        let mut drops = Vec::new();
+        for a in &self.associations {
+            for (reason, n) in [
+                ("ingress_foreign", a.dropped.ingress_foreign),
+                ("no_path", a.dropped.no_path),
+                ("unvalidated", a.dropped.unvalidated),
+                ("replay", a.dropped.replays),
+            ] {
+                drops.push((format!("{},reason=\"{reason}\"", assoc(a)), n as f64));
+            }
+        }
+        family(
+            "transitloom_association_dropped_total",
+            "counter",
+            "Datagrams dropped, by reason.",
+            drops,
+        );
+        let path_samples = |value: &dyn Fn(&PathStatus) -> Option<f64>| {
+            self.associations
+                .iter()
+                .flat_map(|a| {
+                    a.paths.iter().filter_map(move |p| {
+                        let labels = format!(
+                            "{},path=\"{}\",kind=\"{}\",uplink=\"{}\",remote=\"{}\"",
+                            assoc(a),
+                            label(&p.id),
+                            label(&p.kind),
+                            label(&p.uplink),
+                            label(&p.remote)
+                        );
+                        value(p).map(|v| (labels, v))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            "transitloom_path_active",
+            "gauge",
+            "1 when the path is active.",
+            path_samples(&|p| Some(f64::from(u8::from(p.state == "active")))),
+        );
+        family(
+            "transitloom_path_rtt_seconds",
+            "gauge",
+            "Smoothed round-trip time of the path.",
+            path_samples(&|p| p.rtt_ms.map(|ms| ms / 1e3)),
+        );
+        family(
+            "transitloom_path_loss_ratio",
+            "gauge",
+            "Loss estimate of the path.",
+            path_samples(&|p| Some(p.loss)),
+        );
+        family(
+            "transitloom_path_weight",
+            "gauge",
+            "Share of data the scheduler gives the path.",
+            path_samples(&|p| Some(p.weight)),
+        );
+        family(
+            "transitloom_path_tx_bytes_total",
+            "counter",
+            "Data bytes sent on the path.",
+            path_samples(&|p| Some(p.tx_bytes as f64)),
+        );
+        family(
+            "transitloom_path_rx_bytes_total",
+            "counter",
+            "Data bytes received on the path.",
+            path_samples(&|p| Some(p.rx_bytes as f64)),
+        );
+        out
+    }
+
+    /// A WireGuard `[Peer]` snippet per association: the remote service as a
+    /// comment and `Endpoint = INGRESS`. With `interface`, `wg set` commands.
+    pub fn wg_peers(&self, interface: Option<&str>) -> String {
+        let mut out = String::new();
+        for a in &self.associations {
+            let Some(ingress) = &a.ingress else {
+                let _ = writeln!(
+                    out,
+                    "# {} via {}: no ingress assigned yet\n",
+                    a.peer, a.service
+                );
+                continue;
+            };
+            match interface {
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "# {} (service {}, association {})",
+                        a.peer,
+                        a.service,
+                        a.id.as_deref().unwrap_or("not installed yet")
+                    );
+                    let _ = writeln!(out, "[Peer]\nEndpoint = {ingress}\n");
+                }
+                Some(ifname) => {
+                    let _ = writeln!(
+                        out,
+                        "# {} (service {}): put {}'s WireGuard public key for PUBKEY",
+                        a.peer, a.service, a.peer
+                    );
+                    let _ = writeln!(out, "wg set {ifname} peer PUBKEY endpoint {ingress}\n");
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

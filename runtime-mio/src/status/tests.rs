@@ -1,0 +1,103 @@
+use super::*;
+
+fn sample() -> NodeStatus {
+    NodeStatus {
+        node: NodeInfo {
+            name: "alpha".to_owned(),
+            admission: "admitted".to_owned(),
+            token_expires_in_s: Some(540),
+            nat: "endpoint-independent".to_owned(),
+        },
+        uplinks: vec![UplinkStatus {
+            name: "fiber".to_owned(),
+            state: "up".to_owned(),
+            tx_bytes: 10,
+            rx_bytes: 20,
+        }],
+        associations: vec![
+            AssociationStatus {
+                id: Some("7".to_owned()),
+                service: "wg0".to_owned(),
+                peer: "beta/wg0".to_owned(),
+                ingress: Some("127.0.0.1:41002".to_owned()),
+                state: "up".to_owned(),
+                mode: "whole-packet".to_owned(),
+                paths: vec![PathStatus {
+                    id: "0".to_owned(),
+                    kind: "direct-public".to_owned(),
+                    uplink: "fiber".to_owned(),
+                    remote: "198.51.100.7:40112".to_owned(),
+                    state: "active".to_owned(),
+                    rtt_ms: Some(12.5),
+                    loss: 0.0,
+                    weight: 1.0,
+                    tx_bytes: 10,
+                    rx_bytes: 20,
+                }],
+                dropped: Drops::default(),
+            },
+            AssociationStatus {
+                id: None,
+                service: "wg0".to_owned(),
+                peer: "gamma/wg\"0".to_owned(),
+                ingress: Some("127.0.0.1:41003".to_owned()),
+                state: "waiting".to_owned(),
+                mode: "whole-packet".to_owned(),
+                ..AssociationStatus::default()
+            },
+        ],
+    }
+}
+
+#[test]
+fn status_json_has_the_documented_shape_and_round_trips() {
+    let status = sample();
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["node"]["admission"], "admitted");
+    assert_eq!(json["node"]["token_expires_in_s"], 540);
+    assert_eq!(json["uplinks"][0]["state"], "up");
+    let path = &json["associations"][0]["paths"][0];
+    for key in [
+        "id", "kind", "uplink", "remote", "state", "rtt_ms", "loss", "weight", "tx_bytes",
+        "rx_bytes",
+    ] {
+        assert!(!path[key].is_null(), "path.{key} missing");
+    }
+    for key in ["id", "service", "peer", "ingress", "state", "mode", "paths"] {
+        assert!(
+            !json["associations"][0][key].is_null(),
+            "association.{key} missing"
+        );
+    }
+    let back: NodeStatus = serde_json::from_value(json).unwrap();
+    assert_eq!(back, status);
+}
+
+#[test]
+fn metrics_are_labelled_and_escaped() {
+    let text = sample().metrics();
+    assert!(text.contains("# TYPE transitloom_path_rtt_seconds gauge"));
+    assert!(text.contains(
+        "transitloom_path_rtt_seconds{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\",path=\"0\",kind=\"direct-public\",uplink=\"fiber\",remote=\"198.51.100.7:40112\"} 0.0125"
+    ));
+    assert!(
+        text.contains("peer=\"gamma/wg\\\"0\""),
+        "quotes are escaped"
+    );
+    assert!(text.contains("transitloom_association_up{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 1"));
+    // Every sample line is `name{labels} value` with a number for value.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (_, value) = line.rsplit_once(' ').unwrap();
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+    }
+}
+
+#[test]
+fn wg_peers_prints_one_endpoint_per_association() {
+    let text = sample().wg_peers(None);
+    assert!(text
+        .contains("# beta/wg0 (service wg0, association 7)\n[Peer]\nEndpoint = 127.0.0.1:41002\n"));
+    assert_eq!(text.matches("Endpoint = ").count(), 2);
+    let set = sample().wg_peers(Some("wg0"));
+    assert!(set.contains("wg set wg0 peer PUBKEY endpoint 127.0.0.1:41002"));
+}
