@@ -44,6 +44,7 @@
 //! ```
 
 pub mod control;
+pub mod coordinator;
 pub mod csprng;
 pub mod dataplane;
 pub mod driver;

@@ -1,0 +1,400 @@
+//! The ordered operation log and the registry it builds (DESIGN §4). Admin
+//! writes — invite, enroll, admit, revoke, readmit, association create and
+//! delete — are checked against the current state, appended, persisted by
+//! the driver, and only then applied. Applying is deterministic, so replaying
+//! the log after a restart rebuilds the same registry.
+
+use std::collections::BTreeMap;
+
+mod codec;
+
+pub use codec::OpDecodeError;
+
+use crate::id::{AssocId, NodeId};
+
+/// A node's standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Admission {
+    /// Enrolled, waiting for an admin to admit it.
+    Pending,
+    /// May hold sessions and tokens.
+    Admitted,
+    /// Refused everything until readmitted.
+    Revoked,
+}
+
+impl Admission {
+    /// The name status uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Admitted => "admitted",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// `node/service`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRef {
+    /// The node's name.
+    pub node: String,
+    /// The service's name.
+    pub service: String,
+}
+
+impl std::fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.node, self.service)
+    }
+}
+
+/// One entry of the operation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// A one-time join token for `node` (only its digest is kept).
+    Invite {
+        /// The node's name.
+        node: String,
+        /// SHA-256 of the token's secret.
+        digest: [u8; 32],
+        /// The token is refused after this time.
+        expires_unix_s: u64,
+        /// Admit the node as soon as it enrolls.
+        admit: bool,
+    },
+    /// A node presented its join token and got a certificate.
+    Enroll {
+        /// The node's name.
+        node: String,
+        /// SHA-256 of the issued certificate.
+        fingerprint: [u8; 32],
+        /// When (the coordinator's wall clock).
+        at_unix_s: u64,
+    },
+    /// A pending node is admitted.
+    Admit {
+        /// The node's name.
+        node: String,
+    },
+    /// A node is revoked: sessions, tokens and associations end.
+    Revoke {
+        /// The node's name.
+        node: String,
+    },
+    /// A revoked node is admitted again, as a fresh event.
+    Readmit {
+        /// The node's name.
+        node: String,
+    },
+    /// An admin creates an association.
+    AssocCreate {
+        /// One end.
+        a: ServiceRef,
+        /// The other end.
+        b: ServiceRef,
+    },
+    /// An admin deletes an association.
+    AssocDelete {
+        /// Its id.
+        assoc: AssocId,
+    },
+}
+
+/// Why an operation was refused (nothing was appended).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// No node by that name.
+    #[error("no node named {0:?}")]
+    UnknownNode(String),
+    /// The node is enrolled and not revoked: revoke it before inviting again.
+    #[error("node {0:?} is enrolled; revoke it before inviting it again")]
+    AlreadyEnrolled(String),
+    /// No unused invitation matches.
+    #[error("no valid join token for {0:?}")]
+    JoinTokenInvalid(String),
+    /// The invitation was used already.
+    #[error("the join token for {0:?} was used already")]
+    JoinTokenUsed(String),
+    /// The invitation expired.
+    #[error("the join token for {0:?} expired")]
+    JoinTokenExpired(String),
+    /// The transition does not apply to the node's state.
+    #[error("node {node:?} is {state}, so it cannot be {action}")]
+    WrongState {
+        /// The node.
+        node: String,
+        /// Its state.
+        state: &'static str,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The association exists already, or joins a service to itself.
+    #[error("association {0} cannot be created: {1}")]
+    BadAssociation(String, &'static str),
+    /// No association with that id.
+    #[error("no association {0}")]
+    UnknownAssociation(AssocId),
+}
+
+/// What the registry knows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its id.
+    pub id: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Its standing.
+    pub admission: Admission,
+    /// Bumped at every revoke and readmit: tokens of an older epoch are void.
+    pub epoch: u64,
+    /// The fingerprint of its current certificate.
+    pub fingerprint: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Invite {
+    digest: [u8; 32],
+    expires_unix_s: u64,
+    admit: bool,
+    used: bool,
+}
+
+/// An admin-created association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssocRecord {
+    /// Its id.
+    pub id: AssocId,
+    /// One end.
+    pub a: ServiceRef,
+    /// The other end.
+    pub b: ServiceRef,
+}
+
+/// The state built from the log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Registry {
+    nodes: BTreeMap<String, NodeRecord>,
+    invites: BTreeMap<String, Invite>,
+    assocs: BTreeMap<AssocId, AssocRecord>,
+    next_node: u64,
+    next_assoc: u64,
+    applied: u64,
+}
+
+/// Association ids below this are for admin-created ones; consent-formed
+/// associations take ids from the top half, so the two never collide.
+pub const CONSENT_ASSOC_BASE: u64 = 1 << 63;
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many operations were applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.get(name)
+    }
+
+    /// A node by id.
+    pub fn node_by_id(&self, id: NodeId) -> Option<&NodeRecord> {
+        self.nodes.values().find(|n| n.id == id)
+    }
+
+    /// Every node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    /// Every admin-created association, by id.
+    pub fn assocs(&self) -> impl Iterator<Item = &AssocRecord> {
+        self.assocs.values()
+    }
+
+    /// Whether `op` may be appended now (at wall-clock `now_unix_s`).
+    ///
+    /// # Errors
+    /// Why it may not; nothing changes.
+    pub fn check(&self, op: &Op, now_unix_s: u64) -> Result<(), RegistryError> {
+        let node_state = |name: &str| {
+            self.nodes
+                .get(name)
+                .map(|n| n.admission)
+                .ok_or_else(|| RegistryError::UnknownNode(name.to_owned()))
+        };
+        let wrong = |node: &str, state: Admission, action| RegistryError::WrongState {
+            node: node.to_owned(),
+            state: state.as_str(),
+            action,
+        };
+        match op {
+            Op::Invite { node, .. } => match self.nodes.get(node) {
+                Some(n) if n.admission != Admission::Revoked => {
+                    Err(RegistryError::AlreadyEnrolled(node.clone()))
+                }
+                _ => Ok(()),
+            },
+            Op::Enroll {
+                node, at_unix_s, ..
+            } => {
+                let invite = self
+                    .invites
+                    .get(node)
+                    .ok_or_else(|| RegistryError::JoinTokenInvalid(node.clone()))?;
+                if invite.used {
+                    return Err(RegistryError::JoinTokenUsed(node.clone()));
+                }
+                if *at_unix_s > invite.expires_unix_s || now_unix_s > invite.expires_unix_s {
+                    return Err(RegistryError::JoinTokenExpired(node.clone()));
+                }
+                Ok(())
+            }
+            Op::Admit { node } => match node_state(node)? {
+                Admission::Pending => Ok(()),
+                state => Err(wrong(node, state, "admitted")),
+            },
+            Op::Revoke { node } => match node_state(node)? {
+                Admission::Revoked => Err(wrong(node, Admission::Revoked, "revoked")),
+                _ => Ok(()),
+            },
+            Op::Readmit { node } => match node_state(node)? {
+                Admission::Revoked => Ok(()),
+                state => Err(wrong(node, state, "readmitted")),
+            },
+            Op::AssocCreate { a, b } => {
+                node_state(&a.node)?;
+                node_state(&b.node)?;
+                if a == b {
+                    return Err(RegistryError::BadAssociation(
+                        format!("{a} to {b}"),
+                        "both ends are the same service",
+                    ));
+                }
+                let exists = self
+                    .assocs
+                    .values()
+                    .any(|r| (&r.a, &r.b) == (a, b) || (&r.a, &r.b) == (b, a));
+                if exists {
+                    return Err(RegistryError::BadAssociation(
+                        format!("{a} to {b}"),
+                        "it exists already",
+                    ));
+                }
+                Ok(())
+            }
+            Op::AssocDelete { assoc } => {
+                if self.assocs.contains_key(assoc) {
+                    Ok(())
+                } else {
+                    Err(RegistryError::UnknownAssociation(*assoc))
+                }
+            }
+        }
+    }
+
+    /// Checks the digest of a presented join token against the invitation.
+    pub fn invite_matches(&self, node: &str, digest: &[u8; 32]) -> bool {
+        self.invites.get(node).is_some_and(|i| &i.digest == digest)
+    }
+
+    /// Applies a checked operation.
+    ///
+    /// # Errors
+    /// When `op` does not apply (a log that was not written by [`Registry::check`]
+    /// first, i.e. a corrupt log); the registry is unchanged.
+    pub fn apply(&mut self, op: &Op) -> Result<(), RegistryError> {
+        // Wall-clock checks were made when the op was appended; replay
+        // accepts what was accepted then.
+        self.check(op, 0)?;
+        match op {
+            Op::Invite {
+                node,
+                digest,
+                expires_unix_s,
+                admit,
+            } => {
+                self.invites.insert(
+                    node.clone(),
+                    Invite {
+                        digest: *digest,
+                        expires_unix_s: *expires_unix_s,
+                        admit: *admit,
+                        used: false,
+                    },
+                );
+            }
+            Op::Enroll {
+                node, fingerprint, ..
+            } => {
+                let invite = self.invites.get_mut(node).expect("checked");
+                invite.used = true;
+                let admission = if invite.admit {
+                    Admission::Admitted
+                } else {
+                    Admission::Pending
+                };
+                match self.nodes.get_mut(node) {
+                    // A revoked node re-enrolling keeps its id; the new
+                    // certificate replaces the old one.
+                    Some(record) => {
+                        record.fingerprint = *fingerprint;
+                        record.admission = admission;
+                        record.epoch += 1;
+                    }
+                    None => {
+                        self.next_node += 1;
+                        self.nodes.insert(
+                            node.clone(),
+                            NodeRecord {
+                                id: NodeId(self.next_node),
+                                name: node.clone(),
+                                admission,
+                                epoch: 1,
+                                fingerprint: *fingerprint,
+                            },
+                        );
+                    }
+                }
+            }
+            Op::Admit { node } => self.set(node, Admission::Admitted, false),
+            Op::Revoke { node } => self.set(node, Admission::Revoked, true),
+            Op::Readmit { node } => self.set(node, Admission::Admitted, true),
+            Op::AssocCreate { a, b } => {
+                self.next_assoc += 1;
+                let id = AssocId(self.next_assoc);
+                self.assocs.insert(
+                    id,
+                    AssocRecord {
+                        id,
+                        a: a.clone(),
+                        b: b.clone(),
+                    },
+                );
+            }
+            Op::AssocDelete { assoc } => {
+                self.assocs.remove(assoc);
+            }
+        }
+        self.applied += 1;
+        Ok(())
+    }
+
+    fn set(&mut self, node: &str, admission: Admission, new_epoch: bool) {
+        let record = self.nodes.get_mut(node).expect("checked");
+        record.admission = admission;
+        if new_epoch {
+            record.epoch += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

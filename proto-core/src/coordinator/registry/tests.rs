@@ -1,0 +1,210 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn invite(node: &str, admit: bool) -> Op {
+    Op::Invite {
+        node: node.to_owned(),
+        digest: [node.len() as u8; 32],
+        expires_unix_s: 1_000,
+        admit,
+    }
+}
+
+fn enroll(node: &str, at: u64) -> Op {
+    Op::Enroll {
+        node: node.to_owned(),
+        fingerprint: [7; 32],
+        at_unix_s: at,
+    }
+}
+
+fn svc(node: &str, service: &str) -> ServiceRef {
+    ServiceRef {
+        node: node.to_owned(),
+        service: service.to_owned(),
+    }
+}
+
+/// Checks then applies, as the coordinator does.
+fn run(registry: &mut Registry, op: Op, now: u64) -> Result<(), RegistryError> {
+    registry.check(&op, now)?;
+    registry.apply(&op)
+}
+
+#[test]
+fn enrollment_admission_revocation_and_readmission() {
+    let mut r = Registry::new();
+    run(&mut r, invite("alpha", false), 0).unwrap();
+    run(&mut r, enroll("alpha", 10), 10).unwrap();
+    let alpha = r.node("alpha").unwrap().clone();
+    assert_eq!((alpha.admission, alpha.epoch), (Admission::Pending, 1));
+    assert_eq!(
+        run(&mut r, enroll("alpha", 11), 11),
+        Err(RegistryError::JoinTokenUsed("alpha".into()))
+    );
+    run(
+        &mut r,
+        Op::Admit {
+            node: "alpha".into(),
+        },
+        12,
+    )
+    .unwrap();
+    assert_eq!(r.node("alpha").unwrap().admission, Admission::Admitted);
+    run(
+        &mut r,
+        Op::Revoke {
+            node: "alpha".into(),
+        },
+        13,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            r.node("alpha").unwrap().admission,
+            r.node("alpha").unwrap().epoch
+        ),
+        (Admission::Revoked, 2)
+    );
+    assert!(matches!(
+        run(
+            &mut r,
+            Op::Revoke {
+                node: "alpha".into()
+            },
+            14
+        ),
+        Err(RegistryError::WrongState { .. })
+    ));
+    run(
+        &mut r,
+        Op::Readmit {
+            node: "alpha".into(),
+        },
+        15,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            r.node("alpha").unwrap().admission,
+            r.node("alpha").unwrap().epoch
+        ),
+        (Admission::Admitted, 3)
+    );
+    assert_eq!(r.node("alpha").unwrap().id, alpha.id, "the id survives");
+}
+
+#[test]
+fn join_tokens_expire_and_enrolled_nodes_are_not_reinvited() {
+    let mut r = Registry::new();
+    run(&mut r, invite("beta", true), 0).unwrap();
+    assert_eq!(
+        run(&mut r, enroll("beta", 2_000), 2_000),
+        Err(RegistryError::JoinTokenExpired("beta".into()))
+    );
+    assert_eq!(
+        run(&mut r, enroll("gamma", 5), 5),
+        Err(RegistryError::JoinTokenInvalid("gamma".into()))
+    );
+    run(&mut r, enroll("beta", 5), 5).unwrap();
+    assert_eq!(r.node("beta").unwrap().admission, Admission::Admitted);
+    assert_eq!(
+        run(&mut r, invite("beta", true), 6),
+        Err(RegistryError::AlreadyEnrolled("beta".into()))
+    );
+    assert!(r.invite_matches("beta", &[4; 32]));
+    assert!(!r.invite_matches("beta", &[5; 32]));
+}
+
+#[test]
+fn admin_associations_are_unique_and_deletable() {
+    let mut r = Registry::new();
+    for n in ["alpha", "beta"] {
+        run(&mut r, invite(n, true), 0).unwrap();
+        run(&mut r, enroll(n, 1), 1).unwrap();
+    }
+    let create = Op::AssocCreate {
+        a: svc("alpha", "wg0"),
+        b: svc("beta", "wg0"),
+    };
+    run(&mut r, create, 2).unwrap();
+    let reverse = Op::AssocCreate {
+        a: svc("beta", "wg0"),
+        b: svc("alpha", "wg0"),
+    };
+    assert!(matches!(
+        run(&mut r, reverse, 3),
+        Err(RegistryError::BadAssociation(..))
+    ));
+    let to_nobody = Op::AssocCreate {
+        a: svc("alpha", "wg0"),
+        b: svc("zeta", "wg0"),
+    };
+    assert_eq!(
+        run(&mut r, to_nobody, 3),
+        Err(RegistryError::UnknownNode("zeta".into()))
+    );
+    let id = r.assocs().next().unwrap().id;
+    run(&mut r, Op::AssocDelete { assoc: id }, 4).unwrap();
+    assert_eq!(
+        run(&mut r, Op::AssocDelete { assoc: id }, 5),
+        Err(RegistryError::UnknownAssociation(id))
+    );
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["alpha", "beta", "gamma"]).prop_map(str::to_owned)
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (name(), any::<bool>(), 0u64..200).prop_map(|(node, admit, e)| Op::Invite {
+            node,
+            digest: [1; 32],
+            expires_unix_s: e,
+            admit
+        }),
+        (name(), 0u64..200).prop_map(|(node, at)| Op::Enroll {
+            node,
+            fingerprint: [2; 32],
+            at_unix_s: at
+        }),
+        name().prop_map(|node| Op::Admit { node }),
+        name().prop_map(|node| Op::Revoke { node }),
+        name().prop_map(|node| Op::Readmit { node }),
+        (name(), name()).prop_map(|(a, b)| Op::AssocCreate {
+            a: svc(&a, "wg0"),
+            b: svc(&b, "wg1")
+        }),
+        (1u64..5).prop_map(|id| Op::AssocDelete { assoc: AssocId(id) }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn replaying_the_log_rebuilds_the_same_registry(ops in prop::collection::vec((op(), 0u64..200), 0..60)) {
+        let mut live = Registry::new();
+        let mut log = Vec::new();
+        for (op, now) in ops {
+            if live.check(&op, now).is_ok() {
+                live.apply(&op).unwrap();
+                log.push(op.encode());
+            }
+        }
+        let mut replayed = Registry::new();
+        for record in &log {
+            replayed.apply(&Op::decode(record).unwrap()).unwrap();
+        }
+        prop_assert_eq!(replayed, live);
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_never_panics(op in op(), junk in prop::collection::vec(any::<u8>(), 0..100)) {
+        prop_assert_eq!(Op::decode(&op.encode()), Ok(op.clone()));
+        let _ = Op::decode(&junk);
+        let mut longer = op.encode();
+        longer.push(0);
+        prop_assert_eq!(Op::decode(&longer), Err(codec::OpDecodeError::Trailing(1)));
+    }
+}
