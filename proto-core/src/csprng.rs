@@ -118,6 +118,9 @@ mod tests {
             counts[*b as usize] += 1;
         }
         // 256 expected per value; a broken generator is far outside this.
-        assert!(counts.iter().all(|&c| (150..370).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (150..370).contains(&c)),
+            "{counts:?}"
+        );
     }
 }
