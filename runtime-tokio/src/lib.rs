@@ -49,3 +49,4 @@ pub use io::TokioIo;
 pub use transitloom_runtime_mio::clock::{wall_clock_now, SystemClock};
 pub mod pki_files;
 pub mod root_authority;
+pub mod oplog;
