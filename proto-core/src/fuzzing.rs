@@ -2,6 +2,9 @@
 //! ordinary test that replays their corpora, so a corpus file that once
 //! crashed keeps being checked by `cargo test`.
 
+use bytes::BytesMut;
+
+use crate::control::msg::{encode, FrameDecoder, LEN_PREFIX, MAX_FRAME};
 use crate::replay::ReplayCache;
 use crate::wire::{classify, AuthKey, Classified, ControlPacket, ControlRepr};
 
@@ -52,5 +55,68 @@ pub fn control_packet(data: &[u8]) {
                 );
             }
         }
+    }
+}
+
+/// The chunk size a control-message fuzz input asks for: its first byte,
+/// plus one; 255 means the whole stream in one push.
+pub fn chunk_size(selector: u8, stream_len: usize) -> usize {
+    if selector == u8::MAX {
+        stream_len.max(1)
+    } else {
+        usize::from(selector) + 1
+    }
+}
+
+/// Feeds `data` (after a chunk-size selector byte, see [`chunk_size`]) to a
+/// control-stream [`FrameDecoder`] and checks the invariants that must hold
+/// for any input: no panic, every decoded message re-encodes to exactly the
+/// bytes of its frame, no byte is lost or invented between frames, the
+/// buffer stays bounded, and an error is final.
+///
+/// # Panics
+/// When an invariant is broken; that is the finding.
+pub fn control_message(data: &[u8]) {
+    let Some((&selector, stream)) = data.split_first() else {
+        return;
+    };
+    let mut decoder = FrameDecoder::new();
+    // Start, in `stream`, of the first frame not decoded yet.
+    let mut offset = 0;
+    let mut pushed = 0;
+    let mut out = BytesMut::new();
+    for piece in stream.chunks(chunk_size(selector, stream.len())) {
+        decoder.push(piece);
+        pushed += piece.len();
+        loop {
+            match decoder.next() {
+                Ok(Some(msg)) => {
+                    out.clear();
+                    encode(&msg, &mut out).expect("a decoded message re-encodes");
+                    assert_eq!(out.len(), msg.encoded_len(), "encoded_len of {msg:?}");
+                    let frame = stream
+                        .get(offset..offset + out.len())
+                        .expect("re-encoding is longer than the stream");
+                    assert_eq!(frame, &out[..], "{msg:?} did not re-encode canonically");
+                    offset += out.len();
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    assert_eq!(decoder.next(), Err(err), "errors are final");
+                    decoder.push(piece);
+                    assert_eq!(decoder.buffered(), 0, "a failed decoder holds nothing");
+                    return;
+                }
+            }
+        }
+        assert_eq!(
+            offset + decoder.buffered(),
+            pushed,
+            "bytes lost or invented"
+        );
+        assert!(
+            decoder.buffered() < LEN_PREFIX + MAX_FRAME,
+            "a whole frame was left undecoded"
+        );
     }
 }

@@ -30,3 +30,8 @@ fn replay(target: &str, run: fn(&[u8])) {
 fn control_packet_corpus_replays() {
     replay("control_packet", fuzzing::control_packet);
 }
+
+#[test]
+fn control_message_corpus_replays() {
+    replay("control_message", fuzzing::control_message);
+}
