@@ -418,6 +418,32 @@ impl QuicEndpoint {
         Ok(())
     }
 
+    /// Closes a session with `code` and `reason` once every byte queued by
+    /// [`QuicEndpoint::send`] has been delivered (the stream is finished and
+    /// acknowledged), so a final message reaches the peer. Reports
+    /// [`CloseReason::Local`] when it closes. Nothing more may be sent.
+    ///
+    /// # Errors
+    /// [`QuicError::UnknownConnection`] when no session has this id.
+    pub fn close_when_sent(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        code: u32,
+        reason: &[u8],
+    ) -> Result<(), QuicError> {
+        let unix_time = self.unix_time(now);
+        let _lent = self.tls.lend(unix_time);
+        let session = self
+            .core
+            .sessions
+            .get_mut(&conn)
+            .ok_or(QuicError::UnknownConnection(conn))?;
+        session.close_when_sent(conn, now, code, reason, &mut self.core.events);
+        self.core.drive(conn, now);
+        Ok(())
+    }
+
     /// Feeds a datagram that arrived on socket address `local` from `src`.
     /// Anything that is not valid QUIC for this endpoint is dropped and
     /// counted.

@@ -34,6 +34,11 @@ pub(super) struct Session {
     handshake_complete: bool,
     stream: Option<StreamId>,
     unsent: BytesMut,
+    /// Close with this code and reason once every queued byte is delivered
+    /// (the stream is finished and the peer acknowledged it).
+    linger: Option<(u32, Bytes)>,
+    /// The stream's FIN was queued.
+    finishing: bool,
     /// The connection's next timer, cached after every call into it so
     /// `poll_timeout` can take `&self`.
     pub(super) deadline: Option<Instant>,
@@ -48,6 +53,8 @@ impl Session {
             handshake_complete: false,
             stream: None,
             unsent: BytesMut::new(),
+            linger: None,
+            finishing: false,
             deadline: None,
         }
     }
@@ -89,6 +96,42 @@ impl Session {
         self.conn
             .close(now, VarInt::from_u32(code), Bytes::copy_from_slice(reason));
         self.report_closed(id, CloseReason::Local, events);
+    }
+
+    /// Closes the connection once what was queued has been delivered, so a
+    /// final message (a refusal, a revocation) reaches the peer.
+    pub(super) fn close_when_sent(
+        &mut self,
+        id: ConnId,
+        now: Instant,
+        code: u32,
+        reason: &[u8],
+        events: &mut VecDeque<QuicEvent>,
+    ) {
+        if self.phase == Phase::Closed || self.linger.is_some() {
+            return;
+        }
+        self.linger = Some((code, Bytes::copy_from_slice(reason)));
+        self.try_finish(id, now, events);
+    }
+
+    /// With a close pending and nothing left to write, finishes the stream;
+    /// without a usable stream, closes at once.
+    fn try_finish(&mut self, id: ConnId, now: Instant, events: &mut VecDeque<QuicEvent>) {
+        let Some((code, reason)) = self.linger.clone() else {
+            return;
+        };
+        match self.stream {
+            Some(stream) if self.phase == Phase::Connected => {
+                if self.unsent.is_empty() && !self.finishing {
+                    self.finishing = self.conn.send_stream(stream).finish().is_ok();
+                    if !self.finishing {
+                        self.close(id, now, code, &reason, events);
+                    }
+                }
+            }
+            _ => self.close(id, now, code, &reason, events),
+        }
     }
 
     /// Handles quinn's application events and endpoint events until both
@@ -157,6 +200,12 @@ impl Session {
             }
             Event::Stream(StreamEvent::Writable { id: stream }) if Some(stream) == self.stream => {
                 self.flush(id, now, events);
+            }
+            Event::Stream(StreamEvent::Finished { id: stream }) if Some(stream) == self.stream => {
+                // Every byte, FIN included, was acknowledged: now close.
+                if let Some((code, reason)) = self.linger.clone() {
+                    self.close(id, now, code, &reason, events);
+                }
             }
             Event::Stream(StreamEvent::Stopped { id: stream, .. })
                 if Some(stream) == self.stream =>
@@ -286,6 +335,7 @@ impl Session {
                 }
             }
         }
+        self.try_finish(id, now, events);
     }
 
     /// The stream cannot carry the session any further: close it.
