@@ -1,4 +1,14 @@
 //! The coordinator's sans-IO state: the ordered operation log and the
-//! registry it builds (admission, enrollment, admin-created associations).
+//! registry it builds (admission, enrollment, admin-created associations),
+//! and the machine that serves node and admin sessions over QUIC.
 
+mod assoc;
+pub mod machine;
 pub mod registry;
+
+#[cfg(test)]
+mod tests;
+
+pub use machine::{
+    Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
+};

@@ -1,0 +1,1060 @@
+//! The coordinator as a state machine: QUIC sessions with mutual TLS on one
+//! UDP socket, enrollment, admission tokens, the service registry, the
+//! association table and admin commands. Writes to the operation log leave
+//! as [`CoordinatorEvent::Append`]; the driver makes each durable and calls
+//! [`Coordinator::committed`], and only then is the write applied and
+//! acknowledged.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::assoc::{desired, AssocTable, Ends, Origin};
+use super::registry::{Admission, Op, Registry, ServiceRef};
+use crate::control::msg::{
+    self, AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin,
+    FrameDecoder, Message, Mode, Name, NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl,
+    WithdrawReason,
+};
+use crate::control::quic::{ConnId, QuicConfig, QuicEndpoint, QuicError, QuicEvent, QuicTiming};
+use crate::control::token::{JoinToken, TokenSigner, TokenVerifier};
+use crate::csprng::Drbg;
+use crate::id::{AssocId, NodeId, SocketId};
+use crate::machine::{Input, Output, StateMachine, Transmit};
+use crate::pki::{self, Role};
+use crate::time::WallClock;
+
+/// The coordinator's one UDP socket (QUIC now; reflector and relay later).
+pub const CONTROL_SOCKET: SocketId = SocketId(0);
+
+/// Node certificates are valid this long.
+pub const NODE_CERT_DAYS: u32 = 365;
+
+/// How a coordinator is set up.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Its name (the token issuer).
+    pub name: String,
+    /// Where its UDP socket binds.
+    pub listen: SocketAddr,
+    /// TLS server configuration, with optional client certificates (nodes
+    /// without one may only enroll).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The intermediate certificate (DER) that signs node certificates.
+    pub intermediate_der: Vec<u8>,
+    /// Its private key (PKCS#8), also the token signing key.
+    pub intermediate_key: Vec<u8>,
+    /// Trusted token issuers (every intermediate of the root).
+    pub verifier: TokenVerifier,
+    /// Admission token lifetime.
+    pub token_lifetime_s: u64,
+    /// Wall-clock anchor.
+    pub wall_clock: WallClock,
+    /// Session keepalive timing.
+    pub timing: QuicTiming,
+}
+
+/// What the coordinator reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CoordinatorEvent {
+    /// Make this operation durable, then call [`Coordinator::committed`].
+    Append(Op),
+    /// A session was refused or ended by the coordinator, with the reason.
+    Refused {
+        /// The peer.
+        remote: SocketAddr,
+        /// Why.
+        code: RejectCode,
+        /// Details.
+        reason: String,
+    },
+    /// A node session is up.
+    NodeOnline(String),
+    /// A node session ended.
+    NodeOffline(String),
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoordinatorCounters {
+    /// Sessions accepted, by kind.
+    pub sessions_node: u64,
+    /// Admin sessions accepted.
+    pub sessions_admin: u64,
+    /// Refusals, by code name.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Tokens granted.
+    pub tokens_granted: u64,
+    /// Certificates issued.
+    pub enrolled: u64,
+}
+
+#[derive(Debug)]
+enum Peer {
+    /// No certificate: may only enroll.
+    Enrolling,
+    /// A node certificate; `welcomed` once its token was accepted.
+    Node {
+        name: String,
+        fingerprint: [u8; 32],
+        welcomed: bool,
+    },
+    /// An admin certificate.
+    Admin { name: String },
+}
+
+#[derive(Debug)]
+struct Session {
+    remote: SocketAddr,
+    peer: Peer,
+    decoder: FrameDecoder,
+}
+
+/// A node session the registry accepts.
+struct AdmittedNode {
+    name: String,
+    id: NodeId,
+    epoch: u64,
+    fingerprint: [u8; 32],
+}
+
+/// A log write waiting to become durable, and whom to answer after.
+#[derive(Debug)]
+enum Waiting {
+    Enroll {
+        conn: ConnId,
+        chain: Vec<Bytes>,
+    },
+    Admin {
+        conn: ConnId,
+        request_id: u32,
+        reply: AdminReply,
+    },
+}
+
+/// The coordinator. See the module docs.
+#[derive(Debug)]
+pub struct Coordinator {
+    config: CoordinatorConfig,
+    quic: QuicEndpoint,
+    signer: TokenSigner,
+    drbg: Drbg,
+    registry: Registry,
+    sessions: BTreeMap<ConnId, Session>,
+    online: BTreeMap<String, ConnId>,
+    services: BTreeMap<String, Vec<ServiceDecl>>,
+    assocs: AssocTable,
+    waiting: VecDeque<(Op, Waiting)>,
+    outputs: VecDeque<Output<CoordinatorEvent>>,
+    bound: bool,
+    counters: CoordinatorCounters,
+}
+
+/// Why a coordinator could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// The intermediate key cannot sign tokens.
+    #[error("intermediate key: {0}")]
+    Key(#[from] crate::control::token::TokenError),
+    /// The QUIC endpoint refused the configuration.
+    #[error("QUIC: {0}")]
+    Quic(#[from] QuicError),
+}
+
+fn now_unix_s(wall: &WallClock, now: Instant) -> u64 {
+    wall.unix_us(now) / 1_000_000
+}
+
+impl Coordinator {
+    /// A coordinator with the registry replayed from its log.
+    ///
+    /// # Errors
+    /// When the key or the QUIC configuration is unusable.
+    pub fn new(
+        config: CoordinatorConfig,
+        registry: Registry,
+        mut drbg: Drbg,
+    ) -> Result<Self, CoordinatorError> {
+        let signer = TokenSigner::from_pkcs8(&config.intermediate_key, &config.name)?;
+        let quic = QuicEndpoint::new(
+            QuicConfig {
+                wall_clock: config.wall_clock,
+                server: Some(config.tls.clone()),
+                timing: config.timing,
+            },
+            drbg.fork(),
+        )?;
+        let mut outputs = VecDeque::new();
+        outputs.push_back(Output::BindSocket {
+            socket: CONTROL_SOCKET,
+            local: config.listen,
+        });
+        let coordinator = Self {
+            config,
+            quic,
+            signer,
+            drbg,
+            registry,
+            sessions: BTreeMap::new(),
+            online: BTreeMap::new(),
+            services: BTreeMap::new(),
+            assocs: AssocTable::default(),
+            waiting: VecDeque::new(),
+            outputs,
+            bound: false,
+            counters: CoordinatorCounters::default(),
+        };
+        Ok(coordinator)
+    }
+
+    /// The registry (admission state, admin associations).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &CoordinatorCounters {
+        &self.counters
+    }
+
+    /// Names of nodes with a live session.
+    pub fn online(&self) -> impl Iterator<Item = &str> {
+        self.online.keys().map(String::as_str)
+    }
+
+    /// The live associations: (id, one end, other end).
+    pub fn associations(&self) -> impl Iterator<Item = (AssocId, String, String)> + '_ {
+        self.assocs
+            .live
+            .iter()
+            .map(|(e, l)| (l.id, e.0.to_string(), e.1.to_string()))
+    }
+
+    /// The oldest pending [`CoordinatorEvent::Append`] is durable: apply it
+    /// and answer whoever asked.
+    pub fn committed(&mut self, now: Instant) {
+        let Some((op, waiting)) = self.waiting.pop_front() else {
+            return;
+        };
+        if let Err(err) = self.registry.apply(&op) {
+            // Checked before it was appended; only a concurrent change could
+            // make it fail, and there is none (one writer).
+            tracing::error!(?op, %err, "a committed operation did not apply");
+        }
+        match waiting {
+            Waiting::Enroll { conn, chain } => {
+                let node_id = match &op {
+                    Op::Enroll { node, .. } => self.registry.node(node).map(|n| n.id),
+                    _ => None,
+                };
+                self.counters.enrolled += 1;
+                if let Some(node_id) = node_id {
+                    self.send(
+                        now,
+                        conn,
+                        &Message::Enrolled {
+                            node_id,
+                            chain_der: chain,
+                        },
+                    );
+                }
+            }
+            Waiting::Admin {
+                conn,
+                request_id,
+                reply,
+            } => {
+                self.send(
+                    now,
+                    conn,
+                    &Message::AdminResponse {
+                        request_id,
+                        result: Ok(reply),
+                    },
+                );
+            }
+        }
+        self.after_change(now, &op);
+        self.flush(now);
+    }
+
+    fn append(&mut self, op: Op, waiting: Waiting) {
+        self.waiting.push_back((op.clone(), waiting));
+        self.outputs
+            .push_back(Output::Event(CoordinatorEvent::Append(op)));
+    }
+
+    /// Effects of an applied operation on sessions and associations.
+    fn after_change(&mut self, now: Instant, op: &Op) {
+        if let Op::Revoke { node } = op {
+            self.services.remove(node);
+            if let Some(conn) = self.online.remove(node) {
+                self.send(
+                    now,
+                    conn,
+                    &Message::Revoked {
+                        reason: "revoked by an admin".to_owned(),
+                    },
+                );
+                let _ = self.quic.close_when_sent(
+                    now,
+                    conn,
+                    u32::from(RejectCode::Revoked.code()),
+                    b"revoked",
+                );
+                self.sessions.remove(&conn);
+                self.outputs
+                    .push_back(Output::Event(CoordinatorEvent::NodeOffline(node.clone())));
+            }
+        }
+        self.reconcile(now);
+    }
+
+    fn reconcile(&mut self, now: Instant) {
+        let want = desired(&self.registry, &self.services);
+        let (installed, withdrawn) = self.assocs.reconcile(&want, &mut self.drbg);
+        for (ends, live) in withdrawn {
+            let reason = match (
+                &live.origin,
+                self.registry.node(&ends.0.node),
+                self.registry.node(&ends.1.node),
+            ) {
+                (_, Some(a), Some(b))
+                    if a.admission == Admission::Revoked || b.admission == Admission::Revoked =>
+                {
+                    WithdrawReason::Revoked
+                }
+                (Origin::Admin, ..) => WithdrawReason::Deleted,
+                _ => WithdrawReason::ServiceRemoved,
+            };
+            for end in [&ends.0, &ends.1] {
+                if let Some(&conn) = self.online.get(&end.node) {
+                    self.send(
+                        now,
+                        conn,
+                        &Message::AssociationWithdrawn {
+                            assoc: live.id,
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+        for ends in installed {
+            self.push_install(now, &ends);
+        }
+    }
+
+    /// Sends an association to both of its ends that are online.
+    fn push_install(&mut self, now: Instant, ends: &Ends) {
+        for (here, there) in [(&ends.0, &ends.1), (&ends.1, &ends.0)] {
+            if let Some(&conn) = self.online.get(&here.node) {
+                self.install_at(now, conn, ends, here, there);
+            }
+        }
+    }
+
+    fn install_at(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        ends: &Ends,
+        here: &ServiceRef,
+        there: &ServiceRef,
+    ) {
+        let Some(live) = self.assocs.live.get(ends) else {
+            return;
+        };
+        let (Ok(service), Ok(peer_node), Ok(peer_service)) = (
+            Name::new(&here.service),
+            Name::new(&there.node),
+            Name::new(&there.service),
+        ) else {
+            return;
+        };
+        let message = Message::AssociationInstalled {
+            assoc: live.id,
+            epoch: live.epoch,
+            service,
+            peer: PeerRef {
+                node: peer_node,
+                service: peer_service,
+            },
+            key: live.key,
+            mode: Mode::WholePacket,
+            relay: RelayPolicy::Allow,
+        };
+        let candidates = live.candidates.get(&there.node).cloned();
+        let assoc = live.id;
+        self.send(now, conn, &message);
+        if let Some(candidates) = candidates {
+            self.send(now, conn, &Message::Candidates { assoc, candidates });
+        }
+    }
+
+    fn send(&mut self, now: Instant, conn: ConnId, message: &Message) {
+        let mut buf = BytesMut::new();
+        if let Err(err) = msg::encode(message, &mut buf) {
+            tracing::error!(%conn, %err, "a message could not be encoded");
+            return;
+        }
+        if let Err(err) = self.quic.send(now, conn, &buf) {
+            tracing::debug!(%conn, %err, "send to a session failed");
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, conn: ConnId, code: RejectCode, reason: String) {
+        let remote = self.sessions.get(&conn).map(|s| s.remote);
+        tracing::info!(%conn, ?remote, code = code.as_str(), %reason, "session refused");
+        *self.counters.refused.entry(code.as_str()).or_default() += 1;
+        self.send(
+            now,
+            conn,
+            &Message::Reject {
+                code,
+                reason: reason.clone(),
+            },
+        );
+        let _ =
+            self.quic
+                .close_when_sent(now, conn, u32::from(code.code()), code.as_str().as_bytes());
+        if let Some(session) = self.sessions.remove(&conn) {
+            self.forget(&session);
+            self.outputs
+                .push_back(Output::Event(CoordinatorEvent::Refused {
+                    remote: session.remote,
+                    code,
+                    reason,
+                }));
+        }
+    }
+
+    fn forget(&mut self, session: &Session) {
+        if let Peer::Node {
+            name,
+            welcomed: true,
+            ..
+        } = &session.peer
+        {
+            if self
+                .online
+                .get(name)
+                .is_some_and(|c| !self.sessions.contains_key(c))
+            {
+                self.online.remove(name);
+                self.outputs
+                    .push_back(Output::Event(CoordinatorEvent::NodeOffline(name.clone())));
+            }
+        }
+    }
+
+    /// Handles every QUIC event and moves its datagrams to the outputs.
+    fn flush(&mut self, now: Instant) {
+        while let Some(event) = self.quic.poll_event() {
+            match event {
+                QuicEvent::Connected {
+                    conn,
+                    peer_chain,
+                    remote,
+                } => self.on_connected(now, conn, peer_chain, remote),
+                QuicEvent::Received { conn, bytes } => self.on_bytes(now, conn, &bytes),
+                QuicEvent::Closed { conn, reason } => {
+                    tracing::debug!(%conn, ?reason, "session closed");
+                    if let Some(session) = self.sessions.remove(&conn) {
+                        self.forget(&session);
+                    }
+                }
+            }
+        }
+        while let Some(t) = self.quic.poll_transmit(now) {
+            self.outputs.push_back(Output::Transmit(Transmit {
+                socket: CONTROL_SOCKET,
+                dst: t.dst,
+                payload: t.payload,
+            }));
+        }
+    }
+
+    fn on_connected(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+        remote: SocketAddr,
+    ) {
+        let peer = match chain.first() {
+            None => Peer::Enrolling,
+            Some(leaf) => {
+                if let Ok(name) = pki::role_name_of(leaf, Role::Node) {
+                    self.counters.sessions_node += 1;
+                    Peer::Node {
+                        name,
+                        fingerprint: pki::cert_fingerprint(leaf),
+                        welcomed: false,
+                    }
+                } else if let Ok(name) = pki::role_name_of(leaf, Role::Admin) {
+                    self.counters.sessions_admin += 1;
+                    Peer::Admin { name }
+                } else {
+                    self.sessions.insert(
+                        conn,
+                        Session {
+                            remote,
+                            peer: Peer::Enrolling,
+                            decoder: FrameDecoder::new(),
+                        },
+                    );
+                    self.refuse(
+                        now,
+                        conn,
+                        RejectCode::BadCertificate,
+                        "neither a node nor an admin certificate".to_owned(),
+                    );
+                    return;
+                }
+            }
+        };
+        self.sessions.insert(
+            conn,
+            Session {
+                remote,
+                peer,
+                decoder: FrameDecoder::new(),
+            },
+        );
+    }
+
+    fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(session) = self.sessions.get_mut(&conn) else {
+            return;
+        };
+        session.decoder.push(bytes);
+        loop {
+            let Some(session) = self.sessions.get_mut(&conn) else {
+                return;
+            };
+            match session.decoder.next() {
+                Ok(Some(message)) => self.on_message(now, conn, message),
+                Ok(None) => return,
+                Err(err) => {
+                    self.refuse(now, conn, RejectCode::Malformed, err.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, conn: ConnId, message: Message) {
+        let Some(session) = self.sessions.get(&conn) else {
+            return;
+        };
+        match (&session.peer, message) {
+            (
+                Peer::Enrolling,
+                Message::Enroll {
+                    join_token,
+                    csr_der,
+                },
+            ) => self.enroll(now, conn, &join_token, &csr_der),
+            (Peer::Node { .. }, Message::TokenRequest) => self.grant_token(now, conn),
+            (Peer::Node { .. }, Message::Hello { node, token, .. }) => {
+                self.hello(now, conn, &node, &token)
+            }
+            (
+                Peer::Node {
+                    welcomed: true,
+                    name,
+                    ..
+                },
+                Message::RegisterServices { services },
+            ) => {
+                let name = name.clone();
+                self.services.insert(name, services);
+                self.reconcile(now);
+            }
+            (
+                Peer::Node {
+                    welcomed: true,
+                    name,
+                    ..
+                },
+                Message::Candidates { assoc, candidates },
+            ) => {
+                let name = name.clone();
+                self.forward_candidates(now, &name, assoc, candidates);
+            }
+            (Peer::Node { welcomed: true, .. }, Message::Keepalive { seq }) => {
+                self.send(now, conn, &Message::KeepaliveAck { seq })
+            }
+            (
+                Peer::Admin { name },
+                Message::AdminRequest {
+                    request_id,
+                    command,
+                },
+            ) => {
+                tracing::info!(admin = %name, ?command, "admin request");
+                self.admin(now, conn, request_id, command);
+            }
+            (_, other) => {
+                let reason = format!("{} is not allowed in this session", message_name(&other));
+                self.refuse(now, conn, RejectCode::Malformed, reason);
+            }
+        }
+    }
+
+    fn enroll(&mut self, now: Instant, conn: ConnId, join_token: &str, csr: &[u8]) {
+        let token: JoinToken = match join_token.parse() {
+            Ok(token) => token,
+            Err(err) => {
+                return self.refuse(now, conn, RejectCode::JoinTokenInvalid, err.to_string())
+            }
+        };
+        let node = token.node().to_owned();
+        if !self.registry.invite_matches(&node, &token.digest()) {
+            return self.refuse(
+                now,
+                conn,
+                RejectCode::JoinTokenInvalid,
+                format!("no invitation for {node} matches"),
+            );
+        }
+        let unix = now_unix_s(&self.config.wall_clock, now);
+        let mut serial = [0u8; 16];
+        self.drbg.fill(&mut serial);
+        let not_before = i64::try_from(unix).unwrap_or(i64::MAX).saturating_sub(300);
+        let cert = match pki::sign_node_csr(
+            &self.config.intermediate_der,
+            &self.config.intermediate_key,
+            csr,
+            &node,
+            not_before,
+            NODE_CERT_DAYS,
+            serial,
+        ) {
+            Ok(cert) => cert,
+            Err(err) => {
+                return self.refuse(
+                    now,
+                    conn,
+                    RejectCode::Malformed,
+                    format!("certificate request: {err}"),
+                )
+            }
+        };
+        let op = Op::Enroll {
+            node: node.clone(),
+            fingerprint: pki::cert_fingerprint(&cert),
+            at_unix_s: unix,
+        };
+        if let Err(err) = self.registry.check(&op, unix) {
+            let code = match err {
+                super::registry::RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
+                super::registry::RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
+                _ => RejectCode::JoinTokenInvalid,
+            };
+            return self.refuse(now, conn, code, err.to_string());
+        }
+        let chain = vec![
+            Bytes::from(cert),
+            Bytes::from(self.config.intermediate_der.clone()),
+        ];
+        self.append(op, Waiting::Enroll { conn, chain });
+    }
+
+    /// The registry's verdict on a node session, or the refusal.
+    fn admitted(&self, conn: ConnId) -> Result<AdmittedNode, (RejectCode, String)> {
+        let Some(Session {
+            peer: Peer::Node {
+                name, fingerprint, ..
+            },
+            ..
+        }) = self.sessions.get(&conn)
+        else {
+            return Err((RejectCode::BadCertificate, "not a node session".to_owned()));
+        };
+        let Some(record) = self.registry.node(name) else {
+            return Err((
+                RejectCode::UnknownNode,
+                format!("{name} is not enrolled here"),
+            ));
+        };
+        match record.admission {
+            Admission::Pending => {
+                return Err((
+                    RejectCode::Pending,
+                    format!("{name} waits for `tlctl node admit {name}`"),
+                ))
+            }
+            Admission::Revoked => return Err((RejectCode::Revoked, format!("{name} is revoked"))),
+            Admission::Admitted => {}
+        }
+        if &record.fingerprint != fingerprint {
+            return Err((
+                RejectCode::BadCertificate,
+                format!("{name} presented a certificate that is not its current one"),
+            ));
+        }
+        Ok(AdmittedNode {
+            name: name.clone(),
+            id: record.id,
+            epoch: record.epoch,
+            fingerprint: *fingerprint,
+        })
+    }
+
+    fn grant_token(&mut self, now: Instant, conn: ConnId) {
+        let AdmittedNode {
+            name,
+            id,
+            epoch,
+            fingerprint,
+        } = match self.admitted(conn) {
+            Ok(ok) => ok,
+            Err((code, reason)) => return self.refuse(now, conn, code, reason),
+        };
+        let unix = now_unix_s(&self.config.wall_clock, now);
+        let mut claims = self.signer.claims(id.0, &name, fingerprint, epoch, unix);
+        claims.expires_unix_s = unix + self.config.token_lifetime_s;
+        match self.signer.sign(&claims) {
+            Ok(token) => {
+                self.counters.tokens_granted += 1;
+                self.send(
+                    now,
+                    conn,
+                    &Message::TokenGrant {
+                        token,
+                        expires_unix_s: claims.expires_unix_s,
+                    },
+                );
+            }
+            Err(err) => self.refuse(now, conn, RejectCode::Internal, err.to_string()),
+        }
+    }
+
+    fn hello(&mut self, now: Instant, conn: ConnId, node: &Name, token: &[u8]) {
+        let AdmittedNode {
+            name,
+            id,
+            epoch,
+            fingerprint,
+        } = match self.admitted(conn) {
+            Ok(ok) => ok,
+            Err((code, reason)) => return self.refuse(now, conn, code, reason),
+        };
+        if node.as_str() != name {
+            return self.refuse(
+                now,
+                conn,
+                RejectCode::TokenWrongNode,
+                format!("hello names {node}, the certificate {name}"),
+            );
+        }
+        let unix = now_unix_s(&self.config.wall_clock, now);
+        let claims = match self.config.verifier.verify(token, unix, &fingerprint, id.0) {
+            Ok(claims) => claims,
+            Err(err) => {
+                let code = match err {
+                    crate::control::token::TokenError::Expired { .. } => RejectCode::TokenExpired,
+                    crate::control::token::TokenError::WrongNode { .. } => {
+                        RejectCode::TokenWrongNode
+                    }
+                    _ => RejectCode::TokenInvalid,
+                };
+                return self.refuse(now, conn, code, err.to_string());
+            }
+        };
+        if claims.admission_epoch != epoch {
+            return self.refuse(
+                now,
+                conn,
+                RejectCode::TokenInvalid,
+                "the token predates a revocation".to_owned(),
+            );
+        }
+        if let Some(Session {
+            peer: Peer::Node { welcomed, .. },
+            ..
+        }) = self.sessions.get_mut(&conn)
+        {
+            *welcomed = true;
+        }
+        // One session per node: a newer one replaces the older.
+        if let Some(old) = self.online.insert(name.clone(), conn) {
+            if old != conn {
+                let _ = self.quic.close(now, old, 0, b"replaced by a newer session");
+                self.sessions.remove(&old);
+            }
+        }
+        self.outputs
+            .push_back(Output::Event(CoordinatorEvent::NodeOnline(name.clone())));
+        self.send(
+            now,
+            conn,
+            &Message::Welcome {
+                node_id: id,
+                token_expires_unix_s: claims.expires_unix_s,
+            },
+        );
+        let mine: Vec<(Ends, ServiceRef, ServiceRef)> = self
+            .assocs
+            .of_node(&name)
+            .map(|(e, _)| {
+                let (here, there) = if e.0.node == name {
+                    (&e.0, &e.1)
+                } else {
+                    (&e.1, &e.0)
+                };
+                (e.clone(), here.clone(), there.clone())
+            })
+            .collect();
+        for (ends, here, there) in mine {
+            self.install_at(now, conn, &ends, &here, &there);
+        }
+    }
+
+    fn forward_candidates(
+        &mut self,
+        now: Instant,
+        from: &str,
+        assoc: AssocId,
+        candidates: Vec<msg::Candidate>,
+    ) {
+        let Some((ends, live)) = self.assocs.by_id_mut(assoc) else {
+            return;
+        };
+        if ends.0.node != from && ends.1.node != from {
+            return;
+        }
+        live.candidates.insert(from.to_owned(), candidates.clone());
+        let other = if ends.0.node == from {
+            ends.1.node.clone()
+        } else {
+            ends.0.node.clone()
+        };
+        if let Some(&conn) = self.online.get(&other) {
+            self.send(now, conn, &Message::Candidates { assoc, candidates });
+        }
+    }
+
+    fn admin(&mut self, now: Instant, conn: ConnId, request_id: u32, command: AdminCommand) {
+        let unix = now_unix_s(&self.config.wall_clock, now);
+        let fail = |code: RejectCode, reason: String| Message::AdminResponse {
+            request_id,
+            result: Err(AdminError { code, reason }),
+        };
+        let write = |op: Op, reply: AdminReply| (op, reply);
+        let planned = match command {
+            AdminCommand::Invite { node, admit, ttl_s } => {
+                match JoinToken::generate(&mut self.drbg, node.as_str()) {
+                    Ok(token) => {
+                        let op = Op::Invite {
+                            node: node.as_str().to_owned(),
+                            digest: token.digest(),
+                            expires_unix_s: unix + u64::from(ttl_s),
+                            admit,
+                        };
+                        Ok(write(
+                            op,
+                            AdminReply::Invited {
+                                join_token: token.to_string(),
+                            },
+                        ))
+                    }
+                    Err(err) => Err((RejectCode::Malformed, err.to_string())),
+                }
+            }
+            AdminCommand::Admit { node } => Ok(write(
+                Op::Admit {
+                    node: node.as_str().to_owned(),
+                },
+                AdminReply::Done,
+            )),
+            AdminCommand::Revoke { node } => Ok(write(
+                Op::Revoke {
+                    node: node.as_str().to_owned(),
+                },
+                AdminReply::Done,
+            )),
+            AdminCommand::Readmit { node } => Ok(write(
+                Op::Readmit {
+                    node: node.as_str().to_owned(),
+                },
+                AdminReply::Done,
+            )),
+            AdminCommand::AssocCreate { a, b } => {
+                let end = |p: &PeerRef| ServiceRef {
+                    node: p.node.as_str().to_owned(),
+                    service: p.service.as_str().to_owned(),
+                };
+                Ok(write(
+                    Op::AssocCreate {
+                        a: end(&a),
+                        b: end(&b),
+                    },
+                    AdminReply::Done,
+                ))
+            }
+            AdminCommand::AssocDelete { assoc } => {
+                Ok(write(Op::AssocDelete { assoc }, AdminReply::Done))
+            }
+            AdminCommand::ListNodes => {
+                let nodes = self.node_list();
+                return self.send(
+                    now,
+                    conn,
+                    &Message::AdminResponse {
+                        request_id,
+                        result: Ok(AdminReply::Nodes(nodes)),
+                    },
+                );
+            }
+            AdminCommand::AssocList => {
+                let assocs = self.assoc_list();
+                return self.send(
+                    now,
+                    conn,
+                    &Message::AdminResponse {
+                        request_id,
+                        result: Ok(AdminReply::Assocs(assocs)),
+                    },
+                );
+            }
+            AdminCommand::Status => {
+                let json = format!(
+                    "{{\"coordinator\":{:?},\"nodes\":{},\"online\":{},\"associations\":{}}}",
+                    self.config.name,
+                    self.registry.nodes().count(),
+                    self.online.len(),
+                    self.assocs.live.len()
+                );
+                return self.send(
+                    now,
+                    conn,
+                    &Message::AdminResponse {
+                        request_id,
+                        result: Ok(AdminReply::Status { json }),
+                    },
+                );
+            }
+        };
+        match planned {
+            Ok((op, reply)) => match self.registry.check(&op, unix) {
+                Ok(()) => self.append(
+                    op,
+                    Waiting::Admin {
+                        conn,
+                        request_id,
+                        reply,
+                    },
+                ),
+                Err(err) => self.send(now, conn, &fail(RejectCode::Malformed, err.to_string())),
+            },
+            Err((code, reason)) => self.send(now, conn, &fail(code, reason)),
+        }
+    }
+
+    fn node_list(&self) -> Vec<NodeInfo> {
+        self.registry
+            .nodes()
+            .filter_map(|n| {
+                Some(NodeInfo {
+                    node_id: n.id,
+                    name: Name::new(&n.name).ok()?,
+                    state: match n.admission {
+                        Admission::Pending => AdmissionState::Pending,
+                        Admission::Admitted => AdmissionState::Admitted,
+                        Admission::Revoked => AdmissionState::Revoked,
+                    },
+                    connected: self.online.contains_key(&n.name),
+                    last_seen_unix_s: 0,
+                })
+            })
+            .collect()
+    }
+
+    fn assoc_list(&self) -> Vec<AssocInfo> {
+        let peer = |r: &ServiceRef| {
+            Some(PeerRef {
+                node: Name::new(&r.node).ok()?,
+                service: Name::new(&r.service).ok()?,
+            })
+        };
+        self.assocs
+            .live
+            .iter()
+            .filter_map(|(e, l)| {
+                Some(AssocInfo {
+                    assoc: l.id,
+                    a: peer(&e.0)?,
+                    b: peer(&e.1)?,
+                    epoch: l.epoch,
+                    origin: match l.origin {
+                        Origin::Admin => AssocOrigin::Admin,
+                        Origin::MutualConsent => AssocOrigin::MutualConsent,
+                    },
+                    up: self.online.contains_key(&e.0.node) && self.online.contains_key(&e.1.node),
+                })
+            })
+            .collect()
+    }
+}
+
+fn message_name(message: &Message) -> &'static str {
+    match message {
+        Message::Hello { .. } => "Hello",
+        Message::Enroll { .. } => "Enroll",
+        Message::TokenRequest => "TokenRequest",
+        Message::RegisterServices { .. } => "RegisterServices",
+        Message::Candidates { .. } => "Candidates",
+        Message::Keepalive { .. } => "Keepalive",
+        Message::AdminRequest { .. } => "AdminRequest",
+        _ => "this message",
+    }
+}
+
+impl StateMachine for Coordinator {
+    type Event = CoordinatorEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Datagram(d) if d.socket == CONTROL_SOCKET && self.bound => {
+                self.quic
+                    .handle_datagram(now, self.config.listen, d.src, d.payload);
+            }
+            Input::SocketBound {
+                socket: CONTROL_SOCKET,
+                local,
+            } => {
+                self.bound = true;
+                self.config.listen = local;
+            }
+            Input::SocketFailed {
+                socket: CONTROL_SOCKET,
+                reason,
+            } => {
+                tracing::error!(listen = %self.config.listen, ?reason, "the coordinator socket could not be bound");
+            }
+            _ => {}
+        }
+        self.flush(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.quic.handle_timeout(now);
+        self.flush(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<CoordinatorEvent>> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.quic.poll_timeout()
+    }
+}
