@@ -43,6 +43,7 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod control;
 pub mod coordinator;
 pub mod csprng;
@@ -52,6 +53,7 @@ pub mod driver;
 pub mod fuzzing;
 pub mod id;
 pub mod machine;
+pub mod node;
 pub mod pki;
 pub mod probe;
 pub mod replay;

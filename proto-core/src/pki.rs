@@ -231,3 +231,19 @@ pub fn ed25519_key_pair(pkcs8: &[u8]) -> Result<KeyPair, PkiError> {
     KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
         .map_err(|e| PkiError::InvalidIssuerKey(e.to_string()))
 }
+
+/// A certificate signing request for the node key `key_pkcs8` (Ed25519
+/// signing is deterministic, so this needs no randomness). The coordinator
+/// takes only the key from it; names come from the join token.
+///
+/// # Errors
+/// [`PkiError`] when the key is not a usable Ed25519 key.
+pub fn node_csr(key_pkcs8: &[u8]) -> Result<Vec<u8>, PkiError> {
+    let key = ed25519_key_pair(key_pkcs8)?;
+    let params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| PkiError::Signing(e.to_string()))?;
+    Ok(csr.der().to_vec())
+}
