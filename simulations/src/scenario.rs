@@ -1,6 +1,7 @@
 //! Named scenarios for `tl-sim`: each builds a world from typed, validated
 //! parameters, runs it, and returns a summary table.
 
+mod control_plane;
 mod mesh_udp;
 mod nat_probe;
 mod params;
@@ -9,6 +10,7 @@ mod saturate;
 
 use std::fmt::Write as _;
 
+pub use control_plane::InMemoryCoordinator;
 pub use params::{ParamSpec, Params};
 
 use crate::SimError;
@@ -45,6 +47,7 @@ pub fn all() -> &'static [Scenario] {
         nat_probe::REBIND,
         saturate::SCENARIO,
         mesh_udp::SCENARIO,
+        control_plane::SCENARIO,
     ]
 }
 
