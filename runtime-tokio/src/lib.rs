@@ -47,6 +47,6 @@ mod io;
 pub use driver::{Exit, TokioDriver};
 pub use io::TokioIo;
 pub use transitloom_runtime_mio::clock::{wall_clock_now, SystemClock};
+pub mod oplog;
 pub mod pki_files;
 pub mod root_authority;
-pub mod oplog;
