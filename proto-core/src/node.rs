@@ -130,6 +130,14 @@ pub enum NodeEvent {
     Data(DataEvent),
 }
 
+/// What the node remembers of an installed association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    service: String,
+    peer: String,
+    key: [u8; 32],
+}
+
 /// The node. See the module docs.
 #[derive(Debug)]
 pub struct Node {
@@ -141,7 +149,7 @@ pub struct Node {
     outputs: VecDeque<Output<NodeEvent>>,
     bound: Option<SocketAddr>,
     /// Installed associations: the local service name and the peer.
-    installed: BTreeMap<AssocId, (String, String)>,
+    installed: BTreeMap<AssocId, Installed>,
 }
 
 /// Why a node could not be built.
@@ -220,7 +228,7 @@ impl Node {
     pub fn association_names(&self, assoc: AssocId) -> Option<(&str, &str)> {
         self.installed
             .get(&assoc)
-            .map(|(s, p)| (s.as_str(), p.as_str()))
+            .map(|i| (i.service.as_str(), i.peer.as_str()))
     }
 
     fn pump_plane(&mut self, now: Instant) {
@@ -293,8 +301,26 @@ impl Node {
                     tracing::warn!(%assoc, %service, %peer, "association with a peer this node does not declare");
                     return;
                 };
-                if self.installed.contains_key(&assoc) {
-                    let _ = self.plane.withdraw(assoc);
+                let wanted = Installed {
+                    service: service.clone(),
+                    peer: peer.clone(),
+                    key,
+                };
+                if self.installed.get(&assoc) == Some(&wanted) {
+                    // A repeat after a reconnect: keep forwarding undisturbed.
+                    return;
+                }
+                // A new id or key for the same service and peer (a new epoch,
+                // or a coordinator that restarted) replaces the old one.
+                let stale: Vec<AssocId> = self
+                    .installed
+                    .iter()
+                    .filter(|(id, i)| **id == assoc || (i.service == service && i.peer == peer))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for old in stale {
+                    self.installed.remove(&old);
+                    let _ = self.plane.withdraw(old);
                 }
                 let install = self.plane.install(crate::dataplane::AssociationSpec {
                     id: assoc,
@@ -308,7 +334,7 @@ impl Node {
                 });
                 match install {
                     Ok(()) => {
-                        self.installed.insert(assoc, (service, peer.clone()));
+                        self.installed.insert(assoc, wanted);
                         self.outputs
                             .push_back(Output::Event(NodeEvent::Installed { assoc, peer }));
                     }

@@ -57,6 +57,12 @@ const PARAMS: &[ParamSpec] = &[
         allowed: Range(0.01, 1_000.0),
     },
     ParamSpec {
+        name: "restart_at_s",
+        default: "0",
+        about: "the coordinator restarts from its log at this time (0: never)",
+        allowed: Range(0.0, 3_600.0),
+    },
+    ParamSpec {
         name: "revoke_at_s",
         default: "8",
         about: "when the admin revokes beta (0: never)",
@@ -263,7 +269,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         wall_clock: wall,
         timing: QuicTiming::default(),
     };
-    let coordinator = Coordinator::new(config, Registry::new(), drbg.fork())
+    let coordinator = Coordinator::new(config.clone(), Registry::new(), drbg.fork())
         .map_err(|e| SimError::Topology(e.to_string()))?;
     world.install(
         hub,
@@ -399,6 +405,34 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     );
     world.install(beta_service, UdpSink::new(service_addr, epoch));
 
+    let restart_at = Duration::from_secs_f64(p.f64("restart_at_s"));
+    if restart_at > Duration::ZERO {
+        let restart_seed = drbg.fork();
+        world.at(restart_at, move |w| {
+            // State survives in the log: replay it into a fresh coordinator.
+            let log = w
+                .app_ref::<InMemoryCoordinator>(hub)
+                .expect("installed")
+                .machine
+                .log
+                .clone();
+            let mut registry = Registry::new();
+            for op in &log {
+                registry.apply(op).expect("the log replays");
+            }
+            let coordinator = Coordinator::new(config, registry, restart_seed)
+                .expect("the same config starts again");
+            w.install(
+                hub,
+                InMemoryCoordinator {
+                    coordinator,
+                    log,
+                    now: None,
+                    ready: VecDeque::new(),
+                },
+            );
+        });
+    }
     let revoke_at = Duration::from_secs_f64(p.f64("revoke_at_s"));
     if revoke_at > Duration::ZERO {
         world.at(revoke_at, move |w| {
@@ -448,6 +482,32 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             shown(event_time(host, &|e| {
                 matches!(e, NodeEvent::Installed { .. })
             })),
+        );
+    }
+    if restart_at > Duration::ZERO {
+        let reinstalled = world.app_ref::<Node>(alpha).and_then(|a| {
+            a.events
+                .iter()
+                .find(|(at, e)| *at > restart_at && matches!(e, NodeEvent::Installed { .. }))
+                .map(|(at, _)| *at - restart_at)
+        });
+        summary.row(
+            "alpha re-associated after the restart in",
+            shown(reinstalled),
+        );
+        let sink = &world
+            .app_ref::<UdpSink>(beta_service)
+            .expect("installed")
+            .machine;
+        let window = |from: Duration, to: Duration| {
+            sink.arrivals()
+                .iter()
+                .filter(|a| a.at >= from && a.at < to)
+                .count()
+        };
+        summary.row(
+            "datagrams delivered in the 5 s after the restart",
+            window(restart_at, restart_at + Duration::from_secs(5)),
         );
     }
     let sent = world
