@@ -192,6 +192,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Coordinator control addresses.
     pub coordinators: Vec<SocketAddr>,
+    /// The name coordinator server certificates carry (the TLS server name;
+    /// `tlctl pki issue-coordinator --name`).
+    pub coordinator_name: String,
     /// The trust anchor (resolved against the config file's folder).
     pub root_ca: PathBuf,
     /// A one-time join token, until enrolled.
@@ -212,6 +215,9 @@ pub struct NodeConfig {
 
 /// Default `status_listen`.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:7480";
+
+/// Default `coordinator_name`.
+pub const DEFAULT_COORDINATOR_NAME: &str = "coordinator";
 
 impl NodeConfig {
     /// Reads and validates `file`.
@@ -262,6 +268,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         "name",
         "data_dir",
         "coordinators",
+        "coordinator_name",
         "root_ca",
         "join_token",
         "status_listen",
@@ -290,6 +297,17 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         return Err(key_error(
             "coordinators",
             "at least one coordinator address is required",
+        ));
+    }
+    let coordinator_name = root
+        .opt_str("coordinator_name")?
+        .unwrap_or(DEFAULT_COORDINATOR_NAME);
+    if rustls_pki_types::DnsName::try_from(coordinator_name).is_err() {
+        return Err(key_error(
+            "coordinator_name",
+            format!(
+                "{coordinator_name:?} is not a DNS name (coordinator certificates carry DNS names)"
+            ),
         ));
     }
     let root_ca = resolve(base, root.str("root_ca")?);
@@ -386,6 +404,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         name: name.to_owned(),
         data_dir: resolve(base, data_dir),
         coordinators,
+        coordinator_name: coordinator_name.to_owned(),
         root_ca,
         join_token: root.opt_str("join_token")?.map(str::to_owned),
         status_listen,

@@ -7,10 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use transitloom_runtime_mio::config::{
-    IngressTable, NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN,
-};
+use transitloom_runtime_mio::config::{NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN};
 use transitloom_runtime_mio::http;
+use transitloom_runtime_mio::node_daemon::{self, Setup};
 use transitloom_runtime_mio::status::NodeStatus;
 
 /// The Transitloom node: exposes local UDP services (WireGuard first) on
@@ -24,6 +23,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the node: enrolls with the join token on first start, keeps its
+    /// key, certificate and ingress addresses in the data directory, and
+    /// serves `/status` and `/metrics` until SIGTERM or SIGINT. Logs go to
+    /// standard error (`RUST_LOG`, default `info`).
+    Run {
+        /// The node configuration file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validates a configuration file and shows what the node would use:
     /// uplinks, services, and the ingress address of every association
     /// (assigning and keeping new ones in the data directory).
@@ -69,6 +77,16 @@ const BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => {
+            node_daemon::init_logging();
+            match node_daemon::run(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("transitloom-node: {err}");
+                    ExitCode::from(err.exit_code())
+                }
+            }
+        }
         Command::Check { config } => check(&config),
         Command::Status { json, target } => fetch_status(&target).map_or_else(
             |code| code,
@@ -92,60 +110,28 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    let config = match NodeConfig::load(file) {
-        Ok(config) => config,
+    node_daemon::init_logging();
+    let Setup {
+        config,
+        uplinks,
+        ingress,
+    } = match Setup::prepare(file) {
+        Ok(setup) => setup,
         Err(err) => {
             eprintln!("transitloom-node: {err}");
-            return ExitCode::from(BAD_CONFIG);
+            return ExitCode::from(err.exit_code());
         }
     };
-    for (i, uplink) in config.uplinks.iter().enumerate() {
-        if let UplinkSource::Bind(ip) = uplink.source {
-            if let Err(err) = std::net::UdpSocket::bind((ip, 0)) {
-                eprintln!(
-                    "transitloom-node: {}: uplink[{i}].bind: {ip} is not usable on this host: {err}",
-                    config.file.display()
-                );
-                return ExitCode::from(BAD_CONFIG);
-            }
-        }
-    }
-    if let Err(err) = std::fs::create_dir_all(&config.data_dir) {
-        eprintln!(
-            "transitloom-node: {}: data_dir: cannot create {}: {err}",
-            config.file.display(),
-            config.data_dir.display()
-        );
-        return ExitCode::from(1);
-    }
-    let mut table = match IngressTable::load(&config.data_dir) {
-        Ok(table) => table,
-        Err(err) => {
-            eprintln!("transitloom-node: {err}");
-            return ExitCode::from(BAD_CONFIG);
-        }
-    };
-    let ingress = match table.assign(&config) {
-        Ok(ingress) => ingress,
-        Err(err) => {
-            eprintln!("transitloom-node: {err}");
-            return ExitCode::from(BAD_CONFIG);
-        }
-    };
-    if let Err(err) = table.save(&config.data_dir) {
-        eprintln!("transitloom-node: {err}");
-        return ExitCode::from(1);
-    }
     println!("{}: valid", config.file.display());
     println!(
         "node {} (data in {})",
         config.name,
         config.data_dir.display()
     );
-    for u in &config.uplinks {
+    for (u, spec) in config.uplinks.iter().zip(&uplinks) {
         let source = match &u.source {
             UplinkSource::Bind(ip) => format!("bind {ip}"),
-            UplinkSource::Interface(name) => format!("interface {name}"),
+            UplinkSource::Interface(name) => format!("interface {name}, now {}", spec.bind),
         };
         let metered = if u.metered { ", metered" } else { "" };
         println!("uplink {} ({source}, {}{metered})", u.name, u.priority);

@@ -67,6 +67,7 @@ fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
 fn the_design_example_parses() {
     let config = parse(GOOD).unwrap();
     assert_eq!(config.name, "alpha");
+    assert_eq!(config.coordinator_name, DEFAULT_COORDINATOR_NAME);
     assert!(config.data_dir.ends_with("state"));
     assert_eq!(config.uplinks.len(), 2);
     assert_eq!(
@@ -100,6 +101,8 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("coordinators = [\"203.0.113.5:7443\"]", "coordinators = []"), "coordinators", "at least one"),
         (mutate("203.0.113.5:7443", "203.0.113.5"), "coordinators[0]", "not an address with a port"),
         (mutate("root_ca = \"root.crt\"", "root_ca = \"missing.crt\""), "root_ca", "does not exist"),
+        (mutate("root_ca = \"root.crt\"", "root_ca = \"root.crt\"\ncoordinator_name = \"hub name\""), "coordinator_name", "not a DNS name"),
+        (mutate("root_ca = \"root.crt\"", "root_ca = \"root.crt\"\ncoordinator_name = 7"), "coordinator_name", "expected"),
         (mutate("status_listen = \"127.0.0.1:7480\"", "status_listen = \"localhost\""), "status_listen", "not an address"),
         (mutate("advertise_private = true", "advertise_private = \"yes\""), "advertise_private", "expected true or false"),
         (mutate("bind = \"192.0.2.10\"", "bind = \"192.0.2.300\""), "uplink[0].bind", "not an IP address"),
@@ -143,6 +146,18 @@ fn every_bad_config_names_the_key_and_the_reason() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn the_coordinator_name_is_read() {
+    let text = mutate(
+        "root_ca = \"root.crt\"",
+        "root_ca = \"root.crt\"\ncoordinator_name = \"hub.coordinator.transitloom\"",
+    );
+    assert_eq!(
+        parse(&text).unwrap().coordinator_name,
+        "hub.coordinator.transitloom"
+    );
 }
 
 #[test]

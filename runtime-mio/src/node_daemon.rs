@@ -1,0 +1,365 @@
+//! The node daemon behind `transitloom-node run` (DESIGN §9, §11): checks
+//! the configuration, keeps the node's key, certificate and ingress
+//! addresses in its data directory, runs the proto-core [`Node`] on a
+//! [`MioDriver`], logs what the node reports, and serves `/status` and
+//! `/metrics` until SIGTERM or SIGINT.
+//!
+//! ```text
+//! DATA_DIR/node.key      private key (0600), made once, never leaves the node
+//! DATA_DIR/node.crt      certificate chain, kept when the coordinator issues it
+//! DATA_DIR/ingress.toml  ingress addresses, so WireGuard endpoints stay valid
+//! ```
+
+mod identity;
+mod interface;
+mod report;
+mod setup;
+mod signals;
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use transitloom_proto_core::control::msg::RejectCode;
+use transitloom_proto_core::control::quic::QuicTiming;
+use transitloom_proto_core::dataplane::{DataEvent, SocketRole};
+use transitloom_proto_core::node::{self, Credentials, Node, NodeEvent, ServiceSpec};
+use transitloom_proto_core::ServiceId;
+
+pub use identity::{CERT_FILE, KEY_FILE};
+pub use setup::Setup;
+
+use crate::config::ConfigError;
+use crate::http::{Pages, SharedPages, StatusServer};
+use crate::{wall_clock_now, Exit, MioDriver};
+use report::Standing;
+
+/// Why the daemon did not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// Something the operator must fix in the configuration or the data
+    /// directory (`FILE: KEY: REASON`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file or directory could not be read or written.
+    #[error("{}: cannot {action}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// Anything else that stops the node.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    /// The process exit code (DESIGN §11): 2 for bad configuration, 1 for
+    /// a runtime failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            Self::Io { .. } | Self::Runtime(_) => 1,
+        }
+    }
+}
+
+/// How often the status pages are rebuilt at most.
+pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long an issued certificate that could not be written waits before
+/// the next attempt.
+const SAVE_RETRY: Duration = Duration::from_secs(5);
+
+/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs the node of configuration `file` until SIGTERM or SIGINT.
+///
+/// # Errors
+/// A [`DaemonError`]; [`DaemonError::exit_code`] says how to exit.
+pub fn run(file: &Path) -> Result<(), DaemonError> {
+    let setup = Setup::prepare(file)?;
+    let root = identity::read_root(&setup.config)?;
+    let (credentials, enrolled) = identity::credentials(&setup.config)?;
+    let node = Node::new(node_config(&setup, root, credentials)?)
+        .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
+    let mut driver = MioDriver::new(node)
+        .map_err(|e| DaemonError::Runtime(format!("the event loop cannot start: {e}")))?;
+    let mut daemon = Daemon {
+        setup,
+        standing: Standing::new(enrolled),
+        shown_admission: "",
+        unsaved_chain: None,
+        next_save: Instant::now(),
+        pages: SharedPages::default(),
+    };
+    daemon.publish(driver.machine());
+    // Signals first: whoever sees the status page may signal at once.
+    let signals = signals::SignalThread::start(driver.handle())
+        .map_err(|e| DaemonError::Runtime(format!("cannot handle signals: {e}")))?;
+    let server = start_status(&daemon.setup, daemon.pages.clone())?;
+    daemon.shown_admission = daemon.standing.admission(driver.machine().session_state());
+    let config = &daemon.setup.config;
+    tracing::info!(
+        node = %config.name, coordinators = ?config.coordinators,
+        status = %server.local_addr(), data_dir = %config.data_dir.display(),
+        admission = daemon.shown_admission, "node running"
+    );
+
+    let mut events: Vec<NodeEvent> = Vec::new();
+    let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
+    loop {
+        let exit = driver
+            .run_until(&mut events, Some(next_publish), |_, events| {
+                !events.is_empty()
+            })
+            .map_err(|e| DaemonError::Runtime(format!("the event loop failed: {e}")))?;
+        for event in events.drain(..) {
+            daemon.on_event(driver.machine(), event);
+        }
+        let now = Instant::now();
+        if now >= next_publish {
+            daemon.save_chain(now);
+            daemon.publish(driver.machine());
+            next_publish = now + PUBLISH_INTERVAL;
+        }
+        if exit == Exit::Stopped {
+            break;
+        }
+    }
+    // Sockets close with the driver; the coordinator notices the session
+    // is gone by its idle timeout (the node has no goodbye message yet).
+    drop(driver);
+    drop(server);
+    drop(signals);
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// The proto-core configuration of this node.
+fn node_config(
+    setup: &Setup,
+    root: rustls_pki_types::CertificateDer<'static>,
+    credentials: Credentials,
+) -> Result<node::NodeConfig, DaemonError> {
+    let config = &setup.config;
+    let services = config
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ServiceSpec {
+            id: ServiceId(i as u32 + 1),
+            name: s.name.clone(),
+            target: s.target,
+            peers: config
+                .associations
+                .iter()
+                .zip(&setup.ingress)
+                .filter(|(a, _)| a.service == s.name)
+                .map(|(a, &ingress)| (a.peer(), ingress))
+                .collect(),
+        })
+        .collect();
+    Ok(node::NodeConfig {
+        name: config.name.clone(),
+        coordinators: config.coordinators.clone(),
+        coordinator_name: config.coordinator_name.clone(),
+        root,
+        credentials,
+        control_bind: setup.control_bind(),
+        advertise_private: config.advertise_private,
+        services,
+        uplinks: setup.uplinks.clone(),
+        wall_clock: wall_clock_now(),
+        timing: QuicTiming::default(),
+        seed: identity::os_seed()?,
+    })
+}
+
+fn start_status(setup: &Setup, pages: SharedPages) -> Result<StatusServer, DaemonError> {
+    let listen = setup.config.status_listen;
+    StatusServer::start(listen, pages).map_err(|err| {
+        let error = ConfigError {
+            file: setup.config.file.clone(),
+            key: "status_listen".to_owned(),
+            reason: format!("cannot listen on {listen}: {err}"),
+        };
+        if err.kind() == io::ErrorKind::AddrInUse {
+            // Not the file's fault: something else (another node?) has it.
+            DaemonError::Runtime(error.to_string())
+        } else {
+            DaemonError::Config(error)
+        }
+    })
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The daemon's own state around the node.
+#[derive(Debug)]
+struct Daemon {
+    setup: Setup,
+    standing: Standing,
+    /// The admission last logged at info level.
+    shown_admission: &'static str,
+    /// An issued chain whose write failed: retried, as losing it means a
+    /// new join token after the next restart.
+    unsaved_chain: Option<Vec<Vec<u8>>>,
+    next_save: Instant,
+    pages: SharedPages,
+}
+
+impl Daemon {
+    fn on_event(&mut self, node: &Node, event: NodeEvent) {
+        let repeated =
+            matches!(&event, NodeEvent::Refused { code, .. } if self.standing.refused_with(*code));
+        self.standing.on_event(&event);
+        match event {
+            NodeEvent::Enrolled { chain } => {
+                self.unsaved_chain = Some(chain.iter().map(|c| c.to_vec()).collect());
+                self.save_chain(Instant::now());
+            }
+            NodeEvent::Session(state) => {
+                let admission = self.standing.admission(state);
+                // Retries through the same standing are not news.
+                if admission == self.shown_admission {
+                    tracing::debug!(state = state.as_str(), admission, "control session");
+                } else {
+                    tracing::info!(state = state.as_str(), admission, "control session");
+                    self.shown_admission = admission;
+                }
+            }
+            NodeEvent::Refused { code, reason } if !repeated => self.log_refusal(code, &reason),
+            NodeEvent::Token { expires_unix_s } => tracing::debug!(
+                expires_in_s = expires_unix_s.saturating_sub(unix_now_s()),
+                "admission token granted"
+            ),
+            NodeEvent::Revoked => {
+                tracing::error!("revoked by the coordinator: every association is withdrawn")
+            }
+            NodeEvent::Installed { assoc, peer } => {
+                let service = node.association_names(assoc).map_or("?", |(s, _)| s);
+                let ingress = node
+                    .data_plane()
+                    .association(assoc)
+                    .map(|v| v.spec().ingress);
+                tracing::info!(%assoc, service, %peer, ingress = ?ingress, "association installed");
+            }
+            NodeEvent::Withdrawn { assoc } => tracing::info!(%assoc, "association withdrawn"),
+            NodeEvent::Data(event) => log_data(&event),
+            other => tracing::debug!(event = ?other, "node event"),
+        }
+    }
+
+    fn log_refusal(&self, code: RejectCode, reason: &str) {
+        let code_name = code.as_str();
+        match code {
+            RejectCode::JoinTokenInvalid
+            | RejectCode::JoinTokenUsed
+            | RejectCode::JoinTokenExpired => tracing::error!(
+                code = code_name, %reason,
+                "the join token was refused: get a new one (tlctl node invite {}), put it in join_token and restart",
+                self.setup.config.name
+            ),
+            RejectCode::Pending => tracing::info!(
+                "enrolled, not admitted yet: an admin runs `tlctl node admit {}`",
+                self.setup.config.name
+            ),
+            // The session logs every refusal already; these need nothing more.
+            _ => tracing::debug!(code = code_name, %reason, "refused"),
+        }
+    }
+
+    /// Writes an issued chain that is not on disk yet, at most every
+    /// [`SAVE_RETRY`] after a failure.
+    fn save_chain(&mut self, now: Instant) {
+        let Some(chain) = &self.unsaved_chain else {
+            return;
+        };
+        if now < self.next_save {
+            return;
+        }
+        match identity::save_chain(&self.setup.config.data_dir, chain) {
+            Ok(file) => {
+                tracing::info!(file = %file.display(), "enrolled: certificate kept");
+                self.unsaved_chain = None;
+            }
+            Err(err) => {
+                self.next_save = now + SAVE_RETRY;
+                tracing::error!(
+                    error = %err,
+                    "the issued certificate could not be written (retrying); a restart before it is would need a new join token"
+                );
+            }
+        }
+    }
+
+    fn publish(&self, node: &Node) {
+        let status = report::node_status(node, &self.setup, &self.standing, unix_now_s());
+        let pages = Pages {
+            status: serde_json::to_string_pretty(&status).unwrap_or_default(),
+            metrics: status.metrics(),
+        };
+        match self.pages.lock() {
+            Ok(mut shared) => *shared = Arc::new(pages),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(pages),
+        }
+    }
+}
+
+fn log_data(event: &DataEvent) {
+    match event {
+        DataEvent::Bound { role, local } => tracing::debug!(?role, %local, "socket bound"),
+        DataEvent::BindFailed {
+            role: SocketRole::Ingress(assoc),
+            reason,
+        } => {
+            tracing::error!(%assoc, ?reason, "the ingress socket could not be bound: the local service cannot reach this association")
+        }
+        DataEvent::BindFailed {
+            role: SocketRole::Mesh(assoc, uplink),
+            reason,
+        } => tracing::warn!(%assoc, %uplink, ?reason, "a mesh socket could not be bound"),
+        DataEvent::PathValidated {
+            assoc,
+            path,
+            remote,
+            rtt,
+        } => {
+            tracing::info!(%assoc, %path, %remote, rtt_ms = rtt.as_secs_f64() * 1e3, "path validated")
+        }
+        DataEvent::PathFailed {
+            assoc,
+            path,
+            remote,
+        } => tracing::warn!(%assoc, %path, %remote, "path failed"),
+        DataEvent::PathSwitched { assoc, from, to } => {
+            tracing::debug!(%assoc, ?from, %to, "data moved to another path")
+        }
+        DataEvent::AssociationUp(assoc) => tracing::info!(%assoc, "association up"),
+        DataEvent::AssociationDown(assoc) => {
+            tracing::warn!(%assoc, "association down: no active path")
+        }
+        other => tracing::debug!(event = ?other, "data plane event"),
+    }
+}

@@ -1,0 +1,204 @@
+//! Everything the node checks and prepares before it runs, shared by
+//! `transitloom-node check` and `run`, so a configuration that checks is one
+//! that starts: the file, the features this build can honour, each uplink's
+//! source address, the data directory, and the ingress addresses.
+
+use std::fs::DirBuilder;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use transitloom_proto_core::dataplane::UplinkSpec;
+use transitloom_proto_core::UplinkId;
+
+use super::interface::interface_address;
+use super::DaemonError;
+use crate::config::{
+    ConfigError, IngressTable, Mode, NodeConfig, Priority, RelayPolicy, UplinkSource,
+};
+
+const DATA_DIR_MODE: u32 = 0o700;
+
+/// A validated configuration with what start-up derived from it.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The configuration.
+    pub config: NodeConfig,
+    /// Each uplink's source address now (interfaces resolved), in config order.
+    pub uplinks: Vec<UplinkSpec>,
+    /// Each association's ingress address, in config order.
+    pub ingress: Vec<SocketAddr>,
+}
+
+impl Setup {
+    /// Loads and checks `file`, creates the data directory (0700), and
+    /// assigns and keeps the ingress addresses.
+    ///
+    /// # Errors
+    /// [`DaemonError::Config`] (exit 2) for anything the operator must fix,
+    /// [`DaemonError::Io`] (exit 1) when the data directory cannot be written.
+    pub fn prepare(file: &Path) -> Result<Self, DaemonError> {
+        let config = NodeConfig::load(file)?;
+        refuse_unsupported(&config)?;
+        let uplinks = resolve_uplinks(&config)?;
+        create_data_dir(&config.data_dir).map_err(|source| DaemonError::Io {
+            path: config.data_dir.clone(),
+            action: "create",
+            source,
+        })?;
+        let mut table = IngressTable::load(&config.data_dir)?;
+        let ingress = table.assign(&config)?;
+        table
+            .save(&config.data_dir)
+            .map_err(|source| DaemonError::Io {
+                path: config.data_dir.clone(),
+                action: "keep the ingress addresses in",
+                source,
+            })?;
+        Ok(Self {
+            config,
+            uplinks,
+            ingress,
+        })
+    }
+
+    /// The address the control socket binds: any address of the
+    /// coordinators' family, any port.
+    pub fn control_bind(&self) -> SocketAddr {
+        let v6 = self
+            .config
+            .coordinators
+            .first()
+            .is_some_and(SocketAddr::is_ipv6);
+        let ip = if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        SocketAddr::new(ip, 0)
+    }
+}
+
+fn refused(config: &NodeConfig, key: String, reason: &str) -> ConfigError {
+    ConfigError {
+        file: config.file.clone(),
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+/// Refuses settings this build would silently not honour.
+///
+/// # Errors
+/// The first such setting, with its key.
+pub(crate) fn refuse_unsupported(config: &NodeConfig) -> Result<(), ConfigError> {
+    let families: Vec<bool> = config.coordinators.iter().map(|c| c.is_ipv6()).collect();
+    if families.windows(2).any(|w| w[0] != w[1]) {
+        return Err(refused(
+            config,
+            "coordinators".to_owned(),
+            "mixing IPv4 and IPv6 coordinator addresses is not supported yet (the control socket binds one family)",
+        ));
+    }
+    for (i, u) in config.uplinks.iter().enumerate() {
+        if u.priority == Priority::Backup {
+            return Err(refused(
+                config,
+                format!("uplink[{i}].priority"),
+                "backup uplinks are not supported yet: this build would carry data on them like on a primary",
+            ));
+        }
+        if u.metered {
+            return Err(refused(
+                config,
+                format!("uplink[{i}].metered"),
+                "metered uplinks are not supported yet: this build would carry bulk data on them",
+            ));
+        }
+    }
+    if config.relay_data {
+        return Err(refused(
+            config,
+            "relay.data".to_owned(),
+            "relaying data for other nodes is not supported yet",
+        ));
+    }
+    for (i, a) in config.associations.iter().enumerate() {
+        if a.mode == Mode::Segmented {
+            return Err(refused(
+                config,
+                format!("association[{i}].mode"),
+                "segmented mode is not supported yet; use whole-packet",
+            ));
+        }
+        if a.relay == RelayPolicy::Only {
+            return Err(refused(
+                config,
+                format!("association[{i}].relay"),
+                "relay paths are not supported yet, so \"only\" would carry nothing; use allow or never",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each uplink's source address, checked bindable on this host.
+///
+/// # Errors
+/// An address this host does not have, or an interface without one.
+pub(crate) fn resolve_uplinks(config: &NodeConfig) -> Result<Vec<UplinkSpec>, ConfigError> {
+    let prefer_v6 = config.coordinators.first().is_some_and(SocketAddr::is_ipv6);
+    let mut specs = Vec::with_capacity(config.uplinks.len());
+    for (i, uplink) in config.uplinks.iter().enumerate() {
+        let (bind, key) = match &uplink.source {
+            UplinkSource::Bind(ip) => (*ip, format!("uplink[{i}].bind")),
+            UplinkSource::Interface(name) => {
+                let key = format!("uplink[{i}].interface");
+                let ip = interface_address(name, prefer_v6)
+                    .map_err(|e| refused(config, key.clone(), &e.to_string()))?;
+                tracing::info!(
+                    uplink = %uplink.name, interface = %name, address = %ip,
+                    "uplink address read from its interface; restart the node if it changes"
+                );
+                (ip, key)
+            }
+        };
+        if let Err(err) = std::net::UdpSocket::bind((bind, 0)) {
+            return Err(refused(
+                config,
+                key,
+                &format!("{bind} is not usable on this host: {err}"),
+            ));
+        }
+        let id = u16::try_from(i).map_err(|_| {
+            refused(
+                config,
+                "uplink".to_owned(),
+                "more uplinks than this node can number",
+            )
+        })?;
+        specs.push(UplinkSpec {
+            id: UplinkId(id),
+            name: uplink.name.clone(),
+            bind,
+        });
+    }
+    Ok(specs)
+}
+
+/// Creates the data directory (and missing parents) with mode 0700.
+fn create_data_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DATA_DIR_MODE)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+            "the data directory is open to other users; 0700 is advised"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use transitloom_proto_core::control::msg::RejectCode;
+use transitloom_proto_core::node::{Credentials, Node, NodeEvent, SessionState};
+use transitloom_proto_core::pki::{self, CertTerms};
+
+use super::report::{node_status, Standing};
+use super::setup::refuse_unsupported;
+use super::*;
+use crate::config::NodeConfig;
+
+const NOW: i64 = 1_760_000_000;
+
+fn terms(name: &str, serial: u8) -> CertTerms<'_> {
+    CertTerms {
+        name,
+        not_before_unix_s: NOW - 3_600,
+        validity_days: 30,
+        serial: [serial; 16],
+    }
+}
+
+/// A root and a coordinator intermediate with its key.
+struct TestPki {
+    root: Vec<u8>,
+    intermediate: Vec<u8>,
+    intermediate_key: Vec<u8>,
+}
+
+fn test_pki() -> TestPki {
+    let root_key = pki::ed25519_pkcs8_from_seed(&[1; 32]);
+    let inter_key = pki::ed25519_pkcs8_from_seed(&[2; 32]);
+    let root = pki::self_signed_root(&root_key, &terms("transitloom root", 1)).unwrap();
+    let public = pki::Ed25519PublicKey(
+        pki::ed25519_key_pair(&inter_key)
+            .unwrap()
+            .public_key_raw()
+            .try_into()
+            .unwrap(),
+    );
+    let intermediate =
+        pki::sign_coordinator_intermediate(&root, &root_key, &public, &terms("hub", 2)).unwrap();
+    TestPki {
+        root,
+        intermediate,
+        intermediate_key: inter_key,
+    }
+}
+
+fn write_config(dir: &Path, extra: &str, uplink: &str) -> NodeConfig {
+    let pki = test_pki();
+    std::fs::write(
+        dir.join("root.crt"),
+        pem::encode(&pem::Pem::new("CERTIFICATE", pki.root)),
+    )
+    .unwrap();
+    let text = format!(
+        r#"
+name = "alpha"
+data_dir = "state"
+coordinators = ["127.0.0.1:9"]
+root_ca = "root.crt"
+{extra}
+
+[[uplink]]
+name = "wan"
+{uplink}
+
+[[service]]
+name = "wg0"
+target = "127.0.0.1:51820"
+ingress_range = "127.0.0.1:41000-41999"
+
+[[association]]
+service = "wg0"
+peer = "beta/wg0"
+
+[[association]]
+service = "wg0"
+peer = "gamma/wg0"
+ingress = "127.0.0.1:41007"
+"#
+    );
+    let file = dir.join("node.toml");
+    std::fs::write(&file, text).unwrap();
+    NodeConfig::load(&file).unwrap()
+}
+
+#[test]
+fn admission_follows_the_certificate_the_session_and_refusals() {
+    let mut standing = Standing::new(false);
+    assert_eq!(standing.admission(SessionState::Connecting), "enrolling");
+    standing.on_event(&NodeEvent::Enrolled { chain: Vec::new() });
+    assert_eq!(standing.admission(SessionState::Backoff), "backoff");
+    standing.on_event(&NodeEvent::Refused {
+        code: RejectCode::Pending,
+        reason: String::new(),
+    });
+    assert_eq!(standing.admission(SessionState::Backoff), "pending");
+    standing.on_event(&NodeEvent::Session(SessionState::Live));
+    assert_eq!(standing.admission(SessionState::Live), "admitted");
+    assert_eq!(standing.admission(SessionState::Connecting), "connecting");
+    standing.on_event(&NodeEvent::Revoked);
+    assert_eq!(standing.admission(SessionState::Backoff), "revoked");
+    assert_eq!(
+        Standing::new(true).admission(SessionState::Revoked),
+        "revoked"
+    );
+}
+
+#[test]
+fn settings_this_build_cannot_honour_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "",
+            "bind = \"127.0.0.1\"\n[[uplink]]\nname = \"lte\"\nbind = \"127.0.0.1\"\npriority = \"backup\"",
+            "uplink[1].priority",
+        ),
+        ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0].metered"),
+        ("[relay]\ndata = true", "bind = \"127.0.0.1\"", "relay.data"),
+    ];
+    for (extra, uplink, key) in cases {
+        // Sections must follow the top-level keys.
+        let config = write_config(dir.path(), "", &format!("{uplink}\n{extra}"));
+        let err = refuse_unsupported(&config).expect_err(key);
+        assert!(err.key.starts_with(key), "{err}");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+    }
+    let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
+    refuse_unsupported(&config).unwrap();
+    let mut segmented = config.clone();
+    segmented.associations[1].mode = crate::config::Mode::Segmented;
+    assert_eq!(
+        refuse_unsupported(&segmented).unwrap_err().key,
+        "association[1].mode"
+    );
+    let mut mixed = config;
+    mixed.coordinators.push("[::1]:9".parse().unwrap());
+    assert_eq!(refuse_unsupported(&mixed).unwrap_err().key, "coordinators");
+}
+
+#[test]
+fn the_key_is_made_once_private_and_a_chain_must_match_it_and_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = identity::load_or_create_key(dir.path()).unwrap();
+    let file = dir.path().join(KEY_FILE);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(identity::load_or_create_key(dir.path()).unwrap(), key);
+    assert_eq!(std::fs::read(&file).unwrap(), bytes, "never rewritten");
+    assert!(identity::load_chain(dir.path(), &key, "alpha")
+        .unwrap()
+        .is_none());
+
+    let pki = test_pki();
+    let csr = pki::node_csr(&key).unwrap();
+    let leaf = pki::sign_node_csr(
+        &pki.intermediate,
+        &pki.intermediate_key,
+        &csr,
+        "alpha",
+        NOW,
+        30,
+        [9; 16],
+    )
+    .unwrap();
+    let chain = [leaf.clone(), pki.intermediate.clone()];
+    identity::save_chain(dir.path(), &chain).unwrap();
+    assert_eq!(
+        identity::load_chain(dir.path(), &key, "alpha").unwrap(),
+        Some(chain.to_vec())
+    );
+    let err = identity::load_chain(dir.path(), &key, "beta").unwrap_err();
+    assert!(
+        err.to_string().contains("issued to node \"alpha\""),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 2);
+    let other = pki::ed25519_pkcs8_from_seed(&[5; 32]);
+    let err = identity::load_chain(dir.path(), &other, "alpha").unwrap_err();
+    assert!(err.to_string().contains("not for the key"), "{err}");
+
+    // A certificate without its key is refused rather than replaced.
+    std::fs::remove_file(&file).unwrap();
+    let err = identity::load_or_create_key(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("node.crt is there"), "{err}");
+}
+
+#[test]
+fn a_loose_key_file_is_tightened() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::load_or_create_key(dir.path()).unwrap();
+    let file = dir.path().join(KEY_FILE);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    identity::load_or_create_key(dir.path()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn without_a_certificate_or_join_token_the_node_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
+    std::fs::create_dir_all(&config.data_dir).unwrap();
+    let err = identity::credentials(&config).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains(": join_token: "), "{err}");
+
+    let config = write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"",
+        "bind = \"127.0.0.1\"",
+    );
+    let (credentials, enrolled) = identity::credentials(&config).unwrap();
+    assert!(!enrolled);
+    assert!(
+        matches!(credentials, Credentials::Enroll { join_token, .. } if join_token == "tlj1-x")
+    );
+}
+
+#[test]
+fn status_lists_every_configured_association_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"\ncoordinator_name = \"hub\"",
+        "interface = \"lo\"",
+    );
+    let setup = Setup::prepare(&dir.path().join("node.toml")).unwrap();
+    assert_eq!(setup.uplinks[0].bind.to_string(), "127.0.0.1");
+    assert_eq!(setup.ingress[1].to_string(), "127.0.0.1:41007");
+    let root = identity::read_root(&setup.config).unwrap();
+    let (credentials, enrolled) = identity::credentials(&setup.config).unwrap();
+    let config = node_config(&setup, root, credentials).unwrap();
+    assert_eq!(config.coordinator_name, "hub");
+    assert_eq!(config.control_bind.to_string(), "0.0.0.0:0");
+    assert_eq!(
+        config.services[0].peers.keys().collect::<Vec<_>>(),
+        ["beta/wg0", "gamma/wg0"]
+    );
+    let node = Node::new(config).unwrap();
+    let status = node_status(&node, &setup, &Standing::new(enrolled), 0);
+    assert_eq!(status.node.admission, "enrolling");
+    assert_eq!(status.node.nat, "unknown");
+    assert_eq!(status.node.token_expires_in_s, None);
+    assert_eq!(status.uplinks[0].name, "wan");
+    assert_eq!(status.uplinks[0].state, "up");
+    assert_eq!(status.associations.len(), 2);
+    for (a, ingress) in status.associations.iter().zip(&setup.ingress) {
+        assert_eq!(a.state, "waiting");
+        assert_eq!(a.ingress, Some(ingress.to_string()));
+        assert_eq!(a.id, None);
+    }
+    assert!(status
+        .metrics()
+        .contains("transitloom_node_admitted{node=\"alpha\"} 0"));
+    let mode = std::fs::metadata(&setup.config.data_dir)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn a_root_that_is_not_a_certificate_is_refused_on_root_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
+    std::fs::write(&config.root_ca, "not pem").unwrap();
+    let err = identity::read_root(&config).unwrap_err();
+    assert_eq!(err.key, "root_ca");
+}
