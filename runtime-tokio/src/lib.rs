@@ -8,6 +8,12 @@
 //! by `tokio::select!` or by the condition given to
 //! [`TokioDriver::run_until`].
 //!
+//! The crate's binaries are built from it: `transitloom-coordinator`
+//! ([`coordinator_daemon`]: configuration, PKI checks, the durable
+//! operation log in [`oplog`], status pages) and `tlctl` ([`root_authority`]
+//! and [`pki_files`] for `tlctl pki …`, [`admin_session`] for the admin
+//! commands that talk to a coordinator).
+//!
 //! ```no_run
 //! use transitloom_proto_core::probe::{Prober, ProberConfig, ProbeEvent};
 //! use transitloom_runtime_tokio::{wall_clock_now, TokioDriver};
@@ -47,6 +53,8 @@ mod io;
 pub use driver::{Exit, TokioDriver};
 pub use io::TokioIo;
 pub use transitloom_runtime_mio::clock::{wall_clock_now, SystemClock};
+pub mod admin_session;
+pub mod coordinator_daemon;
 pub mod oplog;
 pub mod pki_files;
 pub mod root_authority;

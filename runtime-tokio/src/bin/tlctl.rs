@@ -1,22 +1,39 @@
-//! `tlctl`: the Transitloom administration tool (DESIGN §11).
+//! `tlctl`: the Transitloom administration tool (DESIGN §11): the file-based
+//! root authority (`tlctl pki …`) and the admin commands that talk to a
+//! coordinator (`tlctl node …`, `tlctl assoc …`, `tlctl status`).
 //!
-//! Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration.
+//! Exit codes: 0 success, 1 runtime failure (unreachable or refusing
+//! coordinator), 2 bad usage or configuration.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use transitloom_proto_core::pki::MAX_VALIDITY_DAYS;
+use transitloom_proto_core::control::msg::{AdminCommand, AdminReply, Name, PeerRef};
+use transitloom_proto_core::pki::{naming, MAX_VALIDITY_DAYS};
+use transitloom_proto_core::AssocId;
+use transitloom_runtime_tokio::admin_session::{self, render, AdminSessionError, AdminTarget};
 use transitloom_runtime_tokio::pki_files::PkiFileError;
 use transitloom_runtime_tokio::root_authority::{
     self, fingerprint_hex, Issued, ADMIN_DAYS, COORDINATOR_DAYS, ROOT_DAYS, ROOT_NAME,
 };
 
+const ABOUT_ADMIN: &str = "\
+Admin commands (node, assoc, status) reach a coordinator over QUIC with the
+admin certificate of an `issue-admin` directory. Give them --coordinator ADDR
+and --admin DIR, or set TL_COORDINATOR and TL_ADMIN (and TL_COORDINATOR_NAME
+when the coordinator's certificate names something other than `coordinator`).
+
+Exit codes: 0 success; 1 runtime failure (the coordinator is unreachable,
+refuses the session, or refuses the command); 2 bad usage or configuration
+(a bad name, a missing admin directory, files that exist without --force).";
+
 /// Administer a Transitloom mesh.
 #[derive(Debug, Parser)]
-#[command(name = "tlctl", version, propagate_version = true)]
+#[command(name = "tlctl", version, propagate_version = true, after_help = ABOUT_ADMIN)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +44,162 @@ enum Command {
     /// Manage the private PKI: root CA, coordinator and admin certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Invite, admit, revoke, readmit and list nodes (asks a coordinator).
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// List, create and delete associations (asks a coordinator).
+    #[command(subcommand)]
+    Assoc(AssocCommand),
+    /// Show the coordinator's status: its name, and how many nodes are
+    /// enrolled and online and associations installed.
+    Status {
+        /// Print the coordinator's JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+/// How an admin command reaches its coordinator.
+#[derive(Debug, Args)]
+struct TargetArgs {
+    /// The coordinator's control address (its `listen`, UDP): IP:PORT or
+    /// HOST:PORT.
+    #[arg(long, value_name = "ADDR", env = "TL_COORDINATOR", value_parser = coordinator_addr)]
+    coordinator: SocketAddr,
+    /// The admin directory from `tlctl pki issue-admin --out DIR`
+    /// (admin.crt, admin.key, root.crt).
+    #[arg(long, value_name = "DIR", env = "TL_ADMIN")]
+    admin: PathBuf,
+    /// The name the coordinator's certificate carries (`tlctl pki
+    /// issue-coordinator --name NAME`): TLS checks the coordinator against it.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TL_COORDINATOR_NAME",
+        default_value = "coordinator"
+    )]
+    coordinator_name: String,
+    /// Seconds to wait for the coordinator's answer, handshake included
+    /// (1 to 600).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Issue a one-time join token for node NAME and print it alone on the
+    /// last line of standard output. The node presents it once to enroll
+    /// (its `join_token` setting).
+    Invite {
+        /// The node's name: one lowercase DNS label (a-z, 0-9, '-').
+        #[arg(value_parser = node_name)]
+        name: Name,
+        /// Admit the node as soon as it enrolls (otherwise it waits, pending,
+        /// for `tlctl node admit NAME`).
+        #[arg(long)]
+        admit: bool,
+        /// Lifetime of the join token in seconds (60 to 2592000, 30 days).
+        #[arg(long, value_name = "SECONDS", default_value_t = 86_400,
+              value_parser = clap::value_parser!(u32).range(60..=2_592_000))]
+        ttl: u32,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Admit an enrolled node that is pending.
+    Admit {
+        /// The node's name.
+        #[arg(value_parser = node_name)]
+        name: Name,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Hard-revoke a node: its sessions close, its tokens are void, its
+    /// associations are withdrawn from every peer at once.
+    Revoke {
+        /// The node's name.
+        #[arg(value_parser = node_name)]
+        name: Name,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Admit a revoked node again, as a fresh event (nothing transient is
+    /// restored).
+    Readmit {
+        /// The node's name.
+        #[arg(value_parser = node_name)]
+        name: Name,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// List the enrolled nodes with their admission state and whether they
+    /// are connected (invited nodes appear once they enroll).
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AssocCommand {
+    /// List the installed associations (both ends admitted, connected and
+    /// declaring the service).
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Create an association between two services, each written
+    /// NODE/SERVICE. It is installed once both ends are admitted and
+    /// connected and declare the service.
+    Create {
+        /// One end, NODE/SERVICE.
+        #[arg(value_parser = peer_ref)]
+        a: PeerRef,
+        /// The other end, NODE/SERVICE.
+        #[arg(value_parser = peer_ref)]
+        b: PeerRef,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Delete an association an admin created, by id (`assoc#7` or `7`,
+    /// as `tlctl assoc list` shows it).
+    Delete {
+        /// The association's id.
+        #[arg(value_parser = assoc_id)]
+        id: AssocId,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+fn coordinator_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not IP:PORT or HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+fn node_name(text: &str) -> Result<Name, String> {
+    naming::validate_node_name(text).map_err(|e| format!("{text:?} is not a node name: {e}"))?;
+    Name::new(text).map_err(|e| format!("{text:?} is not a node name: {e}"))
+}
+
+fn peer_ref(text: &str) -> Result<PeerRef, String> {
+    text.parse()
+        .map_err(|e| format!("{text:?} is not NODE/SERVICE: {e}"))
+}
+
+fn assoc_id(text: &str) -> Result<AssocId, String> {
+    let digits = text.strip_prefix("assoc#").unwrap_or(text);
+    digits
+        .parse()
+        .map(AssocId)
+        .map_err(|_| format!("{text:?} is not an association id (like assoc#7)"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,8 +299,124 @@ fn report(issued: &Issued, what: &str) {
     println!("{what} SHA-256: {}", fingerprint_hex(&issued.fingerprint));
 }
 
+fn ask(target: &TargetArgs, command: AdminCommand) -> Result<AdminReply, AdminSessionError> {
+    admin_session::send(
+        &AdminTarget {
+            coordinator: target.coordinator,
+            server_name: target.coordinator_name.clone(),
+            admin_dir: target.admin.clone(),
+            timeout: Duration::from_secs(target.timeout),
+        },
+        command,
+    )
+}
+
+fn unexpected(reply: &AdminReply) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator sent an unexpected answer: {reply:?}")
+}
+
+fn node(command: NodeCommand) -> anyhow::Result<()> {
+    let (target, request, done) = match command {
+        NodeCommand::Invite {
+            name,
+            admit,
+            ttl,
+            target,
+        } => {
+            let command = AdminCommand::Invite {
+                node: name.clone(),
+                admit,
+                ttl_s: ttl,
+            };
+            let reply = ask(&target, command)?;
+            let AdminReply::Invited { join_token } = reply else {
+                return Err(unexpected(&reply));
+            };
+            if admit {
+                println!("invited {name}: admitted as soon as it enrolls");
+            } else {
+                println!(
+                    "invited {name}: after it enrolls, admit it with `tlctl node admit {name}`"
+                );
+            }
+            println!("the join token works once, for {ttl} s; give it to {name} as join_token:");
+            // DESIGN §11: the token alone on the last line.
+            println!("{join_token}");
+            return Ok(());
+        }
+        NodeCommand::Admit { name, target } => {
+            let done = format!("admitted {name}");
+            (target, AdminCommand::Admit { node: name }, done)
+        }
+        NodeCommand::Revoke { name, target } => {
+            let done = format!("revoked {name}");
+            (target, AdminCommand::Revoke { node: name }, done)
+        }
+        NodeCommand::Readmit { name, target } => {
+            let done = format!("readmitted {name}");
+            (target, AdminCommand::Readmit { node: name }, done)
+        }
+        NodeCommand::List { target } => {
+            let reply = ask(&target, AdminCommand::ListNodes)?;
+            let AdminReply::Nodes(nodes) = reply else {
+                return Err(unexpected(&reply));
+            };
+            print!("{}", render::nodes(&nodes));
+            return Ok(());
+        }
+    };
+    match ask(&target, request)? {
+        AdminReply::Done => {
+            println!("{done}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn assoc(command: AssocCommand) -> anyhow::Result<()> {
+    let (target, request, done) = match command {
+        AssocCommand::List { target } => {
+            let reply = ask(&target, AdminCommand::AssocList)?;
+            let AdminReply::Assocs(assocs) = reply else {
+                return Err(unexpected(&reply));
+            };
+            print!("{}", render::assocs(&assocs));
+            return Ok(());
+        }
+        AssocCommand::Create { a, b, target } => {
+            let done = format!("created the association {a} to {b}");
+            (target, AdminCommand::AssocCreate { a, b }, done)
+        }
+        AssocCommand::Delete { id, target } => {
+            let done = format!("deleted {id}");
+            (target, AdminCommand::AssocDelete { assoc: id }, done)
+        }
+    };
+    match ask(&target, request)? {
+        AdminReply::Done => {
+            println!("{done}");
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Node(command) => node(command)?,
+        Command::Assoc(command) => assoc(command)?,
+        Command::Status { json, target } => {
+            let reply = ask(&target, AdminCommand::Status)?;
+            let AdminReply::Status { json: document } = reply else {
+                return Err(unexpected(&reply));
+            };
+            if json {
+                println!("{document}");
+            } else {
+                print!("{}", render::status(&document));
+            }
+        }
         Command::Pki(command) => {
             let now = now_unix_s()?;
             match command {
@@ -160,9 +449,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tlctl: {error:#}");
-            let code = error
-                .downcast_ref::<PkiFileError>()
-                .map_or(1, PkiFileError::exit_code);
+            let code = match (
+                error.downcast_ref::<PkiFileError>(),
+                error.downcast_ref::<AdminSessionError>(),
+            ) {
+                (Some(e), _) => e.exit_code(),
+                (_, Some(e)) => e.exit_code(),
+                _ => 1,
+            };
             ExitCode::from(code)
         }
     }

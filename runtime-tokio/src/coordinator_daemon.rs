@@ -1,0 +1,300 @@
+//! `transitloom-coordinator run`: the coordinator daemon. It loads and
+//! checks its configuration and PKI, replays the operation log from
+//! `DATA_DIR/oplog.redb`, and runs proto-core's [`Coordinator`] on a
+//! current-thread tokio runtime with a [`TokioDriver`].
+//!
+//! After every pump it makes each requested log write durable
+//! ([`OpLog::append`] returns after the commit reaches the disk) and only
+//! then calls [`Coordinator::committed`], which applies the write and
+//! answers whoever asked: an acknowledged operation survives `kill -9`.
+//! `/status` and `/metrics` are republished at most every 250 ms, and at
+//! once after a write. SIGTERM or SIGINT stops it (exit 0).
+//!
+//! The control plane listens on UDP (QUIC) only: the TCP + TLS fallback of
+//! DESIGN §5 is not built yet, and neither are relays (`[relay] data = true`
+//! is refused).
+
+pub mod config;
+pub mod pki;
+pub mod status;
+
+use std::fs::DirBuilder;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::signal::unix::{signal, SignalKind};
+use transitloom_proto_core::control::quic::QuicTiming;
+use transitloom_proto_core::coordinator::machine::CONTROL_SOCKET;
+use transitloom_proto_core::coordinator::registry::Op;
+use transitloom_proto_core::coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent};
+use transitloom_proto_core::csprng::{Drbg, SEED_LEN};
+use transitloom_runtime_mio::config::ConfigError;
+use transitloom_runtime_mio::http::{Pages, SharedPages, StatusServer};
+
+pub use config::CoordinatorSettings;
+pub use pki::CoordinatorPki;
+
+use crate::oplog::{OpLog, OpLogError};
+use crate::{wall_clock_now, TokioDriver};
+
+/// How often the status pages are rebuilt while nothing is written.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The configuration or the PKI it names is unusable (exit 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be created.
+    #[error("{}: cannot create the data directory: {source}", .path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The operation log could not be opened, replayed or written.
+    #[error(transparent)]
+    OpLog(#[from] OpLogError),
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {reason}")]
+    Bind {
+        /// `listen` or `status_listen`.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Anything else that stops the start (the runtime, the random source).
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+impl DaemonError {
+    /// The process exit code (DESIGN §11): 2 for configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the coordinator until SIGTERM or SIGINT.
+///
+/// # Errors
+/// See [`DaemonError`]; a corrupt log names the record.
+pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
+    let pki = CoordinatorPki::load(settings)?;
+    create_data_dir(&settings.data_dir)?;
+    let oplog = OpLog::open(&settings.oplog_path())?;
+    let registry = oplog.replay()?;
+    tracing::info!(
+        path = %settings.oplog_path().display(),
+        operations = registry.applied(),
+        "operation log replayed"
+    );
+    let config = CoordinatorConfig {
+        name: settings.name.clone(),
+        listen: settings.listen,
+        tls: pki
+            .tls()
+            .map_err(|e| settings.error("pki_dir", e.to_string()))?,
+        intermediate_der: pki.intermediate.clone(),
+        intermediate_key: pki.intermediate_key.clone(),
+        verifier: pki
+            .token_verifier(&settings.name)
+            .map_err(|e| settings.error("pki_dir", e.to_string()))?,
+        token_lifetime_s: settings.token_lifetime_s,
+        wall_clock: wall_clock_now(),
+        timing: QuicTiming::default(),
+    };
+    let coordinator = Coordinator::new(config, registry, os_seeded()?)
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| DaemonError::Start(format!("tokio runtime: {e}")))?;
+    runtime.block_on(run(settings, coordinator, oplog))
+}
+
+fn create_data_dir(path: &Path) -> Result<(), DaemonError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| DaemonError::DataDir {
+            path: path.to_owned(),
+            source,
+        })?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), "the data directory is open to other users; 0700 is expected");
+        }
+    }
+    Ok(())
+}
+
+fn os_seeded() -> Result<Drbg, DaemonError> {
+    let mut seed = [0u8; SEED_LEN];
+    SystemRandom::new()
+        .fill(&mut seed)
+        .map_err(|_| DaemonError::Start("the system random generator failed".to_owned()))?;
+    Ok(Drbg::new(seed))
+}
+
+async fn run(
+    settings: &CoordinatorSettings,
+    coordinator: Coordinator,
+    mut oplog: OpLog,
+) -> Result<(), DaemonError> {
+    let signals = |kind| signal(kind).map_err(|e| DaemonError::Start(format!("signals: {e}")));
+    let mut terminate = signals(SignalKind::terminate())?;
+    let mut interrupt = signals(SignalKind::interrupt())?;
+    let started = Instant::now();
+    let mut driver = TokioDriver::new(coordinator);
+    let mut events: Vec<CoordinatorEvent> = Vec::new();
+    driver.pump(&mut events);
+    let Some(listen) = driver.io().local_addr(CONTROL_SOCKET) else {
+        // The machine logged the failure; ask the OS again for the reason.
+        let reason = std::net::UdpSocket::bind(settings.listen)
+            .err()
+            .map_or_else(
+                || "the socket could not be bound".to_owned(),
+                |e| e.to_string(),
+            );
+        return Err(DaemonError::Bind {
+            what: "listen",
+            addr: settings.listen,
+            reason,
+        });
+    };
+    let place = status::Place {
+        name: settings.name.clone(),
+        listen,
+        token_lifetime_s: settings.token_lifetime_s,
+    };
+    let pages: SharedPages = Arc::new(Mutex::new(Arc::new(Pages::default())));
+    publish(&driver, &place, started, &pages);
+    let status_server =
+        StatusServer::start(settings.status_listen, pages.clone()).map_err(|e| {
+            DaemonError::Bind {
+                what: "status_listen",
+                addr: settings.status_listen,
+                reason: e.to_string(),
+            }
+        })?;
+    tracing::info!(
+        name = %settings.name,
+        %listen,
+        status = %status_server.local_addr(),
+        "coordinator running (control plane on QUIC/UDP; TCP fallback not built yet)"
+    );
+
+    let mut tick = tokio::time::interval(PUBLISH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut published = Instant::now();
+    loop {
+        let wrote = commit(&mut driver, &mut oplog, &mut events)?;
+        if wrote || published.elapsed() >= PUBLISH_EVERY {
+            publish(&driver, &place, started, &pages);
+            published = Instant::now();
+        }
+        tokio::select! {
+            _ = driver.run_until(&mut events, None, |_, events| !events.is_empty()) => {}
+            _ = tick.tick() => {}
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT: stopping");
+                break;
+            }
+        }
+    }
+    // Send what the last commits queued (answers, withdrawals) before the
+    // socket closes.
+    driver.pump(&mut events);
+    drop(status_server);
+    Ok(())
+}
+
+/// Handles the events of the last pump: each log write is made durable,
+/// then committed. Returns whether anything was written.
+fn commit(
+    driver: &mut TokioDriver<Coordinator>,
+    oplog: &mut OpLog,
+    events: &mut Vec<CoordinatorEvent>,
+) -> Result<bool, DaemonError> {
+    let mut wrote = false;
+    for event in events.drain(..) {
+        match event {
+            CoordinatorEvent::Append(op) => {
+                // Writes are checked against the registry when requested;
+                // two requested in one pump were checked against the same
+                // state, so the second may no longer apply. Such a record
+                // would make the log unreplayable: keep it out of the log.
+                match driver.machine().registry().check(&op, 0) {
+                    Ok(()) => {
+                        let seq = oplog.append(&op)?;
+                        tracing::info!(seq, op = %describe(&op), "operation committed");
+                        wrote = true;
+                    }
+                    Err(err) => {
+                        tracing::error!(op = %describe(&op), %err, "a write no longer applies; not logged");
+                    }
+                }
+                driver.machine_mut().committed(Instant::now());
+            }
+            CoordinatorEvent::NodeOnline(node) => tracing::info!(%node, "node online"),
+            CoordinatorEvent::NodeOffline(node) => tracing::info!(%node, "node offline"),
+            CoordinatorEvent::Refused { remote, code, .. } => {
+                tracing::debug!(%remote, code = code.as_str(), "refusal sent");
+            }
+            other => tracing::debug!(?other, "coordinator event"),
+        }
+    }
+    Ok(wrote)
+}
+
+fn describe(op: &Op) -> String {
+    match op {
+        Op::Invite { node, admit, .. } => {
+            format!("invite {node}{}", if *admit { " (admit)" } else { "" })
+        }
+        Op::Enroll { node, .. } => format!("enroll {node}"),
+        Op::Admit { node } => format!("admit {node}"),
+        Op::Revoke { node } => format!("revoke {node}"),
+        Op::Readmit { node } => format!("readmit {node}"),
+        Op::AssocCreate { a, b } => format!("create association {a} to {b}"),
+        Op::AssocDelete { assoc } => format!("delete {assoc}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn publish(
+    driver: &TokioDriver<Coordinator>,
+    place: &status::Place,
+    started: Instant,
+    pages: &SharedPages,
+) {
+    let coordinator = driver.machine();
+    let fresh = Arc::new(Pages {
+        status: format!(
+            "{}\n",
+            status::status_json(coordinator, place, started.elapsed())
+        ),
+        metrics: status::metrics(coordinator, place),
+    });
+    if let Ok(mut slot) = pages.lock() {
+        *slot = fresh;
+    }
+}

@@ -1,0 +1,328 @@
+//! The coordinator's TOML configuration (DESIGN §11), parsed strictly: every
+//! mistake is refused at start-up as `FILE: KEY: REASON` (exit 2).
+//!
+//! ```toml
+//! name = "coordinator"              # the name in its certificate (issue-coordinator --name)
+//! data_dir = "/var/lib/transitloom-coordinator"
+//! listen = "0.0.0.0:7443"           # UDP (QUIC); TCP fallback not built yet
+//! pki_dir = "pki"                   # from `tlctl pki issue-coordinator --out`
+//! root_ca = "root.crt"
+//! status_listen = "127.0.0.1:7481"  # optional
+//! token_lifetime_s = 600            # optional, 60 to 86400
+//!
+//! [relay]                           # optional; data relaying is not built yet
+//! data = false
+//! listen_ip = "0.0.0.0"
+//! port_range = "40000-40999"
+//! ```
+//!
+//! Relative paths resolve against the configuration file's folder.
+
+mod keys;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use transitloom_proto_core::pki::naming;
+use transitloom_runtime_mio::config::ConfigError;
+
+use keys::{key_error, KeyError, KeyResult, Section};
+
+/// Default `status_listen` (the node's default is 7480).
+pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:7481";
+/// Default admission token lifetime (DESIGN §4: ten minutes).
+pub const DEFAULT_TOKEN_LIFETIME_S: u64 = 600;
+/// Shortest admission token lifetime: nodes refresh at half-life, so
+/// anything shorter turns into refresh traffic.
+pub const MIN_TOKEN_LIFETIME_S: u64 = 60;
+/// Longest admission token lifetime: a revoked node's tokens die with the
+/// epoch anyway, but a stolen token should not live for days.
+pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
+
+/// A UDP port range, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port.
+    pub low: u16,
+    /// Last port.
+    pub high: u16,
+}
+
+/// The `[relay]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Relay data for nodes (always false: refused when true until relays exist).
+    pub data: bool,
+    /// Where relay ports would bind.
+    pub listen_ip: Option<IpAddr>,
+    /// Which ports relay allocations would use.
+    pub port_range: Option<PortRange>,
+}
+
+/// A whole, validated coordinator configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoordinatorSettings {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The coordinator's name: its certificate's and its tokens' issuer.
+    pub name: String,
+    /// Where the operation log lives.
+    pub data_dir: PathBuf,
+    /// The UDP address of the control plane (QUIC).
+    pub listen: SocketAddr,
+    /// Intermediate CA and TLS server certificate with their keys.
+    pub pki_dir: PathBuf,
+    /// The trust anchor that node and admin certificates chain to.
+    pub root_ca: PathBuf,
+    /// Where `/status` and `/metrics` are served.
+    pub status_listen: SocketAddr,
+    /// Admission token lifetime.
+    pub token_lifetime_s: u64,
+    /// The relay table.
+    pub relay: RelaySettings,
+}
+
+impl CoordinatorSettings {
+    /// Reads and validates `file`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|err| ConfigError {
+            file: file.to_owned(),
+            key: "(file)".to_owned(),
+            reason: format!("cannot be read: {err}"),
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validates `text` as if read from `file`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| ConfigError {
+            file: file.to_owned(),
+            key: "(syntax)".to_owned(),
+            reason: err.to_string().trim().replace('\n', " "),
+        })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        parse_root(file, base, &Section::new("", &table)).map_err(|e| at(file, e))
+    }
+
+    /// The operation log's path.
+    pub fn oplog_path(&self) -> PathBuf {
+        self.data_dir.join("oplog.redb")
+    }
+
+    /// A [`ConfigError`] about `key` of this file.
+    pub fn error(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        at(&self.file, key_error(key, reason))
+    }
+}
+
+fn at(file: &Path, error: KeyError) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        key: error.key,
+        reason: error.reason,
+    }
+}
+
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<CoordinatorSettings> {
+    root.only(&[
+        "name",
+        "data_dir",
+        "listen",
+        "pki_dir",
+        "root_ca",
+        "status_listen",
+        "token_lifetime_s",
+        "relay",
+    ])?;
+    let name = root.str("name")?;
+    naming::validate_coordinator_name(name)
+        .map_err(|e| key_error("name", format!("{name:?} is not a coordinator name: {e}")))?;
+
+    let data_dir = root.str("data_dir")?;
+    if data_dir.is_empty() {
+        return Err(key_error("data_dir", "must not be empty"));
+    }
+    let data_dir = resolve(base, data_dir);
+    if data_dir.exists() && !data_dir.is_dir() {
+        return Err(key_error(
+            "data_dir",
+            format!("{} exists and is not a directory", data_dir.display()),
+        ));
+    }
+
+    let listen = root
+        .listen_addr("listen")?
+        .ok_or_else(|| key_error("listen", "missing (required)"))?;
+
+    let pki_dir = resolve(base, root.str("pki_dir")?);
+    if !pki_dir.is_dir() {
+        return Err(key_error(
+            "pki_dir",
+            format!(
+                "{} is not a directory (make it with `tlctl pki issue-coordinator --out DIR`)",
+                pki_dir.display()
+            ),
+        ));
+    }
+    let root_ca = resolve(base, root.str("root_ca")?);
+    if !root_ca.is_file() {
+        return Err(key_error(
+            "root_ca",
+            format!("{} does not exist or is not a file", root_ca.display()),
+        ));
+    }
+
+    let status_listen = root
+        .listen_addr("status_listen")?
+        .unwrap_or_else(|| DEFAULT_STATUS_LISTEN.parse().expect("a valid default"));
+    let token_lifetime_s = root
+        .opt_u64(
+            "token_lifetime_s",
+            MIN_TOKEN_LIFETIME_S,
+            MAX_TOKEN_LIFETIME_S,
+        )?
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
+
+    let relay = match root.opt_table("relay")? {
+        Some(relay) => parse_relay(&relay)?,
+        None => RelaySettings::default(),
+    };
+
+    Ok(CoordinatorSettings {
+        file: file.to_owned(),
+        name: name.to_owned(),
+        data_dir,
+        listen,
+        pki_dir,
+        root_ca,
+        status_listen,
+        token_lifetime_s,
+        relay,
+    })
+}
+
+fn parse_relay(relay: &Section<'_>) -> KeyResult<RelaySettings> {
+    relay.only(&["data", "listen_ip", "port_range"])?;
+    let listen_ip = relay.opt_ip("listen_ip")?;
+    if let Some(ip) = listen_ip.filter(|ip| ip.is_multicast()) {
+        return Err(key_error(
+            relay.key("listen_ip"),
+            format!("{ip} is a multicast address"),
+        ));
+    }
+    let port_range = relay
+        .opt_str("port_range")?
+        .map(|text| parse_port_range(&relay.key("port_range"), text))
+        .transpose()?;
+    let data = relay.opt_bool("data")?.unwrap_or(false);
+    if data {
+        // Refused rather than ignored: an operator who asks for a relay must
+        // not believe one is running.
+        return Err(key_error(
+            relay.key("data"),
+            "data relaying is not supported yet by transitloom-coordinator; \
+             set data = false (nodes use direct paths only for now)",
+        ));
+    }
+    Ok(RelaySettings {
+        data,
+        listen_ip,
+        port_range,
+    })
+}
+
+fn parse_port_range(key: &str, text: &str) -> KeyResult<PortRange> {
+    let bad = || key_error(key, format!("{text:?} is not a range like 40000-40999"));
+    let (low, high) = text.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(key_error(
+            key,
+            format!("{low}-{high} is not an ascending range of non-zero ports"),
+        ));
+    }
+    Ok(PortRange { low, high })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_in(dir: &Path, text: &str) -> Result<CoordinatorSettings, ConfigError> {
+        CoordinatorSettings::parse(&dir.join("coordinator.toml"), text)
+    }
+
+    fn fixture() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("pki")).unwrap();
+        std::fs::write(dir.path().join("root.crt"), "x").unwrap();
+        dir
+    }
+
+    const GOOD: &str = "name = \"coordinator\"\ndata_dir = \"data\"\nlisten = \"127.0.0.1:7443\"\npki_dir = \"pki\"\nroot_ca = \"root.crt\"\n";
+
+    #[test]
+    fn a_minimal_file_gets_the_defaults() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), GOOD).unwrap();
+        assert_eq!(s.status_listen, DEFAULT_STATUS_LISTEN.parse().unwrap());
+        assert_eq!(s.token_lifetime_s, DEFAULT_TOKEN_LIFETIME_S);
+        assert_eq!(s.data_dir, dir.path().join("data"));
+        assert_eq!(s.oplog_path(), dir.path().join("data/oplog.redb"));
+        assert_eq!(s.relay, RelaySettings::default());
+    }
+
+    #[test]
+    fn relay_is_parsed_and_data_refused() {
+        let dir = fixture();
+        let text = format!(
+            "{GOOD}[relay]\ndata = false\nlisten_ip = \"0.0.0.0\"\nport_range = \"40000-40999\"\n"
+        );
+        let s = parse_in(dir.path(), &text).unwrap();
+        assert_eq!(
+            s.relay.port_range,
+            Some(PortRange {
+                low: 40_000,
+                high: 40_999
+            })
+        );
+        let err = parse_in(dir.path(), &format!("{GOOD}[relay]\ndata = true\n")).unwrap_err();
+        assert_eq!(err.key, "relay.data");
+        assert!(err.reason.contains("not supported yet"), "{err}");
+        for bad in ["\"1-\"", "\"9-8\"", "\"0-10\"", "\"a-b\"", "5"] {
+            let err =
+                parse_in(dir.path(), &format!("{GOOD}[relay]\nport_range = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "relay.port_range", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_message_is_file_key_reason() {
+        let dir = fixture();
+        let err = parse_in(dir.path(), &format!("{GOOD}token_lifetime_s = 10\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "{}: token_lifetime_s: ",
+                dir.path().join("coordinator.toml").display()
+            )),
+            "{text}"
+        );
+    }
+}

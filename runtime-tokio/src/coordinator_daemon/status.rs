@@ -1,0 +1,200 @@
+//! What the coordinator's `GET /status` (JSON) and `GET /metrics`
+//! (Prometheus text) say, built from the machine after each pump.
+//!
+//! ```json
+//! { "coordinator": { "name": "coordinator", "listen": "0.0.0.0:7443",
+//!                    "transport": "quic", "uptime_s": 12, "operations": 3,
+//!                    "token_lifetime_s": 600 },
+//!   "nodes": [ { "name": "alpha", "id": "node#1", "admission": "admitted",
+//!                "admission_epoch": 1, "connected": true } ],
+//!   "associations": [ { "id": "assoc#1", "ends": ["alpha/wg0", "beta/wg0"],
+//!                       "origin": "admin", "state": "live" } ],
+//!   "counters": { "sessions": { "node": 2, "admin": 5 },
+//!                 "refused": { "pending": 1 },
+//!                 "tokens_granted": 2, "enrollments": 2 } }
+//! ```
+//!
+//! An association is `live` when the coordinator has installed it on both
+//! ends; an admin-created one whose ends are not both admitted, connected
+//! and declaring the service is `waiting`.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use transitloom_proto_core::control::msg::RejectCode;
+use transitloom_proto_core::coordinator::registry::{Admission, CONSENT_ASSOC_BASE};
+use transitloom_proto_core::coordinator::Coordinator;
+use transitloom_proto_core::AssocId;
+
+/// Where the coordinator runs, for the status document.
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// Its name.
+    pub name: String,
+    /// The bound control address.
+    pub listen: SocketAddr,
+    /// Admission token lifetime.
+    pub token_lifetime_s: u64,
+}
+
+fn origin(id: AssocId) -> &'static str {
+    if id.0 >= CONSENT_ASSOC_BASE {
+        "mutual-consent"
+    } else {
+        "admin"
+    }
+}
+
+/// The `/status` document.
+pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -> Value {
+    let registry = coordinator.registry();
+    let online: BTreeSet<&str> = coordinator.online().collect();
+    let nodes: Vec<Value> = registry
+        .nodes()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "id": n.id.to_string(),
+                "admission": n.admission.as_str(),
+                "admission_epoch": n.epoch,
+                "connected": online.contains(n.name.as_str()),
+            })
+        })
+        .collect();
+    let live: Vec<(AssocId, String, String)> = coordinator.associations().collect();
+    let mut associations: Vec<Value> = live
+        .iter()
+        .map(|(id, a, b)| {
+            json!({ "id": id.to_string(), "ends": [a, b], "origin": origin(*id), "state": "live" })
+        })
+        .collect();
+    for record in registry.assocs() {
+        if !live.iter().any(|(id, ..)| *id == record.id) {
+            associations.push(json!({
+                "id": record.id.to_string(),
+                "ends": [record.a.to_string(), record.b.to_string()],
+                "origin": "admin",
+                "state": "waiting",
+            }));
+        }
+    }
+    let counters = coordinator.counters();
+    json!({
+        "coordinator": {
+            "name": place.name,
+            "listen": place.listen.to_string(),
+            "transport": "quic",
+            "uptime_s": uptime.as_secs(),
+            "operations": registry.applied(),
+            "token_lifetime_s": place.token_lifetime_s,
+        },
+        "nodes": nodes,
+        "associations": associations,
+        "counters": {
+            "sessions": { "node": counters.sessions_node, "admin": counters.sessions_admin },
+            "refused": counters.refused,
+            "tokens_granted": counters.tokens_granted,
+            "enrollments": counters.enrolled,
+        },
+    })
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The `/metrics` text (Prometheus exposition format 0.0.4).
+pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
+    let mut out = String::new();
+    let base = format!("coordinator=\"{}\"", label(&place.name));
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let counters = coordinator.counters();
+    let registry = coordinator.registry();
+    family(
+        "transitloom_coordinator_sessions_total",
+        "counter",
+        "Sessions accepted, by the kind of certificate presented.",
+        &[
+            (format!("{base},kind=\"node\""), counters.sessions_node),
+            (format!("{base},kind=\"admin\""), counters.sessions_admin),
+        ],
+    );
+    let refused: Vec<(String, u64)> = RejectCode::ALL
+        .iter()
+        .map(|code| {
+            let n = counters.refused.get(code.as_str()).copied().unwrap_or(0);
+            (format!("{base},code=\"{}\"", code.as_str()), n)
+        })
+        .collect();
+    family(
+        "transitloom_coordinator_refused_total",
+        "counter",
+        "Sessions refused or ended by the coordinator, by reject code.",
+        &refused,
+    );
+    family(
+        "transitloom_coordinator_tokens_granted_total",
+        "counter",
+        "Admission tokens granted.",
+        &[(base.clone(), counters.tokens_granted)],
+    );
+    family(
+        "transitloom_coordinator_enrollments_total",
+        "counter",
+        "Node certificates issued against a join token.",
+        &[(base.clone(), counters.enrolled)],
+    );
+    let by_state: Vec<(String, u64)> =
+        [Admission::Pending, Admission::Admitted, Admission::Revoked]
+            .into_iter()
+            .map(|state| {
+                let n = registry.nodes().filter(|n| n.admission == state).count() as u64;
+                (format!("{base},admission=\"{}\"", state.as_str()), n)
+            })
+            .collect();
+    family(
+        "transitloom_coordinator_nodes",
+        "gauge",
+        "Enrolled nodes, by admission state.",
+        &by_state,
+    );
+    family(
+        "transitloom_coordinator_nodes_online",
+        "gauge",
+        "Nodes with a live control session.",
+        &[(base.clone(), coordinator.online().count() as u64)],
+    );
+    let live: Vec<AssocId> = coordinator.associations().map(|(id, ..)| id).collect();
+    let by_origin: Vec<(String, u64)> = ["mutual-consent", "admin"]
+        .into_iter()
+        .map(|o| {
+            let n = live.iter().filter(|id| origin(**id) == o).count() as u64;
+            (format!("{base},origin=\"{o}\""), n)
+        })
+        .collect();
+    family(
+        "transitloom_coordinator_associations",
+        "gauge",
+        "Live associations, by origin.",
+        &by_origin,
+    );
+    family(
+        "transitloom_coordinator_operations_total",
+        "counter",
+        "Operations in the durable log (replayed ones included).",
+        &[(base, registry.applied())],
+    );
+    out
+}
