@@ -283,6 +283,24 @@ impl Coordinator {
         self.flush(now);
     }
 
+    /// Checks `op` against the registry as it will be once every write
+    /// already waiting for its commit is applied, so two writes in one
+    /// batch can never both pass and leave an unreplayable log.
+    fn check_after_pending(
+        &self,
+        op: &Op,
+        now_unix_s: u64,
+    ) -> Result<(), super::registry::RegistryError> {
+        if self.waiting.is_empty() {
+            return self.registry.check(op, now_unix_s);
+        }
+        let mut projected = self.registry.clone();
+        for (pending, _) in &self.waiting {
+            projected.apply(pending)?;
+        }
+        projected.check(op, now_unix_s)
+    }
+
     fn append(&mut self, op: Op, waiting: Waiting) {
         self.waiting.push_back((op.clone(), waiting));
         self.outputs
@@ -652,7 +670,7 @@ impl Coordinator {
             fingerprint: pki::cert_fingerprint(&cert),
             at_unix_s: unix,
         };
-        if let Err(err) = self.registry.check(&op, unix) {
+        if let Err(err) = self.check_after_pending(&op, unix) {
             let code = match err {
                 super::registry::RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
                 super::registry::RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
@@ -944,7 +962,7 @@ impl Coordinator {
             }
         };
         match planned {
-            Ok((op, reply)) => match self.registry.check(&op, unix) {
+            Ok((op, reply)) => match self.check_after_pending(&op, unix) {
                 Ok(()) => self.append(
                     op,
                     Waiting::Admin {

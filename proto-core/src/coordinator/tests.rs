@@ -187,6 +187,8 @@ struct Lab {
     events: Vec<CoordinatorEvent>,
     in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Bytes)>,
     seq: u64,
+    /// Appends not yet made durable, when commits are held back.
+    held: Option<usize>,
 }
 
 impl Lab {
@@ -227,6 +229,7 @@ impl Lab {
             events: Vec::new(),
             in_flight: BTreeMap::new(),
             seq: 0,
+            held: None,
         };
         lab.step_coordinator();
         lab
@@ -246,9 +249,12 @@ impl Lab {
                     );
                 }
                 Output::Event(CoordinatorEvent::Append(op)) => {
-                    // The store is durable at once here.
+                    // The store is durable at once here, unless held back.
                     self.log.push(op);
-                    self.coordinator.committed(self.now);
+                    match &mut self.held {
+                        Some(n) => *n += 1,
+                        None => self.coordinator.committed(self.now),
+                    }
                 }
                 Output::Event(e) => self.events.push(e),
                 _ => {}
@@ -659,4 +665,46 @@ fn a_node_certificate_cannot_send_admin_commands() {
         })
     ));
     assert!(lab.clients[c].closed);
+}
+
+#[test]
+fn writes_waiting_for_their_commit_are_checked_against_each_other() {
+    let mut lab = Lab::new();
+    let alpha = lab.enroll("alpha", true);
+    let _ = alpha;
+    let admin = identity(&[&lab.pki.admin], &lab.pki.admin_key);
+    let c = lab.connect(Some(admin));
+    lab.held = Some(0);
+    let now = lab.now;
+    for request_id in [1, 2] {
+        let revoke = AdminCommand::Revoke {
+            node: Name::new("alpha").unwrap(),
+        };
+        lab.clients[c].send(
+            now,
+            &Message::AdminRequest {
+                request_id,
+                command: revoke,
+            },
+        );
+    }
+    lab.run(Duration::from_millis(100));
+    assert_eq!(lab.held, Some(1), "only the first revoke was appended");
+    lab.held = None;
+    lab.coordinator.committed(lab.now);
+    lab.run(Duration::from_millis(100));
+    let replies: Vec<(u32, bool)> = lab.clients[c]
+        .inbox
+        .iter()
+        .filter_map(|m| match m {
+            Message::AdminResponse { request_id, result } => Some((*request_id, result.is_ok())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies, [(2, false), (1, true)]);
+    // The log replays.
+    let mut replayed = Registry::new();
+    for op in &lab.log {
+        replayed.apply(op).unwrap();
+    }
 }
