@@ -102,6 +102,7 @@ fn assoc_state(status: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn node_config(
     dir: &Path,
     name: &str,
