@@ -2,7 +2,7 @@
 //! mistake is refused at start-up with the file, the key and the reason.
 
 mod ingress;
-mod toml_walk;
+pub mod toml_walk;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -24,6 +24,7 @@ pub fn key_error(key: impl Into<String>, reason: impl Into<String>) -> KeyError 
 }
 
 /// A table being read, with its path for error messages.
+#[derive(Debug)]
 pub struct Section<'a> {
     pub path: String,
     table: &'a Table,
@@ -97,6 +98,49 @@ impl<'a> Section<'a> {
             Some(Value::Integer(i)) => Ok(Some(*i as f64)),
             Some(other) => Err(self.wrong_type(name, "a number", other)),
         }
+    }
+
+    /// An integer within `min..=max`.
+    pub fn opt_u64(&self, name: &str, min: u64, max: u64) -> KeyResult<Option<u64>> {
+        let value = match self.table.get(name) {
+            None => return Ok(None),
+            Some(Value::Integer(i)) => *i,
+            Some(other) => return Err(self.wrong_type(name, "a whole number", other)),
+        };
+        match u64::try_from(value) {
+            Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
+            _ => Err(key_error(
+                self.key(name),
+                format!("{value} is outside {min} to {max}"),
+            )),
+        }
+    }
+
+    /// An address with a non-zero port: a daemon listening on an ephemeral
+    /// port could not be found by anyone.
+    pub fn listen_addr(&self, name: &str) -> KeyResult<Option<SocketAddr>> {
+        let Some(text) = self.opt_str(name)? else {
+            return Ok(None);
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            key_error(
+                self.key(name),
+                format!("{text:?} is not an address with a port (like 0.0.0.0:7443 or [::]:7443)"),
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(key_error(
+                self.key(name),
+                format!("{addr}: port 0 would be a different port at every start"),
+            ));
+        }
+        if addr.ip().is_multicast() {
+            return Err(key_error(
+                self.key(name),
+                format!("{} is a multicast address", addr.ip()),
+            ));
+        }
+        Ok(Some(addr))
     }
 
     pub fn str_list(&self, name: &str) -> KeyResult<Vec<&'a str>> {
@@ -206,4 +250,51 @@ pub fn check_name(key: &str, name: &str) -> KeyResult<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn errors_name_the_dotted_key() {
+        let t = table("a = 1\n[relay]\nport = \"x\"\n");
+        let root = Section::new("", &t);
+        assert_eq!(root.str("a").unwrap_err().key, "a");
+        assert_eq!(root.str("b").unwrap_err().reason, "missing (required)");
+        let relay = root.opt_table("relay").unwrap().unwrap();
+        assert_eq!(relay.only(&["data"]).unwrap_err().key, "relay.port");
+        assert_eq!(relay.opt_u64("port", 1, 2).unwrap_err().key, "relay.port");
+    }
+
+    #[test]
+    fn integers_are_range_checked() {
+        let t = table("n = 5\nm = -1\nf = 1.5\n");
+        let root = Section::new("", &t);
+        assert_eq!(root.opt_u64("n", 1, 10).unwrap(), Some(5));
+        assert!(root.opt_u64("n", 6, 10).is_err());
+        assert!(root.opt_u64("m", 0, 10).is_err());
+        assert!(root
+            .opt_u64("f", 0, 10)
+            .unwrap_err()
+            .reason
+            .contains("whole number"));
+        assert_eq!(root.opt_u64("absent", 0, 10).unwrap(), None);
+    }
+
+    #[test]
+    fn listen_addresses_need_a_real_port() {
+        let t = table("a = \"127.0.0.1:0\"\nb = \"localhost:7443\"\nc = \"[::1]:7443\"\n");
+        let root = Section::new("", &t);
+        assert!(root.listen_addr("a").unwrap_err().reason.contains("port 0"));
+        assert!(root.listen_addr("b").is_err());
+        assert_eq!(
+            root.listen_addr("c").unwrap(),
+            Some("[::1]:7443".parse().unwrap())
+        );
+    }
 }

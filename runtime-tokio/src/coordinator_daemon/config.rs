@@ -18,15 +18,13 @@
 //!
 //! Relative paths resolve against the configuration file's folder.
 
-mod keys;
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use transitloom_proto_core::pki::naming;
 use transitloom_runtime_mio::config::ConfigError;
 
-use keys::{key_error, KeyError, KeyResult, Section};
+use transitloom_runtime_mio::config::toml_walk::{key_error, KeyError, KeyResult, Section};
 
 /// Default `status_listen` (the node's default is 7480).
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:7481";
