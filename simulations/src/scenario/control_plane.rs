@@ -23,6 +23,7 @@ use transitloom_proto_core::pki::{self, CertTerms, Ed25519PublicKey};
 use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::{Input, Output, ServiceId, StateMachine, UplinkId};
 
+use super::mesh_udp::node_with_service;
 use super::params::Allowed::Range;
 use super::{ms, ParamSpec, Params, Scenario, Summary};
 use crate::apps::{UdpSink, UdpSource};
@@ -199,35 +200,6 @@ fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
     })
 }
 
-/// A node host with a loopback segment holding its service host.
-fn node_host(
-    world: &mut World,
-    name: &str,
-    public: IpAddr,
-    internet: crate::world::SegmentId,
-    link: &LinkParams,
-) -> Result<(HostId, HostId), SimError> {
-    let node = world.add_host(name);
-    let service = world.add_host(&format!("{name}-service"));
-    let lo = world.add_segment(&format!("{name}-lo"));
-    world.add_iface(node, public, internet, link.clone(), link.clone())?;
-    world.add_iface(
-        node,
-        ip(127, 0, 0, 1),
-        lo,
-        LinkParams::ideal(),
-        LinkParams::ideal(),
-    )?;
-    world.add_iface(
-        service,
-        ip(127, 0, 0, 2),
-        lo,
-        LinkParams::ideal(),
-        LinkParams::ideal(),
-    )?;
-    Ok((node, service))
-}
-
 fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     let mut world = World::new(seed);
     let mut drbg = Drbg::from_u64(world.fork_seed());
@@ -350,7 +322,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     .into_iter()
     .enumerate()
     {
-        let (node, service) = node_host(&mut world, name, public, internet, &link)?;
+        let (node, service) = node_with_service(&mut world, name, public, internet, &link)?;
         let node_key = key(&mut drbg);
         let csr = pki::node_csr(&node_key.pkcs8).map_err(|e| SimError::Topology(e.to_string()))?;
         let config = NodeConfig {

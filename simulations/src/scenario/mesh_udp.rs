@@ -106,7 +106,7 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
 
 /// Adds a node host with a public (or LAN) uplink and a loopback segment
 /// holding its local service host; returns (node, service).
-fn node_with_service(
+pub(super) fn node_with_service(
     world: &mut World,
     name: &str,
     uplink_ip: IpAddr,
