@@ -196,7 +196,7 @@ impl Node {
             socket: CONTROL_SOCKET,
             local: config.control_bind,
         });
-        let session = session::Session::new(drbg.next_u64());
+        let session = session::Session::new();
         Ok(Self {
             config,
             quic,
@@ -406,7 +406,6 @@ impl StateMachine for Node {
         if self.plane.poll_timeout().is_some_and(|at| at <= now) {
             self.plane.handle_timeout(now);
         }
-        self.session.handle_timeout(now);
         self.after(now);
     }
 

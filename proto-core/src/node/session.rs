@@ -98,7 +98,7 @@ fn unix_s(config: &NodeConfig, now: Instant) -> u64 {
 }
 
 impl Session {
-    pub(super) fn new(_seed: u64) -> Self {
+    pub(super) fn new() -> Self {
         Self {
             state: SessionState::Idle,
             conn: None,
@@ -123,8 +123,6 @@ impl Session {
     pub(super) fn start(&mut self, now: Instant) {
         self.next_attempt = Some(now);
     }
-
-    pub(super) fn handle_timeout(&mut self, _now: Instant) {}
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         [self.next_attempt, self.refresh_at]
