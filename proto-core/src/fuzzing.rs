@@ -120,3 +120,65 @@ pub fn control_message(data: &[u8]) {
         );
     }
 }
+
+/// The signing key the token corpus uses: a fixed Ed25519 key, so corpus
+/// files can hold authentic tokens.
+pub fn corpus_token_signer() -> crate::control::token::TokenSigner {
+    let pkcs8 = crate::pki::ed25519_pkcs8_from_seed(&[7; 32]);
+    crate::control::token::TokenSigner::from_pkcs8(&pkcs8, "hub").expect("a valid fixed key")
+}
+
+/// Admission tokens and join tokens from arbitrary bytes: parsing and
+/// verification never panic, and only an authentic token for the expected
+/// node and certificate, inside its validity, verifies.
+///
+/// # Panics
+/// When an invariant is broken; that is the finding.
+pub fn admission_token(data: &[u8]) {
+    use crate::control::token::{AdmissionClaims, JoinToken, TokenVerifier};
+    let signer = corpus_token_signer();
+    let mut verifier = TokenVerifier::new();
+    verifier.trust("hub", signer.public_key());
+    let parsed = AdmissionClaims::parse_unverified(data);
+    if let Ok(claims) = &parsed {
+        let now = claims.issued_unix_s.saturating_add(1);
+        if let Ok(verified) = verifier.verify(data, now, &claims.cert_fingerprint, claims.node_id) {
+            assert_eq!(&verified, claims, "verification changed the claims");
+            // Authentic: re-signing the same claims gives the same bytes
+            // (Ed25519 is deterministic), so nothing outside the signed
+            // encoding was accepted.
+            assert_eq!(
+                signer.sign(claims).ok().as_deref(),
+                Some(data),
+                "an authentic token is not canonical"
+            );
+            let wrong = [claims.cert_fingerprint[0] ^ 1; 32];
+            assert!(
+                verifier.verify(data, now, &wrong, claims.node_id).is_err(),
+                "another certificate verified"
+            );
+            assert!(
+                verifier
+                    .verify(data, now, &claims.cert_fingerprint, claims.node_id ^ 1)
+                    .is_err(),
+                "another node verified"
+            );
+        }
+    }
+    // Unparsable tokens never verify.
+    if parsed.is_err() {
+        assert!(verifier.verify(data, 0, &[0; 32], 0).is_err());
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(token) = text.parse::<JoinToken>() {
+            assert_eq!(
+                token
+                    .to_string()
+                    .parse::<JoinToken>()
+                    .ok()
+                    .map(|t| t.digest()),
+                Some(token.digest())
+            );
+        }
+    }
+}

@@ -35,3 +35,8 @@ fn control_packet_corpus_replays() {
 fn control_message_corpus_replays() {
     replay("control_message", fuzzing::control_message);
 }
+
+#[test]
+fn admission_token_corpus_replays() {
+    replay("admission_token", fuzzing::admission_token);
+}
