@@ -84,6 +84,20 @@ pub enum Output<E> {
     Event(E),
 }
 
+impl<E> Output<E> {
+    /// The same output with its event (if it is one) turned into another
+    /// type, for a machine that wraps another.
+    pub fn map_event<F>(self, f: impl FnOnce(E) -> F) -> Output<F> {
+        match self {
+            Self::Transmit(t) => Output::Transmit(t),
+            Self::Deliver { service, payload } => Output::Deliver { service, payload },
+            Self::BindSocket { socket, local } => Output::BindSocket { socket, local },
+            Self::CloseSocket { socket } => Output::CloseSocket { socket },
+            Self::Event(e) => Output::Event(f(e)),
+        }
+    }
+}
+
 /// The sans-IO contract: no sockets, no clock, no OS randomness.
 ///
 /// After any `handle_*` call the driver drains [`StateMachine::poll_output`]

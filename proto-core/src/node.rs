@@ -233,33 +233,22 @@ impl Node {
 
     fn pump_plane(&mut self, now: Instant) {
         while let Some(output) = self.plane.poll_output() {
-            match output {
-                Output::Event(event) => {
-                    if let DataEvent::Bound {
-                        role: crate::dataplane::SocketRole::Mesh(assoc, _),
-                        ..
-                    } = &event
-                    {
-                        let assoc = *assoc;
-                        self.session.report_candidates(
-                            now,
-                            &mut self.quic,
-                            &self.plane,
-                            assoc,
-                            &self.config,
-                        );
-                    }
-                    self.outputs
-                        .push_back(Output::Event(NodeEvent::Data(event)));
-                }
-                other => self.outputs.push_back(match other {
-                    Output::Transmit(t) => Output::Transmit(t),
-                    Output::BindSocket { socket, local } => Output::BindSocket { socket, local },
-                    Output::CloseSocket { socket } => Output::CloseSocket { socket },
-                    Output::Deliver { service, payload } => Output::Deliver { service, payload },
-                    Output::Event(_) => unreachable!("handled above"),
-                }),
+            // A mesh socket is bound: the peer needs its address.
+            if let Output::Event(DataEvent::Bound {
+                role: crate::dataplane::SocketRole::Mesh(assoc, _),
+                ..
+            }) = &output
+            {
+                let assoc = *assoc;
+                self.session.report_candidates(
+                    now,
+                    &mut self.quic,
+                    &self.plane,
+                    assoc,
+                    &self.config,
+                );
             }
+            self.outputs.push_back(output.map_event(NodeEvent::Data));
         }
     }
 
@@ -270,6 +259,8 @@ impl Node {
         for effect in effects {
             self.apply(now, effect);
         }
+        // Before draining QUIC: a bound mesh socket queues its candidates.
+        self.pump_plane(now);
         while let Some(t) = self.quic.poll_transmit(now) {
             if self.bound.is_some() {
                 self.outputs
@@ -280,7 +271,6 @@ impl Node {
                     }));
             }
         }
-        self.pump_plane(now);
     }
 
     fn apply(&mut self, now: Instant, effect: session::Effect) {
