@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::id::{ServiceId, SocketId};
+pub use crate::dataplane::{Path, PathState};
+use crate::id::{PathId, ServiceId, SocketId, UplinkId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::replay::ReplayCache;
 use crate::rng::Rng;
@@ -26,8 +27,6 @@ pub const PROBE_SOCKET: SocketId = SocketId(0);
 pub const PROBE_SERVICE: ServiceId = ServiceId(0);
 /// At most this many remotes (configured plus learned) per prober.
 pub const MAX_PATHS: usize = 16;
-/// Outstanding pings remembered per path.
-const MAX_PENDING: usize = 16;
 /// Replay window for the peer's timestamps.
 const REPLAY_WINDOW_US: u64 = 10_000_000;
 const REPLAY_CAPACITY: usize = 4_096;
@@ -49,17 +48,6 @@ pub struct ProberConfig {
     pub seed: u64,
     /// Wall-clock anchor for packet timestamps.
     pub wall_clock: WallClock,
-}
-
-/// The state of one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PathState {
-    /// Pinged, not yet answered.
-    Probing,
-    /// Answered recently; carries data.
-    Active,
-    /// Stopped answering.
-    Failed,
 }
 
 /// What a prober reports.
@@ -114,19 +102,6 @@ pub struct ProbeCounters {
     pub paths_refused: u64,
 }
 
-/// One remote's probe state.
-#[derive(Debug, Clone)]
-pub struct PathProbe {
-    /// Current state.
-    pub state: PathState,
-    /// Smoothed RTT, once measured.
-    pub srtt: Option<Duration>,
-    /// RTT variance.
-    pub rttvar: Duration,
-    missed: u32,
-    pending: VecDeque<(u64, Instant)>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// Time to ping every path.
@@ -140,7 +115,7 @@ pub struct Prober {
     key: AuthKey,
     rng: Rng,
     bound: Option<SocketAddr>,
-    paths: BTreeMap<SocketAddr, PathProbe>,
+    paths: BTreeMap<SocketAddr, Path>,
     observed: Option<SocketAddr>,
     replay: ReplayCache,
     timers: TimerTable<Timer>,
@@ -160,7 +135,8 @@ impl Prober {
             .remotes
             .iter()
             .take(MAX_PATHS)
-            .map(|&remote| (remote, PathProbe::new()))
+            .enumerate()
+            .map(|(i, &remote)| (remote, Path::new(PathId(i as u32), UplinkId(0), remote)))
             .collect();
         Self {
             key: AuthKey::new(&config.key),
@@ -177,7 +153,7 @@ impl Prober {
     }
 
     /// Each path and its state, in address order.
-    pub fn paths(&self) -> impl Iterator<Item = (SocketAddr, &PathProbe)> + '_ {
+    pub fn paths(&self) -> impl Iterator<Item = (SocketAddr, &Path)> + '_ {
         self.paths.iter().map(|(&remote, path)| (remote, path))
     }
 
@@ -274,17 +250,12 @@ impl Prober {
             self.counters.unintelligible += 1;
             return;
         };
-        let Some(at) = path.pending.iter().position(|&(id, _)| id == txid) else {
+        let Some((rtt, validated)) = path.on_pong(txid, now) else {
             self.counters.unintelligible += 1;
             return;
         };
-        let (_, sent) = path.pending.remove(at).unwrap_or((txid, now));
         self.counters.pongs_matched += 1;
-        let rtt = now.saturating_duration_since(sent);
-        path.sample_rtt(rtt);
-        path.missed = 0;
-        if path.state != PathState::Active {
-            path.state = PathState::Active;
+        if validated {
             tracing::debug!(remote = %src, ?rtt, "path validated");
             self.outputs
                 .push_back(Output::Event(ProbeEvent::PathValidated {
@@ -307,7 +278,9 @@ impl Prober {
             self.counters.paths_refused += 1;
             return;
         }
-        self.paths.insert(remote, PathProbe::new());
+        let id = PathId(self.paths.len() as u32);
+        self.paths
+            .insert(remote, Path::new(id, UplinkId(0), remote));
     }
 
     fn probe_all(&mut self, now: Instant) {
@@ -318,19 +291,11 @@ impl Prober {
             let Some(path) = self.paths.get_mut(&remote) else {
                 continue;
             };
-            if !path.pending.is_empty() {
-                path.missed += 1;
-            }
-            if path.state == PathState::Active && path.missed >= failed_after {
-                path.state = PathState::Failed;
+            if path.on_probe(txid, now, failed_after) {
                 tracing::debug!(%remote, "path failed");
                 self.outputs
                     .push_back(Output::Event(ProbeEvent::PathFailed { remote }));
             }
-            if path.pending.len() == MAX_PENDING {
-                path.pending.pop_front();
-            }
-            path.pending.push_back((txid, now));
             let ping = ControlRepr {
                 txid,
                 timestamp_us: self.config.wall_clock.unix_us(now),
@@ -350,33 +315,6 @@ impl Prober {
             dst,
             payload: repr.to_bytes(&self.key),
         }));
-    }
-}
-
-impl PathProbe {
-    fn new() -> Self {
-        Self {
-            state: PathState::Probing,
-            srtt: None,
-            rttvar: Duration::ZERO,
-            missed: 0,
-            pending: VecDeque::new(),
-        }
-    }
-
-    /// RFC 6298 smoothing.
-    fn sample_rtt(&mut self, rtt: Duration) {
-        match self.srtt {
-            None => {
-                self.srtt = Some(rtt);
-                self.rttvar = rtt / 2;
-            }
-            Some(srtt) => {
-                let delta = srtt.abs_diff(rtt);
-                self.rttvar = (self.rttvar * 3 + delta) / 4;
-                self.srtt = Some((srtt * 7 + rtt) / 8);
-            }
-        }
     }
 }
 
