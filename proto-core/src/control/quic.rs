@@ -381,16 +381,9 @@ impl QuicEndpoint {
     /// [`QuicError::UnknownConnection`], [`QuicError::Closed`], or
     /// [`QuicError::SendBufferFull`] when [`MAX_UNSENT`] bytes already wait.
     pub fn send(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) -> Result<(), QuicError> {
-        let unix_time = self.unix_time(now);
-        let _lent = self.tls.lend(unix_time);
-        let session = self
-            .core
-            .sessions
-            .get_mut(&conn)
-            .ok_or(QuicError::UnknownConnection(conn))?;
-        session.queue(conn, now, bytes, &mut self.core.events)?;
-        self.core.drive(conn, now);
-        Ok(())
+        self.with_session(now, conn, |session, events| {
+            session.queue(conn, now, bytes, events)
+        })
     }
 
     /// Closes a session at once with an application `code` and `reason` the
@@ -406,16 +399,10 @@ impl QuicEndpoint {
         code: u32,
         reason: &[u8],
     ) -> Result<(), QuicError> {
-        let unix_time = self.unix_time(now);
-        let _lent = self.tls.lend(unix_time);
-        let session = self
-            .core
-            .sessions
-            .get_mut(&conn)
-            .ok_or(QuicError::UnknownConnection(conn))?;
-        session.close(conn, now, code, reason, &mut self.core.events);
-        self.core.drive(conn, now);
-        Ok(())
+        self.with_session(now, conn, |session, events| {
+            session.close(conn, now, code, reason, events);
+            Ok(())
+        })
     }
 
     /// Closes a session with `code` and `reason` once every byte queued by
@@ -432,6 +419,19 @@ impl QuicEndpoint {
         code: u32,
         reason: &[u8],
     ) -> Result<(), QuicError> {
+        self.with_session(now, conn, |session, events| {
+            session.close_when_sent(conn, now, code, reason, events);
+            Ok(())
+        })
+    }
+
+    /// Runs `f` on one session with the TLS inputs lent, then drives it.
+    fn with_session(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        f: impl FnOnce(&mut session::Session, &mut VecDeque<QuicEvent>) -> Result<(), QuicError>,
+    ) -> Result<(), QuicError> {
         let unix_time = self.unix_time(now);
         let _lent = self.tls.lend(unix_time);
         let session = self
@@ -439,7 +439,7 @@ impl QuicEndpoint {
             .sessions
             .get_mut(&conn)
             .ok_or(QuicError::UnknownConnection(conn))?;
-        session.close_when_sent(conn, now, code, reason, &mut self.core.events);
+        f(session, &mut self.core.events)?;
         self.core.drive(conn, now);
         Ok(())
     }
