@@ -620,7 +620,7 @@ impl Coordinator {
                 self.admin(now, conn, request_id, command);
             }
             (_, other) => {
-                let reason = format!("{} is not allowed in this session", message_name(&other));
+                let reason = format!("{} is not allowed in this session", other.name());
                 self.refuse(now, conn, RejectCode::Malformed, reason);
             }
         }
@@ -1020,19 +1020,6 @@ impl Coordinator {
                 })
             })
             .collect()
-    }
-}
-
-fn message_name(message: &Message) -> &'static str {
-    match message {
-        Message::Hello { .. } => "Hello",
-        Message::Enroll { .. } => "Enroll",
-        Message::TokenRequest => "TokenRequest",
-        Message::RegisterServices { .. } => "RegisterServices",
-        Message::Candidates { .. } => "Candidates",
-        Message::Keepalive { .. } => "Keepalive",
-        Message::AdminRequest { .. } => "AdminRequest",
-        _ => "this message",
     }
 }
 
