@@ -178,10 +178,7 @@ pub fn client_config(
 /// SHA-256 of a certificate's DER encoding: how admission tokens and status
 /// name a certificate.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(digest.as_ref());
-    out
+    crate::pki::cert_fingerprint(cert.as_ref())
 }
 
 /// Lower-case hex, for logs and debug output.
