@@ -4,58 +4,17 @@
 //! byte for byte.
 
 use std::cell::Cell;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use transitloom_proto_core::probe::{ProbeEvent, Prober, ProberConfig, PROBE_SOCKET};
-use transitloom_proto_core::wire::MAGIC;
-use transitloom_runtime_smol::{wall_clock_now, Exit, Mailbox, SmolDriver};
+use transitloom_proto_core::probe::{ProbeEvent, Prober, PROBE_SOCKET};
+use transitloom_runtime_smol::{Exit, Mailbox, SmolDriver};
 
-const PAYLOADS: usize = 1_000;
-/// Payloads in flight at once: the receiver's socket buffer holds them all.
-const WINDOW: usize = 64;
+#[path = "../../runtime-mio/tests/support/prober_pair.rs"]
+mod prober_pair;
 
-fn free_port() -> SocketAddr {
-    let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    probe.local_addr().unwrap()
-}
-
-fn config(local: SocketAddr, remote: SocketAddr, seed: u64) -> ProberConfig {
-    ProberConfig {
-        local,
-        key: [0x5a; 32],
-        remotes: vec![remote],
-        interval: Duration::from_millis(50),
-        // Generous: a side pauses while the other drains a window.
-        failed_after: 40,
-        seed,
-        wall_clock: wall_clock_now(),
-    }
-}
-
-/// Varied sizes (1..=1400), runs of equal sizes (GSO material), and every
-/// seventh payload starting with the control magic.
-fn payloads() -> Vec<Bytes> {
-    (0..PAYLOADS)
-        .map(|i| {
-            let len = if i % 100 < 24 {
-                1_200
-            } else {
-                1 + (i * 7_919) % 1_400
-            };
-            let mut payload: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8).collect();
-            if i % 7 == 0 {
-                let n = len.min(MAGIC.len());
-                payload[..n].copy_from_slice(&MAGIC[..n]);
-            }
-            if len >= MAGIC.len() + 4 {
-                payload[MAGIC.len()..MAGIC.len() + 4].copy_from_slice(&(i as u32).to_be_bytes());
-            }
-            Bytes::from(payload)
-        })
-        .collect()
-}
+use prober_pair::{config, free_port, payloads, PAYLOADS, WINDOW};
 
 #[test]
 fn two_probers_carry_a_thousand_payloads_byte_for_byte() {
