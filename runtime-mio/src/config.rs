@@ -318,7 +318,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         ));
     }
     let status_listen = root
-        .opt_socket_addr("status_listen")?
+        .listen_addr("status_listen")?
         .unwrap_or_else(|| DEFAULT_STATUS_LISTEN.parse().expect("a valid default"));
 
     let uplinks = root
@@ -398,7 +398,6 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         }
     }
 
-    let _ = file;
     Ok(NodeConfig {
         file: file.to_owned(),
         name: name.to_owned(),

@@ -238,20 +238,11 @@ fn commit(
     for event in events.drain(..) {
         match event {
             CoordinatorEvent::Append(op) => {
-                // Writes are checked against the registry when requested;
-                // two requested in one pump were checked against the same
-                // state, so the second may no longer apply. Such a record
-                // would make the log unreplayable: keep it out of the log.
-                match driver.machine().registry().check(&op, 0) {
-                    Ok(()) => {
-                        let seq = oplog.append(&op)?;
-                        tracing::info!(seq, op = %describe(&op), "operation committed");
-                        wrote = true;
-                    }
-                    Err(err) => {
-                        tracing::error!(op = %describe(&op), %err, "a write no longer applies; not logged");
-                    }
-                }
+                // The machine checked the write against every write still
+                // pending, so it applies: make it durable, then commit.
+                let seq = oplog.append(&op)?;
+                tracing::info!(seq, op = %describe(&op), "operation committed");
+                wrote = true;
                 driver.machine_mut().committed(Instant::now());
             }
             CoordinatorEvent::NodeOnline(node) => tracing::info!(%node, "node online"),

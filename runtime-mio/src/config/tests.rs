@@ -104,6 +104,7 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("root_ca = \"root.crt\"", "root_ca = \"root.crt\"\ncoordinator_name = \"hub name\""), "coordinator_name", "not a DNS name"),
         (mutate("root_ca = \"root.crt\"", "root_ca = \"root.crt\"\ncoordinator_name = 7"), "coordinator_name", "expected"),
         (mutate("status_listen = \"127.0.0.1:7480\"", "status_listen = \"localhost\""), "status_listen", "not an address"),
+        (mutate("status_listen = \"127.0.0.1:7480\"", "status_listen = \"127.0.0.1:0\""), "status_listen", "port 0"),
         (mutate("advertise_private = true", "advertise_private = \"yes\""), "advertise_private", "expected true or false"),
         (mutate("bind = \"192.0.2.10\"", "bind = \"192.0.2.300\""), "uplink[0].bind", "not an IP address"),
         (mutate("bind = \"192.0.2.10\"", "bind = \"0.0.0.0\""), "uplink[0].bind", "cannot be a source address"),
