@@ -1,14 +1,14 @@
 //! A deliberately small HTTP/1.1 server and client for `GET /status` and
 //! `GET /metrics` on the status address: one request per connection, no
-//! bodies accepted, bounded reads, so a stuck or hostile client costs one
-//! short-lived thread at most.
+//! bodies accepted, and the request head bounded in size and in time, so a
+//! stuck or hostile client holds the serving thread two seconds at most.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the server hands out; the daemon replaces it after each change.
 #[derive(Debug, Clone, Default)]
@@ -82,18 +82,32 @@ impl Drop for StatusServer {
 }
 
 fn answer(stream: TcpStream, pages: &Pages) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    // One deadline for the whole request head, so a client trickling bytes
+    // cannot hold the (single) serving thread for longer than that.
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let remaining = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "request head too slow"))
+    };
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST_HEAD));
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the header lines (bounded by `take`).
+    // Read the head in chunks, checking the deadline between reads (a
+    // per-read timeout alone lets one byte per interval go on forever).
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+        stream.set_read_timeout(Some(remaining()?))?;
+        let n = (&stream).read(&mut chunk)?;
+        head.extend_from_slice(&chunk[..n]);
+        let ended =
+            head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n");
+        if n == 0 || ended || head.len() as u64 >= MAX_REQUEST_HEAD {
             break;
         }
     }
+    let head = String::from_utf8_lossy(&head);
+    let request_line = head.lines().next().unwrap_or_default();
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
@@ -172,5 +186,36 @@ mod tests {
             get(addr, "/status", Duration::from_millis(300)).is_err(),
             "stopped on drop"
         );
+    }
+
+    #[test]
+    fn a_trickling_client_holds_the_server_for_the_deadline_only() {
+        let pages: SharedPages = Arc::new(Mutex::new(Arc::new(Pages {
+            status: "{}".to_owned(),
+            metrics: String::new(),
+        })));
+        let server = StatusServer::start("127.0.0.1:0".parse().unwrap(), pages).unwrap();
+        let addr = server.local_addr();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let trickle = std::thread::spawn(move || {
+            // One byte every 500 ms, never finishing the head.
+            for b in b"GET /status HTTP/1.1\r\nX: " {
+                if slow.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let (code, _) = get(addr, "/status", Duration::from_secs(10)).unwrap();
+        assert_eq!(code, 200);
+        assert!(
+            started.elapsed() < READ_TIMEOUT + Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(server);
+        let _ = trickle.join();
     }
 }
