@@ -133,7 +133,23 @@ impl AdminClient {
                 }
                 QuicEvent::Received { bytes, .. } => {
                     self.decoder.push(&bytes);
-                    while let Ok(Some(message)) = self.decoder.next() {
+                    loop {
+                        let message = match self.decoder.next() {
+                            Ok(Some(message)) => message,
+                            Ok(None) => break,
+                            Err(err) => {
+                                // A bad frame ends the session: pending
+                                // requests must not wait for nothing.
+                                if let Some(conn) = self.conn {
+                                    let _ = self.quic.close(now, conn, 1, b"malformed");
+                                }
+                                self.outputs
+                                    .push_back(Output::Event(AdminEvent::Closed(format!(
+                                        "the coordinator sent a bad frame: {err}"
+                                    ))));
+                                break;
+                            }
+                        };
                         match message {
                             Message::AdminResponse { request_id, result } => self
                                 .outputs

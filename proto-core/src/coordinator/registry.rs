@@ -255,6 +255,15 @@ impl Registry {
                 if *at_unix_s > invite.expires_unix_s || now_unix_s > invite.expires_unix_s {
                     return Err(RegistryError::JoinTokenExpired(node.clone()));
                 }
+                // Only a new or revoked node enrolls: an enrolled node's
+                // certificate is never replaced under a live session.
+                if self
+                    .nodes
+                    .get(node)
+                    .is_some_and(|n| n.admission != Admission::Revoked)
+                {
+                    return Err(RegistryError::AlreadyEnrolled(node.clone()));
+                }
                 Ok(())
             }
             Op::Admit { node } => match node_state(node)? {

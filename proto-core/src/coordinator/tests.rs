@@ -576,7 +576,7 @@ fn revoke_closes_the_session_withdraws_from_peers_and_refuses_reconnection() {
     let beta = lab.enroll("beta", true);
     let a = lab.session(&alpha, "alpha", &["beta"]);
     let b = lab.session(&beta, "beta", &["alpha"]);
-    let (assoc, _) = installed(&lab.clients[b].inbox)[0];
+    let (assoc, old_key) = installed(&lab.clients[b].inbox)[0];
     let before = lab.now;
     lab.admin(AdminCommand::Revoke {
         node: Name::new("alpha").unwrap(),
@@ -613,6 +613,7 @@ fn revoke_closes_the_session_withdraws_from_peers_and_refuses_reconnection() {
     let fresh = installed(&lab.clients[alpha_again].inbox);
     assert_eq!(fresh.len(), 1);
     assert_ne!(fresh[0].0, assoc);
+    assert_ne!(fresh[0].1, old_key, "a fresh key after readmission");
 }
 
 #[test]

@@ -189,6 +189,7 @@ impl Session {
         now: Instant,
         quic: &mut QuicEndpoint,
         config: &NodeConfig,
+        drbg: &mut Drbg,
     ) -> Vec<Effect> {
         let identity = match &config.credentials {
             Credentials::Enrolled(identity) => Some(TlsIdentity {
@@ -203,8 +204,7 @@ impl Session {
             Ok(tls) => tls,
             Err(err) => {
                 tracing::error!(%err, "the node's TLS identity is unusable");
-                self.state = SessionState::Backoff;
-                return Vec::new();
+                return self.lost(now, drbg);
             }
         };
         match quic.connect(now, remote, &config.coordinator_name, tls) {
@@ -217,8 +217,7 @@ impl Session {
             }
             Err(err) => {
                 tracing::warn!(%remote, %err, "cannot connect");
-                self.state = SessionState::Backoff;
-                Vec::new()
+                self.lost(now, drbg)
             }
         }
     }
@@ -248,7 +247,7 @@ impl Session {
         let mut effects = Vec::new();
         if self.conn.is_none() && self.next_attempt.is_some_and(|at| at <= now) {
             self.next_attempt = None;
-            effects.extend(self.connect(now, quic, config));
+            effects.extend(self.connect(now, quic, config, drbg));
         }
         if self.state == SessionState::Live && self.refresh_at.is_some_and(|at| at <= now) {
             self.refresh_at = None;
@@ -341,7 +340,9 @@ impl Session {
                 expires_unix_s,
             } => {
                 let lifetime = expires_unix_s.saturating_sub(unix_s(config, now));
-                self.refresh_at = Some(now + Duration::from_secs(lifetime / 2));
+                // Half-life, but never sooner than 30 s: a node clock far ahead of
+                // the coordinator's must not turn refreshes into a loop.
+                self.refresh_at = Some(now + Duration::from_secs((lifetime / 2).max(30)));
                 self.token = Some((token.clone(), expires_unix_s));
                 effects.push(Effect::Event(NodeEvent::Token { expires_unix_s }));
                 if self.state == SessionState::Authenticating {

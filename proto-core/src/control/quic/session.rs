@@ -67,7 +67,8 @@ impl Session {
         bytes: &[u8],
         events: &mut VecDeque<QuicEvent>,
     ) -> Result<(), QuicError> {
-        if self.phase == Phase::Closed {
+        // After close_when_sent the stream is (being) finished: nothing more.
+        if self.phase == Phase::Closed || self.linger.is_some() {
             return Err(QuicError::Closed(id));
         }
         if self.unsent.len() + bytes.len() > MAX_UNSENT {

@@ -208,3 +208,32 @@ proptest! {
         prop_assert_eq!(Op::decode(&longer), Err(codec::OpDecodeError::Trailing(1)));
     }
 }
+
+#[test]
+fn a_readmitted_node_cannot_be_re_enrolled_with_an_earlier_invite() {
+    let mut r = Registry::new();
+    run(&mut r, invite("alpha", true), 0).unwrap();
+    run(&mut r, enroll("alpha", 1), 1).unwrap();
+    run(
+        &mut r,
+        Op::Revoke {
+            node: "alpha".into(),
+        },
+        2,
+    )
+    .unwrap();
+    run(&mut r, invite("alpha", true), 3).unwrap();
+    run(
+        &mut r,
+        Op::Readmit {
+            node: "alpha".into(),
+        },
+        4,
+    )
+    .unwrap();
+    // The invite is still unused, but alpha is admitted with its old certificate.
+    assert_eq!(
+        run(&mut r, enroll("alpha", 5), 5),
+        Err(RegistryError::AlreadyEnrolled("alpha".into()))
+    );
+}
