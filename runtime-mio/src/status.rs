@@ -27,7 +27,8 @@ pub struct NodeInfo {
     pub admission: String,
     /// Seconds until the admission token expires, when there is one.
     pub token_expires_in_s: Option<u64>,
-    /// The NAT behaviour seen, or `unknown`.
+    /// The NAT behaviour seen; NAT classification is not built yet, so
+    /// always `unknown`.
     pub nat: String,
 }
 

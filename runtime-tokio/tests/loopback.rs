@@ -129,7 +129,7 @@ async fn a_run_is_cancelled_by_select_and_resumes() {
 }
 
 #[test]
-fn a_run_can_be_spawned_on_a_multi_thread_runtime() {
+fn a_run_future_is_send_so_it_can_be_spawned_on_a_multi_thread_runtime() {
     fn assert_send<T: Send>(_: &T) {}
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut driver = TokioDriver::new(Prober::new(config(local, free_port(), 4)));
