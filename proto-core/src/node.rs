@@ -177,6 +177,13 @@ impl Node {
             return Err(NodeError::NoCoordinator);
         }
         Name::new(&config.name)?;
+        // Names go on the wire: refuse a bad one here rather than drop it later.
+        for service in &config.services {
+            Name::new(&service.name)?;
+            for peer in service.peers.keys() {
+                peer.parse::<crate::control::msg::PeerRef>()?;
+            }
+        }
         let mut drbg = Drbg::new(config.seed);
         let quic = QuicEndpoint::new(
             QuicConfig {

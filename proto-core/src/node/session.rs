@@ -413,13 +413,7 @@ fn config_decls(config: &NodeConfig) -> Vec<msg::ServiceDecl> {
             let peers = s
                 .peers
                 .keys()
-                .filter_map(|p| {
-                    let (node, service) = p.split_once('/')?;
-                    Some(msg::PeerRef {
-                        node: Name::new(node).ok()?,
-                        service: Name::new(service).ok()?,
-                    })
-                })
+                .filter_map(|p| p.parse::<msg::PeerRef>().ok())
                 .collect();
             Some(msg::ServiceDecl {
                 name: Name::new(&s.name).ok()?,
