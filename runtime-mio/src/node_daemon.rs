@@ -89,6 +89,19 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// What `check` adds to [`Setup::prepare`]: the trust anchor reads and the
+/// node has a certificate or a join token, exactly as `run` requires (the
+/// key is created if missing, as `run` would). Returns whether it is
+/// enrolled.
+///
+/// # Errors
+/// The [`DaemonError`] `run` would stop with.
+pub fn check_identity(config: &crate::config::NodeConfig) -> Result<bool, DaemonError> {
+    identity::read_root(config)?;
+    let (_, enrolled) = identity::credentials(config)?;
+    Ok(enrolled)
+}
+
 /// Runs the node of configuration `file` until SIGTERM or SIGINT.
 ///
 /// # Errors

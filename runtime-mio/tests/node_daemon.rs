@@ -227,6 +227,16 @@ fn without_a_certificate_or_a_join_token_run_exits_2_naming_join_token() {
         ),
         "{log}"
     );
+    // `check` refuses what `run` refuses.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_transitloom-node"))
+        .args(["check", "--config"])
+        .arg(&fixture.config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("join_token: data_dir has no certificate")
+    );
 }
 
 #[test]

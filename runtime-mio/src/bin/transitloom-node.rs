@@ -122,7 +122,28 @@ fn check(file: &std::path::Path) -> ExitCode {
             return ExitCode::from(err.exit_code());
         }
     };
+    let enrolled = match node_daemon::check_identity(&config) {
+        Ok(enrolled) => enrolled,
+        Err(err) => {
+            eprintln!("transitloom-node: {err}");
+            return ExitCode::from(err.exit_code());
+        }
+    };
     println!("{}: valid", config.file.display());
+    println!(
+        "identity: {}",
+        if enrolled {
+            "enrolled (node.crt kept)"
+        } else {
+            "will enroll with join_token"
+        }
+    );
+    for s in &config.services {
+        println!(
+            "service {} -> {} (ingress range {}:{}-{})",
+            s.name, s.target, s.ingress_range.ip, s.ingress_range.low, s.ingress_range.high
+        );
+    }
     println!(
         "node {} (data in {})",
         config.name,
