@@ -161,7 +161,8 @@ pub fn uplink_traffic(plane: &DataPlane, uplink: u16) -> (u64, u64) {
         .fold((0, 0), |(tx, rx), (t, r)| (tx + t, rx + r))
 }
 
-fn label(value: &str) -> String {
+/// A Prometheus label value, escaped (backslash, quote, newline).
+pub fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

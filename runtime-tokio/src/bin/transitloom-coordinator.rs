@@ -4,12 +4,10 @@
 //! Exit codes: 0 success (and after SIGTERM or SIGINT), 1 runtime failure,
 //! 2 bad usage or configuration.
 
-use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 use transitloom_runtime_tokio::coordinator_daemon::{
     self, CoordinatorPki, CoordinatorSettings, DaemonError,
 };
@@ -72,15 +70,6 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn fail(error: &DaemonError) -> ExitCode {
     eprintln!("transitloom-coordinator: {error}");
     ExitCode::from(error.exit_code())
@@ -102,7 +91,7 @@ fn check(config: &Path) -> Result<(), DaemonError> {
 fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, as clap does.
     let cli = Cli::parse();
-    init_logging();
+    transitloom_runtime_mio::node_daemon::init_logging();
     let result = match &cli.command {
         Command::Run { config } => CoordinatorSettings::load(config)
             .map_err(DaemonError::from)

@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
+use transitloom_runtime_mio::status::label;
 
 use serde_json::{json, Value};
 use transitloom_proto_core::control::msg::RejectCode;
@@ -100,13 +101,6 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "enrollments": counters.enrolled,
         },
     })
-}
-
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The `/metrics` text (Prometheus exposition format 0.0.4).
