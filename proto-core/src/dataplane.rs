@@ -213,6 +213,17 @@ impl<'a> AssociationView<'a> {
         self.inner.ingress_local
     }
 
+    /// The machine's id of its ingress socket (it changes only when the
+    /// ingress address does).
+    pub fn ingress_socket(&self) -> SocketId {
+        self.inner.ingress_socket
+    }
+
+    /// The machine's id of each uplink's mesh socket.
+    pub fn mesh_sockets(&self) -> impl Iterator<Item = (UplinkId, SocketId)> + 'a {
+        self.inner.mesh.iter().map(|(&u, m)| (u, m.socket))
+    }
+
     /// Where each uplink's mesh socket is bound.
     pub fn mesh_locals(&self) -> impl Iterator<Item = (UplinkId, Option<SocketAddr>)> + 'a {
         self.inner.mesh.iter().map(|(&u, m)| (u, m.local))
@@ -322,6 +333,82 @@ impl DataPlane {
             self.outputs.push_back(Output::CloseSocket { socket });
         }
         tracing::debug!(assoc = %id, "association withdrawn");
+        Ok(())
+    }
+
+    /// Moves installed associations' ingress sockets to new addresses (an
+    /// operator edited them): every moved socket closes before any new one
+    /// is bound, so two associations may swap addresses. Mesh sockets,
+    /// paths and counters stay as they are.
+    ///
+    /// # Errors
+    /// When an association is not installed, or two associations would end
+    /// up on one address; nothing changes then.
+    pub fn move_ingress(&mut self, moves: &[(AssocId, SocketAddr)]) -> Result<(), DataPlaneError> {
+        let mut after: BTreeMap<AssocId, SocketAddr> = self
+            .assocs
+            .iter()
+            .map(|(&id, a)| (id, a.spec.ingress))
+            .collect();
+        for &(id, ingress) in moves {
+            *after.get_mut(&id).ok_or(DataPlaneError::NotInstalled(id))? = ingress;
+        }
+        let mut owners: BTreeMap<SocketAddr, AssocId> = BTreeMap::new();
+        for (&id, &ingress) in &after {
+            if let Some(&first) = owners.get(&ingress) {
+                // Name the association that holds it, not the one moving in.
+                let by = if moves.iter().any(|m| m.0 == first) {
+                    id
+                } else {
+                    first
+                };
+                return Err(DataPlaneError::IngressInUse { ingress, by });
+            }
+            owners.insert(ingress, id);
+        }
+        let moved: Vec<(AssocId, SocketAddr)> = moves
+            .iter()
+            .copied()
+            .filter(|&(id, ingress)| self.assocs[&id].spec.ingress != ingress)
+            .collect();
+        for &(id, _) in &moved {
+            let old = self.assocs[&id].ingress_socket;
+            self.sockets.remove(&old);
+            self.outputs.push_back(Output::CloseSocket { socket: old });
+        }
+        for (id, ingress) in moved {
+            let socket = self.allocate_socket(SocketRole::Ingress(id));
+            let assoc = self.assocs.get_mut(&id).expect("checked above");
+            tracing::debug!(assoc = %id, from = %assoc.spec.ingress, to = %ingress, "ingress moved");
+            assoc.spec.ingress = ingress;
+            assoc.ingress_socket = socket;
+            assoc.ingress_local = None;
+            self.outputs.push_back(Output::BindSocket {
+                socket,
+                local: ingress,
+            });
+        }
+        Ok(())
+    }
+
+    /// Points an installed association at a local service of another id or
+    /// address (where mesh data is delivered, and the only accepted ingress
+    /// source); nothing else changes.
+    ///
+    /// # Errors
+    /// When it is not installed.
+    pub fn retarget(
+        &mut self,
+        id: AssocId,
+        service: ServiceId,
+        target: SocketAddr,
+    ) -> Result<(), DataPlaneError> {
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        assoc.spec.service = service;
+        assoc.spec.target = target;
         Ok(())
     }
 

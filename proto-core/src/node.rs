@@ -7,7 +7,10 @@
 //! is not enrolled yet; an issued chain comes out as
 //! [`NodeEvent::Enrolled`] for the daemon to keep.
 
+mod reconfigure;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -25,6 +28,7 @@ use crate::id::{AssocId, ServiceId, SocketId};
 use crate::machine::{Input, Output, StateMachine};
 use crate::time::WallClock;
 
+pub use reconfigure::{AssociationName, ReconfigureError, Reconfigured};
 pub use session::SessionState;
 
 /// The socket of the control session (data-plane sockets count up from 1).

@@ -447,3 +447,78 @@ fn a_flood_of_sources_cannot_grow_the_path_table() {
     assert_eq!(net.view(1).counters().unvalidated, 10_000);
     assert!(net.nodes[1].delivered.is_empty());
 }
+
+#[test]
+fn ingress_addresses_move_and_swap_without_touching_mesh_sockets() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    let mut other = spec("127.0.0.1:41001", "127.0.0.1:51821", &[]);
+    other.id = AssocId(8);
+    net.nodes[0].plane.install(other).unwrap();
+    net.drain(0);
+    let mesh_before: Vec<(UplinkId, SocketId)> = net.view(0).mesh_sockets().collect();
+    let paths_before: Vec<(PathId, PathState)> =
+        net.view(0).paths().map(|p| (p.id, p.state)).collect();
+    let plane = &mut net.nodes[0].plane;
+    assert_eq!(
+        plane.move_ingress(&[(ASSOC, addr("127.0.0.1:41001"))]),
+        Err(DataPlaneError::IngressInUse {
+            ingress: addr("127.0.0.1:41001"),
+            by: AssocId(8)
+        })
+    );
+    assert_eq!(
+        plane.move_ingress(&[(AssocId(9), addr("127.0.0.1:41009"))]),
+        Err(DataPlaneError::NotInstalled(AssocId(9)))
+    );
+    assert!(
+        plane.poll_output().is_none(),
+        "a refused move changes nothing"
+    );
+    let old = [ASSOC, AssocId(8)].map(|id| plane.association(id).unwrap().ingress_socket());
+    plane
+        .move_ingress(&[
+            (ASSOC, addr("127.0.0.1:41001")),
+            (AssocId(8), addr("127.0.0.1:41000")),
+        ])
+        .unwrap();
+    let outputs: Vec<Output<DataEvent>> = std::iter::from_fn(|| plane.poll_output()).collect();
+    let kinds: Vec<&str> = outputs
+        .iter()
+        .map(|o| match o {
+            Output::CloseSocket { .. } => "close",
+            Output::BindSocket { .. } => "bind",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["close", "close", "bind", "bind"],
+        "both free before either binds"
+    );
+    assert!(matches!(outputs[0], Output::CloseSocket { socket } if socket == old[0]));
+    let view = net.nodes[0].plane.association(ASSOC).unwrap();
+    assert_ne!(view.ingress_socket(), old[0]);
+    assert_eq!(view.spec().ingress, addr("127.0.0.1:41001"));
+    assert_eq!(view.mesh_sockets().collect::<Vec<_>>(), mesh_before);
+    assert_eq!(
+        view.paths().map(|p| (p.id, p.state)).collect::<Vec<_>>(),
+        paths_before
+    );
+    // Data still crosses, through the new ingress socket.
+    for output in outputs {
+        if let Output::BindSocket { socket, local } = output {
+            net.nodes[0].bound.insert(socket, local);
+        }
+    }
+    for socket in old {
+        net.nodes[0].bound.remove(&socket);
+    }
+    let target = net.nodes[0].target;
+    net.service_sends(0, target, b"after the move");
+    net.advance(Duration::from_millis(20));
+    assert_eq!(
+        net.nodes[1].delivered.last().map(|b| b.to_vec()),
+        Some(b"after the move".to_vec())
+    );
+}

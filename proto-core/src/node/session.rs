@@ -141,6 +141,17 @@ impl Session {
         }
     }
 
+    /// Sends the node's services and the peers they consent to again (the
+    /// operator changed them); on a session that is not live yet, the
+    /// registration after the next welcome carries them.
+    pub(super) fn register(&mut self, now: Instant, quic: &mut QuicEndpoint, config: &NodeConfig) {
+        if self.state != SessionState::Live {
+            return;
+        }
+        let services = config_decls(config);
+        self.send(now, quic, &Message::RegisterServices { services });
+    }
+
     /// Host candidates of one association's mesh sockets.
     pub(super) fn report_candidates(
         &mut self,
