@@ -10,6 +10,7 @@
 //! `ip netns exec NS`, so the same mesh runs inside network namespaces.
 
 pub mod localmesh;
+pub mod quickstart;
 
 pub use localmesh::{
     free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,

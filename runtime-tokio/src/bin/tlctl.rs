@@ -6,8 +6,10 @@
 //! coordinator), 2 bad usage or configuration.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -20,6 +22,7 @@ use transitloom_runtime_tokio::pki_files::PkiFileError;
 use transitloom_runtime_tokio::root_authority::{
     self, fingerprint_hex, Issued, ADMIN_DAYS, COORDINATOR_DAYS, ROOT_DAYS, ROOT_NAME,
 };
+use transitloom_testbed::{quickstart, Binaries};
 
 const ABOUT_ADMIN: &str = "\
 Admin commands (node, assoc, status) reach a coordinator over QUIC with the
@@ -41,6 +44,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a real mesh on this machine, with no setup and no root: a
+    /// throw-away PKI, a coordinator and three nodes on loopback addresses,
+    /// UDP traffic through their ingress ports with a live progress line,
+    /// one node daemon killed and restarted half-way, then a report and the
+    /// WireGuard peers a user would paste. Everything is removed on exit or
+    /// Ctrl-C. Needs `transitloom-coordinator` and `transitloom-node` beside
+    /// `tlctl` (as `cargo build --release` leaves them).
+    Quickstart {
+        /// How long traffic runs, in seconds (4 to 3600).
+        #[arg(long, value_name = "SECONDS", default_value_t = 20,
+              value_parser = clap::value_parser!(u64).range(4..=3_600))]
+        duration: u64,
+        /// Keep the working directory (PKI, configs, logs) and print its path.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Manage the private PKI: root CA, coordinator and admin certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -402,10 +421,11 @@ fn assoc(command: AssocCommand) -> anyhow::Result<()> {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Node(command) => node(command)?,
         Command::Assoc(command) => assoc(command)?,
+        Command::Quickstart { duration, keep } => return quickstart(duration, keep),
         Command::Status { json, target } => {
             let reply = ask(&target, AdminCommand::Status)?;
             let AdminReply::Status { json: document } = reply else {
@@ -439,14 +459,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of a run ended by Ctrl-C, as shells report SIGINT.
+const INTERRUPTED: u8 = 130;
+
+fn quickstart(duration: u64, keep: bool) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding tlctl's own path")?;
+    let binaries = Binaries::beside(exe.parent().unwrap_or(Path::new(".")))?;
+    // Ctrl-C reaches the daemons too (same process group); this flag ends
+    // the traffic so the mesh is torn down and the directory removed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+        else {
+            return;
+        };
+        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    let options = quickstart::Options {
+        duration: Duration::from_secs(duration),
+        binaries,
+        keep,
+    };
+    let report = quickstart::run(&options, &stop)?;
+    if report.interrupted {
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
+    anyhow::ensure!(
+        report.ok,
+        "the quickstart mesh did not carry every flow intact"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, as clap does.
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("tlctl: {error:#}");
             let code = match (
