@@ -10,6 +10,7 @@
 //! `ip netns exec NS`, so the same mesh runs inside network namespaces.
 
 pub mod localmesh;
+pub mod netns;
 pub mod quickstart;
 
 pub use localmesh::{
