@@ -5,6 +5,7 @@
 mod assoc;
 pub mod machine;
 pub mod registry;
+mod throttle;
 
 #[cfg(test)]
 mod tests;
@@ -12,3 +13,4 @@ mod tests;
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
 };
+pub use throttle::HandshakeLimit;

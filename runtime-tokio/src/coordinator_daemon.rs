@@ -30,7 +30,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::coordinator::machine::CONTROL_SOCKET;
 use transitloom_proto_core::coordinator::registry::Op;
-use transitloom_proto_core::coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent};
+use transitloom_proto_core::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit,
+};
 use transitloom_proto_core::csprng::{Drbg, SEED_LEN};
 use transitloom_runtime_mio::config::ConfigError;
 use transitloom_runtime_mio::http::{Pages, SharedPages, StatusServer};
@@ -115,6 +117,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
         token_lifetime_s: settings.token_lifetime_s,
         wall_clock: wall_clock_now(),
         timing: QuicTiming::default(),
+        handshake_limit: HandshakeLimit::per_second(settings.handshakes_per_s),
     };
     let coordinator = Coordinator::new(config, registry, os_seeded()?)
         .map_err(|e| DaemonError::Start(e.to_string()))?;

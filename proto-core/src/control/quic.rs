@@ -236,6 +236,9 @@ pub struct QuicCounters {
     /// Incoming connections whose first flight already failed (reported
     /// as [`QuicEvent::Closed`] with an id of their own).
     pub refused: u64,
+    /// Incoming connections refused unopened while not accepting
+    /// ([`QuicEndpoint::set_accepting`]).
+    pub throttled: u64,
 }
 
 /// Why a command failed.
@@ -293,6 +296,8 @@ struct Core {
     responses: VecDeque<QuicTransmit>,
     buf: Vec<u8>,
     counters: QuicCounters,
+    /// Whether a new incoming connection is accepted now.
+    accepting: bool,
 }
 
 impl fmt::Debug for Core {
@@ -337,6 +342,7 @@ impl QuicEndpoint {
             responses: VecDeque::new(),
             buf: Vec::new(),
             counters: QuicCounters::default(),
+            accepting: true,
         };
         Ok(Self {
             tls,
@@ -459,6 +465,15 @@ impl QuicEndpoint {
         self.core.handle_datagram(now, local, src, data);
     }
 
+    /// Whether datagrams that open a new incoming connection are accepted
+    /// (the default). While not, each is answered with a stateless
+    /// CONNECTION_REFUSED before any TLS work, no session is created and no
+    /// event is reported: the client's handshake fails at once and it backs
+    /// off. Counted in [`QuicCounters::throttled`].
+    pub fn set_accepting(&mut self, accepting: bool) {
+        self.core.accepting = accepting;
+    }
+
     /// Fires every session timer due at `now` (loss detection, keepalive,
     /// idle timeout, draining).
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -570,6 +585,14 @@ impl Core {
     /// after inspecting its certificate, by closing the session.
     fn accept(&mut self, now: Instant, incoming: Incoming) {
         let remote = incoming.remote_address();
+        if !self.accepting {
+            self.counters.throttled += 1;
+            tracing::trace!(%remote, "incoming QUIC connection refused: not accepting now");
+            self.buf.clear();
+            let transmit = self.endpoint.refuse(incoming, &mut self.buf);
+            self.respond(&transmit);
+            return;
+        }
         self.buf.clear();
         match self.endpoint.accept(incoming, now, &mut self.buf, None) {
             Ok((handle, conn)) => {

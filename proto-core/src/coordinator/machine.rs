@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::assoc::{desired, AssocTable, Ends, Origin};
 use super::registry::{Admission, Op, Registry, ServiceRef};
+use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
     self, AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin,
     FrameDecoder, Message, Mode, Name, NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl,
@@ -55,6 +56,9 @@ pub struct CoordinatorConfig {
     pub wall_clock: WallClock,
     /// Session keepalive timing.
     pub timing: QuicTiming,
+    /// How many new sessions start per second; excess attempts are refused
+    /// before any TLS work and the nodes retry after their backoff.
+    pub handshake_limit: HandshakeLimit,
 }
 
 /// What the coordinator reports.
@@ -91,6 +95,10 @@ pub struct CoordinatorCounters {
     pub tokens_granted: u64,
     /// Certificates issued.
     pub enrolled: u64,
+    /// Sessions started (handshakes begun), of every kind.
+    pub handshakes: u64,
+    /// Session attempts refused by the handshake limit.
+    pub handshakes_throttled: u64,
 }
 
 #[derive(Debug)]
@@ -152,6 +160,7 @@ pub struct Coordinator {
     outputs: VecDeque<Output<CoordinatorEvent>>,
     bound: bool,
     counters: CoordinatorCounters,
+    handshakes: HandshakeBudget,
 }
 
 /// Why a coordinator could not be built.
@@ -194,6 +203,7 @@ impl Coordinator {
             socket: CONTROL_SOCKET,
             local: config.listen,
         });
+        let handshakes = HandshakeBudget::new(config.handshake_limit);
         let coordinator = Self {
             config,
             quic,
@@ -208,6 +218,7 @@ impl Coordinator {
             outputs,
             bound: false,
             counters: CoordinatorCounters::default(),
+            handshakes,
         };
         Ok(coordinator)
     }
@@ -1029,8 +1040,20 @@ impl StateMachine for Coordinator {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
             Input::Datagram(d) if d.socket == CONTROL_SOCKET && self.bound => {
+                // The handshake limit: decided before quinn sees the
+                // datagram, charged only if it opened a session.
+                self.quic.set_accepting(self.handshakes.available(now));
+                let before = self.quic.counters();
                 self.quic
                     .handle_datagram(now, self.config.listen, d.src, d.payload);
+                let after = self.quic.counters();
+                if after.accepted > before.accepted {
+                    self.handshakes.take(now);
+                    self.counters.handshakes += 1;
+                }
+                if after.throttled > before.throttled {
+                    self.counters.handshakes_throttled += 1;
+                }
             }
             Input::SocketBound {
                 socket: CONTROL_SOCKET,

@@ -20,6 +20,7 @@ use crate::control::tls_config::{client_config, server_config, ClientAuth, TlsId
 use crate::control::token::TokenVerifier;
 use crate::coordinator::machine::CONTROL_SOCKET;
 use crate::coordinator::registry::{Op, Registry};
+use crate::coordinator::HandshakeLimit;
 use crate::csprng::Drbg;
 use crate::id::AssocId;
 use crate::machine::{Input, Output, StateMachine};
@@ -217,6 +218,7 @@ impl Lab {
             token_lifetime_s: 600,
             wall_clock: WallClock::new(now, UNIX_NOW * 1_000_000),
             timing: QuicTiming::default(),
+            handshake_limit: HandshakeLimit::default(),
         };
         let coordinator = Coordinator::new(config, Registry::new(), Drbg::from_u64(99)).unwrap();
         let mut lab = Self {

@@ -30,6 +30,9 @@ impossible combinations are refused with FILE: KEY: REASON and exit 2):
                                    chain to (tlctl pki init-root)
   status_listen = \"127.0.0.1:7481\" optional; GET /status (JSON), GET /metrics
   token_lifetime_s = 600           optional; admission token lifetime, 60..86400
+  handshakes_per_s = 500           optional; new sessions started per second at
+                                   most, 1..100000 (excess attempts are refused
+                                   and nodes retry after a jittered backoff)
 
   [relay]                          optional. Relays are NOT built yet:
   data = false                     data = true is refused (exit 2)
@@ -84,6 +87,7 @@ fn check(config: &Path) -> Result<(), DaemonError> {
     println!("  status_listen  {}", settings.status_listen);
     println!("  operation log  {}", settings.oplog_path().display());
     println!("  tokens         {} s", settings.token_lifetime_s);
+    println!("  handshakes     {} per s", settings.handshakes_per_s);
     println!("  pki            {pki:?}");
     Ok(())
 }

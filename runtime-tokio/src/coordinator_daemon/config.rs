@@ -9,6 +9,7 @@
 //! root_ca = "root.crt"
 //! status_listen = "127.0.0.1:7481"  # optional
 //! token_lifetime_s = 600            # optional, 60 to 86400
+//! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
 //!
 //! [relay]                           # optional; data relaying is not built yet
 //! data = false
@@ -21,6 +22,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
 use transitloom_runtime_mio::config::ConfigError;
 
@@ -36,6 +38,10 @@ pub const MIN_TOKEN_LIFETIME_S: u64 = 60;
 /// Longest admission token lifetime: a revoked node's tokens die with the
 /// epoch anyway, but a stolen token should not live for days.
 pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
+/// Default handshake admission limit, new sessions per second.
+pub const DEFAULT_HANDSHAKES_PER_S: u32 = HandshakeLimit::DEFAULT_PER_S;
+/// The highest handshake admission limit accepted.
+pub const MAX_HANDSHAKES_PER_S: u32 = 100_000;
 
 /// A UDP port range, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +82,10 @@ pub struct CoordinatorSettings {
     pub status_listen: SocketAddr,
     /// Admission token lifetime.
     pub token_lifetime_s: u64,
+    /// New sessions started per second at most (one second's worth may
+    /// start back to back); excess attempts are refused before any TLS work
+    /// and the nodes retry after their jittered backoff.
+    pub handshakes_per_s: u32,
     /// The relay table.
     pub relay: RelaySettings,
 }
@@ -145,6 +155,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "root_ca",
         "status_listen",
         "token_lifetime_s",
+        "handshakes_per_s",
         "relay",
     ])?;
     let name = root.str("name")?;
@@ -195,6 +206,11 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
             MAX_TOKEN_LIFETIME_S,
         )?
         .unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
+    let handshakes_per_s = root
+        .opt_u64("handshakes_per_s", 1, u64::from(MAX_HANDSHAKES_PER_S))?
+        .map_or(DEFAULT_HANDSHAKES_PER_S, |v| {
+            u32::try_from(v).expect("bounded above")
+        });
 
     let relay = match root.opt_table("relay")? {
         Some(relay) => parse_relay(&relay)?,
@@ -210,6 +226,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         root_ca,
         status_listen,
         token_lifetime_s,
+        handshakes_per_s,
         relay,
     })
 }
@@ -281,6 +298,7 @@ mod tests {
         let s = parse_in(dir.path(), GOOD).unwrap();
         assert_eq!(s.status_listen, DEFAULT_STATUS_LISTEN.parse().unwrap());
         assert_eq!(s.token_lifetime_s, DEFAULT_TOKEN_LIFETIME_S);
+        assert_eq!(s.handshakes_per_s, DEFAULT_HANDSHAKES_PER_S);
         assert_eq!(s.data_dir, dir.path().join("data"));
         assert_eq!(s.oplog_path(), dir.path().join("data/oplog.redb"));
         assert_eq!(s.relay, RelaySettings::default());
@@ -307,6 +325,18 @@ mod tests {
             let err =
                 parse_in(dir.path(), &format!("{GOOD}[relay]\nport_range = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "relay.port_range", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_handshake_limit_is_bounded() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), &format!("{GOOD}handshakes_per_s = 50\n")).unwrap();
+        assert_eq!(s.handshakes_per_s, 50);
+        for bad in ["0", "100001", "-1", "\"50\"", "2.5"] {
+            let err =
+                parse_in(dir.path(), &format!("{GOOD}handshakes_per_s = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "handshakes_per_s", "{bad}: {err}");
         }
     }
 

@@ -15,7 +15,9 @@ use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::control::tls_config::{server_config, ClientAuth, TlsIdentity};
 use transitloom_proto_core::control::token::TokenVerifier;
 use transitloom_proto_core::coordinator::registry::{Op, Registry};
-use transitloom_proto_core::coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent};
+use transitloom_proto_core::coordinator::{
+    Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit,
+};
 use transitloom_proto_core::csprng::Drbg;
 use transitloom_proto_core::dataplane::UplinkSpec;
 use transitloom_proto_core::node::{Credentials, Node, NodeConfig, NodeEvent, ServiceSpec};
@@ -77,10 +79,10 @@ const PARAMS: &[ParamSpec] = &[
     },
 ];
 
-const UNIX_START: u64 = 1_760_000_000;
-const COORDINATOR: &str = "hub";
+pub(super) const UNIX_START: u64 = 1_760_000_000;
+pub(super) const COORDINATOR: &str = "hub";
 
-fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+pub(super) fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
@@ -127,19 +129,19 @@ impl StateMachine for InMemoryCoordinator {
     }
 }
 
-struct Key {
-    pkcs8: Vec<u8>,
+pub(super) struct Key {
+    pub(super) pkcs8: Vec<u8>,
     public: Ed25519PublicKey,
 }
 
-fn key(drbg: &mut Drbg) -> Key {
+pub(super) fn key(drbg: &mut Drbg) -> Key {
     let pkcs8 = pki::ed25519_pkcs8_from_seed(&drbg.key());
     let pair = pki::ed25519_key_pair(&pkcs8).expect("a valid key");
     let public = Ed25519PublicKey(pair.public_key_raw().try_into().expect("32 bytes"));
     Key { pkcs8, public }
 }
 
-fn identity(chain: &[&[u8]], key: &[u8]) -> TlsIdentity {
+pub(super) fn identity(chain: &[&[u8]], key: &[u8]) -> TlsIdentity {
     TlsIdentity {
         chain: chain
             .iter()
@@ -149,17 +151,17 @@ fn identity(chain: &[&[u8]], key: &[u8]) -> TlsIdentity {
     }
 }
 
-struct Pki {
-    root: Vec<u8>,
-    intermediate: Vec<u8>,
-    intermediate_key: Vec<u8>,
+pub(super) struct Pki {
+    pub(super) root: Vec<u8>,
+    pub(super) intermediate: Vec<u8>,
+    pub(super) intermediate_key: Vec<u8>,
     server: Vec<u8>,
     server_key: Vec<u8>,
     admin: Vec<u8>,
     admin_key: Vec<u8>,
 }
 
-fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
+pub(super) fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
     let fail = |e: pki::PkiError| SimError::Topology(format!("test PKI: {e}"));
     let mut serial = 0u8;
     let mut terms = |name: &'static str| {
@@ -200,6 +202,81 @@ fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
     })
 }
 
+/// The coordinator's configuration: `pki`'s server identity, every node
+/// and admin certificate of its root accepted, tokens of `token_lifetime_s`.
+pub(super) fn hub_config(
+    pki: &Pki,
+    listen: SocketAddr,
+    wall: WallClock,
+    token_lifetime_s: u64,
+) -> Result<CoordinatorConfig, SimError> {
+    let root = CertificateDer::from(pki.root.clone());
+    let tls = server_config(
+        &root,
+        identity(&[&pki.server, &pki.intermediate], &pki.server_key),
+        ClientAuth::Optional,
+    )
+    .map_err(|e| SimError::Topology(e.to_string()))?;
+    let mut verifier = TokenVerifier::new();
+    verifier.trust(
+        COORDINATOR,
+        pki::ed25519_public_key(&pki.intermediate)
+            .map_err(|e| SimError::Topology(e.to_string()))?,
+    );
+    Ok(CoordinatorConfig {
+        name: COORDINATOR.to_owned(),
+        listen,
+        tls,
+        intermediate_der: pki.intermediate.clone(),
+        intermediate_key: pki.intermediate_key.clone(),
+        verifier,
+        token_lifetime_s,
+        wall_clock: wall,
+        timing: QuicTiming::default(),
+        handshake_limit: HandshakeLimit::default(),
+    })
+}
+
+/// Installs a coordinator on `hub` whose registry is `log` replayed.
+pub(super) fn install_hub(
+    world: &mut World,
+    hub: HostId,
+    config: &CoordinatorConfig,
+    log: Vec<Op>,
+    seed: Drbg,
+) -> Result<(), SimError> {
+    let mut registry = Registry::new();
+    for op in &log {
+        registry
+            .apply(op)
+            .map_err(|e| SimError::Topology(format!("the log does not replay: {e}")))?;
+    }
+    let coordinator = Coordinator::new(config.clone(), registry, seed)
+        .map_err(|e| SimError::Topology(e.to_string()))?;
+    world.install(
+        hub,
+        InMemoryCoordinator {
+            coordinator,
+            log,
+            now: None,
+            ready: VecDeque::new(),
+        },
+    );
+    Ok(())
+}
+
+/// A coordinator restart: a fresh machine whose state comes from the log
+/// of the one it replaces (sessions and everything transient are lost).
+pub(super) fn restart_hub(w: &mut World, hub: HostId, config: &CoordinatorConfig, seed: Drbg) {
+    let log = w
+        .app_ref::<InMemoryCoordinator>(hub)
+        .expect("installed")
+        .machine
+        .log
+        .clone();
+    install_hub(w, hub, config, log, seed).expect("the same log and config start again");
+}
+
 fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     let mut world = World::new(seed);
     let mut drbg = Drbg::from_u64(world.fork_seed());
@@ -217,41 +294,9 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     let hub_ip = ip(203, 0, 113, 1);
     let hub = world.add_host("hub");
     world.add_iface(hub, hub_ip, internet, link.clone(), link.clone())?;
-    let tls = server_config(
-        &root,
-        identity(&[&pki.server, &pki.intermediate], &pki.server_key),
-        ClientAuth::Optional,
-    )
-    .map_err(|e| SimError::Topology(e.to_string()))?;
-    let mut verifier = TokenVerifier::new();
-    verifier.trust(
-        COORDINATOR,
-        pki::ed25519_public_key(&pki.intermediate)
-            .map_err(|e| SimError::Topology(e.to_string()))?,
-    );
     let listen = SocketAddr::new(hub_ip, 7443);
-    let config = CoordinatorConfig {
-        name: COORDINATOR.to_owned(),
-        listen,
-        tls,
-        intermediate_der: pki.intermediate.clone(),
-        intermediate_key: pki.intermediate_key.clone(),
-        verifier,
-        token_lifetime_s: 600,
-        wall_clock: wall,
-        timing: QuicTiming::default(),
-    };
-    let coordinator = Coordinator::new(config.clone(), Registry::new(), drbg.fork())
-        .map_err(|e| SimError::Topology(e.to_string()))?;
-    world.install(
-        hub,
-        InMemoryCoordinator {
-            coordinator,
-            log: Vec::new(),
-            now: None,
-            ready: VecDeque::new(),
-        },
-    );
+    let config = hub_config(&pki, listen, wall, 600)?;
+    install_hub(&mut world, hub, &config, Vec::new(), drbg.fork())?;
 
     // The admin invites both nodes.
     let ops_ip = ip(192, 0, 2, 99);
@@ -381,28 +426,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     if restart_at > Duration::ZERO {
         let restart_seed = drbg.fork();
         world.at(restart_at, move |w| {
-            // State survives in the log: replay it into a fresh coordinator.
-            let log = w
-                .app_ref::<InMemoryCoordinator>(hub)
-                .expect("installed")
-                .machine
-                .log
-                .clone();
-            let mut registry = Registry::new();
-            for op in &log {
-                registry.apply(op).expect("the log replays");
-            }
-            let coordinator = Coordinator::new(config, registry, restart_seed)
-                .expect("the same config starts again");
-            w.install(
-                hub,
-                InMemoryCoordinator {
-                    coordinator,
-                    log,
-                    now: None,
-                    ready: VecDeque::new(),
-                },
-            );
+            restart_hub(w, hub, &config, restart_seed)
         });
     }
     let revoke_at = Duration::from_secs_f64(p.f64("revoke_at_s"));
