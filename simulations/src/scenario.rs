@@ -6,6 +6,7 @@ mod mesh_udp;
 mod nat_probe;
 mod params;
 mod probe_pair;
+mod reconnect_storm;
 mod saturate;
 
 use std::fmt::Write as _;
@@ -48,6 +49,7 @@ pub fn all() -> &'static [Scenario] {
         saturate::SCENARIO,
         mesh_udp::SCENARIO,
         control_plane::SCENARIO,
+        reconnect_storm::SCENARIO,
     ]
 }
 

@@ -88,3 +88,80 @@ fn a_coordinator_restart_keeps_data_flowing_and_nodes_reassociate_from_the_log()
     let again = millis(&summary, "alpha re-associated after the restart in");
     assert!(again < 30_000.0, "re-associated after {again} ms");
 }
+
+#[test]
+fn a_reconnect_storm_after_a_coordinator_restart_recovers_within_60_s() {
+    let s = scenario::find("reconnect-storm").unwrap();
+    // 100 nodes against 5 handshakes per second: the same pressure as 1,000
+    // against 50 (the default), at a tenth of the cost.
+    let params = ["nodes=100".to_owned(), "handshakes_per_s=5".to_owned()];
+    let summary = s.run(1, &params).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    assert_eq!(summary.get("nodes admitted again"), Some("100"));
+    let seconds = |row: &str| -> f64 {
+        let value = summary.get(row).unwrap_or_else(|| panic!("no row {row:?}"));
+        value.trim_end_matches(" s").parse().unwrap()
+    };
+    let (half, all) = (
+        seconds("50% admitted again after"),
+        seconds("100% admitted again after"),
+    );
+    assert!(
+        half <= all && all <= 60.0,
+        "50% at {half} s, all at {all} s"
+    );
+    // The limit was binding: some attempts were refused, and no second saw
+    // more session starts than the limit's burst plus its rate.
+    let refused: u64 = summary
+        .get("attempts refused by the limit after the restart")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(refused > 0, "the storm never met the limit");
+    let peak: u64 = summary
+        .get("peak session starts per second after the restart")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(peak <= 10, "{peak} session starts in one second");
+}
+
+#[test]
+fn a_storm_that_cannot_recover_in_time_fails_the_run() {
+    // One handshake per second cannot readmit 100 nodes within 60 s.
+    let s = scenario::find("reconnect-storm").unwrap();
+    let params = [
+        "nodes=100".to_owned(),
+        "handshakes_per_s=1".to_owned(),
+        "restart_at_s=200".to_owned(),
+        "duration_s=270".to_owned(),
+    ];
+    let summary = s.run(1, &params).unwrap();
+    assert!(
+        summary
+            .violations
+            .iter()
+            .any(|v| v.contains("never admitted again") || v.contains("later than 60 s")),
+        "{:?}",
+        summary.violations
+    );
+}
+
+#[test]
+fn the_reconnect_storm_is_deterministic() {
+    let s = scenario::find("reconnect-storm").unwrap();
+    let params = [
+        "nodes=20".to_owned(),
+        "handshakes_per_s=2".to_owned(),
+        "restart_at_s=30".to_owned(),
+        "duration_s=90".to_owned(),
+    ];
+    let one = s.run(5, &params).unwrap();
+    let two = s.run(5, &params).unwrap();
+    assert_eq!(one.trace_hash, two.trace_hash);
+    assert_eq!(one.rows, two.rows);
+    assert_ne!(one.trace_hash, s.run(6, &params).unwrap().trace_hash);
+}
