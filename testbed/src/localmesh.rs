@@ -13,6 +13,7 @@
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -588,15 +589,20 @@ pub fn free_port(ip: IpAddr) -> Result<u16, Error> {
     })
 }
 
+/// `program` behind the command prefix `wrap`, in a process group of its
+/// own: a Ctrl-C at the terminal reaches the program that owns the mesh,
+/// which then stops the daemons in order, rather than every daemon at once.
 fn wrapped(wrap: &[OsString], program: &Path) -> Command {
-    match wrap.split_first() {
+    let mut cmd = match wrap.split_first() {
         None => Command::new(program),
         Some((first, rest)) => {
             let mut cmd = Command::new(first);
             cmd.args(rest).arg(program);
             cmd
         }
-    }
+    };
+    cmd.process_group(0);
+    cmd
 }
 
 fn run(cmd: &mut Command) -> Result<Output, Error> {

@@ -27,8 +27,10 @@ const NODES: [(&str, [u8; 4]); 3] = [
     ("beta", [127, 0, 0, 2]),
     ("gamma", [127, 0, 0, 3]),
 ];
-/// The node whose daemon is killed and restarted half-way.
+/// The node whose daemon is killed and restarted half-way (or after
+/// [`CRASH_AFTER`] when running until Ctrl-C).
 const CRASHING: &str = "beta";
+const CRASH_AFTER: Duration = Duration::from_secs(10);
 /// Datagram size and rate per flow: 6 flows × 1,000/s × 1,200 bytes is
 /// about 58 Mbit/s in all, light enough for any machine.
 const PAYLOAD: usize = 1_200;
@@ -38,8 +40,8 @@ const HEADER: usize = 9;
 /// What the caller asks for.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long traffic runs.
-    pub duration: Duration,
+    /// How long traffic runs; `None` runs until `stop` is set (Ctrl-C).
+    pub duration: Option<Duration>,
     /// Where the programs are.
     pub binaries: Binaries,
     /// Keep the directory (PKI, configs, logs) instead of deleting it.
@@ -60,7 +62,7 @@ struct Flow {
 pub struct Report {
     /// Every flow delivered datagrams, and none arrived altered.
     pub ok: bool,
-    /// Ctrl-C ended the run early.
+    /// Ctrl-C ended the run (the report still covers everything).
     pub interrupted: bool,
     /// The final report, as printed.
     pub text: String,
@@ -173,15 +175,16 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
     }
 
     let traffic_started = Instant::now();
-    let half = options.duration / 2;
+    let crash_at = options.duration.map_or(CRASH_AFTER, |d| d / 2);
+    let over = |elapsed: Duration| options.duration.is_some_and(|d| elapsed >= d);
     let mut crashed = false;
     let mut restarted_at = None;
     let mut last = snapshot(&flows);
     let mut last_at = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    while traffic_started.elapsed() < options.duration && !stop.load(Ordering::Relaxed) {
+    while !over(traffic_started.elapsed()) && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
-        if !crashed && traffic_started.elapsed() >= half {
+        if !crashed && traffic_started.elapsed() >= crash_at {
             crashed = true;
             eprintln!(
                 "{}quickstart: killing {CRASHING}'s daemon (SIGKILL) and starting it again",
@@ -215,28 +218,17 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
     // Datagrams still in flight when the senders stop are not losses.
     std::thread::sleep(Duration::from_millis(200));
 
-    if stop.load(Ordering::Relaxed) {
-        // Ctrl-C reached the daemons as well: report what this process
-        // counted and leave the cleaning to the mesh's drop.
-        let mut report = flow_report(&flows, traffic_started.elapsed());
-        report.interrupted = true;
-        report.ok = false;
-        println!(
-            "{}\nInterrupted; the mesh is stopped and its directory removed.",
-            report.text
-        );
-        return Ok(report);
-    }
     // Back up, on the very same ingress ports the senders have used all along.
     let recovered = restarted_at.map(|_| {
-        mesh.wait_up(Duration::from_secs(1)).is_ok()
+        mesh.wait_up(Duration::from_secs(10)).is_ok()
             && flows.iter().filter(|f| NODES[f.0].0 == CRASHING).all(|f| {
                 mesh.ingress(CRASHING, &format!("{}/demo", NODES[f.1].0))
                     .ok()
                     == Some(f.2)
             })
     });
-    let report = final_report(&mesh, &flows, traffic_started.elapsed(), recovered)?;
+    let mut report = final_report(&mesh, &flows, traffic_started.elapsed(), recovered)?;
+    report.interrupted = stop.load(Ordering::Relaxed);
     println!("{}", report.text);
     if options.keep {
         eprintln!("quickstart: kept {}", dir.display());

@@ -11,7 +11,7 @@ use transitloom_testbed::Binaries;
 #[test]
 fn quickstart_carries_every_flow_through_a_node_restart() {
     let options = Options {
-        duration: Duration::from_secs(6),
+        duration: Some(Duration::from_secs(6)),
         binaries: Binaries::for_tests().unwrap(),
         keep: false,
     };
