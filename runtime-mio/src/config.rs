@@ -9,7 +9,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-pub use ingress::IngressTable;
+pub use ingress::{IngressTable, INGRESS_FILE};
 use toml_walk::{check_name, key_error, KeyError, KeyResult, Section};
 
 /// A configuration the node refuses to start with.

@@ -2,7 +2,8 @@
 //! the configuration, keeps the node's key, certificate and ingress
 //! addresses in its data directory, runs the proto-core [`Node`] on a
 //! [`MioDriver`], logs what the node reports, and serves `/status` and
-//! `/metrics` until SIGTERM or SIGINT.
+//! `/metrics` until SIGTERM or SIGINT. SIGHUP reloads the services and
+//! associations of the configuration file ([`reload`]).
 //!
 //! ```text
 //! DATA_DIR/node.key      private key (0600), made once, never leaves the node
@@ -12,6 +13,7 @@
 
 mod identity;
 mod interface;
+mod reload;
 mod report;
 mod setup;
 mod signals;
@@ -34,8 +36,10 @@ pub use setup::Setup;
 
 use crate::config::ConfigError;
 use crate::http::{Pages, SharedPages, StatusServer};
+use crate::status::ReloadStatus;
 use crate::{wall_clock_now, Exit, MioDriver};
 use report::Standing;
+use signals::ReloadRequest;
 
 /// Why the daemon did not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -121,10 +125,12 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
         unsaved_chain: None,
         next_save: Instant::now(),
         pages: SharedPages::default(),
+        reloads: ReloadStatus::default(),
     };
     daemon.publish(driver.machine());
     // Signals first: whoever sees the status page may signal at once.
-    let signals = signals::SignalThread::start(driver.handle())
+    let reload = ReloadRequest::default();
+    let signals = signals::SignalThread::start(driver.handle(), reload.clone())
         .map_err(|e| DaemonError::Runtime(format!("cannot handle signals: {e}")))?;
     let server = start_status(&daemon.setup, daemon.pages.clone())?;
     daemon.shown_admission = daemon.standing.admission(driver.machine().session_state());
@@ -140,11 +146,16 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     loop {
         let exit = driver
             .run_until(&mut events, Some(next_publish), |_, events| {
-                !events.is_empty()
+                !events.is_empty() || reload.pending()
             })
             .map_err(|e| DaemonError::Runtime(format!("the event loop failed: {e}")))?;
         for event in events.drain(..) {
             daemon.on_event(driver.machine(), event);
+        }
+        // Between pumps: no datagram is half handled while services change.
+        if reload.take() {
+            daemon.reload(driver.machine_mut());
+            next_publish = Instant::now();
         }
         let now = Instant::now();
         if now >= next_publish {
@@ -172,23 +183,11 @@ fn node_config(
     credentials: Credentials,
 ) -> Result<node::NodeConfig, DaemonError> {
     let config = &setup.config;
-    let services = config
-        .services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| ServiceSpec {
-            id: ServiceId(i as u32 + 1),
-            name: s.name.clone(),
-            target: s.target,
-            peers: config
-                .associations
-                .iter()
-                .zip(&setup.ingress)
-                .filter(|(a, _)| a.service == s.name)
-                .map(|(a, &ingress)| (a.peer(), ingress))
-                .collect(),
-        })
-        .collect();
+    let ids: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+    let services = service_specs(config, &setup.ingress, |name| {
+        let at = ids.iter().position(|n| *n == name).unwrap_or(0);
+        ServiceId(at as u32 + 1)
+    });
     Ok(node::NodeConfig {
         name: config.name.clone(),
         coordinators: config.coordinators.clone(),
@@ -203,6 +202,31 @@ fn node_config(
         timing: QuicTiming::default(),
         seed: identity::os_seed()?,
     })
+}
+
+/// The node's services with the peers each consents to and their ingress
+/// addresses (`ingress` in association order); `id` numbers each service.
+fn service_specs(
+    config: &crate::config::NodeConfig,
+    ingress: &[std::net::SocketAddr],
+    id: impl Fn(&str) -> ServiceId,
+) -> Vec<ServiceSpec> {
+    config
+        .services
+        .iter()
+        .map(|s| ServiceSpec {
+            id: id(&s.name),
+            name: s.name.clone(),
+            target: s.target,
+            peers: config
+                .associations
+                .iter()
+                .zip(ingress)
+                .filter(|(a, _)| a.service == s.name)
+                .map(|(a, &ingress)| (a.peer(), ingress))
+                .collect(),
+        })
+        .collect()
 }
 
 fn start_status(setup: &Setup, pages: SharedPages) -> Result<StatusServer, DaemonError> {
@@ -240,6 +264,8 @@ struct Daemon {
     unsaved_chain: Option<Vec<Vec<u8>>>,
     next_save: Instant,
     pages: SharedPages,
+    /// Reloads so far, for status.
+    reloads: ReloadStatus,
 }
 
 impl Daemon {
@@ -281,6 +307,43 @@ impl Daemon {
             NodeEvent::Withdrawn { assoc } => tracing::info!(%assoc, "association withdrawn"),
             NodeEvent::Data(event) => log_data(&event),
             other => tracing::debug!(event = ?other, "node event"),
+        }
+    }
+
+    /// Reads the configuration file again and applies its services and
+    /// associations, or refuses it and keeps running as before.
+    fn reload(&mut self, node: &mut Node) {
+        let file = self.setup.config.file.clone();
+        let refused = |reloads: &mut ReloadStatus, reason: String| {
+            tracing::error!(
+                "reload refused: {reason}; the node keeps running on its previous configuration"
+            );
+            reloads.refused(unix_now_s(), reason);
+        };
+        let plan = match reload::plan(&self.setup, node.services()) {
+            Ok(plan) => plan,
+            Err(err) => return refused(&mut self.reloads, err.to_string()),
+        };
+        match node.reconfigure(Instant::now(), plan.services) {
+            Ok(report) => {
+                let summary = reload::summary(&report);
+                for assoc in &report.withdrawn {
+                    tracing::info!(%assoc, "association withdrawn by the reload");
+                }
+                tracing::info!(file = %file.display(), changes = %summary, "configuration reloaded");
+                self.setup.config = plan.config;
+                self.setup.ingress = plan.ingress;
+                self.reloads.applied(unix_now_s(), summary);
+            }
+            Err(err) => refused(
+                &mut self.reloads,
+                ConfigError {
+                    file,
+                    key: "service".to_owned(),
+                    reason: err.to_string(),
+                }
+                .to_string(),
+            ),
         }
     }
 
@@ -328,7 +391,8 @@ impl Daemon {
     }
 
     fn publish(&self, node: &Node) {
-        let status = report::node_status(node, &self.setup, &self.standing, unix_now_s());
+        let mut status = report::node_status(node, &self.setup, &self.standing, unix_now_s());
+        status.reload = self.reloads.clone();
         let pages = Pages {
             status: serde_json::to_string_pretty(&status).unwrap_or_default(),
             metrics: status.metrics(),

@@ -16,6 +16,24 @@ pub struct NodeStatus {
     pub uplinks: Vec<UplinkStatus>,
     /// Its associations (configured ones not yet installed included).
     pub associations: Vec<AssociationStatus>,
+    /// Configuration reloads (SIGHUP) since the node started.
+    #[serde(default)]
+    pub reload: ReloadStatus,
+}
+
+/// Configuration reloads since the node started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Reloads applied.
+    pub applied: u64,
+    /// Reloads refused (an invalid file, or a change that takes a restart).
+    pub refused: u64,
+    /// `applied` or `refused`; absent before the first reload.
+    pub last_result: Option<String>,
+    /// When the last reload happened (Unix seconds).
+    pub last_unix_s: Option<u64>,
+    /// What the last reload changed, or why it was refused.
+    pub last_detail: Option<String>,
 }
 
 /// The node's identity and standing with the coordinator.
@@ -190,6 +208,35 @@ impl NodeStatus {
                 f64::from(u8::from(self.node.admission == "admitted")),
             )],
         );
+        family(
+            "transitloom_node_reloads_total",
+            "counter",
+            "Configuration reloads (SIGHUP), by result.",
+            vec![
+                (
+                    format!("{node},result=\"applied\""),
+                    self.reload.applied as f64,
+                ),
+                (
+                    format!("{node},result=\"refused\""),
+                    self.reload.refused as f64,
+                ),
+            ],
+        );
+        if let (Some(result), Some(at)) = (&self.reload.last_result, self.reload.last_unix_s) {
+            family(
+                "transitloom_node_last_reload_success",
+                "gauge",
+                "1 when the last configuration reload was applied, 0 when it was refused.",
+                vec![(node.clone(), f64::from(u8::from(result == "applied")))],
+            );
+            family(
+                "transitloom_node_last_reload_timestamp_seconds",
+                "gauge",
+                "When the last configuration reload happened (Unix time).",
+                vec![(node.clone(), at as f64)],
+            );
+        }
         let uplink = |u: &UplinkStatus| format!("{node},uplink=\"{}\"", label(&u.name));
         family(
             "transitloom_uplink_tx_bytes_total",

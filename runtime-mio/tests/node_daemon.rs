@@ -324,20 +324,9 @@ fn a_node_waiting_for_its_coordinator_shows_every_association_and_keeps_its_ingr
 }
 
 #[test]
-fn sigterm_exits_0_and_sighup_is_refused_without_stopping() {
+fn sigterm_exits_0_and_closes_the_status_address() {
     let fixture = fixture(JOIN_TOKEN);
     let mut daemon = Daemon::start(&fixture, "signals");
-    daemon.wait_status(fixture.status);
-    daemon.signal("HUP");
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !daemon
-        .log()
-        .contains("reload is not supported yet; restart the node")
-    {
-        assert!(Instant::now() < deadline, "{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(daemon.wait_exit(Duration::from_millis(300)).is_none());
     daemon.wait_status(fixture.status);
     let log = daemon.stop_with("TERM");
     assert!(log.contains("node stopped"), "{log}");
@@ -346,6 +335,132 @@ fn sigterm_exits_0_and_sighup_is_refused_without_stopping() {
             .is_err(),
         "the status address is closed"
     );
+}
+
+/// Sends SIGHUP and waits until status counts `applied` and `refused` reloads.
+fn reload(daemon: &mut Daemon, status: SocketAddr, applied: u64, refused: u64) -> Value {
+    daemon.signal("HUP");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let now = daemon.wait_status(status);
+        let counts = (
+            now["reload"]["applied"].as_u64(),
+            now["reload"]["refused"].as_u64(),
+        );
+        if counts == (Some(applied), Some(refused)) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload {applied}/{refused} in status: {now}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn edit(fixture: &Fixture, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    assert!(text.contains(from), "{from:?} not in the config");
+    std::fs::write(&fixture.config, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn sighup_reloads_services_and_associations_and_refuses_what_takes_a_restart() {
+    let fixture = fixture(JOIN_TOKEN);
+    let mut daemon = Daemon::start(&fixture, "reload");
+    let first = daemon.wait_status(fixture.status);
+    assert_eq!(first["reload"]["applied"], 0);
+    assert!(first["reload"]["last_result"].is_null());
+    let beta = ingress_of(&first)[0].clone();
+    assert_eq!(beta.0, "beta/wg0");
+
+    // A new service with an association, and gamma's association gone.
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    let gamma =
+        "[[association]]\nservice = \"wg0\"\npeer = \"gamma/wg0\"\ningress = \"127.0.0.1:42017\"\n";
+    assert!(text.contains(gamma));
+    let text = text.replace(gamma, "")
+        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:43000-43999\"\n\n[[association]]\nservice = \"wg1\"\npeer = \"delta/wg1\"\n";
+    std::fs::write(&fixture.config, text).unwrap();
+    let status = reload(&mut daemon, fixture.status, 1, 0);
+    assert_eq!(status["reload"]["last_result"], "applied", "{status}");
+    assert!(status["reload"]["last_unix_s"].as_u64().unwrap() > 1_700_000_000);
+    let detail = status["reload"]["last_detail"].as_str().unwrap();
+    assert!(detail.contains("services added: wg1"), "{detail}");
+    assert!(
+        detail.contains("associations removed: wg0 to gamma/wg0"),
+        "{detail}"
+    );
+    let ingress = ingress_of(&status);
+    assert_eq!(ingress.len(), 2, "{status}");
+    assert_eq!(ingress[0], beta, "the unchanged association keeps its port");
+    assert_eq!(ingress[1].0, "delta/wg1");
+    let delta: SocketAddr = ingress[1].1.parse().unwrap();
+    assert!((43000..=43999).contains(&delta.port()), "{delta}");
+    assert_eq!(status["associations"][1]["service"], "wg1");
+    assert_eq!(status["associations"][1]["state"], "waiting");
+    // Kept in the data directory, as at start-up.
+    let kept = std::fs::read_to_string(fixture.dir.path().join("state/ingress.toml")).unwrap();
+    assert!(kept.contains(&format!("addr = \"{delta}\"")), "{kept}");
+    assert!(
+        daemon.log().contains("configuration reloaded"),
+        "{}",
+        daemon.log()
+    );
+
+    // A change that takes a restart is refused; the node runs on.
+    edit(&fixture, "name = \"alpha\"", "name = \"omega\"");
+    let status = reload(&mut daemon, fixture.status, 1, 1);
+    assert_eq!(status["reload"]["last_result"], "refused");
+    assert_eq!(status["node"]["name"], "alpha");
+    assert_eq!(ingress_of(&status), ingress, "nothing changed");
+    assert!(
+        daemon.log().contains("reload refused: ")
+            && daemon
+                .log()
+                .contains("node.toml: name: changed (was \"alpha\")"),
+        "{}",
+        daemon.log()
+    );
+
+    // So is an invalid file, even one that would otherwise be fine.
+    edit(
+        &fixture,
+        "name = \"omega\"",
+        "name = \"alpha\"\ncolour = \"blue\"",
+    );
+    let status = reload(&mut daemon, fixture.status, 1, 2);
+    assert!(
+        status["reload"]["last_detail"]
+            .as_str()
+            .unwrap()
+            .contains("node.toml: colour: unknown key"),
+        "{status}"
+    );
+    assert_eq!(ingress_of(&status), ingress);
+    assert!(
+        daemon.wait_exit(Duration::from_millis(200)).is_none(),
+        "still running"
+    );
+    let (code, metrics) =
+        transitloom_runtime_mio::http::get(fixture.status, "/metrics", Duration::from_secs(3))
+            .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"applied\"} 1")
+            && metrics
+                .contains("transitloom_node_reloads_total{node=\"alpha\",result=\"refused\"} 2")
+            && metrics.contains("transitloom_node_last_reload_success{node=\"alpha\"} 0"),
+        "{metrics}"
+    );
+
+    // Fixed again: applied, with nothing to change.
+    edit(&fixture, "\ncolour = \"blue\"", "");
+    let status = reload(&mut daemon, fixture.status, 2, 2);
+    assert_eq!(status["reload"]["last_detail"], "no change");
+    assert_eq!(ingress_of(&status), ingress);
+    daemon.stop_with("TERM");
 }
 
 #[test]

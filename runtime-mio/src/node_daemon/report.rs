@@ -10,7 +10,9 @@ use transitloom_proto_core::node::{Node, NodeEvent, SessionState};
 use transitloom_proto_core::UplinkId;
 
 use super::setup::Setup;
-use crate::status::{uplink_traffic, AssociationStatus, NodeInfo, NodeStatus, UplinkStatus};
+use crate::status::{
+    uplink_traffic, AssociationStatus, NodeInfo, NodeStatus, ReloadStatus, UplinkStatus,
+};
 
 /// The only carrying mode this build has.
 const MODE: &str = "whole-packet";
@@ -166,5 +168,6 @@ pub(crate) fn node_status(
         },
         uplinks,
         associations,
+        reload: ReloadStatus::default(),
     }
 }

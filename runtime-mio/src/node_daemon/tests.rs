@@ -276,3 +276,53 @@ fn a_root_that_is_not_a_certificate_is_refused_on_root_ca() {
     let err = identity::read_root(&config).unwrap_err();
     assert_eq!(err.key, "root_ca");
 }
+
+#[test]
+fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let uplink = "bind = \"127.0.0.1\"";
+    write_config(dir.path(), "join_token = \"tlj1-x\"", uplink);
+    let setup = Setup::prepare(&dir.path().join("node.toml")).unwrap();
+    let running = service_specs(&setup.config, &setup.ingress, |_| ServiceId(7));
+    let cases = [
+        ("", uplink, "coordinators"),
+        (
+            "status_listen = \"127.0.0.1:7481\"",
+            uplink,
+            "status_listen",
+        ),
+        ("coordinator_name = \"hub2\"", uplink, "coordinator_name"),
+        ("advertise_private = true", uplink, "advertise_private"),
+        ("", "interface = \"lo\"", "uplink[0]"),
+        (
+            "",
+            "bind = \"127.0.0.1\"\nmetered = true",
+            "uplink[0].metered",
+        ),
+    ];
+    for (extra, uplink, key) in cases {
+        let extra = format!("join_token = \"tlj1-x\"\n{extra}");
+        write_config(dir.path(), &extra, uplink);
+        if key == "coordinators" {
+            let file = dir.path().join("node.toml");
+            let text = std::fs::read_to_string(&file).unwrap();
+            std::fs::write(&file, text.replacen("127.0.0.1:9\"", "127.0.0.1:10\"", 1)).unwrap();
+        }
+        let err = reload::plan(&setup, &running).expect_err(key);
+        assert_eq!(err.key, key, "{err}");
+    }
+    // The join token may go once enrolled; a new service gets a fresh id.
+    write_config(dir.path(), "", uplink);
+    let file = dir.path().join("node.toml");
+    let text = std::fs::read_to_string(&file).unwrap()
+        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:43000-43009\"\n";
+    std::fs::write(&file, text).unwrap();
+    let plan = reload::plan(&setup, &running).unwrap();
+    assert_eq!(plan.ingress, setup.ingress, "kept ports");
+    let ids: Vec<(String, u32)> = plan
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.id.0))
+        .collect();
+    assert_eq!(ids, [("wg0".to_owned(), 7), ("wg1".to_owned(), 8)]);
+}

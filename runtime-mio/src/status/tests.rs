@@ -46,6 +46,13 @@ fn sample() -> NodeStatus {
                 ..AssociationStatus::default()
             },
         ],
+        reload: ReloadStatus {
+            applied: 2,
+            refused: 1,
+            last_result: Some("refused".to_owned()),
+            last_unix_s: Some(1_760_000_000),
+            last_detail: Some("node.toml: name: changed".to_owned()),
+        },
     }
 }
 
@@ -56,6 +63,13 @@ fn status_json_has_the_documented_shape_and_round_trips() {
     assert_eq!(json["node"]["admission"], "admitted");
     assert_eq!(json["node"]["token_expires_in_s"], 540);
     assert_eq!(json["uplinks"][0]["state"], "up");
+    assert_eq!(json["reload"]["applied"], 2);
+    assert_eq!(json["reload"]["last_result"], "refused");
+    // A status without reloads (an older node) still reads.
+    let mut older = json.clone();
+    older.as_object_mut().unwrap().remove("reload");
+    let older: NodeStatus = serde_json::from_value(older).unwrap();
+    assert_eq!(older.reload, ReloadStatus::default());
     let path = &json["associations"][0]["paths"][0];
     for key in [
         "id", "kind", "uplink", "remote", "state", "rtt_ms", "loss", "weight", "tx_bytes",
@@ -85,6 +99,12 @@ fn metrics_are_labelled_and_escaped() {
         "quotes are escaped"
     );
     assert!(text.contains("transitloom_association_up{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 1"));
+    assert!(text.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"applied\"} 2"));
+    assert!(text.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"refused\"} 1"));
+    assert!(text.contains("transitloom_node_last_reload_success{node=\"alpha\"} 0"));
+    assert!(
+        text.contains("transitloom_node_last_reload_timestamp_seconds{node=\"alpha\"} 1760000000")
+    );
     // Every sample line is `name{labels} value` with a number for value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, value) = line.rsplit_once(' ').unwrap();

@@ -1,0 +1,167 @@
+//! SIGHUP: the node reads its configuration file again, with the same
+//! strict parser and checks as at start-up, and applies what changed in its
+//! services and associations. Anything else (name, data directory,
+//! coordinators, trust anchor, uplinks, status address, …) takes a restart:
+//! a file that changes it, or that is invalid, is refused with the file, the
+//! key and the reason, and the node keeps running as it was.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use transitloom_proto_core::node::{Reconfigured, ServiceSpec};
+use transitloom_proto_core::ServiceId;
+
+use super::setup::{refuse_unsupported, Setup};
+use crate::config::{ConfigError, IngressTable, NodeConfig, INGRESS_FILE};
+use crate::status::ReloadStatus;
+
+/// A reloaded configuration that may be applied.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The new configuration.
+    pub(crate) config: NodeConfig,
+    /// Each association's ingress address, in config order (kept in the
+    /// data directory already).
+    pub(crate) ingress: Vec<SocketAddr>,
+    /// The node's services and the peers they consent to.
+    pub(crate) services: Vec<ServiceSpec>,
+}
+
+/// Reads `setup`'s file again and checks it against the running
+/// configuration; assigns and keeps ingress addresses of new associations
+/// exactly as start-up does. `running` are the node's services now, whose
+/// ids are kept.
+///
+/// # Errors
+/// The first problem, as `FILE: KEY: REASON`.
+pub(crate) fn plan(setup: &Setup, running: &[ServiceSpec]) -> Result<Plan, ConfigError> {
+    let config = NodeConfig::load(&setup.config.file)?;
+    refuse_unsupported(&config)?;
+    refuse_restart_keys(&setup.config, &config)?;
+    let mut table = IngressTable::load(&config.data_dir)?;
+    let ingress = table.assign(&config)?;
+    table.save(&config.data_dir).map_err(|err| ConfigError {
+        file: config.data_dir.join(INGRESS_FILE),
+        key: "(file)".to_owned(),
+        reason: format!("cannot be written: {err}"),
+    })?;
+    let mut ids: BTreeMap<&str, ServiceId> =
+        running.iter().map(|s| (s.name.as_str(), s.id)).collect();
+    let mut next = running.iter().map(|s| s.id.0).max().unwrap_or(0);
+    for s in &config.services {
+        ids.entry(s.name.as_str()).or_insert_with(|| {
+            next += 1;
+            ServiceId(next)
+        });
+    }
+    let services = super::service_specs(&config, &ingress, |name| ids[name]);
+    Ok(Plan {
+        config,
+        ingress,
+        services,
+    })
+}
+
+/// Refuses a change to anything but services and associations.
+fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigError> {
+    let changed = |key: &str, was: String| ConfigError {
+        file: new.file.clone(),
+        key: key.to_owned(),
+        reason: format!(
+            "changed (was {was}), which takes a restart; only services and associations reload"
+        ),
+    };
+    let path = |p: &Path| format!("{:?}", p.display().to_string());
+    if old.name != new.name {
+        return Err(changed("name", format!("{:?}", old.name)));
+    }
+    if old.data_dir != new.data_dir {
+        return Err(changed("data_dir", path(&old.data_dir)));
+    }
+    if old.coordinators != new.coordinators {
+        return Err(changed("coordinators", format!("{:?}", old.coordinators)));
+    }
+    if old.coordinator_name != new.coordinator_name {
+        return Err(changed(
+            "coordinator_name",
+            format!("{:?}", old.coordinator_name),
+        ));
+    }
+    if old.root_ca != new.root_ca {
+        return Err(changed("root_ca", path(&old.root_ca)));
+    }
+    if old.status_listen != new.status_listen {
+        return Err(changed("status_listen", old.status_listen.to_string()));
+    }
+    if old.advertise_private != new.advertise_private {
+        return Err(changed(
+            "advertise_private",
+            old.advertise_private.to_string(),
+        ));
+    }
+    if old.relay_data != new.relay_data {
+        return Err(changed("relay.data", old.relay_data.to_string()));
+    }
+    if old.uplinks.len() != new.uplinks.len() {
+        return Err(changed(
+            "uplink",
+            format!("{} [[uplink]] tables", old.uplinks.len()),
+        ));
+    }
+    for (i, (a, b)) in old.uplinks.iter().zip(&new.uplinks).enumerate() {
+        if a != b {
+            return Err(changed(&format!("uplink[{i}]"), format!("{a:?}")));
+        }
+    }
+    if old.join_token != new.join_token {
+        // Read only by a node that starts unenrolled: nothing to apply.
+        tracing::info!(file = %new.file.display(), "join_token changed: it is read only when the node starts without a certificate");
+    }
+    Ok(())
+}
+
+/// One line of what a reload changed, for logs and status.
+pub(crate) fn summary(report: &Reconfigured) -> String {
+    if report.is_empty() {
+        return "no change".to_owned();
+    }
+    let assoc = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(s, p)| format!("{s} to {p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("services added", report.services_added.join(", ")),
+        ("services removed", report.services_removed.join(", ")),
+        ("services retargeted", report.services_retargeted.join(", ")),
+        ("associations added", assoc(&report.associations_added)),
+        ("associations removed", assoc(&report.associations_removed)),
+        ("ingress moved", assoc(&report.ingress_moved)),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what}: {list}"));
+        }
+    }
+    parts.join("; ")
+}
+
+impl ReloadStatus {
+    /// Records an applied reload at `unix_s`.
+    pub(crate) fn applied(&mut self, unix_s: u64, detail: String) {
+        self.applied += 1;
+        self.last_result = Some("applied".to_owned());
+        self.last_unix_s = Some(unix_s);
+        self.last_detail = Some(detail);
+    }
+
+    /// Records a refused reload at `unix_s`.
+    pub(crate) fn refused(&mut self, unix_s: u64, reason: String) {
+        self.refused += 1;
+        self.last_result = Some("refused".to_owned());
+        self.last_unix_s = Some(unix_s);
+        self.last_detail = Some(reason);
+    }
+}
