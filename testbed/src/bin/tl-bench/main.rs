@@ -1,0 +1,104 @@
+//! `tl-bench`: whole-process benchmarks of the Transitloom data plane.
+//!
+//! Each mode runs Transitloom and a baseline side by side in one run, with
+//! the same load generator, and prints the ratio. Figures and how to read
+//! them are in docs/performance.md.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod cpu;
+mod load;
+mod udp;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tl-bench",
+    about = "Whole-process benchmarks: Transitloom against a baseline, in one run",
+    long_about = "Whole-process benchmarks: Transitloom against a baseline, in one run.\n\n\
+        Start the real programs from the build directory beside this one:\n\n  \
+        cargo build --release -p transitloom-runtime-mio -p transitloom-runtime-tokio -p transitloom-testbed\n  \
+        target/release/tl-bench udp\n\n\
+        Nothing else should load the machine meanwhile: every process of the \
+        benchmark shares its cores."
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// UDP from one sender to one receiver on loopback, directly and through
+    /// two nodes (sender → node A's ingress → node B → receiver).
+    ///
+    /// For each size and each run the sender goes flat out for --seconds on
+    /// each route (direct first, then the mesh) while the receiver counts
+    /// what arrives; then, unless --no-search, a paced sender looks for the
+    /// highest rate that loses less than --max-loss percent. CPU time per
+    /// delivered datagram comes from /proc for the sender thread, the
+    /// receiver thread and each node process.
+    Udp(UdpArgs),
+}
+
+/// Options of `tl-bench udp`.
+#[derive(Debug, Args)]
+pub struct UdpArgs {
+    /// UDP payload sizes to measure, in bytes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1400,200")]
+    pub sizes: Vec<usize>,
+    /// Length of each flat-out measurement window, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Rounds per size; each round measures every route once (routes
+    /// interleaved), and the spread across rounds is reported.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Seconds of sending before each window's counters are read, so queues
+    /// and caches are in their steady state.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Datagrams per sendmsg call of the sender (GSO segments; capped by the
+    /// kernel's limit and at 64,000 bytes per call). 1 sends datagram by
+    /// datagram.
+    #[arg(long, default_value_t = 64)]
+    pub burst: usize,
+    /// Skip the search for the highest rate with less than --max-loss loss.
+    #[arg(long)]
+    pub no_search: bool,
+    /// Loss (percent) below which a paced rate counts as lossless.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_loss: f64,
+    /// Paced rates tried per search (bisection steps).
+    #[arg(long, default_value_t = 6)]
+    pub search_steps: usize,
+    /// Length of each paced window of the search, in seconds.
+    #[arg(long, default_value_t = 1.5)]
+    pub probe_seconds: f64,
+    /// Print one JSON document on standard output instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the mesh's directory (configs, PKI, daemon logs) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory of tlctl, transitloom-coordinator and transitloom-node
+    /// (default: the directory this program is in).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.mode {
+        Mode::Udp(args) => udp::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tl-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
