@@ -339,19 +339,20 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
         a_new.0 > 1_000_000,
         "the restarted alpha sent only {a_new:?}"
     );
-    // The kill shows as a stall (the daemon was gone for a second), and
-    // data flowed again after it.
+    // The kill shows as a stall where it happened (the daemon was gone for
+    // a second), and data flowed again after it.
     let floor = steady.received_bps / 8.0 / 20.0;
-    let (stall_start, stall) = restart
-        .longest_stall(floor)
-        .expect("no stall although alpha's daemon was down for a second");
+    let stalls = restart.stalls(floor);
+    let (stall_start, stall) = stalls
+        .iter()
+        .copied()
+        .find(|&(start, len)| start + len > killed_at && start < killed_at + 1.5)
+        .unwrap_or_else(|| {
+            panic!("no stall where alpha was killed ({killed_at:.1} s): {stalls:?}")
+        });
     assert!(
         stall >= 0.5,
         "stall of {stall} s is shorter than the downtime"
-    );
-    assert!(
-        (stall_start - killed_at).abs() < 2.0,
-        "the stall at {stall_start} s is not where alpha was killed ({killed_at:.1} s)"
     );
     let resumed = restart.bytes_after(stall_start + stall);
     assert!(resumed > 1_000_000, "only {resumed} bytes after the stall");

@@ -255,26 +255,32 @@ impl Iperf3Report {
         })
     }
 
-    /// The longest run of consecutive receiver intervals that each carried
-    /// less than `min_bytes_per_s`, as (start s, length s).
-    pub fn longest_stall(&self, min_bytes_per_s: f64) -> Option<(f64, f64)> {
-        let mut best: Option<(f64, f64)> = None;
-        let mut current: Option<(f64, f64)> = None;
+    /// Every run of consecutive receiver intervals that each carried less
+    /// than `min_bytes_per_s`, as (start s, length s), in time order.
+    pub fn stalls(&self, min_bytes_per_s: f64) -> Vec<(f64, f64)> {
+        let mut runs: Vec<(f64, f64)> = Vec::new();
+        let mut in_run = false;
         for &(start, end, bytes) in &self.intervals {
             let len = end - start;
-            if len > 0.0 && (bytes as f64) / len < min_bytes_per_s {
-                let (s, l) = current.unwrap_or((start, 0.0));
-                current = Some((s, l + len));
-            } else {
-                current = None;
+            let low = len > 0.0 && (bytes as f64) / len < min_bytes_per_s;
+            match runs.last_mut() {
+                Some(run) if low && in_run => run.1 += len,
+                _ if low => runs.push((start, len)),
+                _ => {}
             }
-            if let Some(c) = current {
-                if best.is_none_or(|b| c.1 > b.1) {
-                    best = Some(c);
-                }
-            }
+            in_run = low;
         }
-        best
+        runs
+    }
+
+    /// The longest of [`stalls`](Self::stalls).
+    pub fn longest_stall(&self, min_bytes_per_s: f64) -> Option<(f64, f64)> {
+        self.stalls(min_bytes_per_s)
+            .into_iter()
+            .fold(None, |best, s| match best {
+                Some(b) if b.1 >= s.1 => Some(b),
+                _ => Some(s),
+            })
     }
 
     /// Bytes received in the intervals that start at or after `second`.
@@ -300,7 +306,8 @@ mod tests {
                 { "sum": { "start": 0.0, "end": 0.5, "bytes": 1000 } },
                 { "sum": { "start": 0.5, "end": 1.0, "bytes": 0 } },
                 { "sum": { "start": 1.0, "end": 1.5, "bytes": 10 } },
-                { "sum": { "start": 1.5, "end": 2.0, "bytes": 1490 } } ] }
+                { "sum": { "start": 1.5, "end": 2.0, "bytes": 1490 } },
+                { "sum": { "start": 2.0, "end": 2.5, "bytes": 0 } } ] }
         });
         let r = Iperf3Report::parse(&doc.to_string()).unwrap();
         assert_eq!(
@@ -309,6 +316,9 @@ mod tests {
         );
         assert_eq!(r.longest_stall(100.0), Some((0.5, 1.0)));
         assert_eq!(r.longest_stall(1.0), Some((0.5, 0.5)));
+        assert_eq!(r.stalls(100.0), vec![(0.5, 1.0), (2.0, 0.5)]);
+        assert_eq!(r.stalls(2100.0), vec![(0.0, 1.5), (2.0, 0.5)]);
+        assert_eq!(r.longest_stall(0.0), None);
         assert_eq!(r.bytes_after(1.0), 1500);
         let err = serde_json::json!({ "error": "unable to connect" }).to_string();
         assert!(Iperf3Report::parse(&err).is_err());
