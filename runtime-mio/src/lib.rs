@@ -40,6 +40,7 @@ mod driver;
 pub mod fsutil;
 pub mod http;
 mod io;
+pub mod logging;
 pub mod node_daemon;
 pub mod status;
 pub mod udp;

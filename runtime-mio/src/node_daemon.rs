@@ -20,7 +20,7 @@ mod signals;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, IsTerminal};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,17 +81,6 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// How long an issued certificate that could not be written waits before
 /// the next attempt.
 const SAVE_RETRY: Duration = Duration::from_secs(5);
-
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
-}
 
 /// What `check` adds to [`Setup::prepare`]: the trust anchor reads and the
 /// node has a certificate or a join token, exactly as `run` requires (the

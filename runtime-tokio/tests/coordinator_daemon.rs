@@ -359,6 +359,36 @@ fn sigterm_and_sigint_stop_it_with_exit_0() {
 }
 
 #[test]
+fn json_logs_are_one_object_per_line() {
+    let mesh = Mesh::new();
+    let mut daemon = Daemon::start_with(
+        &mesh,
+        mesh.config(free_udp(), free_tcp()),
+        &["--log-format", "json"],
+    );
+    daemon.tlctl_ok(&["node", "invite", "alpha"]);
+    assert_eq!(daemon.signal("-TERM").code(), Some(0));
+    let log = daemon.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        assert!(line["timestamp"].is_string(), "{line}");
+        assert!(line["level"].is_string(), "{line}");
+        assert!(line["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopping")),
+        "{log}"
+    );
+}
+
+#[test]
 fn a_corrupt_log_or_a_taken_port_exits_1() {
     let mesh = Mesh::new();
     fs::create_dir_all(mesh.dir.path().join("data")).unwrap();

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use transitloom_runtime_mio::config::{NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN};
 use transitloom_runtime_mio::http;
+use transitloom_runtime_mio::logging::{self, LogFormat};
 use transitloom_runtime_mio::node_daemon::{self, Setup};
 use transitloom_runtime_mio::status::NodeStatus;
 
@@ -31,6 +32,15 @@ enum Command {
         /// The node configuration file.
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Log lines as human text or as one JSON object per line (for a
+        /// log collector); `RUST_LOG` filters either (default `info`).
+        #[arg(
+            long,
+            value_name = "FORMAT",
+            env = "TL_LOG_FORMAT",
+            default_value = "text"
+        )]
+        log_format: LogFormat,
     },
     /// Validates a configuration file and shows what the node would use:
     /// uplinks, services, and the ingress address of every association
@@ -77,12 +87,12 @@ const BAD_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => {
-            node_daemon::init_logging();
+        Command::Run { config, log_format } => {
+            logging::init(log_format);
             match node_daemon::run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    eprintln!("transitloom-node: {err}");
+                    logging::fatal(log_format, "transitloom-node", &err);
                     ExitCode::from(err.exit_code())
                 }
             }
@@ -110,7 +120,7 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
-    node_daemon::init_logging();
+    logging::init(LogFormat::Text);
     let Setup {
         config,
         uplinks,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use transitloom_runtime_mio::logging::{self, LogFormat};
 use transitloom_runtime_tokio::coordinator_daemon::{
     self, CoordinatorPki, CoordinatorSettings, DaemonError,
 };
@@ -62,6 +63,15 @@ enum Command {
         /// The coordinator configuration file (see --help for its keys).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Log lines as human text or as one JSON object per line (for a
+        /// log collector); `RUST_LOG` filters either (default `info`).
+        #[arg(
+            long,
+            value_name = "FORMAT",
+            env = "TL_LOG_FORMAT",
+            default_value = "text"
+        )]
+        log_format: LogFormat,
     },
     /// Validates a configuration file and the PKI it names, then exits
     /// (0: usable, 2: not, with FILE: KEY: REASON).
@@ -73,8 +83,8 @@ enum Command {
     },
 }
 
-fn fail(error: &DaemonError) -> ExitCode {
-    eprintln!("transitloom-coordinator: {error}");
+fn fail(format: LogFormat, error: &DaemonError) -> ExitCode {
+    logging::fatal(format, "transitloom-coordinator", error);
     ExitCode::from(error.exit_code())
 }
 
@@ -95,15 +105,19 @@ fn check(config: &Path) -> Result<(), DaemonError> {
 fn main() -> ExitCode {
     // Usage errors exit 2 and --help/--version exit 0, as clap does.
     let cli = Cli::parse();
-    transitloom_runtime_mio::node_daemon::init_logging();
+    let format = match &cli.command {
+        Command::Run { log_format, .. } => *log_format,
+        Command::Check { .. } => LogFormat::Text,
+    };
+    logging::init(format);
     let result = match &cli.command {
-        Command::Run { config } => CoordinatorSettings::load(config)
+        Command::Run { config, .. } => CoordinatorSettings::load(config)
             .map_err(DaemonError::from)
             .and_then(|settings| coordinator_daemon::serve(&settings)),
         Command::Check { config } => check(config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&error),
+        Err(error) => fail(format, &error),
     }
 }

@@ -139,11 +139,17 @@ impl Daemon {
     /// Writes `config` into the mesh folder, starts the coordinator and
     /// waits until its status endpoint answers.
     pub fn start(mesh: &Mesh, config: String) -> Self {
+        Self::start_with(mesh, config, &[])
+    }
+
+    /// [`start`](Self::start) with more arguments to `run`.
+    pub fn start_with(mesh: &Mesh, config: String, args: &[&str]) -> Self {
         let file = mesh.dir.path().join("coordinator.toml");
         fs::write(&file, &config).unwrap();
         let log = unique(mesh.dir.path().join("coordinator"));
         let child = Command::new(env!("CARGO_BIN_EXE_transitloom-coordinator"))
             .args(["run", "--config", s(&file)])
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
