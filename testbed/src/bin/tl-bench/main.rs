@@ -65,6 +65,10 @@ pub struct UdpArgs {
     /// datagram.
     #[arg(long, default_value_t = 64)]
     pub burst: usize,
+    /// Pace the sender at this many datagrams per second in the measured
+    /// windows instead of sending flat out (the search is then skipped).
+    #[arg(long, value_name = "PPS")]
+    pub rate: Option<f64>,
     /// Skip the search for the highest rate with less than --max-loss loss.
     #[arg(long)]
     pub no_search: bool,

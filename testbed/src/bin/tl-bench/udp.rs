@@ -300,15 +300,17 @@ impl Bench<'_> {
             for (route, result) in self.routes.iter().zip(&mut results) {
                 if !a.json {
                     eprintln!(
-                        "{size} B, run {}/{}: {} flat out for {} s",
+                        "{size} B, run {}/{}: {} {} for {} s",
                         run + 1,
                         a.runs,
                         route.name,
+                        a.rate
+                            .map_or("flat out".to_owned(), |r| format!("at {r} datagrams/s")),
                         a.seconds
                     );
                 }
-                let flat = self.window(route, size, None, a.seconds)?;
-                let lossless = if a.no_search {
+                let flat = self.window(route, size, a.rate, a.seconds)?;
+                let lossless = if a.no_search || a.rate.is_some() {
                     None
                 } else {
                     self.lossless(route, size, &flat)?
@@ -454,8 +456,12 @@ impl Bench<'_> {
         });
         println!();
         println!(
-            "{size}-byte datagrams: {} run(s) of {} s flat out per route, sender {burst} datagram(s) per sendmsg",
-            self.args.runs, self.args.seconds
+            "{size}-byte datagrams: {} run(s) of {} s {} per route, sender {burst} datagram(s) per sendmsg",
+            self.args.runs,
+            self.args.seconds,
+            self.args
+                .rate
+                .map_or("flat out".to_owned(), |r| format!("at {r} datagrams/s")),
         );
         println!(
             "{:<7} {:>3} {:>9} {:>9} {:>7} {:>6} {:>9} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>6} | {:>5}",
