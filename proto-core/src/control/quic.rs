@@ -54,7 +54,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Bound;
@@ -292,6 +292,12 @@ struct Core {
     next_id: u64,
     /// The session that sent last, so sending rotates fairly.
     last_sender: Option<ConnId>,
+    /// Sessions that may have a datagram to send: every session driven
+    /// since its last empty poll. Only these are polled, so an idle session
+    /// costs nothing per datagram of another.
+    ready: BTreeSet<ConnId>,
+    /// Each session's next deadline, earliest first.
+    timers: BTreeSet<(Instant, ConnId)>,
     events: VecDeque<QuicEvent>,
     responses: VecDeque<QuicTransmit>,
     buf: Vec<u8>,
@@ -338,6 +344,8 @@ impl QuicEndpoint {
             rng,
             next_id: 0,
             last_sender: None,
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
             events: VecDeque::new(),
             responses: VecDeque::new(),
             buf: Vec::new(),
@@ -479,13 +487,13 @@ impl QuicEndpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         let unix_time = self.unix_time(now);
         let _lent = self.tls.lend(unix_time);
-        let due: Vec<ConnId> = self
+        let mut due: Vec<ConnId> = self
             .core
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.deadline.is_some_and(|at| at <= now))
-            .map(|(&id, _)| id)
+            .timers
+            .range(..=(now, ConnId(u64::MAX)))
+            .map(|&(_, id)| id)
             .collect();
+        due.sort_unstable();
         for id in due {
             if let Some(session) = self.core.sessions.get_mut(&id) {
                 session.conn.handle_timeout(now);
@@ -510,7 +518,7 @@ impl QuicEndpoint {
 
     /// When [`QuicEndpoint::handle_timeout`] is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.core.sessions.values().filter_map(|s| s.deadline).min()
+        self.core.timers.first().map(|&(at, _)| at)
     }
 
     /// Sessions not yet fully drained (closed ones linger for about three
@@ -635,51 +643,75 @@ impl Core {
         }
     }
 
-    /// Moves a session's internal events along and forgets it once drained.
+    /// Moves a session's internal events along, files its next deadline,
+    /// marks it as possibly having something to send, and forgets it once
+    /// drained.
     fn drive(&mut self, id: ConnId, now: Instant) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        if session.drive(id, now, &mut self.endpoint, &mut self.events) {
+        let before = session.deadline;
+        let drained = session.drive(id, now, &mut self.endpoint, &mut self.events);
+        let after = session.deadline;
+        if let Some(at) = before {
+            self.timers.remove(&(at, id));
+        }
+        if drained {
+            self.ready.remove(&id);
             if let Some(session) = self.sessions.remove(&id) {
                 self.by_handle.remove(&session.handle.0);
             }
             tracing::trace!(conn = %id, "control session drained");
+            return;
         }
+        if let Some(at) = after {
+            self.timers.insert((at, id));
+        }
+        self.ready.insert(id);
+    }
+
+    /// One datagram of session `id`, driving it after.
+    fn poll_session(&mut self, id: ConnId, now: Instant) -> Option<QuicTransmit> {
+        let session = self.sessions.get_mut(&id)?;
+        self.buf.clear();
+        let transmit = session
+            .conn
+            .poll_transmit(now, 1, &mut self.buf)
+            .map(|t| self.transmit(&t));
+        self.drive(id, now);
+        transmit
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<QuicTransmit> {
         if let Some(response) = self.responses.pop_front() {
             return Some(response);
         }
-        let mut next = self.sender_after(self.last_sender);
-        for _ in 0..self.sessions.len() {
-            let id = next?;
-            let session = self.sessions.get_mut(&id)?;
-            self.buf.clear();
-            if let Some(transmit) = session.conn.poll_transmit(now, 1, &mut self.buf) {
-                let transmit = self.transmit(&transmit);
+        let mut cursor = self.last_sender;
+        while let Some(id) = self.sender_after(cursor) {
+            // Driving after an empty poll can queue frames (new connection
+            // ids, say): look once more before the session rests.
+            let transmit = self
+                .poll_session(id, now)
+                .or_else(|| self.poll_session(id, now));
+            if transmit.is_some() {
                 self.last_sender = Some(id);
-                self.drive(id, now);
-                return Some(transmit);
+                return transmit;
             }
-            self.drive(id, now);
-            next = self.sender_after(Some(id));
+            self.ready.remove(&id);
+            cursor = Some(id);
         }
         None
     }
 
-    /// The session after `id` in id order, wrapping around.
+    /// The ready session after `id` in id order, wrapping around.
     fn sender_after(&self, id: Option<ConnId>) -> Option<ConnId> {
         let after = match id {
             Some(id) => self
-                .sessions
+                .ready
                 .range((Bound::Excluded(id), Bound::Unbounded))
                 .next(),
             None => None,
         };
-        after
-            .or_else(|| self.sessions.iter().next())
-            .map(|(&id, _)| id)
+        after.or_else(|| self.ready.first()).copied()
     }
 }
