@@ -4,7 +4,7 @@
 //! the same load generator, and prints the ratio. Figures and how to read
 //! them are in docs/performance.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod cpu;
 mod load;
 mod udp;
+mod wireguard;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +42,45 @@ enum Mode {
     /// delivered datagram comes from /proc for the sender thread, the
     /// receiver thread and each node process.
     Udp(UdpArgs),
+    /// Real WireGuard (wireguard-go) between two network namespaces routed
+    /// through a third, with iperf3 TCP and UDP through the tunnel: each
+    /// WireGuard's peer endpoint at its node's mesh ingress (as
+    /// `transitloom-node wg-peers` prints it) against the same pair pointed
+    /// straight at each other. Needs root, wireguard-go, wg, iperf3 and ip.
+    ///
+    /// Each run measures direct then mesh, TCP then UDP; goodput, TCP
+    /// retransmits or UDP loss, and the CPU time of both WireGuards and
+    /// (on the mesh route) both nodes.
+    Wireguard(WireguardArgs),
+}
+
+/// Options of `tl-bench wireguard`.
+#[derive(Debug, Args)]
+pub struct WireguardArgs {
+    /// Length of each iperf3 test, in seconds.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u32,
+    /// Rounds; each measures every route and test once, and the spread
+    /// across rounds is reported.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// iperf3 UDP target bitrate (`-b`), such as 500M or 0 for unlimited.
+    #[arg(long, default_value = "1G")]
+    pub udp_bitrate: String,
+    /// iperf3 UDP datagram size inside the tunnel (`-l`); 1,392 fills
+    /// WireGuard's 1,420-byte MTU.
+    #[arg(long, default_value_t = 1392)]
+    pub udp_length: usize,
+    /// Print one JSON document on standard output instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the scratch directory (configs, logs, iperf3 reports).
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory of tlctl, transitloom-coordinator and transitloom-node
+    /// (default: the directory this program is in).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// Options of `tl-bench udp`.
@@ -93,10 +133,25 @@ pub struct UdpArgs {
     pub bin_dir: Option<PathBuf>,
 }
 
+/// The Transitloom programs in `dir`, or beside this one.
+fn binaries(dir: Option<&Path>) -> anyhow::Result<transitloom_testbed::Binaries> {
+    use anyhow::Context as _;
+    let dir = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            let exe = std::env::current_exe().context("finding tl-bench's own path")?;
+            exe.parent().map(Path::to_path_buf).unwrap_or_default()
+        }
+    };
+    transitloom_testbed::Binaries::beside(&dir)
+        .context("the Transitloom programs must sit beside tl-bench (or pass --bin-dir)")
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.mode {
         Mode::Udp(args) => udp::run(args),
+        Mode::Wireguard(args) => wireguard::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,14 +3,11 @@
 //! receiver), in one run, and the ratio.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
-use transitloom_testbed::{
-    free_port, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
-};
+use transitloom_testbed::{free_port, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec};
 
 use crate::cpu::{CpuReading, Task};
 use crate::load::{Offer, Receiver, Sender};
@@ -122,14 +119,7 @@ struct Bench<'a> {
 }
 
 pub fn run(args: &UdpArgs) -> Result<()> {
-    let bins = match &args.bin_dir {
-        Some(dir) => Binaries::beside(dir),
-        None => {
-            let exe = std::env::current_exe().context("finding tl-bench's own path")?;
-            Binaries::beside(exe.parent().unwrap_or(Path::new(".")))
-        }
-    }
-    .context("the Transitloom binaries must sit beside tl-bench (or pass --bin-dir)")?;
+    let bins = crate::binaries(args.bin_dir.as_deref())?;
     if args.sizes.iter().any(|&s| s == 0 || s > 65_000) {
         bail!("--sizes: each size must be 1..=65000 bytes");
     }
@@ -253,7 +243,7 @@ fn mesh_spec(sender: SocketAddr, receiver: SocketAddr, pid: u32) -> Result<MeshS
 }
 
 /// The machine the figures come from.
-fn machine() -> Value {
+pub fn machine() -> Value {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -549,7 +539,7 @@ fn ratios(results: &[RouteResult]) -> (Value, Value) {
     (summary(&flat), summary(&lossless))
 }
 
-fn summary(values: &[f64]) -> Value {
+pub fn summary(values: &[f64]) -> Value {
     if values.is_empty() {
         return json!({ "mean": null, "min": null, "max": null, "runs": [] });
     }
