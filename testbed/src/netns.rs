@@ -96,7 +96,10 @@ pub fn require_root(test: &str, tools: &[&str]) -> bool {
     if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
         panic!("{test}: {REQUIRE_ENV}=1 but this machine lacks {why}");
     }
-    eprintln!(
+    // Straight to the process's stderr: libtest captures eprintln! of a
+    // passing test, and a skip must not pass silently.
+    let _ = writeln!(
+        std::io::stderr().lock(),
         "\n*** SKIPPED {test}: it needs {why}.\n\
          *** Run it as root with those installed; set {REQUIRE_ENV}=1 to make this a failure.\n"
     );

@@ -26,8 +26,8 @@
 //! Last, as a baseline, the two WireGuards are pointed straight at each
 //! other and iperf3 runs again without the mesh. The figures (RTT, goodput,
 //! retransmits, the stall, mesh/direct ratio) go to standard error; run with
-//! `--nocapture` to see them. Logs of every process are kept under
-//! `target/tmp/tlwg-PID/` when the test fails.
+//! `--nocapture` to see them. When the test fails, every process's log and
+//! config stay in `target/tmp/tlwg-PID/` until the next run clears them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
