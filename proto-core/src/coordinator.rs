@@ -3,6 +3,7 @@
 //! and the machine that serves node and admin sessions over QUIC.
 
 mod assoc;
+mod lapse;
 pub mod machine;
 pub mod registry;
 mod throttle;

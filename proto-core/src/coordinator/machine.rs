@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::assoc::{desired, AssocTable, Ends, Origin};
+use super::assoc::{desired, desired_for, AssocTable, Ends, LiveAssoc, Origin};
+use super::lapse::Lapses;
 use super::registry::{Admission, Op, Registry, ServiceRef};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
@@ -99,6 +100,8 @@ pub struct CoordinatorCounters {
     pub handshakes: u64,
     /// Session attempts refused by the handshake limit.
     pub handshakes_throttled: u64,
+    /// Admissions that lapsed because a node's token expired unrefreshed.
+    pub lapsed: u64,
 }
 
 #[derive(Debug)]
@@ -161,6 +164,7 @@ pub struct Coordinator {
     bound: bool,
     counters: CoordinatorCounters,
     handshakes: HandshakeBudget,
+    lapses: Lapses,
 }
 
 /// Why a coordinator could not be built.
@@ -219,6 +223,7 @@ impl Coordinator {
             bound: false,
             counters: CoordinatorCounters::default(),
             handshakes,
+            lapses: Lapses::default(),
         };
         Ok(coordinator)
     }
@@ -318,10 +323,13 @@ impl Coordinator {
             .push_back(Output::Event(CoordinatorEvent::Append(op)));
     }
 
-    /// Effects of an applied operation on sessions and associations.
+    /// Effects of an applied operation on sessions and associations: only
+    /// the nodes it names are reconciled, so a revoke costs in the revoked
+    /// node's associations, not in the number of nodes.
     fn after_change(&mut self, now: Instant, op: &Op) {
         if let Op::Revoke { node } = op {
             self.services.remove(node);
+            self.lapses.forget(node);
             if let Some(conn) = self.online.remove(node) {
                 self.send(
                     now,
@@ -341,12 +349,41 @@ impl Coordinator {
                     .push_back(Output::Event(CoordinatorEvent::NodeOffline(node.clone())));
             }
         }
-        self.reconcile(now);
+        match op {
+            Op::Invite { .. } => {}
+            Op::Enroll { node, .. }
+            | Op::Admit { node }
+            | Op::Revoke { node }
+            | Op::Readmit { node } => self.reconcile_node(now, node),
+            Op::AssocCreate { a, b } => {
+                self.reconcile_node(now, &a.node);
+                self.reconcile_node(now, &b.node);
+            }
+            _ => self.reconcile(now),
+        }
     }
 
+    /// Brings every association to what the registry and services want.
     fn reconcile(&mut self, now: Instant) {
-        let want = desired(&self.registry, &self.services);
+        let want = desired(&self.registry, self.lapses.lapsed(), &self.services);
         let (installed, withdrawn) = self.assocs.reconcile(&want, &mut self.drbg);
+        self.push_changes(now, installed, withdrawn);
+    }
+
+    /// Brings `node`'s associations to what the registry and services want.
+    fn reconcile_node(&mut self, now: Instant, node: &str) {
+        let want = desired_for(&self.registry, self.lapses.lapsed(), &self.services, node);
+        let (installed, withdrawn) = self.assocs.reconcile_node(node, &want, &mut self.drbg);
+        self.push_changes(now, installed, withdrawn);
+    }
+
+    /// Tells the online ends of each association what changed.
+    fn push_changes(
+        &mut self,
+        now: Instant,
+        installed: Vec<Ends>,
+        withdrawn: Vec<(Ends, LiveAssoc)>,
+    ) {
         for (ends, live) in withdrawn {
             let reason = match (
                 &live.origin,
@@ -357,6 +394,11 @@ impl Coordinator {
                     if a.admission == Admission::Revoked || b.admission == Admission::Revoked =>
                 {
                     WithdrawReason::Revoked
+                }
+                _ if self.lapses.lapsed().contains(&ends.0.node)
+                    || self.lapses.lapsed().contains(&ends.1.node) =>
+                {
+                    WithdrawReason::PeerGone
                 }
                 (Origin::Admin, ..) => WithdrawReason::Deleted,
                 _ => WithdrawReason::ServiceRemoved,
@@ -603,8 +645,8 @@ impl Coordinator {
                 Message::RegisterServices { services },
             ) => {
                 let name = name.clone();
-                self.services.insert(name, services);
-                self.reconcile(now);
+                self.services.insert(name.clone(), services);
+                self.reconcile_node(now, &name);
             }
             (
                 Peer::Node {
@@ -753,6 +795,7 @@ impl Coordinator {
         match self.signer.sign(&claims) {
             Ok(token) => {
                 self.counters.tokens_granted += 1;
+                self.lapses.token(&name, claims.expires_unix_s);
                 self.send(
                     now,
                     conn,
@@ -844,6 +887,45 @@ impl Coordinator {
             .collect();
         for (ends, here, there) in mine {
             self.install_at(now, conn, &ends, &here, &there);
+        }
+        self.lapses.token(&name, claims.expires_unix_s);
+        if self.lapses.revive(&name) {
+            tracing::info!(node = %name, "admission restored by a fresh token");
+            self.reconcile_node(now, &name);
+        }
+    }
+
+    /// The instant the wall clock reads `unix_s`.
+    fn instant_of(&self, unix_s: u64) -> Instant {
+        let wall = &self.config.wall_clock;
+        let ahead = unix_s
+            .saturating_mul(1_000_000)
+            .saturating_sub(wall.unix_us);
+        wall.at + std::time::Duration::from_micros(ahead)
+    }
+
+    /// Nodes whose newest token expired lose their admission: a session
+    /// still open is closed, and their associations are withdrawn from
+    /// every peer.
+    fn expire_tokens(&mut self, now: Instant) {
+        let unix = now_unix_s(&self.config.wall_clock, now);
+        for node in self.lapses.expire(unix) {
+            tracing::info!(%node, "admission lapsed: its token expired without a fresh one");
+            self.counters.lapsed += 1;
+            if let Some(conn) = self.online.get(&node).copied() {
+                self.refuse(
+                    now,
+                    conn,
+                    RejectCode::TokenExpired,
+                    format!("{node}'s admission token expired"),
+                );
+                if self.online.get(&node) == Some(&conn) {
+                    self.online.remove(&node);
+                    self.outputs
+                        .push_back(Output::Event(CoordinatorEvent::NodeOffline(node.clone())));
+                }
+            }
+            self.reconcile_node(now, &node);
         }
     }
 
@@ -1075,6 +1157,7 @@ impl StateMachine for Coordinator {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.quic.handle_timeout(now);
+        self.expire_tokens(now);
         self.flush(now);
     }
 
@@ -1083,6 +1166,10 @@ impl StateMachine for Coordinator {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.quic.poll_timeout()
+        let lapse = self.lapses.next().map(|at| self.instant_of(at));
+        [self.quic.poll_timeout(), lapse]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
