@@ -5,6 +5,7 @@ mod control_plane;
 mod mesh_udp;
 mod nat_probe;
 mod params;
+mod partition_expiry;
 mod probe_pair;
 mod reconnect_storm;
 mod saturate;
@@ -50,6 +51,7 @@ pub fn all() -> &'static [Scenario] {
         mesh_udp::SCENARIO,
         control_plane::SCENARIO,
         reconnect_storm::SCENARIO,
+        partition_expiry::SCENARIO,
     ]
 }
 

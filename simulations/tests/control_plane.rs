@@ -130,6 +130,14 @@ fn a_reconnect_storm_after_a_coordinator_restart_recovers_within_60_s() {
 }
 
 #[test]
+fn a_thousand_nodes_reconnect_within_60_s_with_the_default_parameters() {
+    let s = scenario::find("reconnect-storm").unwrap();
+    let summary = s.run(1, &[]).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    assert_eq!(summary.get("nodes admitted again"), Some("1000"));
+}
+
+#[test]
 fn a_storm_that_cannot_recover_in_time_fails_the_run() {
     // One handshake per second cannot readmit 100 nodes within 60 s.
     let s = scenario::find("reconnect-storm").unwrap();
@@ -159,6 +167,85 @@ fn the_reconnect_storm_is_deterministic() {
         "restart_at_s=30".to_owned(),
         "duration_s=90".to_owned(),
     ];
+    let one = s.run(5, &params).unwrap();
+    let two = s.run(5, &params).unwrap();
+    assert_eq!(one.trace_hash, two.trace_hash);
+    assert_eq!(one.rows, two.rows);
+    assert_ne!(one.trace_hash, s.run(6, &params).unwrap().trace_hash);
+}
+
+fn secs(summary: &scenario::Summary, row: &str) -> f64 {
+    let value = summary.get(row).unwrap_or_else(|| panic!("no row {row:?}"));
+    value
+        .trim_end_matches(" s")
+        .parse()
+        .unwrap_or_else(|_| panic!("{row}: {value}"))
+}
+
+#[test]
+fn a_node_cut_off_from_the_coordinator_is_dropped_by_its_peer_when_its_token_expires() {
+    let s = scenario::find("partition-expiry").unwrap();
+    for seed in 1..=3 {
+        let summary = s.run(seed, &[]).unwrap();
+        assert!(
+            summary.violations.is_empty(),
+            "seed {seed}: {:?}",
+            summary.violations
+        );
+        // The data plane outlives the control path until the expiry...
+        let kept: u64 = summary
+            .get("datagrams delivered between the cut and the expiry")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            kept > 2_000,
+            "seed {seed}: only {kept} datagrams after the cut"
+        );
+        // ...and stops at it: the peer is told at once.
+        let expiry = secs(&summary, "alpha's token expires at");
+        assert!(
+            (59.0..=61.0).contains(&expiry),
+            "seed {seed}: expiry {expiry}"
+        );
+        let after = secs(&summary, "beta withdrew it after the expiry in");
+        assert!(
+            after < 1.0,
+            "seed {seed}: withdrawn {after} s after the expiry"
+        );
+        assert_eq!(
+            summary.get("datagrams delivered later than 1 s after the expiry"),
+            Some("0")
+        );
+        assert_eq!(
+            summary.get("admissions lapsed at the coordinator"),
+            Some("1")
+        );
+    }
+}
+
+#[test]
+fn a_healed_partition_brings_a_fresh_token_and_the_association_back() {
+    let s = scenario::find("partition-expiry").unwrap();
+    let params = ["heal_at_s=75".to_owned(), "duration_s=90".to_owned()];
+    let summary = s.run(4, &params).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    // The node retries with backoff capped at 30 s, so it is back within one
+    // cap plus the handshake.
+    let again = secs(&summary, "alpha associated again after the heal in");
+    assert!(again < 35.0, "re-associated after {again} s");
+    let after: u64 = summary
+        .get("datagrams delivered after the heal")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after > 0, "no data after the heal");
+}
+
+#[test]
+fn the_partition_expiry_run_is_deterministic() {
+    let s = scenario::find("partition-expiry").unwrap();
+    let params = ["token_lifetime_s=40".to_owned(), "duration_s=50".to_owned()];
     let one = s.run(5, &params).unwrap();
     let two = s.run(5, &params).unwrap();
     assert_eq!(one.trace_hash, two.trace_hash);
