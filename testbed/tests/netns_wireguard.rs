@@ -327,6 +327,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     // Same ingress, nothing reconfigured, nothing roamed.
     assert_eq!(mesh.ingress("alpha", "beta/wg0").unwrap(), ingress_a);
     assert_eq!(wg_peers_endpoint(&mesh, "alpha", "beta/wg0"), ingress_a);
+    assert_eq!(mesh.ingress("beta", "alpha/wg0").unwrap(), ingress_b);
     assert_eq!(
         wg_a.showconf().unwrap(),
         conf_a,
