@@ -358,6 +358,68 @@ fn sigterm_and_sigint_stop_it_with_exit_0() {
     }
 }
 
+/// `tlctl status` with the admin credentials in `dir`.
+fn status_as(daemon: &Daemon, dir: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tlctl"))
+        .args([
+            "status",
+            "--coordinator",
+            &daemon.listen.to_string(),
+            "--admin",
+        ])
+        .arg(dir)
+        .env_remove("TL_COORDINATOR_NAME")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn foreign_root_and_ca_as_client_certificates_are_refused_logged_and_counted() {
+    let mesh = Mesh::new();
+    let other = Mesh::new();
+    let mut daemon = Daemon::start(&mesh, mesh.config(free_udp(), free_tcp()));
+    let failed = |daemon: &Daemon| daemon.status()["counters"]["handshakes_failed"].clone();
+    assert_eq!(failed(&daemon), 0);
+
+    // An admin certificate of another root, the coordinator's root trusted:
+    // the client accepts the server, the server refuses the client.
+    let foreign = mesh.dir.path().join("foreign-admin");
+    fs::create_dir(&foreign).unwrap();
+    fs::copy(other.admin.join("admin.crt"), foreign.join("admin.crt")).unwrap();
+    fs::copy(other.admin.join("admin.key"), foreign.join("admin.key")).unwrap();
+    fs::copy(mesh.root.join("root.crt"), foreign.join("root.crt")).unwrap();
+    let out = status_as(&daemon, &foreign);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // The coordinator's own intermediate CA presented as a client
+    // certificate: it chains to the root, but a CA is not an end entity.
+    let unfit = mesh.dir.path().join("ca-as-admin");
+    fs::create_dir(&unfit).unwrap();
+    fs::copy(mesh.pki.join("intermediate.crt"), unfit.join("admin.crt")).unwrap();
+    fs::copy(mesh.pki.join("intermediate.key"), unfit.join("admin.key")).unwrap();
+    fs::copy(mesh.root.join("root.crt"), unfit.join("root.crt")).unwrap();
+    let out = status_as(&daemon, &unfit);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // Both show in status, in metrics and in the log, with TLS's reason;
+    // no session was ever accepted and the daemon carries on.
+    daemon.wait_status("both refusals counted", Duration::from_secs(5), |s| {
+        s["counters"]["handshakes_failed"] == 2
+    });
+    assert_eq!(daemon.status()["counters"]["sessions"]["admin"], 0);
+    assert!(
+        daemon.metrics().contains(
+            "transitloom_coordinator_handshakes_failed_total{coordinator=\"coordinator\"} 2"
+        ),
+        "{}",
+        daemon.metrics()
+    );
+    let log = daemon.log();
+    assert_eq!(log.matches("handshake refused").count(), 2, "{log}");
+    daemon.tlctl_ok(&["status"]);
+    assert_eq!(daemon.signal("-TERM").code(), Some(0));
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let mesh = Mesh::new();

@@ -21,7 +21,9 @@ use crate::control::msg::{
     FrameDecoder, Message, Mode, Name, NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl,
     WithdrawReason,
 };
-use crate::control::quic::{ConnId, QuicConfig, QuicEndpoint, QuicError, QuicEvent, QuicTiming};
+use crate::control::quic::{
+    CloseReason, ConnId, QuicConfig, QuicEndpoint, QuicError, QuicEvent, QuicTiming,
+};
 use crate::control::token::{JoinToken, TokenSigner, TokenVerifier};
 use crate::csprng::Drbg;
 use crate::id::{AssocId, NodeId, SocketId};
@@ -102,6 +104,9 @@ pub struct CoordinatorCounters {
     pub handshakes_throttled: u64,
     /// Admissions that lapsed because a node's token expired unrefreshed.
     pub lapsed: u64,
+    /// Handshakes that failed in TLS, before any session existed: a client
+    /// certificate of another root, expired or unfit, a wrong ALPN.
+    pub handshakes_failed: u64,
 }
 
 #[derive(Debug)]
@@ -535,9 +540,14 @@ impl Coordinator {
                 } => self.on_connected(now, conn, peer_chain, remote),
                 QuicEvent::Received { conn, bytes } => self.on_bytes(now, conn, &bytes),
                 QuicEvent::Closed { conn, reason } => {
-                    tracing::debug!(%conn, ?reason, "session closed");
                     if let Some(session) = self.sessions.remove(&conn) {
+                        tracing::debug!(%conn, ?reason, "session closed");
                         self.forget(&session);
+                    } else if let CloseReason::HandshakeFailed(why) = &reason {
+                        // Refused by TLS itself: no session, no Reject to
+                        // send, but the operator must see it.
+                        self.counters.handshakes_failed += 1;
+                        tracing::info!(%conn, %why, "handshake refused");
                     }
                 }
             }

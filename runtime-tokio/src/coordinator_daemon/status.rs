@@ -97,6 +97,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
         "counters": {
             "sessions": { "node": counters.sessions_node, "admin": counters.sessions_admin },
             "refused": counters.refused,
+            "handshakes_failed": counters.handshakes_failed,
             "tokens_granted": counters.tokens_granted,
             "enrollments": counters.enrolled,
         },
@@ -137,6 +138,12 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "Sessions refused or ended by the coordinator, by reject code.",
         &refused,
+    );
+    family(
+        "transitloom_coordinator_handshakes_failed_total",
+        "counter",
+        "TLS handshakes refused before a session existed (untrusted, expired or unfit certificate, wrong ALPN).",
+        &[(base.clone(), counters.handshakes_failed)],
     );
     family(
         "transitloom_coordinator_tokens_granted_total",
