@@ -2,7 +2,10 @@
 //! learned remote, answers pings with the address they came from, validates a
 //! path on the first authentic pong from that exact address, measures RTT,
 //! declares a path failed after missed probes, and carries data only over
-//! validated paths. The data plane of a node builds on this per association.
+//! validated paths. It is the smallest machine that exercises the driver
+//! contract end to end (the runtimes' loopback tests and the simulator's
+//! probe scenarios run it); the node's data plane (`dataplane`) shares its
+//! `Path` type but keeps its own per-association path logic.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
