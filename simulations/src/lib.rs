@@ -11,6 +11,7 @@
 pub mod apps;
 pub mod link;
 pub mod nat;
+pub mod plot;
 pub mod scenario;
 pub mod trace;
 pub mod world;

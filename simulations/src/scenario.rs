@@ -87,6 +87,31 @@ impl Summary {
         self.rows.push((metric.to_owned(), value.to_string()));
     }
 
+    /// Adds series `name`: the payload throughput of `arrivals` in Mbit/s,
+    /// in buckets of `bucket` from 0 to `until`.
+    pub fn throughput(
+        &mut self,
+        name: &str,
+        arrivals: &[crate::apps::Arrival],
+        bucket: std::time::Duration,
+        until: std::time::Duration,
+    ) {
+        let width = bucket.as_secs_f64();
+        let mut bytes = vec![0u64; (until.as_secs_f64() / width).ceil() as usize + 1];
+        for arrival in arrivals {
+            if let Some(slot) = bytes.get_mut((arrival.at.as_secs_f64() / width) as usize) {
+                *slot += arrival.len as u64;
+            }
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            self.series.push((
+                name.to_owned(),
+                i as f64 * width,
+                *b as f64 * 8.0 / width / 1e6,
+            ));
+        }
+    }
+
     /// The value of a row, for tests.
     pub fn get(&self, metric: &str) -> Option<&str> {
         self.rows

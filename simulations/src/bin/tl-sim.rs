@@ -1,5 +1,6 @@
 //! `tl-sim`: list and run simulator scenarios.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,11 @@ enum Command {
         /// Overrides a scenario parameter, e.g. `--param loss=0.05`; repeatable.
         #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// Also draws the run's time series (throughput per path or flow,
+        /// session rates, … as the scenario records them) as an SVG chart
+        /// into FILE.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
 }
 
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
             scenario: name,
             seed,
             params,
+            plot,
         } => {
             let summary = match scenario::find(&name).and_then(|s| s.run(seed, &params)) {
                 Ok(summary) => summary,
@@ -59,6 +66,21 @@ fn main() -> ExitCode {
             };
             println!("scenario {name}, seed {seed}");
             print!("{}", summary.table());
+            if let Some(file) = plot {
+                let mut title = format!("tl-sim run {name} --seed {seed}");
+                for param in &params {
+                    title.push_str(&format!(" --param {param}"));
+                }
+                let Some(svg) = transitloom_simulations::plot::svg(&title, &summary.series) else {
+                    eprintln!("tl-sim: scenario {name} records no time series to plot");
+                    return ExitCode::from(2);
+                };
+                if let Err(err) = std::fs::write(&file, svg) {
+                    eprintln!("tl-sim: writing {}: {err}", file.display());
+                    return ExitCode::from(1);
+                }
+                println!("plot written to {}", file.display());
+            }
             if summary.violations.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -515,6 +515,12 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         .machine;
     summary.row("datagrams sent", sent);
     summary.row("datagrams delivered", sink.packets);
+    summary.throughput(
+        "alpha → beta (Mbit/s)",
+        sink.arrivals(),
+        Duration::from_millis(250),
+        duration + Duration::from_millis(500),
+    );
     summary.row("altered", sink.malformed);
     if revoke_at > Duration::ZERO {
         let withdrawn = event_time(alpha, &|e| matches!(e, NodeEvent::Withdrawn { .. }));

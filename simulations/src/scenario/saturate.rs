@@ -157,21 +157,12 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             ms(delays.iter().copied().max().unwrap_or_default()),
         );
     }
-    let bucket = 0.1;
-    let mut buckets = vec![0u64; (duration.as_secs_f64() / bucket).ceil() as usize + 1];
-    for arrival in sink.arrivals() {
-        let i = (arrival.at.as_secs_f64() / bucket) as usize;
-        if let Some(slot) = buckets.get_mut(i) {
-            *slot += arrival.len as u64;
-        }
-    }
-    for (i, bytes) in buckets.iter().enumerate() {
-        summary.series.push((
-            "link".to_owned(),
-            i as f64 * bucket,
-            *bytes as f64 * 8.0 / bucket / 1e6,
-        ));
-    }
+    summary.throughput(
+        "link (Mbit/s)",
+        sink.arrivals(),
+        Duration::from_millis(100),
+        duration,
+    );
     summary.trace_hash = world.trace().value();
     summary.events = world.events_run();
     summary
