@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-pub use association::{AssocCounters, MAX_PATHS};
-pub use path::{Path, PathKind, PathState, Traffic};
+pub use association::{AssocCounters, MAX_PATHS, REPLAY_CAPACITY};
+pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
@@ -25,7 +25,7 @@ use crate::rng::Rng;
 use crate::time::WallClock;
 use crate::timer::TimerTable;
 use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
-use association::{Association, MeshSocket};
+use association::{Association, Learned, MeshSocket};
 
 /// Size of the pings this machine sends; smaller unvalidated data does not
 /// earn an immediate challenge (no amplification).
@@ -232,6 +232,12 @@ impl<'a> AssociationView<'a> {
     /// Its paths, ordered by uplink and remote address.
     pub fn paths(&self) -> impl Iterator<Item = &'a Path> + 'a {
         self.inner.paths.values()
+    }
+
+    /// How many control transactions its replay cache remembers (at most
+    /// [`REPLAY_CAPACITY`]).
+    pub fn replay_len(&self) -> usize {
+        self.inner.replay.len()
     }
 
     /// Its counters.
@@ -466,7 +472,7 @@ impl DataPlane {
                         mesh.local = Some(local);
                     }
                     for remote in assoc.spec.remotes.clone() {
-                        assoc.add_path(uplink, remote);
+                        assoc.add_path(uplink, remote, Learned::Trusted);
                     }
                     self.timers.set(Timer::Probe(id), now);
                 }
@@ -576,7 +582,9 @@ impl DataPlane {
         tracing::trace!(assoc = %id, src = %datagram.src, "data from an unvalidated source dropped");
         // Challenge the source now, unless that would answer a small packet
         // with a larger one or repeat a recent challenge.
-        if datagram.payload.len() < PING_LEN || !assoc.add_path(uplink, datagram.src) {
+        if datagram.payload.len() < PING_LEN
+            || !assoc.add_path(uplink, datagram.src, Learned::FromData)
+        {
             return;
         }
         let recently = assoc
@@ -606,7 +614,7 @@ impl DataPlane {
                 // The peer reaches us from `src`: a peer-reflexive candidate.
                 // The pong is never larger than the ping (no amplification).
                 let known = assoc.paths.contains_key(&(uplink, src));
-                let learned = !known && assoc.add_path(uplink, src);
+                let learned = assoc.add_path(uplink, src, Learned::Trusted) && !known;
                 if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
                 }
@@ -710,7 +718,14 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get(&id) else {
             return;
         };
-        let keys: Vec<(UplinkId, SocketAddr)> = assoc.paths.keys().copied().collect();
+        // Addresses that only sent data are challenged when they send, not
+        // pinged on a timer (a spoofed source must not aim us at a victim).
+        let keys: Vec<(UplinkId, SocketAddr)> = assoc
+            .paths
+            .iter()
+            .filter(|(_, p)| !p.unproven)
+            .map(|(&key, _)| key)
+            .collect();
         for key in keys {
             self.ping(now, id, key);
         }

@@ -14,7 +14,8 @@ use crate::wire::AuthKey;
 /// Remote addresses tracked per association (configured plus learned).
 pub const MAX_PATHS: usize = 32;
 const REPLAY_WINDOW_US: u64 = 10_000_000;
-const REPLAY_CAPACITY: usize = 4_096;
+/// Control transactions remembered per association against replays.
+pub const REPLAY_CAPACITY: usize = 4_096;
 
 /// Counters of one association.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +36,19 @@ pub struct AssocCounters {
     pub unexpected_control: u64,
     /// Remote addresses not tracked because the path table was full.
     pub paths_refused: u64,
+    /// Paths dropped to make room for a new address (never an active one).
+    pub paths_evicted: u64,
+}
+
+/// How a path's remote address became known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Learned {
+    /// From the coordinator (a candidate) or an authentic control packet.
+    Trusted,
+    /// From data on a mesh socket, which anyone can send: the address is
+    /// challenged once per datagram but never probed on a timer until it
+    /// proves the key, so a spoofed source cannot make us ping a victim.
+    FromData,
 }
 
 /// A mesh socket of one association on one uplink.
@@ -79,23 +93,60 @@ impl Association {
     pub(crate) fn add_remote(&mut self, remote: SocketAddr) {
         let uplinks: Vec<UplinkId> = self.mesh.keys().copied().collect();
         for uplink in uplinks {
-            self.add_path(uplink, remote);
+            self.add_path(uplink, remote, Learned::Trusted);
         }
     }
 
-    /// Adds one path if it is new and there is room; true if it exists now.
-    pub(crate) fn add_path(&mut self, uplink: UplinkId, remote: SocketAddr) -> bool {
-        if self.paths.contains_key(&(uplink, remote)) {
+    /// Adds one path if it is new, making room if the table is full; true
+    /// if it exists now. A trusted source vouches for a known address too.
+    pub(crate) fn add_path(
+        &mut self,
+        uplink: UplinkId,
+        remote: SocketAddr,
+        learned: Learned,
+    ) -> bool {
+        if let Some(path) = self.paths.get_mut(&(uplink, remote)) {
+            if learned == Learned::Trusted {
+                path.unproven = false;
+            }
             return true;
         }
-        if self.paths.len() >= MAX_PATHS {
+        if self.paths.len() >= MAX_PATHS && !self.evict() {
             self.counters.paths_refused += 1;
             return false;
         }
         let id = PathId(self.next_path);
         self.next_path += 1;
-        self.paths
-            .insert((uplink, remote), Path::new(id, uplink, remote));
+        let mut path = Path::new(id, uplink, remote);
+        path.unproven = learned == Learned::FromData;
+        self.paths.insert((uplink, remote), path);
+        true
+    }
+
+    /// Drops the path least worth keeping, so a flood of sources cannot
+    /// lock the peer out of a new address (NAT rebinding): never an active
+    /// path; first addresses that only sent data, then those that never
+    /// answered, then failed ones; the coordinator's candidates last; the
+    /// oldest first. False when every path is active.
+    fn evict(&mut self) -> bool {
+        let victim = self
+            .paths
+            .iter()
+            .filter(|(_, p)| p.state != PathState::Active)
+            .min_by_key(|(key, p)| {
+                (
+                    self.spec.remotes.contains(&key.1),
+                    !p.unproven,
+                    p.pongs > 0,
+                    p.id,
+                )
+            })
+            .map(|(&key, _)| key);
+        let Some(key) = victim else {
+            return false;
+        };
+        self.paths.remove(&key);
+        self.counters.paths_evicted += 1;
         true
     }
 

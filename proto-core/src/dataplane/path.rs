@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::id::{PathId, UplinkId};
 
 /// Outstanding pings remembered per path.
-const MAX_PENDING: usize = 16;
+pub const MAX_PENDING: usize = 16;
 
 /// Where a path goes (DESIGN §11 `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,6 +112,9 @@ pub struct Path {
     pub pongs: u64,
     /// Probe intervals in a row that ended with no pong.
     missed: u32,
+    /// Learned from data only and never proved the key: challenged, not
+    /// probed on a timer.
+    pub(crate) unproven: bool,
     pending: VecDeque<(u64, Instant)>,
 }
 
@@ -131,6 +134,7 @@ impl Path {
             pings: 0,
             pongs: 0,
             missed: 0,
+            unproven: false,
             pending: VecDeque::new(),
         }
     }
@@ -171,6 +175,7 @@ impl Path {
         let rtt = now.saturating_duration_since(sent);
         self.sample_rtt(rtt);
         self.missed = 0;
+        self.unproven = false;
         self.pongs += 1;
         self.last_heard = Some(now);
         let validated = self.state != PathState::Active;
@@ -190,6 +195,11 @@ impl Path {
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
         }
+    }
+
+    /// Pings sent and not answered yet (at most [`MAX_PENDING`]).
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
     }
 
     /// The fraction of the last pings that went unanswered (a coarse loss

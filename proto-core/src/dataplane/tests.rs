@@ -33,6 +33,8 @@ struct Net {
     rebind: Option<SocketAddr>,
     /// Drops everything while set.
     blackhole: bool,
+    /// Packets and bytes sent to each mesh destination.
+    sent_to: BTreeMap<SocketAddr, (u64, u64)>,
 }
 
 fn uplink(id: u16, bind: &str) -> UplinkSpec {
@@ -92,6 +94,7 @@ impl Net {
             seq: 0,
             rebind: None,
             blackhole: false,
+            sent_to: BTreeMap::new(),
         }
     }
 
@@ -119,6 +122,9 @@ impl Net {
                         self.nodes[n].delivered.push(t.payload);
                         continue;
                     }
+                    let sent = self.sent_to.entry(t.dst).or_default();
+                    sent.0 += 1;
+                    sent.1 += t.payload.len() as u64;
                     if self.blackhole {
                         continue;
                     }
@@ -446,6 +452,68 @@ fn a_flood_of_sources_cannot_grow_the_path_table() {
     assert!(net.view(1).paths().count() <= MAX_PATHS);
     assert_eq!(net.view(1).counters().unvalidated, 10_000);
     assert!(net.nodes[1].delivered.is_empty());
+    // Found by the dataplane_receive fuzz target: the flood filled the path
+    // table for good, so the peer could no longer move to a new address.
+    assert!(net.view(1).counters().paths_evicted > 0);
+    net.rebind = Some(addr("192.0.2.1:51111"));
+    let target = net.nodes[0].target;
+    net.service_sends(0, target, &[0x42; 200]);
+    net.advance(Duration::from_millis(30));
+    let rebound = net
+        .view(1)
+        .paths()
+        .find(|p| p.remote == addr("192.0.2.1:51111"))
+        .map(|p| p.state);
+    assert_eq!(
+        rebound,
+        Some(PathState::Active),
+        "revalidated after the flood"
+    );
+    net.service_sends(0, target, b"after the flood");
+    net.advance(Duration::from_millis(30));
+    assert_eq!(
+        net.nodes[1].delivered.last().map(|b| b.to_vec()),
+        Some(b"after the flood".to_vec())
+    );
+}
+
+#[test]
+fn a_spoofed_source_is_challenged_once_per_datagram_and_never_probed() {
+    // Found by the dataplane_receive fuzz target: an address learned from
+    // data was probed every interval forever, so one spoofed datagram made
+    // the node ping a victim without end.
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+    let victim = addr("203.0.113.66:9999");
+    let junk = vec![0xEEu8; 200];
+    let now = net.now;
+    let d = Datagram {
+        socket: mesh,
+        src: victim,
+        payload: &junk,
+    };
+    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.advance(Duration::from_secs(3));
+    let (packets, bytes) = net.sent_to.get(&victim).copied().unwrap_or_default();
+    assert_eq!(packets, 1, "one challenge, no probes");
+    assert!(bytes <= junk.len() as u64);
+    // An authentic ping from there makes it a path worth probing.
+    let ping = ControlRepr {
+        txid: 9,
+        timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(net.now),
+        body: ControlBody::Ping { pad: 19 },
+    }
+    .to_bytes(&AuthKey::new(&[3; 32]));
+    let now = net.now;
+    let d = Datagram {
+        socket: mesh,
+        src: victim,
+        payload: &ping,
+    };
+    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.advance(Duration::from_secs(1));
+    assert!(net.sent_to[&victim].0 > 3, "probed once it proved the key");
 }
 
 #[test]
