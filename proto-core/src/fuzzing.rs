@@ -2,7 +2,11 @@
 //! ordinary test that replays their corpora, so a corpus file that once
 //! crashed keeps being checked by `cargo test`.
 
+mod receive;
+
 use bytes::BytesMut;
+
+pub use receive::{dataplane_receive, dataplane_receive_seeds};
 
 use crate::control::msg::{encode, FrameDecoder, LEN_PREFIX, MAX_FRAME};
 use crate::replay::ReplayCache;

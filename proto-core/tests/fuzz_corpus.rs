@@ -2,6 +2,7 @@
 //! fuzz findings (and the seed inputs) are checked on every `cargo test`.
 
 use std::path::Path;
+use std::time::Instant;
 
 use transitloom_proto_core::fuzzing;
 
@@ -39,4 +40,34 @@ fn control_message_corpus_replays() {
 #[test]
 fn admission_token_corpus_replays() {
     replay("admission_token", fuzzing::admission_token);
+}
+
+/// The monotonic start of a data-plane run (the harness never reads a clock).
+#[allow(clippy::disallowed_methods)] // a test driver, like the runtimes' clocks
+fn epoch() -> Instant {
+    Instant::now()
+}
+
+#[test]
+fn dataplane_receive_corpus_replays() {
+    replay("dataplane_receive", |data| {
+        fuzzing::dataplane_receive(data, epoch())
+    });
+}
+
+/// The seeds are generated from scenarios in `fuzzing`; this keeps the
+/// committed files equal to them. `TL_WRITE_SEEDS=1` rewrites them.
+#[test]
+fn dataplane_receive_seeds_are_in_the_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/dataplane_receive");
+    let write = std::env::var_os("TL_WRITE_SEEDS").is_some();
+    for (name, input) in fuzzing::dataplane_receive_seeds() {
+        let file = dir.join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &input).unwrap();
+        }
+        let kept = std::fs::read(&file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        assert_eq!(kept, input, "{} is not the current seed", file.display());
+    }
 }
