@@ -711,3 +711,49 @@ fn writes_waiting_for_their_commit_are_checked_against_each_other() {
         replayed.apply(op).unwrap();
     }
 }
+
+#[test]
+fn an_unrefreshed_token_lapses_admission_and_the_peer_is_told() {
+    let mut lab = Lab::new();
+    let alpha = lab.enroll("alpha", true);
+    let beta = lab.enroll("beta", true);
+    let a = lab.session(&alpha, "alpha", &["beta"]);
+    let b = lab.session(&beta, "beta", &["alpha"]);
+    let (assoc, _) = installed(&lab.clients[b].inbox)[0];
+    // Beta refreshes at half-life; alpha, cut off, never does.
+    lab.run(Duration::from_secs(300));
+    lab.send(b, Message::TokenRequest);
+    assert!(matches!(
+        lab.clients[b].inbox.last(),
+        Some(Message::TokenGrant { .. })
+    ));
+    lab.run(Duration::from_secs(290));
+    let withdrawn = Message::AssociationWithdrawn {
+        assoc,
+        reason: msg::WithdrawReason::PeerGone,
+    };
+    assert!(
+        !lab.clients[b].inbox.contains(&withdrawn),
+        "withdrawn before alpha's token expired"
+    );
+    // Alpha's token (600 s) expires: its session ends, beta is told.
+    lab.run(Duration::from_secs(15));
+    assert!(lab.clients[b].inbox.contains(&withdrawn));
+    assert!(lab.clients[a].inbox.iter().any(|m| matches!(
+        m,
+        Message::Reject {
+            code: RejectCode::TokenExpired,
+            ..
+        }
+    )));
+    assert!(lab.clients[a].closed);
+    assert!(!lab.clients[b].closed, "beta's refreshed session stays");
+    assert_eq!(lab.coordinator.counters().lapsed, 1);
+    // A fresh token restores alpha and the association re-forms.
+    let before = installed(&lab.clients[b].inbox).len();
+    let again = lab.session(&alpha, "alpha", &["beta"]);
+    assert_eq!(installed(&lab.clients[again].inbox).len(), 1);
+    let now_installed = installed(&lab.clients[b].inbox);
+    assert_eq!(now_installed.len(), before + 1);
+    assert_ne!(now_installed.last().unwrap().0, assoc);
+}

@@ -288,6 +288,12 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         .map(|a| a.machine.coordinator.counters().lapsed)
         .unwrap_or(0);
     summary.row("admissions lapsed at the coordinator", hub_counters);
+    summary.throughput(
+        "alpha to beta",
+        sink.arrivals(),
+        Duration::from_millis(500),
+        duration,
+    );
     summary.row("datagrams delivered", sink.packets);
     summary.row("altered", sink.malformed);
     if sink.malformed > 0 {
