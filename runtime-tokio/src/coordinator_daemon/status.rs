@@ -10,7 +10,9 @@
 //!   "associations": [ { "id": "assoc#1", "ends": ["alpha/wg0", "beta/wg0"],
 //!                       "origin": "admin", "state": "live" } ],
 //!   "counters": { "sessions": { "node": 2, "admin": 5 },
-//!                 "refused": { "pending": 1 },
+//!                 "refused": { "pending": 1 }, "handshakes_failed": 0,
+//!                 "handshakes_started": 7, "handshakes_throttled": 0,
+//!                 "admissions_lapsed": 0,
 //!                 "tokens_granted": 2, "enrollments": 2 } }
 //! ```
 //!
@@ -98,6 +100,9 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "sessions": { "node": counters.sessions_node, "admin": counters.sessions_admin },
             "refused": counters.refused,
             "handshakes_failed": counters.handshakes_failed,
+            "handshakes_started": counters.handshakes,
+            "handshakes_throttled": counters.handshakes_throttled,
+            "admissions_lapsed": counters.lapsed,
             "tokens_granted": counters.tokens_granted,
             "enrollments": counters.enrolled,
         },
@@ -144,6 +149,24 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "TLS handshakes refused before a session existed (untrusted, expired or unfit certificate, wrong ALPN).",
         &[(base.clone(), counters.handshakes_failed)],
+    );
+    family(
+        "transitloom_coordinator_handshakes_started_total",
+        "counter",
+        "Sessions started within the handshake limit (handshakes_per_s).",
+        &[(base.clone(), counters.handshakes)],
+    );
+    family(
+        "transitloom_coordinator_handshakes_throttled_total",
+        "counter",
+        "Session attempts refused by the handshake limit before any TLS work.",
+        &[(base.clone(), counters.handshakes_throttled)],
+    );
+    family(
+        "transitloom_coordinator_admissions_lapsed_total",
+        "counter",
+        "Admissions that lapsed because a node's token expired unrefreshed.",
+        &[(base.clone(), counters.lapsed)],
     );
     family(
         "transitloom_coordinator_tokens_granted_total",
