@@ -1,17 +1,20 @@
-//! An admin client as a state machine: one QUIC session with an admin
+//! An admin client as a state machine: one control session with an admin
 //! certificate, admin commands in, replies out. `tlctl` runs it on tokio;
-//! the simulator runs it on a host.
+//! the simulator runs it on a host. The session runs over QUIC, over TCP,
+//! or over QUIC with a fallback to TCP ([`AdminCarrier`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls_pki_types::CertificateDer;
 
 use crate::control::msg::{self, AdminCommand, AdminError, AdminReply, FrameDecoder, Message};
-use crate::control::quic::{CloseReason, ConnId, QuicConfig, QuicEndpoint, QuicEvent, QuicTiming};
+use crate::control::quic::{CloseReason, QuicConfig, QuicTiming};
 use crate::control::tls_config::{client_config, TlsIdentity};
+use crate::control::transport::{Carrier, ControlEvent, ControlTransport, SessionId};
 use crate::csprng::Drbg;
 use crate::id::SocketId;
 use crate::machine::{Input, Output, StateMachine, Transmit};
@@ -19,6 +22,18 @@ use crate::time::WallClock;
 
 /// The admin client's socket.
 pub const ADMIN_SOCKET: SocketId = SocketId(0);
+
+/// What carries the admin session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminCarrier {
+    /// QUIC only.
+    Quic,
+    /// TCP only.
+    Tcp,
+    /// QUIC, then TCP to the same address when no QUIC handshake
+    /// completes within the bound.
+    QuicThenTcp(Duration),
+}
 
 /// What the admin client reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,14 +55,19 @@ pub enum AdminEvent {
 /// An admin session. See the module docs.
 #[derive(Debug)]
 pub struct AdminClient {
-    quic: QuicEndpoint,
+    transport: ControlTransport,
+    policy: AdminCarrier,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    carrier: Carrier,
+    /// A QUIC attempt not connected by then moves to TCP.
+    fallback_at: Option<Instant>,
     coordinator: SocketAddr,
     server_name: String,
     root: CertificateDer<'static>,
     identity: Option<TlsIdentity>,
     bind: SocketAddr,
     local: Option<SocketAddr>,
-    conn: Option<ConnId>,
+    conn: Option<SessionId>,
     connected: bool,
     decoder: FrameDecoder,
     queued: VecDeque<(u32, AdminCommand)>,
@@ -71,7 +91,7 @@ impl AdminClient {
         wall_clock: WallClock,
         drbg: Drbg,
     ) -> Result<Self, crate::control::quic::QuicError> {
-        let quic = QuicEndpoint::new(
+        let transport = ControlTransport::new(
             QuicConfig {
                 wall_clock,
                 server: None,
@@ -80,7 +100,11 @@ impl AdminClient {
             drbg,
         )?;
         Ok(Self {
-            quic,
+            transport,
+            policy: AdminCarrier::Quic,
+            tls: None,
+            carrier: Carrier::Quic,
+            fallback_at: None,
             coordinator,
             server_name: server_name.to_owned(),
             root,
@@ -99,6 +123,57 @@ impl AdminClient {
         })
     }
 
+    /// Chooses the carrier (before the first request; QUIC by default).
+    pub fn set_carrier(&mut self, policy: AdminCarrier) {
+        self.policy = policy;
+    }
+
+    /// What carries the session, once connected.
+    pub fn carrier(&self) -> Option<Carrier> {
+        self.connected.then_some(self.carrier)
+    }
+
+    fn start(&mut self, now: Instant, carrier: Carrier) {
+        let tls = match (&self.tls, self.identity.take()) {
+            (Some(tls), _) => Ok(tls.clone()),
+            (None, Some(identity)) => client_config(&self.root, Some(identity))
+                .inspect(|tls| self.tls = Some(tls.clone()))
+                .map_err(|e| e.to_string()),
+            (None, None) => return,
+        };
+        let result = tls.and_then(|tls| {
+            self.transport
+                .connect(now, carrier, self.coordinator, &self.server_name, tls)
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.carrier = carrier;
+                self.fallback_at = match self.policy {
+                    AdminCarrier::QuicThenTcp(bound) if carrier == Carrier::Quic => {
+                        Some(now + bound)
+                    }
+                    _ => None,
+                };
+            }
+            Err(err) => self
+                .outputs
+                .push_back(Output::Event(AdminEvent::Closed(err))),
+        }
+    }
+
+    /// The QUIC attempt got no answer: the same coordinator over TCP.
+    fn fall_back(&mut self, now: Instant) {
+        if let Some(conn) = self.conn.take() {
+            let _ = self
+                .transport
+                .close(now, conn, 0, b"no QUIC handshake in time");
+        }
+        tracing::info!(coordinator = %self.coordinator, "no QUIC handshake in time; trying TCP");
+        self.start(now, Carrier::Tcp);
+    }
+
     /// Queues a command; returns its request id (the reply carries it).
     pub fn request(&mut self, now: Instant, command: AdminCommand) -> u32 {
         self.next_request += 1;
@@ -108,30 +183,25 @@ impl AdminClient {
     }
 
     fn after(&mut self, now: Instant) {
-        if self.conn.is_none() && self.local.is_some() {
-            if let Some(identity) = self.identity.take() {
-                let result = client_config(&self.root, Some(identity))
-                    .map_err(|e| e.to_string())
-                    .and_then(|tls| {
-                        self.quic
-                            .connect(now, self.coordinator, &self.server_name, tls)
-                            .map_err(|e| e.to_string())
-                    });
-                match result {
-                    Ok(conn) => self.conn = Some(conn),
-                    Err(err) => self
-                        .outputs
-                        .push_back(Output::Event(AdminEvent::Closed(err))),
-                }
-            }
+        if self.conn.is_none() && self.local.is_some() && self.identity.is_some() {
+            let carrier = match self.policy {
+                AdminCarrier::Tcp => Carrier::Tcp,
+                _ => Carrier::Quic,
+            };
+            self.start(now, carrier);
         }
-        while let Some(event) = self.quic.poll_event() {
+        if !self.connected && self.fallback_at.is_some_and(|at| at <= now) {
+            self.fallback_at = None;
+            self.fall_back(now);
+        }
+        while let Some(event) = self.transport.poll_event() {
             match event {
-                QuicEvent::Connected { .. } => {
+                ControlEvent::Connected { session, .. } if Some(session) == self.conn => {
+                    self.fallback_at = None;
                     self.connected = true;
                     self.outputs.push_back(Output::Event(AdminEvent::Connected));
                 }
-                QuicEvent::Received { bytes, .. } => {
+                ControlEvent::Received { session, bytes } if Some(session) == self.conn => {
                     self.decoder.push(&bytes);
                     loop {
                         let message = match self.decoder.next() {
@@ -141,7 +211,7 @@ impl AdminClient {
                                 // A bad frame ends the session: pending
                                 // requests must not wait for nothing.
                                 if let Some(conn) = self.conn {
-                                    let _ = self.quic.close(now, conn, 1, b"malformed");
+                                    let _ = self.transport.close(now, conn, 1, b"malformed");
                                 }
                                 self.outputs
                                     .push_back(Output::Event(AdminEvent::Closed(format!(
@@ -165,7 +235,16 @@ impl AdminClient {
                         }
                     }
                 }
-                QuicEvent::Closed { reason, .. } => {
+                ControlEvent::Closed { session, reason } if Some(session) == self.conn => {
+                    let quic_unanswered = reason == CloseReason::TimedOut
+                        && self.carrier == Carrier::Quic
+                        && !self.connected
+                        && matches!(self.policy, AdminCarrier::QuicThenTcp(_));
+                    if quic_unanswered {
+                        self.conn = None;
+                        self.fall_back(now);
+                        continue;
+                    }
                     self.connected = false;
                     let why = match reason {
                         CloseReason::HandshakeFailed(why) => format!("handshake failed: {why}"),
@@ -175,6 +254,7 @@ impl AdminClient {
                     self.outputs
                         .push_back(Output::Event(AdminEvent::Closed(why)));
                 }
+                _ => {}
             }
         }
         if self.connected {
@@ -190,12 +270,15 @@ impl AdminClient {
                     )
                     .is_ok()
                     {
-                        let _ = self.quic.send(now, conn, &buf);
+                        let _ = self.transport.send(now, conn, &buf);
                     }
                 }
             }
         }
-        while let Some(t) = self.quic.poll_transmit(now) {
+        while let Some(command) = self.transport.poll_stream_command() {
+            self.outputs.push_back(command.into_output());
+        }
+        while let Some(t) = self.transport.poll_transmit(now) {
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket: ADMIN_SOCKET,
                 dst: t.dst,
@@ -212,7 +295,14 @@ impl StateMachine for AdminClient {
         match input {
             Input::Datagram(d) if d.socket == ADMIN_SOCKET => {
                 let local = self.local.unwrap_or(self.bind);
-                self.quic.handle_datagram(now, local, d.src, d.payload);
+                self.transport.handle_datagram(now, local, d.src, d.payload);
+            }
+            Input::StreamOpened { stream, .. } => self.transport.handle_stream_opened(now, stream),
+            Input::StreamData { stream, bytes } => {
+                self.transport.handle_stream_data(now, stream, bytes)
+            }
+            Input::StreamClosed { stream, error } => {
+                self.transport.handle_stream_closed(now, stream, error)
             }
             Input::SocketBound {
                 socket: ADMIN_SOCKET,
@@ -233,7 +323,7 @@ impl StateMachine for AdminClient {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.quic.handle_timeout(now);
+        self.transport.handle_timeout(now);
         self.after(now);
     }
 
@@ -242,6 +332,9 @@ impl StateMachine for AdminClient {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.quic.poll_timeout()
+        [self.transport.poll_timeout(), self.fallback_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

@@ -752,6 +752,12 @@ impl StateMachine for DataPlane {
                         .push_back(Output::Event(DataEvent::BindFailed { role, reason }));
                 }
             }
+            // The data plane owns no byte streams (they carry the control
+            // plane's TCP fallback).
+            Input::StreamAccepted { .. }
+            | Input::StreamOpened { .. }
+            | Input::StreamData { .. }
+            | Input::StreamClosed { .. } => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! The driver contract shared by every runtime and by the simulator: a
-//! non-blocking UDP I/O trait with batched receive and send, a clock, and a
+//! non-blocking UDP I/O trait with batched receive and send (and optional
+//! byte streams for the control plane's TCP fallback), a clock, and a
 //! [`Pump`] that moves datagrams, timers and outputs through a
 //! [`StateMachine`] within a work budget.
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::id::{ServiceId, SocketId};
-use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
+use crate::machine::{Datagram, Input, Output, StateMachine, StreamId, Transmit};
 
 /// A monotonic clock. Runtimes read the OS; the simulator reads virtual time.
 pub trait Clock {
@@ -127,7 +128,76 @@ impl RecvBatch {
     }
 }
 
-/// Non-blocking UDP I/O over the sockets one machine owns.
+/// Something that happened to one of a machine's byte streams, as the I/O
+/// layer reports it to the pump (which turns it into an [`Input`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamEvent {
+    /// A listener accepted a stream; `stream` has [`StreamId::ACCEPTED`] set.
+    Accepted {
+        /// The listener.
+        listener: SocketId,
+        /// The new stream.
+        stream: StreamId,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+    /// An outgoing stream connected.
+    Opened {
+        /// The stream.
+        stream: StreamId,
+        /// Its local address.
+        local: SocketAddr,
+    },
+    /// Bytes arrived on a stream.
+    Data {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes, in order.
+        bytes: Vec<u8>,
+    },
+    /// A stream ended (`None`: the peer closed it in order).
+    Closed {
+        /// The stream.
+        stream: StreamId,
+        /// Why, when it broke or never connected.
+        error: Option<io::ErrorKind>,
+    },
+}
+
+impl StreamEvent {
+    /// The machine input this event is.
+    pub fn as_input(&self) -> Input<'_> {
+        match self {
+            Self::Accepted {
+                listener,
+                stream,
+                remote,
+            } => Input::StreamAccepted {
+                listener: *listener,
+                stream: *stream,
+                remote: *remote,
+            },
+            Self::Opened { stream, local } => Input::StreamOpened {
+                stream: *stream,
+                local: *local,
+            },
+            Self::Data { stream, bytes } => Input::StreamData {
+                stream: *stream,
+                bytes,
+            },
+            Self::Closed { stream, error } => Input::StreamClosed {
+                stream: *stream,
+                error: *error,
+            },
+        }
+    }
+}
+
+/// Non-blocking UDP I/O over the sockets one machine owns, and optionally
+/// byte streams (TCP) for the control plane's fallback. The stream methods
+/// default to "not supported", so an I/O layer without streams (the
+/// simulator) answers every stream request with a failure.
 pub trait UdpIo {
     /// Opens a socket bound to `local` and names it `socket`.
     ///
@@ -147,6 +217,43 @@ pub trait UdpIo {
     /// network; the rest were dropped (a full send buffer, an unreachable
     /// destination), as UDP may.
     fn send(&mut self, transmits: &[Transmit]) -> usize;
+
+    /// Listens for streams on `local`, naming the listener `listener`.
+    ///
+    /// # Errors
+    /// The operating system's error, or `Unsupported` without streams.
+    fn listen_stream(&mut self, listener: SocketId, local: SocketAddr) -> io::Result<SocketAddr> {
+        let _ = (listener, local);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Starts connecting `stream` to `remote`; completion (or failure) comes
+    /// later from [`UdpIo::poll_stream_event`].
+    ///
+    /// # Errors
+    /// When the connection cannot even start (`Unsupported` without
+    /// streams).
+    fn connect_stream(&mut self, stream: StreamId, remote: SocketAddr) -> io::Result<()> {
+        let _ = (stream, remote);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Writes to a stream after what was written before, buffering what the
+    /// socket does not take yet. Unknown streams are ignored.
+    fn write_stream(&mut self, stream: StreamId, bytes: Bytes) {
+        let _ = (stream, bytes);
+    }
+
+    /// Closes a stream once its buffered bytes are sent (or at once when
+    /// they cannot be). Unknown streams are ignored.
+    fn close_stream(&mut self, stream: StreamId) {
+        let _ = stream;
+    }
+
+    /// The next stream event, or `None` when every stream would block.
+    fn poll_stream_event(&mut self) -> Option<StreamEvent> {
+        None
+    }
 }
 
 /// Where a pump hands what is meant for the embedding program.
@@ -259,6 +366,22 @@ impl Pump {
                 );
             }
         }
+        while report.received < self.budget {
+            let Some(event) = io.poll_stream_event() else {
+                break;
+            };
+            now = clock.now();
+            machine.handle_input(now, event.as_input());
+            report.received += 1;
+            Self::drain_into(
+                machine,
+                io,
+                now,
+                sink,
+                (&mut self.transmits, self.send_batch),
+                &mut report,
+            );
+        }
         if report.received >= self.budget {
             report.more_pending = true;
         }
@@ -330,6 +453,46 @@ impl Pump {
                     machine.handle_input(now, input);
                 }
                 Output::CloseSocket { socket } => io.close(socket),
+                Output::ListenStream { listener, local } => {
+                    let input = match io.listen_stream(listener, local) {
+                        Ok(local) => Input::SocketBound {
+                            socket: listener,
+                            local,
+                        },
+                        Err(err) if err.kind() == io::ErrorKind::Unsupported => {
+                            tracing::debug!(%listener, "this I/O carries no streams");
+                            Input::SocketFailed {
+                                socket: listener,
+                                reason: err.kind(),
+                            }
+                        }
+                        Err(err) => {
+                            tracing::warn!(%listener, %local, error = %err, "stream listen failed");
+                            Input::SocketFailed {
+                                socket: listener,
+                                reason: err.kind(),
+                            }
+                        }
+                    };
+                    machine.handle_input(now, input);
+                }
+                Output::ConnectStream { stream, remote } => {
+                    // Datagrams queued before it go first, as they were
+                    // asked for first.
+                    Self::flush_into(io, transmits, report);
+                    if let Err(err) = io.connect_stream(stream, remote) {
+                        tracing::debug!(%stream, %remote, error = %err, "stream connect failed");
+                        machine.handle_input(
+                            now,
+                            Input::StreamClosed {
+                                stream,
+                                error: Some(err.kind()),
+                            },
+                        );
+                    }
+                }
+                Output::StreamWrite { stream, bytes } => io.write_stream(stream, bytes),
+                Output::CloseStream { stream } => io.close_stream(stream),
                 Output::Event(event) => sink.event(event),
             }
         }

@@ -66,7 +66,7 @@ pub mod wire;
 mod lint_proof;
 
 pub use id::{AssocId, NodeId, PathId, ServiceId, SocketId, UplinkId};
-pub use machine::{Datagram, Input, Output, StateMachine, Transmit};
+pub use machine::{Datagram, Input, Output, StateMachine, StreamId, Transmit};
 
 /// A fixed starting instant for unit tests; the only clock read in this
 /// crate, and only in tests.

@@ -1,13 +1,55 @@
 //! The one shape every Transitloom state machine has: inputs and timeouts go
 //! in with `now`, outputs come out until there are none, and the machine says
 //! when it next wants to be woken.
+//!
+//! Datagrams are the common case. Byte streams (TCP) exist for the control
+//! plane's fallback (DESIGN §5): a machine asks for a listener
+//! ([`Output::ListenStream`]) or an outgoing connection
+//! ([`Output::ConnectStream`]), writes with [`Output::StreamWrite`] and ends
+//! with [`Output::CloseStream`]; the driver reports what happens with the
+//! `Stream*` inputs. A driver that carries no streams answers every request
+//! with a failure ([`Input::SocketFailed`], [`Input::StreamClosed`]).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
 
 use crate::id::{ServiceId, SocketId};
+
+/// A byte stream (a TCP connection) of one machine. The machine names the
+/// streams it connects (ids below [`StreamId::ACCEPTED`]); the driver names
+/// the streams a listener accepts (ids with that bit set), so the two never
+/// collide.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(pub u64);
+
+impl StreamId {
+    /// The bit set in every id a driver gives an accepted stream.
+    pub const ACCEPTED: u64 = 1 << 63;
+
+    /// Whether the driver named this stream (it was accepted).
+    pub fn is_accepted(self) -> bool {
+        self.0 & Self::ACCEPTED != 0
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_accepted() {
+            write!(f, "stream#a{}", self.0 & !Self::ACCEPTED)
+        } else {
+            write!(f, "stream#{}", self.0)
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
 
 /// Something that happened to the machine, handed over by the driver.
 #[derive(Debug)]
@@ -28,6 +70,37 @@ pub enum Input<'a> {
         socket: SocketId,
         /// The operating system's reason, for status and logs.
         reason: std::io::ErrorKind,
+    },
+    /// A listener opened with [`Output::ListenStream`] accepted a stream.
+    StreamAccepted {
+        /// The listener (a socket id, answered like a socket).
+        listener: SocketId,
+        /// The new stream's id, chosen by the driver.
+        stream: StreamId,
+        /// The peer's address.
+        remote: SocketAddr,
+    },
+    /// A stream asked for with [`Output::ConnectStream`] is connected.
+    StreamOpened {
+        /// The stream.
+        stream: StreamId,
+        /// The local address it got.
+        local: SocketAddr,
+    },
+    /// The next bytes of a stream, in order.
+    StreamData {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes, borrowed from the driver's buffer.
+        bytes: &'a [u8],
+    },
+    /// A stream ended: the peer closed it (`None`), it broke, or it never
+    /// connected (the operating system's reason). Nothing more comes from it.
+    StreamClosed {
+        /// The stream.
+        stream: StreamId,
+        /// Why, when it was not an orderly close by the peer.
+        error: Option<std::io::ErrorKind>,
     },
 }
 
@@ -80,6 +153,38 @@ pub enum Output<E> {
         /// The socket to close.
         socket: SocketId,
     },
+    /// Listen for byte streams on `local` (TCP); the listener is named like
+    /// a socket and answered with [`Input::SocketBound`] or
+    /// [`Input::SocketFailed`]; each accepted stream arrives as
+    /// [`Input::StreamAccepted`].
+    ListenStream {
+        /// The machine's name for the listener.
+        listener: SocketId,
+        /// The address to listen on.
+        local: SocketAddr,
+    },
+    /// Open a byte stream to `remote`; answered with [`Input::StreamOpened`]
+    /// or [`Input::StreamClosed`].
+    ConnectStream {
+        /// The machine's name for the stream (below [`StreamId::ACCEPTED`]).
+        stream: StreamId,
+        /// Where to connect.
+        remote: SocketAddr,
+    },
+    /// Write bytes to a stream, after everything written before. The driver
+    /// buffers what the socket does not take at once.
+    StreamWrite {
+        /// The stream.
+        stream: StreamId,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// Close a stream once every byte written to it is sent; nothing more
+    /// is reported for it.
+    CloseStream {
+        /// The stream.
+        stream: StreamId,
+    },
     /// Something for status, metrics or the embedding program.
     Event(E),
 }
@@ -93,6 +198,10 @@ impl<E> Output<E> {
             Self::Deliver { service, payload } => Output::Deliver { service, payload },
             Self::BindSocket { socket, local } => Output::BindSocket { socket, local },
             Self::CloseSocket { socket } => Output::CloseSocket { socket },
+            Self::ListenStream { listener, local } => Output::ListenStream { listener, local },
+            Self::ConnectStream { stream, remote } => Output::ConnectStream { stream, remote },
+            Self::StreamWrite { stream, bytes } => Output::StreamWrite { stream, bytes },
+            Self::CloseStream { stream } => Output::CloseStream { stream },
             Self::Event(e) => Output::Event(f(e)),
         }
     }
@@ -102,7 +211,7 @@ impl<E> Output<E> {
 ///
 /// After any `handle_*` call the driver drains [`StateMachine::poll_output`]
 /// until it returns `None`, then sleeps until [`StateMachine::poll_timeout`]
-/// or the next readable socket. `now` never goes backwards.
+/// or the next readable socket or stream. `now` never goes backwards.
 pub trait StateMachine {
     /// Events the machine reports (status changes, measurements).
     type Event;

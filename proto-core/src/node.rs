@@ -20,8 +20,9 @@ use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
 use crate::control::msg::{Name, RejectCode};
-use crate::control::quic::{QuicConfig, QuicEndpoint, QuicTiming};
+use crate::control::quic::{QuicConfig, QuicTiming};
 use crate::control::tls_config::TlsIdentity;
+use crate::control::transport::{Carrier, ControlTransport};
 use crate::csprng::Drbg;
 use crate::dataplane::{DataEvent, DataPlane, DataPlaneConfig, UplinkSpec};
 use crate::id::{AssocId, ServiceId, SocketId};
@@ -29,7 +30,7 @@ use crate::machine::{Input, Output, StateMachine};
 use crate::time::WallClock;
 
 pub use reconfigure::{AssociationName, ReconfigureError, Reconfigured};
-pub use session::SessionState;
+pub use session::{SessionState, TcpFallback};
 
 /// The socket of the control session (data-plane sockets count up from 1).
 pub const CONTROL_SOCKET: SocketId = SocketId(u32::MAX);
@@ -146,7 +147,7 @@ struct Installed {
 #[derive(Debug)]
 pub struct Node {
     config: NodeConfig,
-    quic: QuicEndpoint,
+    transport: ControlTransport,
     plane: DataPlane,
     session: session::Session,
     drbg: Drbg,
@@ -189,7 +190,7 @@ impl Node {
             }
         }
         let mut drbg = Drbg::new(config.seed);
-        let quic = QuicEndpoint::new(
+        let transport = ControlTransport::new(
             QuicConfig {
                 wall_clock: config.wall_clock,
                 server: None,
@@ -210,7 +211,7 @@ impl Node {
         let session = session::Session::new();
         Ok(Self {
             config,
-            quic,
+            transport,
             plane,
             session,
             drbg,
@@ -228,6 +229,20 @@ impl Node {
     /// The control session's state.
     pub fn session_state(&self) -> SessionState {
         self.session.state()
+    }
+
+    /// Enables the TCP fallback of the control session (DESIGN §5): QUIC
+    /// first, TCP to the same address and port when no QUIC handshake
+    /// completes within the bound, QUIC probed again while on TCP. Off by
+    /// default, for drivers that carry no streams (the simulator); the node
+    /// daemon turns it on.
+    pub fn set_tcp_fallback(&mut self, fallback: Option<TcpFallback>) {
+        self.session.set_fallback(fallback);
+    }
+
+    /// What carries the control session now, while one is connected.
+    pub fn control_transport(&self) -> Option<Carrier> {
+        self.session.carrier()
     }
 
     /// When the current admission token expires (wall clock), if any.
@@ -253,7 +268,7 @@ impl Node {
                 let assoc = *assoc;
                 self.session.report_candidates(
                     now,
-                    &mut self.quic,
+                    &mut self.transport,
                     &self.plane,
                     assoc,
                     &self.config,
@@ -266,13 +281,16 @@ impl Node {
     fn after(&mut self, now: Instant) {
         let effects = self
             .session
-            .drive(now, &mut self.quic, &self.config, &mut self.drbg);
+            .drive(now, &mut self.transport, &self.config, &mut self.drbg);
         for effect in effects {
             self.apply(now, effect);
         }
         // Before draining QUIC: a bound mesh socket queues its candidates.
         self.pump_plane(now);
-        while let Some(t) = self.quic.poll_transmit(now) {
+        while let Some(command) = self.transport.poll_stream_command() {
+            self.outputs.push_back(command.into_output());
+        }
+        while let Some(t) = self.transport.poll_transmit(now) {
             if self.bound.is_some() {
                 self.outputs
                     .push_back(Output::Transmit(crate::machine::Transmit {
@@ -369,7 +387,7 @@ impl Node {
                 for assoc in assocs {
                     self.session.report_candidates(
                         now,
-                        &mut self.quic,
+                        &mut self.transport,
                         &self.plane,
                         assoc,
                         &self.config,
@@ -387,8 +405,19 @@ impl StateMachine for Node {
         match input {
             Input::Datagram(d) if d.socket == CONTROL_SOCKET => {
                 if let Some(local) = self.bound {
-                    self.quic.handle_datagram(now, local, d.src, d.payload);
+                    self.transport.handle_datagram(now, local, d.src, d.payload);
                 }
+            }
+            Input::StreamOpened { stream, .. } => self.transport.handle_stream_opened(now, stream),
+            Input::StreamData { stream, bytes } => {
+                self.transport.handle_stream_data(now, stream, bytes)
+            }
+            Input::StreamClosed { stream, error } => {
+                self.transport.handle_stream_closed(now, stream, error)
+            }
+            Input::StreamAccepted { stream, .. } => {
+                // A node listens for nothing: refuse whatever this is.
+                self.outputs.push_back(Output::CloseStream { stream });
             }
             Input::SocketBound { socket, local } if socket == CONTROL_SOCKET => {
                 self.bound = Some(local);
@@ -403,7 +432,7 @@ impl StateMachine for Node {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.quic.handle_timeout(now);
+        self.transport.handle_timeout(now);
         if self.plane.poll_timeout().is_some_and(|at| at <= now) {
             self.plane.handle_timeout(now);
         }
@@ -416,7 +445,7 @@ impl StateMachine for Node {
 
     fn poll_timeout(&self) -> Option<Instant> {
         [
-            self.quic.poll_timeout(),
+            self.transport.poll_timeout(),
             self.plane.poll_timeout(),
             self.session.poll_timeout(),
         ]

@@ -1,5 +1,6 @@
-//! The coordinator as a state machine: QUIC sessions with mutual TLS on one
-//! UDP socket, enrollment, admission tokens, the service registry, the
+//! The coordinator as a state machine: control sessions with mutual TLS on
+//! one UDP socket (QUIC) and a TCP listener on the same port number (the
+//! fallback), enrollment, admission tokens, the service registry, the
 //! association table and admin commands. Writes to the operation log leave
 //! as [`CoordinatorEvent::Append`]; the driver makes each durable and calls
 //! [`Coordinator::committed`], and only then is the write applied and
@@ -21,10 +22,9 @@ use crate::control::msg::{
     FrameDecoder, Message, Mode, Name, NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl,
     WithdrawReason,
 };
-use crate::control::quic::{
-    CloseReason, ConnId, QuicConfig, QuicEndpoint, QuicError, QuicEvent, QuicTiming,
-};
+use crate::control::quic::{CloseReason, QuicConfig, QuicError, QuicTiming};
 use crate::control::token::{JoinToken, TokenSigner, TokenVerifier};
+use crate::control::transport::{Carrier, ControlEvent, ControlTransport, SessionId};
 use crate::csprng::Drbg;
 use crate::id::{AssocId, NodeId, SocketId};
 use crate::machine::{Input, Output, StateMachine, Transmit};
@@ -33,6 +33,10 @@ use crate::time::WallClock;
 
 /// The coordinator's one UDP socket (QUIC now; reflector and relay later).
 pub const CONTROL_SOCKET: SocketId = SocketId(0);
+
+/// The coordinator's TCP listener, opened on the UDP socket's address (the
+/// same port number) once that is bound.
+pub const STREAM_LISTENER: SocketId = SocketId(1);
 
 /// Node certificates are valid this long.
 pub const NODE_CERT_DAYS: u32 = 365;
@@ -107,6 +111,8 @@ pub struct CoordinatorCounters {
     /// Handshakes that failed in TLS, before any session existed: a client
     /// certificate of another root, expired or unfit, a wrong ALPN.
     pub handshakes_failed: u64,
+    /// Sessions that connected over TCP (the fallback), of every kind.
+    pub sessions_tcp: u64,
 }
 
 #[derive(Debug)]
@@ -142,11 +148,11 @@ struct AdmittedNode {
 #[derive(Debug)]
 enum Waiting {
     Enroll {
-        conn: ConnId,
+        conn: SessionId,
         chain: Vec<Bytes>,
     },
     Admin {
-        conn: ConnId,
+        conn: SessionId,
         request_id: u32,
         reply: AdminReply,
     },
@@ -156,17 +162,19 @@ enum Waiting {
 #[derive(Debug)]
 pub struct Coordinator {
     config: CoordinatorConfig,
-    quic: QuicEndpoint,
+    transport: ControlTransport,
     signer: TokenSigner,
     drbg: Drbg,
     registry: Registry,
-    sessions: BTreeMap<ConnId, Session>,
-    online: BTreeMap<String, ConnId>,
+    sessions: BTreeMap<SessionId, Session>,
+    online: BTreeMap<String, SessionId>,
     services: BTreeMap<String, Vec<ServiceDecl>>,
     assocs: AssocTable,
     waiting: VecDeque<(Op, Waiting)>,
     outputs: VecDeque<Output<CoordinatorEvent>>,
     bound: bool,
+    /// Where the TCP listener listens, once it does.
+    stream_listening: Option<SocketAddr>,
     counters: CoordinatorCounters,
     handshakes: HandshakeBudget,
     lapses: Lapses,
@@ -199,7 +207,7 @@ impl Coordinator {
         mut drbg: Drbg,
     ) -> Result<Self, CoordinatorError> {
         let signer = TokenSigner::from_pkcs8(&config.intermediate_key, &config.name)?;
-        let quic = QuicEndpoint::new(
+        let transport = ControlTransport::new(
             QuicConfig {
                 wall_clock: config.wall_clock,
                 server: Some(config.tls.clone()),
@@ -215,7 +223,7 @@ impl Coordinator {
         let handshakes = HandshakeBudget::new(config.handshake_limit);
         let coordinator = Self {
             config,
-            quic,
+            transport,
             signer,
             drbg,
             registry,
@@ -226,6 +234,7 @@ impl Coordinator {
             waiting: VecDeque::new(),
             outputs,
             bound: false,
+            stream_listening: None,
             counters: CoordinatorCounters::default(),
             handshakes,
             lapses: Lapses::default(),
@@ -241,6 +250,11 @@ impl Coordinator {
     /// The counters.
     pub fn counters(&self) -> &CoordinatorCounters {
         &self.counters
+    }
+
+    /// Where the TCP fallback listens, once its listener is open.
+    pub fn stream_listening(&self) -> Option<SocketAddr> {
+        self.stream_listening
     }
 
     /// Names of nodes with a live session.
@@ -343,7 +357,7 @@ impl Coordinator {
                         reason: "revoked by an admin".to_owned(),
                     },
                 );
-                let _ = self.quic.close_when_sent(
+                let _ = self.transport.close_when_sent(
                     now,
                     conn,
                     u32::from(RejectCode::Revoked.code()),
@@ -438,7 +452,7 @@ impl Coordinator {
     fn install_at(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        conn: SessionId,
         ends: &Ends,
         here: &ServiceRef,
         there: &ServiceRef,
@@ -473,18 +487,18 @@ impl Coordinator {
         }
     }
 
-    fn send(&mut self, now: Instant, conn: ConnId, message: &Message) {
+    fn send(&mut self, now: Instant, conn: SessionId, message: &Message) {
         let mut buf = BytesMut::new();
         if let Err(err) = msg::encode(message, &mut buf) {
             tracing::error!(%conn, %err, "a message could not be encoded");
             return;
         }
-        if let Err(err) = self.quic.send(now, conn, &buf) {
+        if let Err(err) = self.transport.send(now, conn, &buf) {
             tracing::debug!(%conn, %err, "send to a session failed");
         }
     }
 
-    fn refuse(&mut self, now: Instant, conn: ConnId, code: RejectCode, reason: String) {
+    fn refuse(&mut self, now: Instant, conn: SessionId, code: RejectCode, reason: String) {
         let remote = self.sessions.get(&conn).map(|s| s.remote);
         tracing::info!(%conn, ?remote, code = code.as_str(), %reason, "session refused");
         *self.counters.refused.entry(code.as_str()).or_default() += 1;
@@ -496,9 +510,12 @@ impl Coordinator {
                 reason: reason.clone(),
             },
         );
-        let _ =
-            self.quic
-                .close_when_sent(now, conn, u32::from(code.code()), code.as_str().as_bytes());
+        let _ = self.transport.close_when_sent(
+            now,
+            conn,
+            u32::from(code.code()),
+            code.as_str().as_bytes(),
+        );
         if let Some(session) = self.sessions.remove(&conn) {
             self.forget(&session);
             self.outputs
@@ -529,42 +546,52 @@ impl Coordinator {
         }
     }
 
-    /// Handles every QUIC event and moves its datagrams to the outputs.
+    /// Handles every session event and moves datagrams and stream requests
+    /// to the outputs.
     fn flush(&mut self, now: Instant) {
-        while let Some(event) = self.quic.poll_event() {
+        while let Some(event) = self.transport.poll_event() {
             match event {
-                QuicEvent::Connected {
-                    conn,
+                ControlEvent::Connected {
+                    session,
+                    carrier,
                     peer_chain,
                     remote,
-                } => self.on_connected(now, conn, peer_chain, remote),
-                QuicEvent::Received { conn, bytes } => self.on_bytes(now, conn, &bytes),
-                QuicEvent::Closed { conn, reason } => {
-                    if let Some(session) = self.sessions.remove(&conn) {
-                        tracing::debug!(%conn, ?reason, "session closed");
-                        self.forget(&session);
+                } => {
+                    if carrier == Carrier::Tcp {
+                        self.counters.sessions_tcp += 1;
+                    }
+                    self.on_connected(now, session, peer_chain, remote)
+                }
+                ControlEvent::Received { session, bytes } => self.on_bytes(now, session, &bytes),
+                ControlEvent::Closed { session, reason } => {
+                    if let Some(closed) = self.sessions.remove(&session) {
+                        tracing::debug!(%session, ?reason, "session closed");
+                        self.forget(&closed);
                     } else if let CloseReason::HandshakeFailed(why) = &reason {
                         // Refused by TLS itself: no session, no Reject to
                         // send, but the operator must see it.
                         self.counters.handshakes_failed += 1;
-                        tracing::info!(%conn, %why, "handshake refused");
+                        tracing::info!(%session, %why, "handshake refused");
                     }
                 }
             }
         }
-        while let Some(t) = self.quic.poll_transmit(now) {
+        while let Some(t) = self.transport.poll_transmit(now) {
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket: CONTROL_SOCKET,
                 dst: t.dst,
                 payload: t.payload,
             }));
         }
+        while let Some(command) = self.transport.poll_stream_command() {
+            self.outputs.push_back(command.into_output());
+        }
     }
 
     fn on_connected(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        conn: SessionId,
         chain: Vec<rustls_pki_types::CertificateDer<'static>>,
         remote: SocketAddr,
     ) {
@@ -610,7 +637,7 @@ impl Coordinator {
         );
     }
 
-    fn on_bytes(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+    fn on_bytes(&mut self, now: Instant, conn: SessionId, bytes: &[u8]) {
         let Some(session) = self.sessions.get_mut(&conn) else {
             return;
         };
@@ -630,7 +657,7 @@ impl Coordinator {
         }
     }
 
-    fn on_message(&mut self, now: Instant, conn: ConnId, message: Message) {
+    fn on_message(&mut self, now: Instant, conn: SessionId, message: Message) {
         let Some(session) = self.sessions.get(&conn) else {
             return;
         };
@@ -669,9 +696,11 @@ impl Coordinator {
                 let name = name.clone();
                 self.forward_candidates(now, &name, assoc, candidates);
             }
-            (Peer::Node { welcomed: true, .. }, Message::Keepalive { seq }) => {
-                self.send(now, conn, &Message::KeepaliveAck { seq })
-            }
+            // Any session may probe liveness: a TCP session's transport
+            // writes keepalives on its own, before a hello or in an admin
+            // session.
+            (_, Message::Keepalive { seq }) => self.send(now, conn, &Message::KeepaliveAck { seq }),
+            (_, Message::KeepaliveAck { .. }) => {}
             (
                 Peer::Admin { name },
                 Message::AdminRequest {
@@ -689,7 +718,7 @@ impl Coordinator {
         }
     }
 
-    fn enroll(&mut self, now: Instant, conn: ConnId, join_token: &str, csr: &[u8]) {
+    fn enroll(&mut self, now: Instant, conn: SessionId, join_token: &str, csr: &[u8]) {
         let token: JoinToken = match join_token.parse() {
             Ok(token) => token,
             Err(err) => {
@@ -749,7 +778,7 @@ impl Coordinator {
     }
 
     /// The registry's verdict on a node session, or the refusal.
-    fn admitted(&self, conn: ConnId) -> Result<AdmittedNode, (RejectCode, String)> {
+    fn admitted(&self, conn: SessionId) -> Result<AdmittedNode, (RejectCode, String)> {
         let Some(Session {
             peer: Peer::Node {
                 name, fingerprint, ..
@@ -789,7 +818,7 @@ impl Coordinator {
         })
     }
 
-    fn grant_token(&mut self, now: Instant, conn: ConnId) {
+    fn grant_token(&mut self, now: Instant, conn: SessionId) {
         let AdmittedNode {
             name,
             id,
@@ -819,7 +848,7 @@ impl Coordinator {
         }
     }
 
-    fn hello(&mut self, now: Instant, conn: ConnId, node: &Name, token: &[u8]) {
+    fn hello(&mut self, now: Instant, conn: SessionId, node: &Name, token: &[u8]) {
         let AdmittedNode {
             name,
             id,
@@ -869,7 +898,9 @@ impl Coordinator {
         // One session per node: a newer one replaces the older.
         if let Some(old) = self.online.insert(name.clone(), conn) {
             if old != conn {
-                let _ = self.quic.close(now, old, 0, b"replaced by a newer session");
+                let _ = self
+                    .transport
+                    .close(now, old, 0, b"replaced by a newer session");
                 self.sessions.remove(&old);
             }
         }
@@ -963,7 +994,7 @@ impl Coordinator {
         }
     }
 
-    fn admin(&mut self, now: Instant, conn: ConnId, request_id: u32, command: AdminCommand) {
+    fn admin(&mut self, now: Instant, conn: SessionId, request_id: u32, command: AdminCommand) {
         let unix = now_unix_s(&self.config.wall_clock, now);
         let fail = |code: RejectCode, reason: String| Message::AdminResponse {
             request_id,
@@ -1134,11 +1165,11 @@ impl StateMachine for Coordinator {
             Input::Datagram(d) if d.socket == CONTROL_SOCKET && self.bound => {
                 // The handshake limit: decided before quinn sees the
                 // datagram, charged only if it opened a session.
-                self.quic.set_accepting(self.handshakes.available(now));
-                let before = self.quic.counters();
-                self.quic
+                self.transport.set_accepting(self.handshakes.available(now));
+                let before = self.transport.quic_counters();
+                self.transport
                     .handle_datagram(now, self.config.listen, d.src, d.payload);
-                let after = self.quic.counters();
+                let after = self.transport.quic_counters();
                 if after.accepted > before.accepted {
                     self.handshakes.take(now);
                     self.counters.handshakes += 1;
@@ -1153,6 +1184,11 @@ impl StateMachine for Coordinator {
             } => {
                 self.bound = true;
                 self.config.listen = local;
+                // TCP on the same port number as QUIC (DESIGN §5).
+                self.outputs.push_back(Output::ListenStream {
+                    listener: STREAM_LISTENER,
+                    local,
+                });
             }
             Input::SocketFailed {
                 socket: CONTROL_SOCKET,
@@ -1160,13 +1196,52 @@ impl StateMachine for Coordinator {
             } => {
                 tracing::error!(listen = %self.config.listen, ?reason, "the coordinator socket could not be bound");
             }
+            Input::SocketBound {
+                socket: STREAM_LISTENER,
+                local,
+            } => {
+                self.stream_listening = Some(local);
+                tracing::debug!(%local, "listening for control sessions over TCP");
+            }
+            Input::SocketFailed {
+                socket: STREAM_LISTENER,
+                reason,
+            } => {
+                // A driver without streams (the simulator) says Unsupported.
+                if reason == std::io::ErrorKind::Unsupported {
+                    tracing::debug!("this driver carries no streams: no TCP fallback");
+                } else {
+                    tracing::error!(listen = %self.config.listen, ?reason, "the TCP listener could not be opened; nodes whose UDP is blocked cannot reach this coordinator");
+                }
+            }
+            Input::StreamAccepted {
+                listener: STREAM_LISTENER,
+                stream,
+                remote,
+            } => {
+                // The same handshake limit as QUIC's, before any TLS work.
+                self.transport.set_accepting(self.handshakes.available(now));
+                if self.transport.handle_stream_accepted(now, stream, remote) {
+                    self.handshakes.take(now);
+                    self.counters.handshakes += 1;
+                } else {
+                    self.counters.handshakes_throttled += 1;
+                }
+            }
+            Input::StreamOpened { stream, .. } => self.transport.handle_stream_opened(now, stream),
+            Input::StreamData { stream, bytes } => {
+                self.transport.handle_stream_data(now, stream, bytes)
+            }
+            Input::StreamClosed { stream, error } => {
+                self.transport.handle_stream_closed(now, stream, error)
+            }
             _ => {}
         }
         self.flush(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.quic.handle_timeout(now);
+        self.transport.handle_timeout(now);
         self.expire_tokens(now);
         self.flush(now);
     }
@@ -1177,7 +1252,7 @@ impl StateMachine for Coordinator {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
-        [self.quic.poll_timeout(), lapse]
+        [self.transport.poll_timeout(), lapse]
             .into_iter()
             .flatten()
             .min()

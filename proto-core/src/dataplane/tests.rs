@@ -138,6 +138,7 @@ impl Net {
                 }
                 Output::Event(e) => self.nodes[n].events.push(e),
                 Output::Deliver { .. } => unreachable!("the data plane delivers through sockets"),
+                other => unreachable!("the data plane owns no streams: {other:?}"),
             }
         }
     }

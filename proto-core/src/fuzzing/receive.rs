@@ -295,6 +295,7 @@ impl Rig {
                 }
                 Output::Deliver { .. } => panic!("the data plane delivers through sockets"),
                 Output::Event(event) => events.push(event),
+                other => panic!("the data plane owns no streams: {other:?}"),
             }
         }
         (sent, events)

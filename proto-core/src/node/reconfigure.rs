@@ -206,7 +206,8 @@ impl Node {
         }
         self.config.services = services;
         if !report.is_empty() {
-            self.session.register(now, &mut self.quic, &self.config);
+            self.session
+                .register(now, &mut self.transport, &self.config);
         }
         self.after(now);
         Ok(report)

@@ -2,7 +2,20 @@
 //! say hello, register services, then follow the coordinator's pushes;
 //! reconnect with jittered exponential backoff, refresh the token at half
 //! its life.
+//!
+//! With the TCP fallback on ([`TcpFallback`]), an attempt starts over QUIC;
+//! when its handshake does not complete within the bound (UDP blocked: no
+//! answer at all), TCP to the same address and port is tried at once. An
+//! answer that refuses (a TLS refusal, the coordinator's handshake limit)
+//! is not a reason to fall back: that coordinator is reachable over UDP, and
+//! the ordinary backoff applies. While a session runs over TCP, QUIC is
+//! tried again every `quic_retry`; a QUIC handshake that completes takes the
+//! session over (token, hello, services again; the coordinator replaces the
+//! TCP session with it). After any session ends, the next attempt starts
+//! over QUIC again.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -12,12 +25,35 @@ use super::{backoff, Credentials, NodeConfig, NodeEvent};
 use crate::control::msg::{
     self, Candidate, CandidateKind, FrameDecoder, Message, Name, RejectCode,
 };
-use crate::control::quic::{CloseReason, ConnId, QuicEndpoint, QuicEvent};
+use crate::control::quic::CloseReason;
 use crate::control::tls_config::{client_config, TlsIdentity};
+use crate::control::transport::{Carrier, ControlEvent, ControlTransport, SessionId};
 use crate::csprng::Drbg;
 use crate::dataplane::{DataPlane, PathKind};
 use crate::id::AssocId;
 use crate::wire::KEY_LEN;
+
+/// When the node falls back to TCP, and how often it tries QUIC again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpFallback {
+    /// How long a QUIC handshake may take before TCP is tried.
+    pub quic_bound: Duration,
+    /// While on TCP, how often a QUIC handshake is tried again.
+    pub quic_retry: Duration,
+}
+
+impl Default for TcpFallback {
+    /// TCP after 3 s without a QUIC handshake (a handshake over a working
+    /// path takes a few round trips, well under a second even across a
+    /// continent; quinn's first retransmissions are within 3 s); QUIC again
+    /// every 60 s.
+    fn default() -> Self {
+        Self {
+            quic_bound: Duration::from_secs(3),
+            quic_retry: Duration::from_secs(60),
+        }
+    }
+}
 
 /// Where the control session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +119,19 @@ pub(super) enum Effect {
 #[derive(Debug)]
 pub(super) struct Session {
     state: SessionState,
-    conn: Option<ConnId>,
+    conn: Option<SessionId>,
+    /// What carries `conn`, and whether it completed its handshake.
+    carrier: Carrier,
+    connected: bool,
+    /// The coordinator address of the current attempt (TCP goes there too).
+    remote: Option<SocketAddr>,
+    next_carrier: Carrier,
+    fallback: Option<TcpFallback>,
+    /// A QUIC attempt not connected by then falls back to TCP.
+    handshake_deadline: Option<Instant>,
+    /// A QUIC attempt made while the session runs over TCP.
+    probe: Option<(SessionId, Instant)>,
+    next_probe: Option<Instant>,
     decoder: FrameDecoder,
     attempt: u32,
     coordinator: usize,
@@ -102,6 +150,14 @@ impl Session {
         Self {
             state: SessionState::Idle,
             conn: None,
+            carrier: Carrier::Quic,
+            connected: false,
+            remote: None,
+            next_carrier: Carrier::Quic,
+            fallback: None,
+            handshake_deadline: None,
+            probe: None,
+            next_probe: None,
             decoder: FrameDecoder::new(),
             attempt: 0,
             coordinator: 0,
@@ -116,6 +172,21 @@ impl Session {
         self.state
     }
 
+    /// The current session, if any.
+    #[cfg(test)]
+    pub(super) fn conn(&self) -> Option<SessionId> {
+        self.conn
+    }
+
+    pub(super) fn set_fallback(&mut self, fallback: Option<TcpFallback>) {
+        self.fallback = fallback;
+    }
+
+    /// What carries the session, once its handshake completed.
+    pub(super) fn carrier(&self) -> Option<Carrier> {
+        (self.conn.is_some() && self.connected).then_some(self.carrier)
+    }
+
     pub(super) fn token_expires(&self) -> Option<u64> {
         self.token.as_ref().map(|(_, e)| *e)
     }
@@ -125,13 +196,19 @@ impl Session {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_attempt, self.refresh_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_attempt,
+            self.refresh_at,
+            self.handshake_deadline,
+            self.next_probe,
+            self.probe.map(|(_, at)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    fn send(&mut self, now: Instant, quic: &mut QuicEndpoint, message: &Message) {
+    fn send(&mut self, now: Instant, quic: &mut ControlTransport, message: &Message) {
         let Some(conn) = self.conn else { return };
         let mut buf = BytesMut::new();
         if msg::encode(message, &mut buf).is_ok() {
@@ -144,7 +221,12 @@ impl Session {
     /// Sends the node's services and the peers they consent to again (the
     /// operator changed them); on a session that is not live yet, the
     /// registration after the next welcome carries them.
-    pub(super) fn register(&mut self, now: Instant, quic: &mut QuicEndpoint, config: &NodeConfig) {
+    pub(super) fn register(
+        &mut self,
+        now: Instant,
+        quic: &mut ControlTransport,
+        config: &NodeConfig,
+    ) {
         if self.state != SessionState::Live {
             return;
         }
@@ -156,7 +238,7 @@ impl Session {
     pub(super) fn report_candidates(
         &mut self,
         now: Instant,
-        quic: &mut QuicEndpoint,
+        quic: &mut ControlTransport,
         plane: &DataPlane,
         assoc: AssocId,
         config: &NodeConfig,
@@ -195,13 +277,7 @@ impl Session {
         }
     }
 
-    fn connect(
-        &mut self,
-        now: Instant,
-        quic: &mut QuicEndpoint,
-        config: &NodeConfig,
-        drbg: &mut Drbg,
-    ) -> Vec<Effect> {
+    fn client_tls(config: &NodeConfig) -> Result<Arc<rustls::ClientConfig>, String> {
         let identity = match &config.credentials {
             Credentials::Enrolled(identity) => Some(TlsIdentity {
                 chain: identity.chain.clone(),
@@ -209,32 +285,80 @@ impl Session {
             }),
             Credentials::Enroll { .. } => None,
         };
-        let remote = config.coordinators[self.coordinator % config.coordinators.len()];
-        self.coordinator += 1;
-        let tls = match client_config(&config.root, identity) {
+        client_config(&config.root, identity).map_err(|e| e.to_string())
+    }
+
+    fn connect(
+        &mut self,
+        now: Instant,
+        quic: &mut ControlTransport,
+        config: &NodeConfig,
+        drbg: &mut Drbg,
+    ) -> Vec<Effect> {
+        let carrier = self.next_carrier;
+        self.next_carrier = Carrier::Quic;
+        let remote = match (carrier, self.remote) {
+            (Carrier::Tcp, Some(remote)) => remote,
+            _ => {
+                let remote = config.coordinators[self.coordinator % config.coordinators.len()];
+                self.coordinator += 1;
+                remote
+            }
+        };
+        self.remote = Some(remote);
+        let tls = match Self::client_tls(config) {
             Ok(tls) => tls,
             Err(err) => {
                 tracing::error!(%err, "the node's TLS identity is unusable");
-                return self.lost(now, drbg);
+                return self.lost(now, quic, drbg);
             }
         };
-        match quic.connect(now, remote, &config.coordinator_name, tls) {
+        match quic.connect(now, carrier, remote, &config.coordinator_name, tls) {
             Ok(conn) => {
-                tracing::debug!(%remote, %conn, "connecting to the coordinator");
+                tracing::debug!(%remote, %conn, %carrier, "connecting to the coordinator");
                 self.conn = Some(conn);
+                self.carrier = carrier;
+                self.connected = false;
+                self.handshake_deadline = match (carrier, self.fallback) {
+                    (Carrier::Quic, Some(fallback)) => Some(now + fallback.quic_bound),
+                    _ => None,
+                };
                 self.decoder = FrameDecoder::new();
                 self.state = SessionState::Connecting;
                 vec![Effect::Event(NodeEvent::Session(self.state))]
             }
             Err(err) => {
-                tracing::warn!(%remote, %err, "cannot connect");
-                self.lost(now, drbg)
+                tracing::warn!(%remote, %err, %carrier, "cannot connect");
+                self.lost(now, quic, drbg)
             }
         }
     }
 
-    fn lost(&mut self, now: Instant, drbg: &mut Drbg) -> Vec<Effect> {
+    /// The QUIC attempt got no answer in time: TCP to the same address, now.
+    fn fall_back(
+        &mut self,
+        now: Instant,
+        quic: &mut ControlTransport,
+        config: &NodeConfig,
+        drbg: &mut Drbg,
+    ) -> Vec<Effect> {
+        if let Some(conn) = self.conn.take() {
+            let _ = quic.close(now, conn, 0, b"no QUIC handshake in time");
+        }
+        self.handshake_deadline = None;
+        tracing::info!(remote = ?self.remote, "no QUIC handshake with the coordinator in time; trying TCP");
+        self.next_carrier = Carrier::Tcp;
+        self.connect(now, quic, config, drbg)
+    }
+
+    fn lost(&mut self, now: Instant, quic: &mut ControlTransport, drbg: &mut Drbg) -> Vec<Effect> {
         self.conn = None;
+        self.connected = false;
+        self.handshake_deadline = None;
+        self.next_probe = None;
+        if let Some((probe, _)) = self.probe.take() {
+            let _ = quic.close(now, probe, 0, b"session lost");
+        }
         self.refresh_at = None;
         let wait = backoff(self.attempt, drbg);
         self.attempt = self.attempt.saturating_add(1);
@@ -248,10 +372,59 @@ impl Session {
         vec![Effect::Event(NodeEvent::Session(self.state))]
     }
 
+    /// While on TCP: starts a QUIC attempt when due, gives up on one that
+    /// took too long.
+    fn probe_quic(&mut self, now: Instant, quic: &mut ControlTransport, config: &NodeConfig) {
+        let Some(fallback) = self.fallback else {
+            return;
+        };
+        if let Some((probe, deadline)) = self.probe {
+            if deadline <= now {
+                tracing::debug!("QUIC still gets no handshake; staying on TCP");
+                let _ = quic.close(now, probe, 0, b"no QUIC handshake in time");
+                self.probe = None;
+                self.next_probe = Some(now + fallback.quic_retry);
+            }
+            return;
+        }
+        if self.next_probe.is_none_or(|at| at > now) {
+            return;
+        }
+        self.next_probe = None;
+        let (Some(remote), Ok(tls)) = (self.remote, Self::client_tls(config)) else {
+            return;
+        };
+        match quic.connect(now, Carrier::Quic, remote, &config.coordinator_name, tls) {
+            Ok(probe) => self.probe = Some((probe, now + fallback.quic_bound)),
+            Err(_) => self.next_probe = Some(now + fallback.quic_retry),
+        }
+    }
+
+    /// A QUIC attempt made while on TCP connected: the session moves to it.
+    fn adopt_probe(
+        &mut self,
+        now: Instant,
+        quic: &mut ControlTransport,
+        probe: SessionId,
+    ) -> Vec<Effect> {
+        self.probe = None;
+        if let Some(old) = self.conn.replace(probe) {
+            let _ = quic.close(now, old, 0, b"moving to QUIC");
+        }
+        tracing::info!("QUIC works again; the control session moves from TCP to QUIC");
+        self.carrier = Carrier::Quic;
+        self.connected = true;
+        self.decoder = FrameDecoder::new();
+        self.refresh_at = None;
+        self.state = SessionState::Authenticating;
+        self.send(now, quic, &Message::TokenRequest);
+        vec![Effect::Event(NodeEvent::Session(self.state))]
+    }
+
     pub(super) fn drive(
         &mut self,
         now: Instant,
-        quic: &mut QuicEndpoint,
+        quic: &mut ControlTransport,
         config: &NodeConfig,
         drbg: &mut Drbg,
     ) -> Vec<Effect> {
@@ -260,13 +433,30 @@ impl Session {
             self.next_attempt = None;
             effects.extend(self.connect(now, quic, config, drbg));
         }
+        if self.conn.is_some()
+            && !self.connected
+            && self.handshake_deadline.is_some_and(|at| at <= now)
+        {
+            effects.extend(self.fall_back(now, quic, config, drbg));
+        }
+        if self.state == SessionState::Live && self.carrier == Carrier::Tcp {
+            self.probe_quic(now, quic, config);
+        }
         if self.state == SessionState::Live && self.refresh_at.is_some_and(|at| at <= now) {
             self.refresh_at = None;
             self.send(now, quic, &Message::TokenRequest);
         }
         while let Some(event) = quic.poll_event() {
             match event {
-                QuicEvent::Connected { conn, .. } if Some(conn) == self.conn => {
+                ControlEvent::Connected {
+                    session, carrier, ..
+                } if Some(session) == self.conn => {
+                    self.connected = true;
+                    self.handshake_deadline = None;
+                    tracing::info!(%carrier, "control session connected");
+                    if carrier == Carrier::Tcp {
+                        self.next_probe = self.fallback.map(|f| now + f.quic_retry);
+                    }
                     match &config.credentials {
                         Credentials::Enroll {
                             join_token,
@@ -288,7 +478,12 @@ impl Session {
                         }
                     }
                 }
-                QuicEvent::Received { conn, bytes } if Some(conn) == self.conn => {
+                ControlEvent::Connected { session, .. }
+                    if self.probe.is_some_and(|(p, _)| p == session) =>
+                {
+                    effects.extend(self.adopt_probe(now, quic, session));
+                }
+                ControlEvent::Received { session, bytes } if Some(session) == self.conn => {
                     self.decoder.push(&bytes);
                     loop {
                         match self.decoder.next() {
@@ -298,17 +493,33 @@ impl Session {
                             Ok(None) => break,
                             Err(err) => {
                                 tracing::warn!(%err, "bad frame from the coordinator");
-                                let _ = quic.close(now, conn, 1, b"malformed");
+                                let _ = quic.close(now, session, 1, b"malformed");
                                 break;
                             }
                         }
                     }
                 }
-                QuicEvent::Closed { conn, reason } if Some(conn) == self.conn => {
+                ControlEvent::Closed { session, reason } if Some(session) == self.conn => {
                     if let CloseReason::HandshakeFailed(why) = &reason {
-                        tracing::warn!(%why, "coordinator handshake failed");
+                        tracing::warn!(%why, carrier = %self.carrier, "coordinator handshake failed");
                     }
-                    effects.extend(self.lost(now, drbg));
+                    let unanswered = reason == CloseReason::TimedOut;
+                    if !self.connected
+                        && self.carrier == Carrier::Quic
+                        && self.fallback.is_some()
+                        && unanswered
+                    {
+                        self.conn = None;
+                        effects.extend(self.fall_back(now, quic, config, drbg));
+                    } else {
+                        effects.extend(self.lost(now, quic, drbg));
+                    }
+                }
+                ControlEvent::Closed { session, .. }
+                    if self.probe.is_some_and(|(p, _)| p == session) =>
+                {
+                    self.probe = None;
+                    self.next_probe = self.fallback.map(|f| now + f.quic_retry);
                 }
                 _ => {}
             }
@@ -319,7 +530,7 @@ impl Session {
     fn on_message(
         &mut self,
         now: Instant,
-        quic: &mut QuicEndpoint,
+        quic: &mut ControlTransport,
         config: &NodeConfig,
         message: Message,
     ) -> Vec<Effect> {
@@ -338,10 +549,12 @@ impl Session {
                 };
                 effects.push(Effect::Event(NodeEvent::Enrolled { chain: chain_der }));
                 effects.push(Effect::Identity(identity));
-                // Reconnect with the certificate at once.
+                // Reconnect with the certificate at once, over what worked.
                 if let Some(conn) = self.conn.take() {
                     let _ = quic.close(now, conn, 0, b"enrolled");
                 }
+                self.next_carrier = self.carrier;
+                self.connected = false;
                 self.attempt = 0;
                 self.next_attempt = Some(now);
                 self.state = SessionState::Backoff;

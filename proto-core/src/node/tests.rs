@@ -1,6 +1,11 @@
 //! Two real nodes and a real coordinator in virtual time (mutual TLS over
 //! QUIC, mutual-consent associations, path validation), used to check that
-//! [`Node::reconfigure`] disturbs only what changed.
+//! [`Node::reconfigure`] disturbs only what changed. The harness also
+//! carries byte streams (TCP) between the nodes and the coordinator, and
+//! can block a node's UDP to the coordinator, for the TCP fallback's tests
+//! in [`tcp_fallback`].
+
+mod tcp_fallback;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +22,7 @@ use crate::coordinator::registry::{Op, Registry};
 use crate::coordinator::{Coordinator, CoordinatorConfig, CoordinatorEvent};
 use crate::dataplane::{AssociationView, PathState, UplinkSpec};
 use crate::id::{PathId, UplinkId};
-use crate::machine::{Datagram, Input};
+use crate::machine::{Datagram, Input, StreamId};
 use crate::pki::{self, CertTerms, Ed25519PublicKey};
 use crate::time::WallClock;
 
@@ -81,14 +86,38 @@ struct Host {
     local: Vec<(SocketAddr, SocketAddr, Bytes)>,
 }
 
+/// One end of a stream in the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum End {
+    Coordinator,
+    Host(usize),
+}
+
+/// What crosses a stream.
+#[derive(Debug)]
+enum Wire {
+    Opened,
+    Bytes(Bytes),
+    Closed,
+}
+
 struct Mesh {
     now: Instant,
     coordinator: Coordinator,
     listen: SocketAddr,
     hub_socket: Option<SocketId>,
+    /// The coordinator's TCP listener, once open.
+    hub_listener: Option<SocketId>,
     hosts: Vec<Host>,
     in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Bytes)>,
+    /// (arrival, seq) -> (to, its stream, what)
+    streams_in_flight: BTreeMap<(Instant, u64), (End, StreamId, Wire)>,
+    /// Each stream end's peer end.
+    stream_peer: BTreeMap<(End, StreamId), (End, StreamId)>,
+    next_accepted: u64,
     seq: u64,
+    /// Hosts whose UDP to and from the coordinator is dropped.
+    udp_blocked: BTreeSet<usize>,
 }
 
 impl Mesh {
@@ -195,9 +224,81 @@ impl Mesh {
             coordinator,
             listen,
             hub_socket: None,
+            hub_listener: None,
             hosts,
             in_flight: BTreeMap::new(),
+            streams_in_flight: BTreeMap::new(),
+            stream_peer: BTreeMap::new(),
+            next_accepted: 0,
             seq: 0,
+            udp_blocked: BTreeSet::new(),
+        }
+    }
+
+    fn post(&mut self, to: End, stream: StreamId, wire: Wire) {
+        self.seq += 1;
+        self.streams_in_flight
+            .insert((self.now + DELAY, self.seq), (to, stream, wire));
+    }
+
+    /// A stream output of `from`.
+    fn stream_output(&mut self, from: End, output: Output<()>) {
+        let now = self.now;
+        match output {
+            Output::ConnectStream { stream, remote } => {
+                let Some(listener) = self.hub_listener.filter(|_| remote == self.listen) else {
+                    self.post(from, stream, Wire::Closed);
+                    return;
+                };
+                self.next_accepted += 1;
+                let accepted = StreamId(StreamId::ACCEPTED | self.next_accepted);
+                self.stream_peer
+                    .insert((from, stream), (End::Coordinator, accepted));
+                self.stream_peer
+                    .insert((End::Coordinator, accepted), (from, stream));
+                let End::Host(n) = from else { return };
+                let remote = SocketAddr::new(self.hosts[n].public, 50_000);
+                self.coordinator.handle_input(
+                    now,
+                    Input::StreamAccepted {
+                        listener,
+                        stream: accepted,
+                        remote,
+                    },
+                );
+                self.post(from, stream, Wire::Opened);
+            }
+            Output::StreamWrite { stream, bytes } => {
+                if let Some(&(to, peer)) = self.stream_peer.get(&(from, stream)) {
+                    self.post(to, peer, Wire::Bytes(bytes));
+                }
+            }
+            Output::CloseStream { stream } => {
+                if let Some((to, peer)) = self.stream_peer.remove(&(from, stream)) {
+                    self.stream_peer.remove(&(to, peer));
+                    self.post(to, peer, Wire::Closed);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver_stream(&mut self, to: End, stream: StreamId, wire: Wire) {
+        let now = self.now;
+        let input = match &wire {
+            Wire::Opened => Input::StreamOpened {
+                stream,
+                local: addr("192.0.2.99:50000"),
+            },
+            Wire::Bytes(bytes) => Input::StreamData { stream, bytes },
+            Wire::Closed => Input::StreamClosed {
+                stream,
+                error: None,
+            },
+        };
+        match to {
+            End::Coordinator => self.coordinator.handle_input(now, input),
+            End::Host(n) => self.hosts[n].node.handle_input(now, input),
         }
     }
 
@@ -218,7 +319,18 @@ impl Mesh {
                 }
                 Output::Transmit(t) => self.send(t.dst, self.listen, t.payload),
                 Output::Event(CoordinatorEvent::Append(_)) => self.coordinator.committed(now),
-                _ => {}
+                Output::ListenStream { listener, local } => {
+                    self.hub_listener = Some(listener);
+                    self.coordinator.handle_input(
+                        now,
+                        Input::SocketBound {
+                            socket: listener,
+                            local,
+                        },
+                    );
+                }
+                Output::Event(_) => {}
+                other => self.stream_output(End::Coordinator, other.map_event(|_| ())),
             }
         }
         for n in 0..self.hosts.len() {
@@ -242,12 +354,12 @@ impl Mesh {
                         let src = host.bound[&t.socket];
                         if t.dst.ip().is_loopback() {
                             host.local.push((src, t.dst, t.payload));
-                        } else {
+                        } else if !(self.udp_blocked.contains(&n) && t.dst == self.listen) {
                             self.send(t.dst, src, t.payload);
                         }
                     }
                     Output::Event(e) => host.events.push(e),
-                    _ => {}
+                    other => self.stream_output(End::Host(n), other.map_event(|_| ())),
                 }
             }
         }
@@ -258,13 +370,14 @@ impl Mesh {
         loop {
             self.drain();
             let packet = self.in_flight.keys().next().map(|k| k.0);
+            let wire = self.streams_in_flight.keys().next().map(|k| k.0);
             let timers = self
                 .hosts
                 .iter()
                 .filter_map(|h| h.node.poll_timeout())
                 .chain(self.coordinator.poll_timeout())
                 .min();
-            let Some(next) = [packet, timers]
+            let Some(next) = [packet, wire, timers]
                 .into_iter()
                 .flatten()
                 .min()
@@ -274,7 +387,10 @@ impl Mesh {
             };
             self.now = self.now.max(next);
             let now = self.now;
-            if packet == Some(next) {
+            if wire == Some(next) && packet != Some(next) {
+                let (_, (to, stream, wire)) = self.streams_in_flight.pop_first().unwrap();
+                self.deliver_stream(to, stream, wire);
+            } else if packet == Some(next) {
                 let (_, (dst, src, payload)) = self.in_flight.pop_first().unwrap();
                 let d = |socket| Datagram {
                     socket,

@@ -80,6 +80,7 @@ impl Pair {
                 Output::Deliver { payload, .. } => self.delivered[side].push(payload),
                 Output::Event(e) => self.events[side].push(e),
                 Output::CloseSocket { .. } => {}
+                other => unreachable!("the prober owns no streams: {other:?}"),
             }
         }
     }
