@@ -212,8 +212,10 @@ pub fn run(args: &UdpArgs) -> Result<()> {
 /// beta's the receiver, and they are associated with each other.
 fn mesh_spec(sender: SocketAddr, receiver: SocketAddr, pid: u32) -> Result<MeshSpec> {
     let port = || -> Result<SocketAddr> { Ok(SocketAddr::new(LOOPBACK, free_port(LOOPBACK)?)) };
-    // Ingress ports come from a range; spread concurrent runs apart.
-    let base = 30_000 + (pid % 100) as u16 * 200;
+    // Ingress ports come from a range below Linux's ephemeral ports (32768
+    // and up), so the sender's and receiver's own ports never fall in it;
+    // concurrent runs are spread apart.
+    let base = 20_000 + (pid % 60) as u16 * 200;
     let node = |name: &str, peer: &str, target: SocketAddr, range: u16| -> Result<NodeSpec> {
         Ok(NodeSpec {
             name: name.to_owned(),
