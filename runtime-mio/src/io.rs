@@ -6,16 +6,20 @@
 //! is either *possibly readable* (after an event, or just bound) or *drained*
 //! (a receive returned `WouldBlock`), and [`MioIo::recv`] only calls the
 //! possibly readable ones, round-robin so one busy socket cannot starve the
-//! rest.
+//! rest. Outgoing byte streams (the control plane's TCP fallback) live in
+//! [`crate::stream`], under tokens above every socket's.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Bound;
 
+use bytes::Bytes;
 use mio::{Interest, Registry, Token};
-use transitloom_proto_core::driver::{RecvBatch, UdpIo};
-use transitloom_proto_core::{SocketId, Transmit};
+use transitloom_proto_core::driver::{RecvBatch, StreamEvent, UdpIo};
+use transitloom_proto_core::{SocketId, StreamId, Transmit};
+
+use crate::stream::MioStreams;
 
 use crate::udp::{bind_socket, SocketCounters, SocketOffload};
 
@@ -40,6 +44,7 @@ pub struct MioIo {
     cursor: Option<SocketId>,
     scratch: Vec<u8>,
     unknown_socket_drops: u64,
+    streams: MioStreams,
 }
 
 impl MioIo {
@@ -51,6 +56,7 @@ impl MioIo {
             cursor: None,
             scratch: Vec::new(),
             unknown_socket_drops: 0,
+            streams: MioStreams::new(),
         }
     }
 
@@ -62,6 +68,9 @@ impl MioIo {
     /// Marks the socket behind `token` possibly readable (a readiness event
     /// arrived for it). Unknown tokens are ignored.
     pub fn mark_readable(&mut self, token: Token) {
+        if self.streams.mark_ready(token) {
+            return;
+        }
         let Ok(id) = u32::try_from(token.0) else {
             return;
         };
@@ -72,7 +81,7 @@ impl MioIo {
 
     /// True when some socket may have data that has not been received yet.
     pub fn has_readable(&self) -> bool {
-        self.sockets.values().any(|s| s.readable)
+        self.sockets.values().any(|s| s.readable) || self.streams.has_work()
     }
 
     /// The address a socket is bound to.
@@ -180,5 +189,21 @@ impl UdpIo for MioIo {
             }
         }
         sent
+    }
+
+    fn connect_stream(&mut self, stream: StreamId, remote: SocketAddr) -> io::Result<()> {
+        self.streams.connect(&self.registry, stream, remote)
+    }
+
+    fn write_stream(&mut self, stream: StreamId, bytes: Bytes) {
+        self.streams.write(stream, bytes);
+    }
+
+    fn close_stream(&mut self, stream: StreamId) {
+        self.streams.close(&self.registry, stream);
+    }
+
+    fn poll_stream_event(&mut self) -> Option<StreamEvent> {
+        self.streams.poll_event(&self.registry)
     }
 }

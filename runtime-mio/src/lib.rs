@@ -5,8 +5,10 @@
 //! and tracks mio's edge-triggered readiness per socket; [`MioDriver`] pumps
 //! the machine and polls until a socket is readable or the machine's next
 //! deadline, and a [`DriverHandle`] wakes or stops it from another thread.
-//! The quinn-udp layer ([`udp`]) and the clocks ([`clock`]) are shared with
-//! the tokio and smol runtimes, so all three move datagrams the same way.
+//! Outgoing TCP streams carry the node's control session when UDP to the
+//! coordinator is blocked. The quinn-udp layer ([`udp`]) and the clocks
+//! ([`clock`]) are shared with the tokio and smol runtimes, so all three
+//! move datagrams the same way.
 //!
 //! ```no_run
 //! use transitloom_proto_core::probe::{Prober, ProberConfig, ProbeEvent};
@@ -43,6 +45,8 @@ mod io;
 pub mod logging;
 pub mod node_daemon;
 pub mod status;
+mod stream;
+pub mod tcp;
 pub mod udp;
 
 pub use clock::{wall_clock_now, SystemClock};

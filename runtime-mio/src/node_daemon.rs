@@ -28,7 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::dataplane::{DataEvent, SocketRole};
-use transitloom_proto_core::node::{self, Credentials, Node, NodeEvent, ServiceSpec};
+use transitloom_proto_core::node::{
+    self, Credentials, Node, NodeEvent, ServiceSpec, SessionState, TcpFallback,
+};
 use transitloom_proto_core::ServiceId;
 
 pub use identity::{CERT_FILE, KEY_FILE};
@@ -103,8 +105,10 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let setup = Setup::prepare(file)?;
     let root = identity::read_root(&setup.config)?;
     let (credentials, enrolled) = identity::credentials(&setup.config)?;
-    let node = Node::new(node_config(&setup, root, credentials)?)
+    let mut node = Node::new(node_config(&setup, root, credentials)?)
         .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
+    // QUIC first; TCP to the same address and port when UDP is blocked.
+    node.set_tcp_fallback(Some(TcpFallback::default()));
     let mut driver = MioDriver::new(node)
         .map_err(|e| DaemonError::Runtime(format!("the event loop cannot start: {e}")))?;
     let mut daemon = Daemon {
@@ -268,6 +272,10 @@ impl Daemon {
                 self.save_chain(Instant::now());
             }
             NodeEvent::Session(state) => {
+                if state == SessionState::Live {
+                    let transport = node.control_transport().map_or("none", |c| c.as_str());
+                    tracing::info!(transport, "control session live");
+                }
                 let admission = self.standing.admission(state);
                 // Retries through the same standing are not news.
                 if admission == self.shown_admission {

@@ -45,6 +45,10 @@ pub struct NodeInfo {
     pub admission: String,
     /// Seconds until the admission token expires, when there is one.
     pub token_expires_in_s: Option<u64>,
+    /// What carries the control session: `quic`, or `tcp` when UDP to the
+    /// coordinator is blocked; absent while no session is connected.
+    #[serde(default)]
+    pub control_transport: Option<String>,
     /// The NAT behaviour seen; NAT classification is not built yet, so
     /// always `unknown`.
     pub nat: String,
@@ -207,6 +211,21 @@ impl NodeStatus {
                 node.clone(),
                 f64::from(u8::from(self.node.admission == "admitted")),
             )],
+        );
+        family(
+            "transitloom_node_control_transport",
+            "gauge",
+            "1 for the carrier of the connected control session (quic or tcp).",
+            ["quic", "tcp"]
+                .into_iter()
+                .map(|carrier| {
+                    let on = self.node.control_transport.as_deref() == Some(carrier);
+                    (
+                        format!("{node},transport=\"{carrier}\""),
+                        f64::from(u8::from(on)),
+                    )
+                })
+                .collect(),
         );
         family(
             "transitloom_node_reloads_total",

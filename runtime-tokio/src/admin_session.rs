@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use transitloom_proto_core::admin::{AdminClient, AdminEvent};
+use transitloom_proto_core::admin::{AdminCarrier, AdminClient, AdminEvent};
 use transitloom_proto_core::control::msg::{AdminCommand, AdminReply, RejectCode};
 use transitloom_proto_core::control::tls_config::TlsIdentity;
 use transitloom_proto_core::csprng::{Drbg, SEED_LEN};
@@ -22,10 +22,14 @@ use crate::pki_files::{
 };
 use crate::{wall_clock_now, Exit, TokioDriver};
 
+/// How long `tlctl` waits for a QUIC handshake before it tries TCP.
+pub const QUIC_BOUND: Duration = Duration::from_secs(3);
+
 /// Where and as whom an admin command goes.
 #[derive(Debug, Clone)]
 pub struct AdminTarget {
-    /// The coordinator's control address (UDP).
+    /// The coordinator's control address (QUIC over UDP, and TCP on the
+    /// same port).
     pub coordinator: SocketAddr,
     /// The name its certificate carries (`issue-coordinator --name`).
     pub server_name: String,
@@ -33,6 +37,8 @@ pub struct AdminTarget {
     pub admin_dir: PathBuf,
     /// How long to wait for the answer, handshake included.
     pub timeout: Duration,
+    /// QUIC, TCP, or QUIC then TCP.
+    pub carrier: AdminCarrier,
 }
 
 /// Why an admin command failed.
@@ -134,7 +140,7 @@ pub fn send(target: &AdminTarget, command: AdminCommand) -> Result<AdminReply, A
         SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
     };
-    let client = AdminClient::new(
+    let mut client = AdminClient::new(
         bind,
         target.coordinator,
         &target.server_name,
@@ -144,6 +150,7 @@ pub fn send(target: &AdminTarget, command: AdminCommand) -> Result<AdminReply, A
         Drbg::new(seed),
     )
     .map_err(|e| AdminSessionError::Local(e.to_string()))?;
+    client.set_carrier(target.carrier);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,9 +10,10 @@
 //! `/status` and `/metrics` are republished at most every 250 ms, and at
 //! once after a write. SIGTERM or SIGINT stops it (exit 0).
 //!
-//! The control plane listens on UDP (QUIC) only: the TCP + TLS fallback of
-//! DESIGN §5 is not built yet, and neither are relays (`[relay] data = true`
-//! is refused).
+//! The control plane listens on UDP (QUIC) and, on the same port number, on
+//! TCP (TLS 1.3, the fallback of DESIGN §5 for clients whose UDP is
+//! blocked); both must open or the daemon does not start. Relays are not
+//! built yet (`[relay] data = true` is refused).
 
 pub mod config;
 pub mod pki;
@@ -179,6 +180,19 @@ async fn run(
             reason,
         });
     };
+    if driver.machine().stream_listening().is_none() {
+        let reason = transitloom_runtime_mio::tcp::listen(listen)
+            .err()
+            .map_or_else(
+                || "the TCP listener could not be opened".to_owned(),
+                |e| e.to_string(),
+            );
+        return Err(DaemonError::Bind {
+            what: "listen (TCP)",
+            addr: listen,
+            reason,
+        });
+    }
     let place = status::Place {
         name: settings.name.clone(),
         listen,
@@ -198,7 +212,7 @@ async fn run(
         name = %settings.name,
         %listen,
         status = %status_server.local_addr(),
-        "coordinator running (control plane on QUIC/UDP; TCP fallback not built yet)"
+        "coordinator running (control plane on QUIC/UDP and TLS/TCP, same port)"
     );
 
     let mut tick = tokio::time::interval(PUBLISH_EVERY);

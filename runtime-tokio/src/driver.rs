@@ -99,7 +99,7 @@ impl<M: StateMachine> TokioDriver<M> {
     /// Waits until a socket is readable, the machine's next deadline or
     /// `until`; when work is pending it only yields to the scheduler once.
     pub async fn wait(&mut self, until: Option<Instant>) {
-        if self.dirty || self.report.more_pending {
+        if self.dirty || self.report.more_pending || self.io.has_stream_events() {
             tokio::task::yield_now().await;
             return;
         }
@@ -113,7 +113,7 @@ impl<M: StateMachine> TokioDriver<M> {
             }
             (Some(at), slot @ None) => Some(slot.insert(Box::pin(tokio::time::sleep_until(at)))),
         };
-        let io = &self.io;
+        let io = &mut self.io;
         poll_fn(|cx| {
             if io.poll_any_readable(cx).is_ready() {
                 return Poll::Ready(());

@@ -4,7 +4,9 @@
 //! socket's readiness exactly when quinn-udp reports `WouldBlock` and the
 //! driver's next wait sleeps until the reactor sees new data. Sends call
 //! quinn-udp directly: a full send buffer drops the datagram, as UDP may, so
-//! write readiness is never awaited and tokio need not track it.
+//! write readiness is never awaited and tokio need not track it. TCP
+//! listeners and streams (the control plane's fallback) live in
+//! [`crate::stream`].
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,10 +14,11 @@ use std::net::SocketAddr;
 use std::ops::Bound;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use transitloom_proto_core::driver::{RecvBatch, UdpIo};
-use transitloom_proto_core::{SocketId, Transmit};
+use transitloom_proto_core::driver::{RecvBatch, StreamEvent, UdpIo};
+use transitloom_proto_core::{SocketId, StreamId, Transmit};
 use transitloom_runtime_mio::udp::{bind_socket, SocketCounters, SocketOffload};
 
 /// One open socket.
@@ -35,6 +38,7 @@ pub struct TokioIo {
     cursor: Option<SocketId>,
     scratch: Vec<u8>,
     unknown_socket_drops: u64,
+    streams: crate::stream::TokioStreams,
 }
 
 impl TokioIo {
@@ -63,9 +67,17 @@ impl TokioIo {
         self.unknown_socket_drops
     }
 
-    /// Ready when tokio believes some socket is readable; otherwise registers
-    /// `cx` with every socket.
-    pub(crate) fn poll_any_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Whether stream events wait to be fed to the machine.
+    pub(crate) fn has_stream_events(&self) -> bool {
+        self.streams.has_events()
+    }
+
+    /// Ready when tokio believes some socket, listener or stream has
+    /// something; otherwise registers `cx` with all of them.
+    pub(crate) fn poll_any_readable(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.streams.poll_ready(cx).is_ready() {
+            return Poll::Ready(());
+        }
         for (id, entry) in &self.sockets {
             if let Poll::Ready(result) = entry.socket.poll_recv_ready(cx) {
                 if let Err(err) = result {
@@ -161,5 +173,25 @@ impl UdpIo for TokioIo {
             }
         }
         sent
+    }
+
+    fn listen_stream(&mut self, listener: SocketId, local: SocketAddr) -> io::Result<SocketAddr> {
+        self.streams.listen(listener, local)
+    }
+
+    fn connect_stream(&mut self, stream: StreamId, remote: SocketAddr) -> io::Result<()> {
+        self.streams.connect(stream, remote)
+    }
+
+    fn write_stream(&mut self, stream: StreamId, bytes: Bytes) {
+        self.streams.write(stream, bytes);
+    }
+
+    fn close_stream(&mut self, stream: StreamId) {
+        self.streams.close(stream);
+    }
+
+    fn poll_stream_event(&mut self) -> Option<StreamEvent> {
+        self.streams.poll_event()
     }
 }

@@ -49,6 +49,7 @@
 
 mod driver;
 mod io;
+mod stream;
 
 pub use driver::{Exit, TokioDriver};
 pub use io::TokioIo;

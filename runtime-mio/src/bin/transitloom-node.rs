@@ -212,9 +212,10 @@ fn table(status: &NodeStatus) -> String {
     let token = n
         .token_expires_in_s
         .map_or("none".to_owned(), |s| format!("expires in {s} s"));
+    let control = n.control_transport.as_deref().unwrap_or("none");
     let _ = writeln!(
         out,
-        "node {}  admission {}  token {token}  nat {}",
+        "node {}  admission {}  token {token}  control {control}  nat {}",
         n.name, n.admission, n.nat
     );
     let _ = writeln!(out, "\nUPLINK           STATE  TX BYTES      RX BYTES");

@@ -164,6 +164,7 @@ pub(crate) fn node_status(
             token_expires_in_s: node
                 .token_expires_unix_s()
                 .map(|at| at.saturating_sub(now_unix_s)),
+            control_transport: node.control_transport().map(|c| c.as_str().to_owned()),
             nat: "unknown".to_owned(),
         },
         uplinks,

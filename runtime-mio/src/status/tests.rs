@@ -6,6 +6,7 @@ fn sample() -> NodeStatus {
             name: "alpha".to_owned(),
             admission: "admitted".to_owned(),
             token_expires_in_s: Some(540),
+            control_transport: Some("tcp".to_owned()),
             nat: "endpoint-independent".to_owned(),
         },
         uplinks: vec![UplinkStatus {
@@ -61,6 +62,7 @@ fn status_json_has_the_documented_shape_and_round_trips() {
     let status = sample();
     let json = serde_json::to_value(&status).unwrap();
     assert_eq!(json["node"]["admission"], "admitted");
+    assert_eq!(json["node"]["control_transport"], "tcp");
     assert_eq!(json["node"]["token_expires_in_s"], 540);
     assert_eq!(json["uplinks"][0]["state"], "up");
     assert_eq!(json["reload"]["applied"], 2);

@@ -16,6 +16,7 @@ use tokio::signal::unix::SignalKind;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use transitloom_proto_core::admin::AdminCarrier;
 use transitloom_proto_core::control::msg::{AdminCommand, AdminReply, Name, PeerRef};
 use transitloom_proto_core::pki::{naming, MAX_VALIDITY_DAYS};
 use transitloom_proto_core::AssocId;
@@ -88,8 +89,9 @@ enum Command {
 /// How an admin command reaches its coordinator.
 #[derive(Debug, Args)]
 struct TargetArgs {
-    /// The coordinator's control address (its `listen`, UDP): IP:PORT or
-    /// HOST:PORT.
+    /// The coordinator's control address (its `listen`): IP:PORT or
+    /// HOST:PORT. QUIC (UDP) is tried first; when no QUIC handshake completes
+    /// within 3 s, TLS over TCP to the same address and port.
     #[arg(long, value_name = "ADDR", env = "TL_COORDINATOR", value_parser = coordinator_addr)]
     coordinator: SocketAddr,
     /// The admin directory from `tlctl pki issue-admin --out DIR`
@@ -110,6 +112,10 @@ struct TargetArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=600))]
     timeout: u64,
+    /// Use TLS over TCP at once, without trying QUIC first (for a network
+    /// known to block UDP).
+    #[arg(long, env = "TL_TCP")]
+    tcp: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -330,6 +336,11 @@ fn ask(target: &TargetArgs, command: AdminCommand) -> Result<AdminReply, AdminSe
             server_name: target.coordinator_name.clone(),
             admin_dir: target.admin.clone(),
             timeout: Duration::from_secs(target.timeout),
+            carrier: if target.tcp {
+                AdminCarrier::Tcp
+            } else {
+                AdminCarrier::QuicThenTcp(admin_session::QUIC_BOUND)
+            },
         },
         command,
     )

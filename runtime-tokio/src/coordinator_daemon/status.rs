@@ -3,13 +3,13 @@
 //!
 //! ```json
 //! { "coordinator": { "name": "coordinator", "listen": "0.0.0.0:7443",
-//!                    "transport": "quic", "uptime_s": 12, "operations": 3,
+//!                    "transport": "quic+tcp", "uptime_s": 12, "operations": 3,
 //!                    "token_lifetime_s": 600 },
 //!   "nodes": [ { "name": "alpha", "id": "node#1", "admission": "admitted",
 //!                "admission_epoch": 1, "connected": true } ],
 //!   "associations": [ { "id": "assoc#1", "ends": ["alpha/wg0", "beta/wg0"],
 //!                       "origin": "admin", "state": "live" } ],
-//!   "counters": { "sessions": { "node": 2, "admin": 5 },
+//!   "counters": { "sessions": { "node": 2, "admin": 5, "over_tcp": 1 },
 //!                 "refused": { "pending": 1 }, "handshakes_failed": 0,
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
@@ -89,7 +89,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
         "coordinator": {
             "name": place.name,
             "listen": place.listen.to_string(),
-            "transport": "quic",
+            "transport": if coordinator.stream_listening().is_some() { "quic+tcp" } else { "quic" },
             "uptime_s": uptime.as_secs(),
             "operations": registry.applied(),
             "token_lifetime_s": place.token_lifetime_s,
@@ -97,7 +97,11 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
         "nodes": nodes,
         "associations": associations,
         "counters": {
-            "sessions": { "node": counters.sessions_node, "admin": counters.sessions_admin },
+            "sessions": {
+                "node": counters.sessions_node,
+                "admin": counters.sessions_admin,
+                "over_tcp": counters.sessions_tcp,
+            },
             "refused": counters.refused,
             "handshakes_failed": counters.handshakes_failed,
             "handshakes_started": counters.handshakes,
@@ -143,6 +147,12 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "Sessions refused or ended by the coordinator, by reject code.",
         &refused,
+    );
+    family(
+        "transitloom_coordinator_sessions_tcp_total",
+        "counter",
+        "Sessions that connected over TCP (the fallback for clients whose UDP is blocked).",
+        &[(base.clone(), counters.sessions_tcp)],
     );
     family(
         "transitloom_coordinator_handshakes_failed_total",
