@@ -1,0 +1,234 @@
+//! The control plane's TCP fallback for real, in network namespaces (root
+//! only; skipped loudly without root unless `TL_REQUIRE_NETNS=1`, which CI
+//! sets, and then it fails).
+//!
+//! The netns_wireguard network, with alpha's UDP to the coordinator's port
+//! dropped by nftables in alpha's namespace:
+//!
+//! ```text
+//!  ns …-a                          ns …-hub                    ns …-b
+//!  transitloom-node alpha          transitloom-coordinator     transitloom-node beta
+//!  nft: udp to 10.77.1.1:7443      10.77.1.1:7443 UDP + TCP
+//!       dropped (counted)
+//!  uplink 10.77.1.2 ── veth ── hub-a    (forwards)    hub-b ── veth ── uplink 10.77.2.2
+//! ```
+//!
+//! Checked: alpha enrolls and is admitted over TCP to the same address and
+//! port (its QUIC attempts are dropped and counted, TCP to the port is
+//! counted), beta stays on QUIC, both status pages say so
+//! (`node.control_transport`), the association comes up (the data plane is
+//! UDP node to node, not blocked), and WireGuard pings cross it. Figures on
+//! standard error (`--nocapture`): how long alpha took to be admitted over
+//! TCP from its start. When the test fails, every process's log and config
+//! stay in `target/tmp/tltcp-PID/` until the next run clears them.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use transitloom_testbed::netns::{self, Namespace, WireGuard};
+use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec};
+
+/// Names of namespaces, interfaces and scratch folders start with this.
+const PREFIX: &str = "tltcp";
+const WG_PORT: u16 = 51820;
+const COORDINATOR_PORT: u16 = 7443;
+const TUNNEL_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 1, 2));
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// The test's folder: removed when the test passes, kept (and named) when
+/// it fails.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs and configs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn node(name: &str, ns: &Namespace, uplink: IpAddr, peer: &str, range: &str) -> NodeSpec {
+    NodeSpec {
+        name: name.to_owned(),
+        wrap: ns.wrap(),
+        uplinks: vec![("hub".to_owned(), uplink)],
+        status_listen: SocketAddr::new(LOOPBACK, 7480),
+        services: vec![ServiceSpec {
+            name: "wg0".to_owned(),
+            target: SocketAddr::new(LOOPBACK, WG_PORT),
+            ingress_range: range.to_owned(),
+        }],
+        associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
+        advertise_private: true,
+    }
+}
+
+/// `node`'s control transport once it is admitted.
+fn admitted_over(mesh: &LocalMesh, node: &str) -> Option<String> {
+    let status = mesh.status(node).ok()?;
+    (status["node"]["admission"] == "admitted")
+        .then(|| {
+            status["node"]["control_transport"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .flatten()
+}
+
+#[test]
+fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_tcp() {
+    let test = "netns_tcp_fallback";
+    if !netns::require_root(
+        test,
+        &["ip", "wireguard-go", "wg", "nft", "ping", "kill", "sysctl"],
+    ) {
+        return;
+    }
+    let started = Instant::now();
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    netns::remove_leftovers(PREFIX, Some(tmp));
+    let run = netns::run_prefix(PREFIX);
+    let scratch = Scratch(tmp.join(&run));
+    let dir = scratch.0.as_path();
+    std::fs::create_dir_all(dir).unwrap();
+    let bins = Binaries::for_tests().unwrap();
+
+    // The network.
+    let hub = Namespace::create(&format!("{run}-hub")).unwrap();
+    let ns_a = Namespace::create(&format!("{run}-a")).unwrap();
+    let ns_b = Namespace::create(&format!("{run}-b")).unwrap();
+    netns::veth(&hub, "hub-a", &ns_a, "hub").unwrap();
+    netns::veth(&hub, "hub-b", &ns_b, "hub").unwrap();
+    hub.add_address("hub-a", "10.77.1.1/24").unwrap();
+    hub.add_address("hub-b", "10.77.2.1/24").unwrap();
+    hub.enable_forwarding().unwrap();
+    ns_a.add_address("hub", "10.77.1.2/24").unwrap();
+    ns_a.add_route("default", ip("10.77.1.1")).unwrap();
+    ns_b.add_address("hub", "10.77.2.2/24").unwrap();
+    ns_b.add_route("default", ip("10.77.2.1")).unwrap();
+    // Alpha's UDP to the coordinator's port goes nowhere; its TCP to the
+    // same port, and all its UDP to beta, pass.
+    ns_a.nft(&format!(
+        "table inet {PREFIX} {{\n\
+           counter udp_dropped {{}}\n\
+           counter tcp_control {{}}\n\
+           counter udp_to_beta {{}}\n\
+           chain output {{\n\
+             type filter hook output priority 0; policy accept;\n\
+             ip daddr 10.77.1.1 udp dport {COORDINATOR_PORT} counter name udp_dropped drop\n\
+             ip daddr 10.77.1.1 tcp dport {COORDINATOR_PORT} counter name tcp_control\n\
+             ip daddr 10.77.2.2 meta l4proto udp counter name udp_to_beta\n\
+           }}\n\
+         }}\n"
+    ))
+    .unwrap();
+
+    // WireGuard on both ends, no peers yet.
+    let pid = std::process::id();
+    let wg_a = WireGuard::start(
+        &ns_a,
+        &format!("{PREFIX}{pid}a"),
+        WG_PORT,
+        "10.99.1.1/24",
+        dir,
+    )
+    .unwrap();
+    let wg_b = WireGuard::start(
+        &ns_b,
+        &format!("{PREFIX}{pid}b"),
+        WG_PORT,
+        "10.99.1.2/24",
+        dir,
+    )
+    .unwrap();
+
+    // The mesh: LocalMesh starts the coordinator, invites both nodes and
+    // starts them; alpha has only its join token and must enroll over TCP.
+    let spec = MeshSpec {
+        coordinator: CoordinatorSpec {
+            listen: SocketAddr::new(ip("10.77.1.1"), COORDINATOR_PORT),
+            status_listen: SocketAddr::new(LOOPBACK, 7481),
+            wrap: hub.wrap(),
+        },
+        nodes: vec![
+            node(
+                "alpha",
+                &ns_a,
+                ip("10.77.1.2"),
+                "beta",
+                "127.0.0.1:41000-41999",
+            ),
+            node(
+                "beta",
+                &ns_b,
+                ip("10.77.2.2"),
+                "alpha",
+                "127.0.0.1:42000-42999",
+            ),
+        ],
+    };
+    let mesh_started = Instant::now();
+    let mesh = LocalMesh::start(&dir.join("mesh"), bins, spec).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let alpha_over = loop {
+        if let Some(transport) = admitted_over(&mesh, "alpha") {
+            break transport;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alpha was not admitted within 30 s: {:?}",
+            mesh.status("alpha")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let alpha_admitted_after = mesh_started.elapsed();
+    assert_eq!(alpha_over, "tcp");
+    mesh.wait_up(Duration::from_secs(30)).unwrap();
+    let up_after = mesh_started.elapsed();
+    assert_eq!(admitted_over(&mesh, "beta").as_deref(), Some("quic"));
+    assert_eq!(admitted_over(&mesh, "alpha").as_deref(), Some("tcp"));
+    let (udp_dropped, _) = ns_a.nft_counter(PREFIX, "udp_dropped").unwrap();
+    let (tcp_control, _) = ns_a.nft_counter(PREFIX, "tcp_control").unwrap();
+    assert!(udp_dropped > 0, "alpha tried QUIC first");
+    assert!(tcp_control > 0, "alpha's control session went over TCP");
+
+    // Data crosses the association: WireGuard, pointed at the ingresses.
+    let ingress_a = mesh.ingress("alpha", "beta/wg0").unwrap();
+    let ingress_b = mesh.ingress("beta", "alpha/wg0").unwrap();
+    wg_a.set_peer(wg_b.public_key(), ingress_a, "10.99.1.2/32")
+        .unwrap();
+    wg_b.set_peer(wg_a.public_key(), ingress_b, "10.99.1.1/32")
+        .unwrap();
+    let (to_beta_before, _) = ns_a.nft_counter(PREFIX, "udp_to_beta").unwrap();
+    let ping = netns::ping(&ns_a, TUNNEL_B, 10).unwrap();
+    assert_eq!(ping.received, ping.transmitted, "{ping:?}");
+    let (to_beta_after, _) = ns_a.nft_counter(PREFIX, "udp_to_beta").unwrap();
+    assert!(
+        to_beta_after >= to_beta_before + u64::from(ping.transmitted),
+        "the data went node to node over UDP"
+    );
+    let alpha = mesh.status("alpha").unwrap();
+    assert_eq!(alpha["node"]["control_transport"], "tcp", "{alpha}");
+    assert_eq!(alpha["associations"][0]["state"], "up", "{alpha}");
+
+    eprintln!(
+        "netns_tcp_fallback: alpha admitted over TCP {:.2} s after the mesh started \
+         (QUIC bound 3 s; {udp_dropped} QUIC datagrams dropped, {tcp_control} TCP packets to the port); \
+         associations up after {:.2} s; ping through WireGuard {}/{} avg {:.2} ms; whole test {:.1} s",
+        alpha_admitted_after.as_secs_f64(),
+        up_after.as_secs_f64(),
+        ping.received,
+        ping.transmitted,
+        ping.avg_rtt_ms.unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64(),
+    );
+    // Stop the daemons before their namespaces go.
+    drop(mesh);
+}
