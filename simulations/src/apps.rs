@@ -1,7 +1,10 @@
 //! Traffic applications for hosts: a constant-rate or bursty UDP source, a
 //! sink that measures what arrives, and a scriptable peer that can echo.
 //! They are ordinary [`StateMachine`]s, run through the same pump as
-//! proto-core machines.
+//! proto-core machines. [`TcpOverUdp`] carries a real TCP flow (smoltcp)
+//! inside UDP, as WireGuard would.
+
+mod tcp;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -9,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use transitloom_proto_core::{Input, Output, SocketId, StateMachine, Transmit};
+
+pub use tcp::{mismatches, pattern, TcpFlow, TcpOverUdp, TcpStats};
 
 /// Bytes of header every source packet starts with: sequence and send time.
 pub const SOURCE_HEADER: usize = 16;
