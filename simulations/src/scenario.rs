@@ -9,6 +9,7 @@ mod partition_expiry;
 mod probe_pair;
 mod reconnect_storm;
 mod saturate;
+mod tcp_mesh;
 
 use std::fmt::Write as _;
 
@@ -52,6 +53,7 @@ pub fn all() -> &'static [Scenario] {
         control_plane::SCENARIO,
         reconnect_storm::SCENARIO,
         partition_expiry::SCENARIO,
+        tcp_mesh::SCENARIO,
     ]
 }
 
