@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, MAX_PATHS, REPLAY_CAPACITY};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
@@ -194,6 +194,9 @@ pub struct DataPlane {
     next_socket: u32,
     timers: TimerTable<Timer>,
     outputs: VecDeque<Output<DataEvent>>,
+    /// Where forwarded payloads are copied: one allocation shared by many
+    /// datagrams instead of one each (see [`own`]).
+    arena: BytesMut,
 }
 
 /// A read-only view of an installed association, for status.
@@ -267,6 +270,7 @@ impl DataPlane {
             next_socket: 0,
             timers: TimerTable::default(),
             outputs: VecDeque::new(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -525,7 +529,7 @@ impl DataPlane {
         self.outputs.push_back(Output::Transmit(Transmit {
             socket,
             dst: key.1,
-            payload: Bytes::copy_from_slice(datagram.payload),
+            payload: own(&mut self.arena, datagram.payload),
         }));
     }
 
@@ -574,7 +578,7 @@ impl DataPlane {
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket,
                 dst,
-                payload: Bytes::copy_from_slice(datagram.payload),
+                payload: own(&mut self.arena, datagram.payload),
             }));
             return;
         }
@@ -780,3 +784,17 @@ impl StateMachine for DataPlane {
 
 #[cfg(test)]
 mod tests;
+
+/// Size of each block [`own`] copies payloads into.
+const ARENA_BLOCK: usize = 256 * 1024;
+
+/// An owned copy of `payload` for an output, carved from a shared block:
+/// forwarding costs a copy but no allocation per datagram. A block is freed
+/// once the last datagram carved from it has been sent.
+fn own(arena: &mut BytesMut, payload: &[u8]) -> Bytes {
+    if arena.capacity() < payload.len() {
+        *arena = BytesMut::with_capacity(ARENA_BLOCK.max(payload.len()));
+    }
+    arena.extend_from_slice(payload);
+    arena.split().freeze()
+}

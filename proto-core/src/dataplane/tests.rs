@@ -591,3 +591,20 @@ fn ingress_addresses_move_and_swap_without_touching_mesh_sockets() {
         Some(b"after the move".to_vec())
     );
 }
+
+#[test]
+fn forwarded_payloads_are_exact_copies_carved_from_shared_blocks() {
+    let mut arena = bytes::BytesMut::new();
+    let a = super::own(&mut arena, b"first");
+    let b = super::own(&mut arena, &[7u8; 1_400]);
+    assert_eq!(&a[..], b"first");
+    assert_eq!(&b[..], &[7u8; 1_400][..]);
+    // Consecutive payloads sit next to each other in one block.
+    assert_eq!(a.as_ptr().wrapping_add(a.len()), b.as_ptr());
+    // A payload larger than what is left starts a new block, and one larger
+    // than a block still fits.
+    let big = super::own(&mut arena, &vec![1u8; super::ARENA_BLOCK + 1]);
+    assert_eq!(big.len(), super::ARENA_BLOCK + 1);
+    assert!(big.iter().all(|&x| x == 1));
+    assert_eq!(&a[..], b"first", "earlier payloads are untouched");
+}
