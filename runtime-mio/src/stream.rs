@@ -223,16 +223,19 @@ impl MioStreams {
                 Err(err) => return self.remove(registry, id, Some(err.kind()), true),
             }
         }
-        if s.closing {
-            if s.out.is_empty() {
-                self.remove(registry, id, None, false);
-            }
-            return;
+        if s.closing && s.out.is_empty() {
+            return self.remove(registry, id, None, false);
         }
         let mut read = 0;
         while read < READ_PER_TURN {
             match s.stream.read(&mut self.buf) {
-                Ok(0) => return self.remove(registry, id, None, true),
+                Ok(0) => {
+                    let report = !s.closing;
+                    return self.remove(registry, id, None, report);
+                }
+                // A stream being closed still drains what arrives; the
+                // machine wants none of it.
+                Ok(_) if s.closing => {}
                 Ok(n) => {
                     read += n;
                     self.events.push_back(StreamEvent::Data {

@@ -241,16 +241,19 @@ impl TokioStreams {
                 Err(err) => return self.remove(id, Some(err.kind()), true),
             }
         }
-        if s.closing {
-            if s.out.is_empty() {
-                self.remove(id, None, false);
-            }
-            return;
+        if s.closing && s.out.is_empty() {
+            return self.remove(id, None, false);
         }
         let mut read = 0;
         while read < READ_PER_TURN {
             match s.stream.try_read(&mut self.buf) {
-                Ok(0) => return self.remove(id, None, true),
+                Ok(0) => {
+                    let report = !s.closing;
+                    return self.remove(id, None, report);
+                }
+                // A stream being closed still drains what arrives, so its
+                // readiness clears; the machine wants none of it.
+                Ok(_) if s.closing => {}
                 Ok(n) => {
                     read += n;
                     self.events.push_back(StreamEvent::Data {
