@@ -17,9 +17,10 @@
 //! port (its QUIC attempts are dropped and counted, TCP to the port is
 //! counted), beta stays on QUIC, both status pages say so
 //! (`node.control_transport`), the association comes up (the data plane is
-//! UDP node to node, not blocked), and WireGuard pings cross it. Figures on
-//! standard error (`--nocapture`): how long alpha took to be admitted over
-//! TCP from its start. When the test fails, every process's log and config
+//! UDP node to node, not blocked), and WireGuard pings cross it; `tlctl` in
+//! alpha's namespace gets its answer after trying QUIC for 3 s, and at once
+//! with `--tcp`. Figures on standard error (`--nocapture`): how long alpha
+//! took to be admitted over TCP from its start, and both `tlctl` runs. When the test fails, every process's log and config
 //! stay in `target/tmp/tltcp-PID/` until the next run clears them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -175,6 +176,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
         ],
     };
     let mesh_started = Instant::now();
+    let tlctl = bins.tlctl.clone();
     let mesh = LocalMesh::start(&dir.join("mesh"), bins, spec).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let alpha_over = loop {
@@ -218,15 +220,53 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     assert_eq!(alpha["node"]["control_transport"], "tcp", "{alpha}");
     assert_eq!(alpha["associations"][0]["state"], "up", "{alpha}");
 
+    // tlctl in alpha's namespace falls back the same way; --tcp skips QUIC.
+    let admin = |extra: &[&str]| {
+        let began = Instant::now();
+        let out = ns_a
+            .command(&tlctl)
+            .args([
+                "node",
+                "list",
+                "--timeout",
+                "10",
+                "--coordinator-name",
+                "coordinator",
+            ])
+            .args(["--coordinator", "10.77.1.1:7443", "--admin"])
+            .arg(dir.join("mesh").join("admin"))
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && stdout.contains("alpha"),
+            "tlctl {extra:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        began.elapsed()
+    };
+    let dropped = || ns_a.nft_counter(PREFIX, "udp_dropped").unwrap().0;
+    let before = dropped();
+    let tlctl_fallback = admin(&[]);
+    let between = dropped();
+    let tlctl_tcp = admin(&["--tcp"]);
+    assert!(between > before, "tlctl tried QUIC first");
+    assert_eq!(dropped(), between, "tlctl --tcp did not try QUIC");
+
     eprintln!(
         "netns_tcp_fallback: alpha admitted over TCP {:.2} s after the mesh started \
          (QUIC bound 3 s; {udp_dropped} QUIC datagrams dropped, {tcp_control} TCP packets to the port); \
-         associations up after {:.2} s; ping through WireGuard {}/{} avg {:.2} ms; whole test {:.1} s",
+         associations up after {:.2} s; ping through WireGuard {}/{} avg {:.2} ms; \
+         tlctl node list from alpha's namespace {:.2} s (QUIC then TCP), {:.2} s with --tcp; \
+         whole test {:.1} s",
         alpha_admitted_after.as_secs_f64(),
         up_after.as_secs_f64(),
         ping.received,
         ping.transmitted,
         ping.avg_rtt_ms.unwrap_or(f64::NAN),
+        tlctl_fallback.as_secs_f64(),
+        tlctl_tcp.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     );
     // Stop the daemons before their namespaces go.
