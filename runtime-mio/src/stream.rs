@@ -252,3 +252,104 @@ impl MioStreams {
         s.ready = true;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use mio::{Events, Poll};
+    use transitloom_proto_core::driver::UdpIo;
+
+    use super::*;
+    use crate::MioIo;
+
+    /// Polls until some stream event comes, and returns them all.
+    fn next_events(poll: &mut Poll, io: &mut MioIo) -> Vec<StreamEvent> {
+        let mut events = Events::with_capacity(16);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            while let Some(event) = io.poll_stream_event() {
+                out.push(event);
+            }
+            if !out.is_empty() {
+                return out;
+            }
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            for event in events.iter() {
+                io.mark_readable(event.token());
+            }
+        }
+        panic!("no stream event within 10 s");
+    }
+
+    #[test]
+    fn a_connection_opens_carries_bytes_both_ways_and_sees_the_close() {
+        let mut poll = Poll::new().unwrap();
+        let mut io = MioIo::new(poll.registry().try_clone().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = StreamId(1);
+        io.connect_stream(stream, listener.local_addr().unwrap())
+            .unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        match next_events(&mut poll, &mut io).as_slice() {
+            [StreamEvent::Opened { stream: s, local }] => {
+                assert_eq!(*s, stream);
+                assert_eq!(*local, peer.peer_addr().unwrap());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        io.write_stream(stream, Bytes::from(vec![3u8; 200_000]));
+        // The peer reads on this thread, so the writes go out as the pump
+        // runs: service the stream between reads.
+        peer.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut got = 0;
+        let mut buf = vec![0; 65_536];
+        while got < 200_000 {
+            assert!(io.poll_stream_event().is_none());
+            let mut events = Events::with_capacity(16);
+            poll.poll(&mut events, Some(Duration::from_millis(10)))
+                .unwrap();
+            for event in events.iter() {
+                io.mark_readable(event.token());
+            }
+            if let Ok(n) = peer.read(&mut buf) {
+                assert!(buf[..n].iter().all(|&b| b == 3));
+                got += n;
+            }
+        }
+
+        peer.write_all(b"answer").unwrap();
+        drop(peer);
+        let mut answer = Vec::new();
+        let mut closed = false;
+        while !closed {
+            for event in next_events(&mut poll, &mut io) {
+                match event {
+                    StreamEvent::Data { bytes, .. } => answer.extend_from_slice(&bytes),
+                    StreamEvent::Closed { error, .. } => {
+                        assert_eq!(error, None);
+                        closed = true;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+        assert_eq!(answer, b"answer");
+
+        // Nothing listens there any more: the connect is refused.
+        let nobody = listener.local_addr().unwrap();
+        drop(listener);
+        io.connect_stream(StreamId(2), nobody).unwrap();
+        assert_eq!(
+            next_events(&mut poll, &mut io),
+            vec![StreamEvent::Closed {
+                stream: StreamId(2),
+                error: Some(io::ErrorKind::ConnectionRefused)
+            }]
+        );
+    }
+}

@@ -268,3 +268,129 @@ impl TokioStreams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use transitloom_proto_core::driver::UdpIo;
+
+    use super::*;
+    use crate::TokioIo;
+
+    /// Waits for readiness, then takes every event the pump would see.
+    async fn next_events(io: &mut TokioIo) -> Vec<StreamEvent> {
+        let mut events = Vec::new();
+        while events.is_empty() {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                poll_fn(|cx| io.poll_any_readable(cx)),
+            )
+            .await
+            .expect("ready in time");
+            while let Some(event) = io.poll_stream_event() {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn a_listener_and_a_connection_carry_bytes_both_ways_and_closes() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut io = TokioIo::new();
+            let listener = SocketId(1);
+            let local = io
+                .listen_stream(listener, "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+            let client = StreamId(1);
+            io.connect_stream(client, local).unwrap();
+            let mut accepted = None;
+            let mut opened = false;
+            while accepted.is_none() || !opened {
+                for event in next_events(&mut io).await {
+                    match event {
+                        StreamEvent::Accepted {
+                            listener: l,
+                            stream,
+                            ..
+                        } => {
+                            assert_eq!(l, listener);
+                            assert!(stream.is_accepted());
+                            accepted = Some(stream);
+                        }
+                        StreamEvent::Opened { stream, .. } => {
+                            assert_eq!(stream, client);
+                            opened = true;
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            let server = accepted.unwrap();
+            io.write_stream(client, Bytes::from_static(b"hello "));
+            io.write_stream(client, Bytes::from(vec![7u8; 300_000]));
+            let mut got = Vec::new();
+            while got.len() < 300_006 {
+                for event in next_events(&mut io).await {
+                    match event {
+                        StreamEvent::Data { stream, bytes } if stream == server => {
+                            got.extend_from_slice(&bytes)
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            assert_eq!(&got[..6], b"hello ");
+            assert!(got[6..].iter().all(|&b| b == 7));
+
+            // The server answers and closes: the client gets the answer,
+            // then an orderly close.
+            io.write_stream(server, Bytes::from_static(b"bye"));
+            io.close_stream(server);
+            let mut answer = Vec::new();
+            loop {
+                let events = next_events(&mut io).await;
+                let mut closed = false;
+                for event in events {
+                    match event {
+                        StreamEvent::Data { stream, bytes } if stream == client => {
+                            answer.extend_from_slice(&bytes)
+                        }
+                        StreamEvent::Closed { stream, error } if stream == client => {
+                            assert_eq!(error, None);
+                            closed = true;
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                if closed {
+                    break;
+                }
+            }
+            assert_eq!(answer, b"bye");
+
+            // Connecting where nothing listens reports the refusal.
+            io.close_stream(client);
+            let refused = StreamId(2);
+            let nobody = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap()
+            };
+            io.connect_stream(refused, nobody).unwrap();
+            let events = next_events(&mut io).await;
+            assert_eq!(
+                events,
+                vec![StreamEvent::Closed {
+                    stream: refused,
+                    error: Some(io::ErrorKind::ConnectionRefused)
+                }]
+            );
+        });
+    }
+}
