@@ -118,6 +118,8 @@ struct Mesh {
     seq: u64,
     /// Hosts whose UDP to and from the coordinator is dropped.
     udp_blocked: BTreeSet<usize>,
+    /// Every stream byte and close is lost (a dead peer or path).
+    streams_dead: bool,
 }
 
 impl Mesh {
@@ -232,10 +234,14 @@ impl Mesh {
             next_accepted: 0,
             seq: 0,
             udp_blocked: BTreeSet::new(),
+            streams_dead: false,
         }
     }
 
     fn post(&mut self, to: End, stream: StreamId, wire: Wire) {
+        if self.streams_dead {
+            return;
+        }
         self.seq += 1;
         self.streams_in_flight
             .insert((self.now + DELAY, self.seq), (to, stream, wire));

@@ -6,6 +6,7 @@
 
 use super::*;
 use crate::control::msg::RejectCode;
+use crate::control::quic::QuicTiming;
 use crate::control::transport::Carrier;
 
 const ALPHA: usize = 0;
@@ -124,4 +125,42 @@ fn an_oversize_frame_over_tcp_is_refused_and_counted() {
     // It comes back after its backoff, over TCP again.
     mesh.run(Duration::from_secs(10));
     assert_eq!(live_over(&mesh, ALPHA), Some(Carrier::Tcp));
+}
+
+#[test]
+fn a_dead_tcp_session_is_noticed_within_two_keepalive_intervals_on_both_ends() {
+    let mut mesh = blocked_mesh(true);
+    mesh.run(Duration::from_secs(5));
+    assert_eq!(live_over(&mesh, ALPHA), Some(Carrier::Tcp));
+    let timing = QuicTiming::default();
+    mesh.streams_dead = true;
+    let cut = mesh.now;
+    // Each end gives up on its own, at most two intervals after the last
+    // byte it heard, which came before the cut.
+    let (mut node_noticed, mut hub_noticed) = (None, None);
+    while node_noticed.is_none() || hub_noticed.is_none() {
+        assert!(mesh.now - cut < timing.keepalive * 4, "never noticed");
+        mesh.run(Duration::from_millis(10));
+        if node_noticed.is_none() && live_over(&mesh, ALPHA).is_none() {
+            node_noticed = Some(mesh.now - cut);
+        }
+        if hub_noticed.is_none() && !mesh.coordinator.online().any(|n| n == "alpha") {
+            hub_noticed = Some(mesh.now - cut);
+        }
+    }
+    for noticed in [node_noticed, hub_noticed] {
+        let noticed = noticed.unwrap();
+        assert!(
+            noticed <= timing.keepalive * 2 + Duration::from_millis(10),
+            "{noticed:?}"
+        );
+    }
+    // The stream comes back to life: so does the session, over TCP again.
+    mesh.streams_dead = false;
+    mesh.run(Duration::from_secs(40));
+    assert_eq!(live_over(&mesh, ALPHA), Some(Carrier::Tcp));
+    assert_eq!(
+        mesh.coordinator.online().collect::<Vec<_>>(),
+        ["alpha", "beta"]
+    );
 }
