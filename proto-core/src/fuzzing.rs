@@ -6,7 +6,7 @@ mod receive;
 
 use bytes::BytesMut;
 
-pub use receive::{dataplane_receive, dataplane_receive_seeds};
+pub use receive::{dataplane_receive, dataplane_receive_seeds, ValidatedPlane};
 
 use crate::control::msg::{encode, FrameDecoder, LEN_PREFIX, MAX_FRAME};
 use crate::replay::ReplayCache;

@@ -691,6 +691,42 @@ pub fn dataplane_receive(data: &[u8], epoch: Instant) {
     rig.finish();
 }
 
+/// A data plane set up as the harness sets it up (two associations, each
+/// with its path to its peer validated), handed over for benchmarks of the
+/// receive path.
+#[derive(Debug)]
+pub struct ValidatedPlane {
+    /// The plane, its outputs drained.
+    pub plane: DataPlane,
+    /// The first association's mesh socket.
+    pub mesh: SocketId,
+    /// The first association's ingress socket.
+    pub ingress: SocketId,
+    /// The first association's validated peer.
+    pub peer: SocketAddr,
+    /// The first association's service target (the only sender its
+    /// ingress accepts).
+    pub target: SocketAddr,
+    /// The plane's time after set-up.
+    pub now: Instant,
+}
+
+impl ValidatedPlane {
+    /// Sets the plane up, starting at `epoch`.
+    pub fn new(epoch: Instant) -> Self {
+        let rig = Rig::new(epoch);
+        let (mesh, ingress) = (rig.mesh_socket(0), rig.ingress_socket(0));
+        Self {
+            mesh,
+            ingress,
+            peer: rig.sides[0].peer,
+            target: rig.sides[0].target,
+            now: rig.now,
+            plane: rig.plane,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
