@@ -586,8 +586,13 @@ impl DataPlane {
         tracing::trace!(assoc = %id, src = %datagram.src, "data from an unvalidated source dropped");
         // Challenge the source now, unless that would answer a small packet
         // with a larger one or repeat a recent challenge.
-        if datagram.payload.len() < PING_LEN
-            || !assoc.add_path(uplink, datagram.src, Learned::FromData)
+        if datagram.payload.len() < PING_LEN {
+            return;
+        }
+        let known = assoc.paths.contains_key(&key);
+        if !known
+            && (!assoc.take_challenge(now, interval)
+                || !assoc.add_path(uplink, datagram.src, Learned::FromData))
         {
             return;
         }

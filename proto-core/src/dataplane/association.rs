@@ -38,7 +38,13 @@ pub struct AssocCounters {
     pub paths_refused: u64,
     /// Paths dropped to make room for a new address (never an active one).
     pub paths_evicted: u64,
+    /// Data from a new address dropped unchallenged: the probe interval's
+    /// budget of challenges for addresses learned from data was spent.
+    pub challenges_suppressed: u64,
 }
+
+/// Challenges to new addresses learned from data, per probe interval.
+pub(crate) const DATA_CHALLENGES: u32 = 8;
 
 /// How a path's remote address became known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +52,9 @@ pub(crate) enum Learned {
     /// From the coordinator (a candidate) or an authentic control packet.
     Trusted,
     /// From data on a mesh socket, which anyone can send: the address is
-    /// challenged once per datagram but never probed on a timer until it
-    /// proves the key, so a spoofed source cannot make us ping a victim.
+    /// challenged by that datagram (within a budget per probe interval) but
+    /// never probed on a timer until it proves the key, so a spoofed source
+    /// cannot make us ping a victim.
     FromData,
 }
 
@@ -71,6 +78,10 @@ pub(crate) struct Association {
     next_path: u32,
     /// The path data went on last, to report switches.
     pub(crate) current: Option<PathId>,
+    /// Challenges to addresses learned from data: the start of the current
+    /// window and how many were sent in it.
+    challenge_window: Option<Instant>,
+    challenges: u32,
 }
 
 impl Association {
@@ -86,7 +97,28 @@ impl Association {
             counters: AssocCounters::default(),
             next_path: 0,
             current: None,
+            challenge_window: None,
+            challenges: 0,
         }
+    }
+
+    /// Takes one challenge for an address learned from data from the
+    /// budget of `DATA_CHALLENGES` per `window`; false when it is spent.
+    /// Under a flood of spoofed sources this keeps each datagram's cost at
+    /// a lookup and a count. An authentic peer behind a new NAT mapping is
+    /// not starved by it: its own pings, authenticated, teach the address.
+    pub(crate) fn take_challenge(&mut self, now: Instant, window: Duration) -> bool {
+        let start = self.challenge_window.get_or_insert(now);
+        if now.saturating_duration_since(*start) >= window {
+            *start = now;
+            self.challenges = 0;
+        }
+        if self.challenges >= DATA_CHALLENGES {
+            self.counters.challenges_suppressed += 1;
+            return false;
+        }
+        self.challenges += 1;
+        true
     }
 
     /// Adds a path to `remote` from every bound mesh socket, up to the bound.
