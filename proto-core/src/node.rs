@@ -221,6 +221,14 @@ impl Node {
         })
     }
 
+    /// Says goodbye as the node stops: closes the control session so the
+    /// coordinator sees the node go at once, and never reconnects. The
+    /// driver should pump once more so the close leaves.
+    pub fn shut_down(&mut self, now: Instant) {
+        self.session.shut_down(now, &mut self.transport);
+        self.after(now);
+    }
+
     /// The data plane, for status.
     pub fn data_plane(&self) -> &DataPlane {
         &self.plane

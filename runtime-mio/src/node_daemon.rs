@@ -160,8 +160,10 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
             break;
         }
     }
-    // Sockets close with the driver; the coordinator notices the session
-    // is gone by its idle timeout (the node has no goodbye message yet).
+    // Goodbye: the control session's close leaves with one more pump, so
+    // the coordinator sees the node go now rather than at its idle timeout.
+    driver.machine_mut().shut_down(Instant::now());
+    driver.pump(&mut events);
     drop(driver);
     drop(server);
     drop(signals);

@@ -136,3 +136,53 @@ fn two_nodes_enroll_carry_udp_and_a_revoke_takes_effect_within_a_second() {
             .unwrap_or_else(|e| panic!("{name} stopped answering after the revoke: {e}"));
     }
 }
+
+/// How many nodes the coordinator has a session with (`tlctl status`).
+fn online(mesh: &LocalMesh) -> Option<u64> {
+    let out = mesh.tlctl().args(["status", "--json"]).output().ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    status["online"].as_u64()
+}
+
+#[test]
+fn a_node_stopped_with_sigterm_is_offline_at_the_coordinator_within_a_second() {
+    let tmp = tempfile::tempdir().unwrap();
+    let services: Vec<UdpSocket> = (0..2)
+        .map(|_| UdpSocket::bind((LOOPBACK, 0)).unwrap())
+        .collect();
+    let spec = MeshSpec {
+        coordinator: CoordinatorSpec {
+            listen: addr(),
+            status_listen: addr(),
+            wrap: Vec::new(),
+        },
+        nodes: vec![
+            node(
+                "alpha",
+                "beta",
+                services[0].local_addr().unwrap(),
+                "127.0.0.1:42200-42299",
+            ),
+            node(
+                "beta",
+                "alpha",
+                services[1].local_addr().unwrap(),
+                "127.0.0.1:42300-42399",
+            ),
+        ],
+    };
+    let mut mesh = LocalMesh::start(tmp.path(), Binaries::for_tests().unwrap(), spec).unwrap();
+    mesh.wait_up(Duration::from_secs(20)).unwrap();
+    assert_eq!(online(&mesh), Some(2));
+    let stopped = Instant::now();
+    mesh.stop_node("beta").unwrap();
+    // The coordinator's idle timeout is 10 s: within a second means the
+    // node said goodbye.
+    wait_for(
+        "the coordinator to see beta go",
+        Duration::from_secs(1),
+        || online(&mesh) == Some(1),
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    mesh.status("alpha").unwrap();
+}

@@ -172,6 +172,23 @@ impl Session {
         self.state
     }
 
+    /// Ends the control plane for good, as the node stops: the current
+    /// session (and a QUIC probe under a TCP session) is closed at once, so
+    /// the coordinator marks the node offline now rather than after its idle
+    /// timeout, and no new attempt is ever made.
+    pub(super) fn shut_down(&mut self, now: Instant, quic: &mut ControlTransport) {
+        let sessions = [self.conn.take(), self.probe.take().map(|(p, _)| p)];
+        for session in sessions.into_iter().flatten() {
+            let _ = quic.close(now, session, 0, b"node stopping");
+        }
+        self.state = SessionState::Idle;
+        self.connected = false;
+        self.next_attempt = None;
+        self.handshake_deadline = None;
+        self.next_probe = None;
+        self.refresh_at = None;
+    }
+
     /// The current session, if any.
     #[cfg(test)]
     pub(super) fn conn(&self) -> Option<SessionId> {

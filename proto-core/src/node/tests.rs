@@ -750,3 +750,24 @@ fn a_bad_set_of_services_is_refused_and_nothing_changes() {
     assert!(mesh.hosts[0].closed.is_empty());
     assert_eq!(kept(&mesh.assoc(0, "wg0", "beta/wg0").unwrap()), wg0);
 }
+
+#[test]
+fn a_node_that_shuts_down_is_offline_at_the_coordinator_at_once_and_stays_away() {
+    let mut mesh = running_mesh();
+    assert!(mesh.coordinator.online().any(|n| n == "beta"));
+    let now = mesh.now;
+    mesh.hosts[1].node.shut_down(now);
+    // One network delay for the close, far below the idle timeout.
+    mesh.run(Duration::from_millis(100));
+    assert!(
+        !mesh.coordinator.online().any(|n| n == "beta"),
+        "beta still online: the close did not reach the coordinator"
+    );
+    assert!(mesh.coordinator.online().any(|n| n == "alpha"));
+    // Beta never comes back on its own. (Alpha keeps the association
+    // installed, as with any node out of the coordinator's sight, until
+    // beta's admission token lapses.)
+    mesh.run(Duration::from_secs(30));
+    assert!(!mesh.coordinator.online().any(|n| n == "beta"));
+    assert_eq!(mesh.hosts[1].node.session_state(), SessionState::Idle);
+}
