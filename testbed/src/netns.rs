@@ -21,9 +21,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod topology;
 mod traffic;
 mod wireguard;
 
+pub use topology::{wg_node, HubAndTwo, Scratch};
 pub use traffic::{ping, Iperf3, Iperf3Client, Iperf3Report, PingReport};
 pub use wireguard::{wg_peer_endpoints, WgPeer, WireGuard};
 

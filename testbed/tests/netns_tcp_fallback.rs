@@ -24,11 +24,11 @@
 //! stay in `target/tmp/tltcp-PID/` until the next run clears them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::netns::{self, Namespace, WireGuard};
-use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec};
+use transitloom_testbed::netns::{self, wg_node, HubAndTwo, Scratch, WireGuard};
+use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec};
 
 /// Names of namespaces, interfaces and scratch folders start with this.
 const PREFIX: &str = "tltcp";
@@ -37,38 +37,8 @@ const COORDINATOR_PORT: u16 = 7443;
 const TUNNEL_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 1, 2));
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// The test's folder: removed when the test passes, kept (and named) when
-/// it fails.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("logs and configs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-fn node(name: &str, ns: &Namespace, uplink: IpAddr, peer: &str, range: &str) -> NodeSpec {
-    NodeSpec {
-        name: name.to_owned(),
-        wrap: ns.wrap(),
-        uplinks: vec![("hub".to_owned(), uplink)],
-        status_listen: SocketAddr::new(LOOPBACK, 7480),
-        services: vec![ServiceSpec {
-            name: "wg0".to_owned(),
-            target: SocketAddr::new(LOOPBACK, WG_PORT),
-            ingress_range: range.to_owned(),
-        }],
-        associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
-        advertise_private: true,
-    }
 }
 
 /// `node`'s control transport once it is admitted.
@@ -96,24 +66,13 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     netns::remove_leftovers(PREFIX, Some(tmp));
     let run = netns::run_prefix(PREFIX);
-    let scratch = Scratch(tmp.join(&run));
-    let dir = scratch.0.as_path();
-    std::fs::create_dir_all(dir).unwrap();
+    let scratch = Scratch::create(tmp.join(&run)).unwrap();
+    let dir = scratch.path();
     let bins = Binaries::for_tests().unwrap();
 
     // The network.
-    let hub = Namespace::create(&format!("{run}-hub")).unwrap();
-    let ns_a = Namespace::create(&format!("{run}-a")).unwrap();
-    let ns_b = Namespace::create(&format!("{run}-b")).unwrap();
-    netns::veth(&hub, "hub-a", &ns_a, "hub").unwrap();
-    netns::veth(&hub, "hub-b", &ns_b, "hub").unwrap();
-    hub.add_address("hub-a", "10.77.1.1/24").unwrap();
-    hub.add_address("hub-b", "10.77.2.1/24").unwrap();
-    hub.enable_forwarding().unwrap();
-    ns_a.add_address("hub", "10.77.1.2/24").unwrap();
-    ns_a.add_route("default", ip("10.77.1.1")).unwrap();
-    ns_b.add_address("hub", "10.77.2.2/24").unwrap();
-    ns_b.add_route("default", ip("10.77.2.1")).unwrap();
+    let net = HubAndTwo::build(&run, 77).unwrap();
+    let (hub, ns_a, ns_b) = (&net.hub, &net.a, &net.b);
     // Alpha's UDP to the coordinator's port goes nowhere; its TCP to the
     // same port, and all its UDP to beta, pass.
     ns_a.nft(&format!(
@@ -134,7 +93,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     // WireGuard on both ends, no peers yet.
     let pid = std::process::id();
     let wg_a = WireGuard::start(
-        &ns_a,
+        ns_a,
         &format!("{PREFIX}{pid}a"),
         WG_PORT,
         "10.99.1.1/24",
@@ -142,7 +101,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     )
     .unwrap();
     let wg_b = WireGuard::start(
-        &ns_b,
+        ns_b,
         &format!("{PREFIX}{pid}b"),
         WG_PORT,
         "10.99.1.2/24",
@@ -159,19 +118,21 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
             wrap: hub.wrap(),
         },
         nodes: vec![
-            node(
+            wg_node(
                 "alpha",
-                &ns_a,
+                ns_a,
                 ip("10.77.1.2"),
                 "beta",
                 "127.0.0.1:41000-41999",
+                WG_PORT,
             ),
-            node(
+            wg_node(
                 "beta",
-                &ns_b,
+                ns_b,
                 ip("10.77.2.2"),
                 "alpha",
                 "127.0.0.1:42000-42999",
+                WG_PORT,
             ),
         ],
     };
@@ -209,7 +170,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     wg_b.set_peer(wg_a.public_key(), ingress_b, "10.99.1.1/32")
         .unwrap();
     let (to_beta_before, _) = ns_a.nft_counter(PREFIX, "udp_to_beta").unwrap();
-    let ping = netns::ping(&ns_a, TUNNEL_B, 10).unwrap();
+    let ping = netns::ping(ns_a, TUNNEL_B, 10).unwrap();
     assert_eq!(ping.received, ping.transmitted, "{ping:?}");
     let (to_beta_after, _) = ns_a.nft_counter(PREFIX, "udp_to_beta").unwrap();
     assert!(

@@ -30,11 +30,11 @@
 //! config stay in `target/tmp/tlwg-PID/` until the next run clears them.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::netns::{self, Iperf3, Namespace, WireGuard};
-use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec};
+use transitloom_testbed::netns::{self, wg_node, HubAndTwo, Iperf3, Scratch, WireGuard};
+use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec};
 
 /// Names of namespaces, interfaces and scratch folders start with this.
 const PREFIX: &str = "tlwg";
@@ -44,38 +44,8 @@ const TUNNEL_A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
 const TUNNEL_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// The test's folder: removed when the test passes, kept (and named) when
-/// it fails.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("logs and configs kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
-}
-
-fn node(name: &str, ns: &Namespace, uplink: IpAddr, peer: &str, range: &str) -> NodeSpec {
-    NodeSpec {
-        name: name.to_owned(),
-        wrap: ns.wrap(),
-        uplinks: vec![("hub".to_owned(), uplink)],
-        status_listen: SocketAddr::new(LOOPBACK, 7480),
-        services: vec![ServiceSpec {
-            name: "wg0".to_owned(),
-            target: SocketAddr::new(LOOPBACK, WG_PORT),
-            ingress_range: range.to_owned(),
-        }],
-        associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
-        advertise_private: true,
-    }
 }
 
 /// Data bytes (sent, received) on every path of `node`'s association with
@@ -145,24 +115,13 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     netns::remove_leftovers(PREFIX, Some(tmp));
     let run = netns::run_prefix(PREFIX);
-    let scratch = Scratch(tmp.join(&run));
-    let dir = scratch.0.as_path();
-    std::fs::create_dir_all(dir).unwrap();
+    let scratch = Scratch::create(tmp.join(&run)).unwrap();
+    let dir = scratch.path();
     let bins = Binaries::for_tests().unwrap();
 
     // The network.
-    let hub = Namespace::create(&format!("{run}-hub")).unwrap();
-    let ns_a = Namespace::create(&format!("{run}-a")).unwrap();
-    let ns_b = Namespace::create(&format!("{run}-b")).unwrap();
-    netns::veth(&hub, "hub-a", &ns_a, "hub").unwrap();
-    netns::veth(&hub, "hub-b", &ns_b, "hub").unwrap();
-    hub.add_address("hub-a", "10.77.1.1/24").unwrap();
-    hub.add_address("hub-b", "10.77.2.1/24").unwrap();
-    hub.enable_forwarding().unwrap();
-    ns_a.add_address("hub", "10.77.1.2/24").unwrap();
-    ns_a.add_route("default", ip("10.77.1.1")).unwrap();
-    ns_b.add_address("hub", "10.77.2.2/24").unwrap();
-    ns_b.add_route("default", ip("10.77.2.1")).unwrap();
+    let net = HubAndTwo::build(&run, 77).unwrap();
+    let (hub, ns_a, ns_b) = (&net.hub, &net.a, &net.b);
     hub.nft(
         "table inet tlwg {\n\
            counter mesh_udp {}\n\
@@ -179,7 +138,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     // WireGuard on both ends, no peers yet.
     let pid = std::process::id();
     let wg_a = WireGuard::start(
-        &ns_a,
+        ns_a,
         &format!("{PREFIX}{pid}a"),
         WG_PORT,
         "10.99.0.1/24",
@@ -187,7 +146,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     )
     .unwrap();
     let wg_b = WireGuard::start(
-        &ns_b,
+        ns_b,
         &format!("{PREFIX}{pid}b"),
         WG_PORT,
         "10.99.0.2/24",
@@ -203,19 +162,21 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
             wrap: hub.wrap(),
         },
         nodes: vec![
-            node(
+            wg_node(
                 "alpha",
-                &ns_a,
+                ns_a,
                 ip("10.77.1.2"),
                 "beta",
                 "127.0.0.1:41000-41999",
+                WG_PORT,
             ),
-            node(
+            wg_node(
                 "beta",
-                &ns_b,
+                ns_b,
                 ip("10.77.2.2"),
                 "alpha",
                 "127.0.0.1:42000-42999",
+                WG_PORT,
             ),
         ],
     };
@@ -240,7 +201,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     }
 
     // Ping across the tunnel; that is WireGuard's first handshake.
-    let ping = netns::ping(&ns_a, TUNNEL_B, 10).unwrap();
+    let ping = netns::ping(ns_a, TUNNEL_B, 10).unwrap();
     assert_eq!(ping.received, ping.transmitted, "{ping:?}");
     for (wg, other) in [(&wg_a, &wg_b), (&wg_b, &wg_a)] {
         let peer = wg.peer(other.public_key()).unwrap();
@@ -251,7 +212,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
         );
         assert!(peer.rx_bytes > 0, "{}: nothing received", wg.name());
     }
-    let ping_back = netns::ping(&ns_b, TUNNEL_A, 5).unwrap();
+    let ping_back = netns::ping(ns_b, TUNNEL_A, 5).unwrap();
     assert_eq!(ping_back.received, ping_back.transmitted, "{ping_back:?}");
 
     // A steady TCP transfer, alpha to beta, and proof it went through the
@@ -260,15 +221,10 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     let a_before = path_bytes(&mesh, "alpha", "beta/wg0");
     let b_before = path_bytes(&mesh, "beta", "alpha/wg0");
     let (_, hub_before) = hub.nft_counter("tlwg", "mesh_udp").unwrap();
-    let server = Iperf3::server(
-        &ns_b,
-        TUNNEL_B,
-        IPERF_PORT,
-        &dir.join("iperf3-server-1.log"),
-    )
-    .unwrap();
+    let server =
+        Iperf3::server(ns_b, TUNNEL_B, IPERF_PORT, &dir.join("iperf3-server-1.log")).unwrap();
     let steady = server
-        .client(&ns_a, 5, &dir.join("iperf3-steady.json"))
+        .client(ns_a, 5, &dir.join("iperf3-steady.json"))
         .unwrap()
         .finish(Duration::from_secs(15))
         .unwrap();
@@ -295,16 +251,11 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     // Kill and restart alpha's daemon in the middle of a 12 s transfer.
     let conf_a = wg_a.showconf().unwrap();
     let conf_b = wg_b.showconf().unwrap();
-    let server = Iperf3::server(
-        &ns_b,
-        TUNNEL_B,
-        IPERF_PORT,
-        &dir.join("iperf3-server-2.log"),
-    )
-    .unwrap();
+    let server =
+        Iperf3::server(ns_b, TUNNEL_B, IPERF_PORT, &dir.join("iperf3-server-2.log")).unwrap();
     let transfer_started = Instant::now();
     let client = server
-        .client(&ns_a, 12, &dir.join("iperf3-restart.json"))
+        .client(ns_a, 12, &dir.join("iperf3-restart.json"))
         .unwrap();
     std::thread::sleep(Duration::from_secs(4));
     let killed_at = transfer_started.elapsed().as_secs_f64();
@@ -357,7 +308,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     );
     let resumed = restart.bytes_after(stall_start + stall);
     assert!(resumed > 1_000_000, "only {resumed} bytes after the stall");
-    let ping_after = netns::ping(&ns_a, TUNNEL_B, 5).unwrap();
+    let ping_after = netns::ping(ns_a, TUNNEL_B, 5).unwrap();
     assert_eq!(
         ping_after.received, ping_after.transmitted,
         "{ping_after:?}"
@@ -378,15 +329,10 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
         "10.99.0.1/32",
     )
     .unwrap();
-    let server = Iperf3::server(
-        &ns_b,
-        TUNNEL_B,
-        IPERF_PORT,
-        &dir.join("iperf3-server-3.log"),
-    )
-    .unwrap();
+    let server =
+        Iperf3::server(ns_b, TUNNEL_B, IPERF_PORT, &dir.join("iperf3-server-3.log")).unwrap();
     let direct = server
-        .client(&ns_a, 5, &dir.join("iperf3-direct.json"))
+        .client(ns_a, 5, &dir.join("iperf3-direct.json"))
         .unwrap()
         .finish(Duration::from_secs(15))
         .unwrap();
