@@ -28,8 +28,9 @@ use transitloom_runtime_tokio::root_authority::{
 use transitloom_testbed::{quickstart, Binaries};
 
 const ABOUT_ADMIN: &str = "\
-Admin commands (node, assoc, status) reach a coordinator over QUIC with the
-admin certificate of an `issue-admin` directory. Give them --coordinator ADDR
+Admin commands (node, assoc, status) reach a coordinator over QUIC (or TCP,
+when QUIC does not answer within 3 s, or at once with --tcp) with the admin
+certificate of an `issue-admin` directory. Give them --coordinator ADDR
 and --admin DIR, or set TL_COORDINATOR and TL_ADMIN (and TL_COORDINATOR_NAME
 when the coordinator's certificate names something other than `coordinator`).
 
@@ -47,8 +48,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a real mesh on this machine, with no setup and no root: a
-    /// throw-away PKI, a coordinator and three nodes on loopback addresses,
+    /// Run a real mesh on this machine and watch it work (no setup, no root).
+    ///
+    /// A throw-away PKI, a coordinator and three nodes on loopback addresses,
     /// UDP traffic through their ingress ports with a live progress line,
     /// one node daemon killed and restarted half-way (after 10 s without
     /// --duration), then a report and the WireGuard peers a user would
