@@ -174,7 +174,7 @@ fn establish(c: &mut Criterion) {
         mesh.until_live(&[i], Duration::from_millis(1), Duration::from_secs(5));
         let spent = (mesh.hub_busy - before, started.elapsed());
         mesh.leave(i);
-        if turn % 64 == 0 {
+        if turn.is_multiple_of(64) {
             // Let replaced sessions drain (untimed).
             mesh.run_for(Duration::from_secs(2));
         }

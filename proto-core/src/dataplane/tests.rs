@@ -223,7 +223,7 @@ impl Net {
 fn payload(i: usize) -> Vec<u8> {
     let len = 1 + i % 1_400;
     let mut p: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         let n = MAGIC.len().min(len);
         p[..n].copy_from_slice(&MAGIC[..n]);
     }

@@ -211,7 +211,7 @@ impl Daemon {
         // environment: both must work.
         let mut command = Command::new(env!("CARGO_BIN_EXE_tlctl"));
         command.args(args);
-        if args.len() % 2 == 0 {
+        if args.len().is_multiple_of(2) {
             command.env("TL_COORDINATOR", self.listen.to_string());
             command.env("TL_ADMIN", &self.admin);
         } else {

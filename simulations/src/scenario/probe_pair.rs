@@ -71,7 +71,7 @@ const PARAMS: &[ParamSpec] = &[
 /// to prove that data which looks like control is still carried unchanged.
 pub(crate) fn payload(seq: u64) -> Bytes {
     let mut out = Vec::with_capacity(1_400);
-    if seq % 10 == 0 {
+    if seq.is_multiple_of(10) {
         out.extend_from_slice(&MAGIC);
     }
     out.extend_from_slice(&seq.to_be_bytes());
