@@ -14,5 +14,6 @@ pub mod netns;
 pub mod quickstart;
 
 pub use localmesh::{
-    free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
+    free_port, Binaries, CoordinatorSpec, Error, LocalMesh, LoopbackPair, MeshSpec, NodeSpec,
+    ServiceSpec,
 };

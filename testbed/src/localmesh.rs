@@ -320,6 +320,12 @@ impl LocalMesh {
         n.child.as_ref().map(Child::id)
     }
 
+    /// The node's status address (its `status_listen`).
+    pub fn status_listen(&self, node: &str) -> Option<SocketAddr> {
+        let n = self.nodes.iter().find(|n| n.spec.name == node)?;
+        Some(n.spec.status_listen)
+    }
+
     /// The coordinator's process id.
     pub fn coordinator_pid(&self) -> Option<u32> {
         self.coordinator_child.as_ref().map(Child::id)
@@ -622,4 +628,68 @@ fn run(cmd: &mut Command) -> Result<Output, Error> {
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(Error::io(format!("writing {}", path.display())))
+}
+
+/// The smallest mesh on loopback: nodes `alpha` and `beta`, one uplink on
+/// 127.0.0.1 each, each with a service `wg0` associated with the other's;
+/// the services are UDP sockets of the caller's process.
+#[derive(Debug)]
+pub struct LoopbackPair {
+    pub mesh: LocalMesh,
+    /// alpha's and beta's service sockets (the ingress takes only these).
+    pub services: [std::net::UdpSocket; 2],
+    /// The coordinator's status address.
+    pub coordinator_status: SocketAddr,
+}
+
+impl LoopbackPair {
+    /// Starts it in `dir` and waits until both associations are up. Ingress
+    /// ports come from `127.0.0.1:BASE-BASE+99` (alpha) and the next hundred
+    /// (beta), so tests running side by side give different bases.
+    ///
+    /// # Errors
+    /// What [`LocalMesh::start`] and [`LocalMesh::wait_up`] return.
+    pub fn start(dir: &Path, bins: Binaries, base: u16) -> Result<Self, Error> {
+        let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let bind = || std::net::UdpSocket::bind((lo, 0)).map_err(Error::io("binding a service"));
+        let services = [bind()?, bind()?];
+        let mut nodes = Vec::new();
+        for (i, (name, peer)) in [("alpha", "beta"), ("beta", "alpha")]
+            .into_iter()
+            .enumerate()
+        {
+            let low = base + 100 * i as u16;
+            nodes.push(NodeSpec {
+                name: name.to_owned(),
+                wrap: Vec::new(),
+                uplinks: vec![("lo".to_owned(), lo)],
+                status_listen: SocketAddr::new(lo, free_port(lo)?),
+                services: vec![ServiceSpec {
+                    name: "wg0".to_owned(),
+                    target: services[i]
+                        .local_addr()
+                        .map_err(Error::io("a service address"))?,
+                    ingress_range: format!("127.0.0.1:{low}-{}", low + 99),
+                }],
+                associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
+                advertise_private: true,
+            });
+        }
+        let coordinator_status = SocketAddr::new(lo, free_port(lo)?);
+        let spec = MeshSpec {
+            coordinator: CoordinatorSpec {
+                listen: SocketAddr::new(lo, free_port(lo)?),
+                status_listen: coordinator_status,
+                wrap: Vec::new(),
+            },
+            nodes,
+        };
+        let mesh = LocalMesh::start(dir, bins, spec)?;
+        mesh.wait_up(Duration::from_secs(20))?;
+        Ok(Self {
+            mesh,
+            services,
+            coordinator_status,
+        })
+    }
 }

@@ -4,18 +4,9 @@
 //! UDP between two local "services" byte-for-byte; then the admin revokes
 //! one node and every effect lands within a second.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::{
-    free_port, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
-};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn addr() -> SocketAddr {
-    SocketAddr::new(LOOPBACK, free_port(LOOPBACK).unwrap())
-}
+use transitloom_testbed::{Binaries, LocalMesh, LoopbackPair};
 
 fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -28,22 +19,6 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-fn node(name: &str, peer: &str, target: SocketAddr, range: &str) -> NodeSpec {
-    NodeSpec {
-        name: name.to_owned(),
-        wrap: Vec::new(),
-        uplinks: vec![("lo".to_owned(), LOOPBACK)],
-        status_listen: addr(),
-        services: vec![ServiceSpec {
-            name: "wg0".to_owned(),
-            target,
-            ingress_range: range.to_owned(),
-        }],
-        associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
-        advertise_private: true,
-    }
-}
-
 fn assoc_state(mesh: &LocalMesh, node: &str) -> Option<String> {
     let status = mesh.status(node).ok()?;
     status["associations"][0]["state"]
@@ -54,32 +29,8 @@ fn assoc_state(mesh: &LocalMesh, node: &str) -> Option<String> {
 #[test]
 fn two_nodes_enroll_carry_udp_and_a_revoke_takes_effect_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
-    let services: Vec<UdpSocket> = (0..2)
-        .map(|_| UdpSocket::bind((LOOPBACK, 0)).unwrap())
-        .collect();
-    let spec = MeshSpec {
-        coordinator: CoordinatorSpec {
-            listen: addr(),
-            status_listen: addr(),
-            wrap: Vec::new(),
-        },
-        nodes: vec![
-            node(
-                "alpha",
-                "beta",
-                services[0].local_addr().unwrap(),
-                "127.0.0.1:42000-42099",
-            ),
-            node(
-                "beta",
-                "alpha",
-                services[1].local_addr().unwrap(),
-                "127.0.0.1:42100-42199",
-            ),
-        ],
-    };
-    let mesh = LocalMesh::start(tmp.path(), Binaries::for_tests().unwrap(), spec).unwrap();
-    mesh.wait_up(Duration::from_secs(20)).unwrap();
+    let LoopbackPair { mesh, services, .. } =
+        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 42_000).unwrap();
 
     // UDP from alpha's service to alpha's ingress arrives at beta's service
     // unchanged, from beta's ingress.
@@ -147,32 +98,8 @@ fn online(mesh: &LocalMesh) -> Option<u64> {
 #[test]
 fn a_node_stopped_with_sigterm_is_offline_at_the_coordinator_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
-    let services: Vec<UdpSocket> = (0..2)
-        .map(|_| UdpSocket::bind((LOOPBACK, 0)).unwrap())
-        .collect();
-    let spec = MeshSpec {
-        coordinator: CoordinatorSpec {
-            listen: addr(),
-            status_listen: addr(),
-            wrap: Vec::new(),
-        },
-        nodes: vec![
-            node(
-                "alpha",
-                "beta",
-                services[0].local_addr().unwrap(),
-                "127.0.0.1:42200-42299",
-            ),
-            node(
-                "beta",
-                "alpha",
-                services[1].local_addr().unwrap(),
-                "127.0.0.1:42300-42399",
-            ),
-        ],
-    };
-    let mut mesh = LocalMesh::start(tmp.path(), Binaries::for_tests().unwrap(), spec).unwrap();
-    mesh.wait_up(Duration::from_secs(20)).unwrap();
+    let LoopbackPair { mut mesh, .. } =
+        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 42_200).unwrap();
     assert_eq!(online(&mesh), Some(2));
     let stopped = Instant::now();
     mesh.stop_node("beta").unwrap();

@@ -5,20 +5,12 @@
 //! association, path and uplink labels are all present.
 
 use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use transitloom_testbed::netns::REQUIRE_ENV;
-use transitloom_testbed::{
-    free_port, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
-};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn addr() -> SocketAddr {
-    SocketAddr::new(LOOPBACK, free_port(LOOPBACK).unwrap())
-}
+use transitloom_testbed::{Binaries, LoopbackPair};
 
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
@@ -69,22 +61,6 @@ fn promtool(text: &str) -> Result<(), String> {
     }
 }
 
-fn node(name: &str, peer: &str, target: SocketAddr, range: &str) -> NodeSpec {
-    NodeSpec {
-        name: name.to_owned(),
-        wrap: Vec::new(),
-        uplinks: vec![("lo".to_owned(), LOOPBACK)],
-        status_listen: addr(),
-        services: vec![ServiceSpec {
-            name: "wg0".to_owned(),
-            target,
-            ingress_range: range.to_owned(),
-        }],
-        associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
-        advertise_private: true,
-    }
-}
-
 #[test]
 fn every_metrics_endpoint_passes_promtool() {
     if Command::new("promtool").arg("--version").output().is_err() {
@@ -100,34 +76,15 @@ fn every_metrics_endpoint_passes_promtool() {
     assert!(promtool("# TYPE foo counter\nfoo 1\n").is_err());
 
     let tmp = tempfile::tempdir().unwrap();
-    let services: Vec<UdpSocket> = (0..2)
-        .map(|_| UdpSocket::bind((LOOPBACK, 0)).unwrap())
+    let LoopbackPair {
+        mesh,
+        services,
+        coordinator_status,
+    } = LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 43_000).unwrap();
+    let statuses: Vec<SocketAddr> = ["alpha", "beta"]
+        .iter()
+        .map(|n| mesh.status_listen(n).unwrap())
         .collect();
-    let coordinator_status = addr();
-    let spec = MeshSpec {
-        coordinator: CoordinatorSpec {
-            listen: addr(),
-            status_listen: coordinator_status,
-            wrap: Vec::new(),
-        },
-        nodes: vec![
-            node(
-                "alpha",
-                "beta",
-                services[0].local_addr().unwrap(),
-                "127.0.0.1:43000-43099",
-            ),
-            node(
-                "beta",
-                "alpha",
-                services[1].local_addr().unwrap(),
-                "127.0.0.1:43100-43199",
-            ),
-        ],
-    };
-    let statuses: Vec<SocketAddr> = spec.nodes.iter().map(|n| n.status_listen).collect();
-    let mesh = LocalMesh::start(tmp.path(), Binaries::for_tests().unwrap(), spec).unwrap();
-    mesh.wait_up(Duration::from_secs(20)).unwrap();
     let ingress = mesh.ingress("alpha", "beta/wg0").unwrap();
     services[1]
         .set_read_timeout(Some(Duration::from_secs(2)))
