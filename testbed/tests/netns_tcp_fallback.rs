@@ -23,23 +23,18 @@
 //! took to be admitted over TCP from its start, and both `tlctl` runs. When the test fails, every process's log and config
 //! stay in `target/tmp/tltcp-PID/` until the next run clears them.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::netns::{self, wg_node, HubAndTwo, Scratch, WireGuard};
-use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec};
+use transitloom_testbed::netns::{self, HubAndTwo, Scratch, WireGuard};
+use transitloom_testbed::{Binaries, LocalMesh};
 
 /// Names of namespaces, interfaces and scratch folders start with this.
 const PREFIX: &str = "tltcp";
 const WG_PORT: u16 = 51820;
 const COORDINATOR_PORT: u16 = 7443;
 const TUNNEL_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 1, 2));
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
-}
 
 /// `node`'s control transport once it is admitted.
 fn admitted_over(mesh: &LocalMesh, node: &str) -> Option<String> {
@@ -72,7 +67,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
 
     // The network.
     let net = HubAndTwo::build(&run, 77).unwrap();
-    let (hub, ns_a, ns_b) = (&net.hub, &net.a, &net.b);
+    let (ns_a, ns_b) = (&net.a, &net.b);
     // Alpha's UDP to the coordinator's port goes nowhere; its TCP to the
     // same port, and all its UDP to beta, pass.
     ns_a.nft(&format!(
@@ -111,31 +106,7 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
 
     // The mesh: LocalMesh starts the coordinator, invites both nodes and
     // starts them; alpha has only its join token and must enroll over TCP.
-    let spec = MeshSpec {
-        coordinator: CoordinatorSpec {
-            listen: SocketAddr::new(ip("10.77.1.1"), COORDINATOR_PORT),
-            status_listen: SocketAddr::new(LOOPBACK, 7481),
-            wrap: hub.wrap(),
-        },
-        nodes: vec![
-            wg_node(
-                "alpha",
-                ns_a,
-                ip("10.77.1.2"),
-                "beta",
-                "127.0.0.1:41000-41999",
-                WG_PORT,
-            ),
-            wg_node(
-                "beta",
-                ns_b,
-                ip("10.77.2.2"),
-                "alpha",
-                "127.0.0.1:42000-42999",
-                WG_PORT,
-            ),
-        ],
-    };
+    let spec = net.wg_mesh(COORDINATOR_PORT, WG_PORT);
     let mesh_started = Instant::now();
     let tlctl = bins.tlctl.clone();
     let mesh = LocalMesh::start(&dir.join("mesh"), bins, spec).unwrap();

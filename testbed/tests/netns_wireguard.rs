@@ -33,8 +33,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::netns::{self, wg_node, HubAndTwo, Iperf3, Scratch, WireGuard};
-use transitloom_testbed::{Binaries, CoordinatorSpec, LocalMesh, MeshSpec};
+use transitloom_testbed::netns::{self, HubAndTwo, Iperf3, Scratch, WireGuard};
+use transitloom_testbed::{Binaries, LocalMesh};
 
 /// Names of namespaces, interfaces and scratch folders start with this.
 const PREFIX: &str = "tlwg";
@@ -42,7 +42,6 @@ const WG_PORT: u16 = 51820;
 const IPERF_PORT: u16 = 5201;
 const TUNNEL_A: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 1));
 const TUNNEL_B: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -155,31 +154,7 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
     .unwrap();
 
     // The mesh.
-    let spec = MeshSpec {
-        coordinator: CoordinatorSpec {
-            listen: SocketAddr::new(ip("10.77.1.1"), 7443),
-            status_listen: SocketAddr::new(LOOPBACK, 7481),
-            wrap: hub.wrap(),
-        },
-        nodes: vec![
-            wg_node(
-                "alpha",
-                ns_a,
-                ip("10.77.1.2"),
-                "beta",
-                "127.0.0.1:41000-41999",
-                WG_PORT,
-            ),
-            wg_node(
-                "beta",
-                ns_b,
-                ip("10.77.2.2"),
-                "alpha",
-                "127.0.0.1:42000-42999",
-                WG_PORT,
-            ),
-        ],
-    };
+    let spec = net.wg_mesh(7443, WG_PORT);
     let mut mesh = LocalMesh::start(&dir.join("mesh"), bins, spec).unwrap();
     mesh.wait_up(Duration::from_secs(30)).unwrap();
     let up_after = started.elapsed();

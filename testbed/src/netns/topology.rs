@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use super::{veth, Error, Namespace};
-use crate::localmesh::{NodeSpec, ServiceSpec};
+use crate::localmesh::{CoordinatorSpec, MeshSpec, NodeSpec, ServiceSpec};
 
 /// Hub, A and B. A is `10.S.1.2` behind the hub's `10.S.1.1`, B `10.S.2.2`
 /// behind `10.S.2.1`, where S is the `subnet` given to [`build`]; the hub
@@ -53,6 +53,40 @@ impl HubAndTwo {
             b_addr: at(2, 2),
             hub_a: at(1, 1),
         })
+    }
+}
+
+impl HubAndTwo {
+    /// The mesh most tests run here: a coordinator in the hub on
+    /// `hub_a:coordinator_port`, node `alpha` on A and `beta` on B (see
+    /// [`wg_node`]), associated, with ingress ports from 41000-41999 and
+    /// 42000-42999.
+    pub fn wg_mesh(&self, coordinator_port: u16, wg_port: u16) -> MeshSpec {
+        MeshSpec {
+            coordinator: CoordinatorSpec {
+                listen: SocketAddr::new(self.hub_a, coordinator_port),
+                status_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7481),
+                wrap: self.hub.wrap(),
+            },
+            nodes: vec![
+                wg_node(
+                    "alpha",
+                    &self.a,
+                    self.a_addr,
+                    "beta",
+                    "127.0.0.1:41000-41999",
+                    wg_port,
+                ),
+                wg_node(
+                    "beta",
+                    &self.b,
+                    self.b_addr,
+                    "alpha",
+                    "127.0.0.1:42000-42999",
+                    wg_port,
+                ),
+            ],
+        }
     }
 }
 
