@@ -10,7 +10,7 @@
 mod association;
 mod path;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,52 @@ pub struct UplinkSpec {
     pub name: String,
     /// The source address its mesh sockets bind to.
     pub bind: IpAddr,
+    /// How the scheduler may use it.
+    pub policy: UplinkPolicy,
+}
+
+impl UplinkSpec {
+    /// A primary, unmetered uplink with no capacity hint.
+    pub fn new(id: UplinkId, name: impl Into<String>, bind: IpAddr) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            bind,
+            policy: UplinkPolicy::default(),
+        }
+    }
+}
+
+/// Whether an uplink carries data normally or only when primaries cannot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum UplinkPriority {
+    /// Carries data.
+    #[default]
+    Primary,
+    /// Carries data only when no primary path can.
+    Backup,
+}
+
+impl UplinkPriority {
+    /// The name config, status and metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Backup => "backup",
+        }
+    }
+}
+
+/// The operator's policy for an uplink (DESIGN §8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkPolicy {
+    /// Primary or backup.
+    pub priority: UplinkPriority,
+    /// Metered (mobile data): carries no bulk while unmetered capacity
+    /// suffices.
+    pub metered: bool,
+    /// The operator's capacity hint, bits per second.
+    pub capacity_bps: Option<u64>,
 }
 
 /// An association as the coordinator installs it.
@@ -176,6 +222,9 @@ pub enum DataPlaneError {
     /// The data plane has no uplink to send from.
     #[error("no uplink is configured")]
     NoUplink,
+    /// No uplink has this id.
+    #[error("no uplink has id {0}")]
+    NoSuchUplink(UplinkId),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -197,6 +246,8 @@ pub struct DataPlane {
     /// Where forwarded payloads are copied: one allocation shared by many
     /// datagrams instead of one each (see [`own`]).
     arena: BytesMut,
+    /// Uplinks whose address is gone: they have no mesh sockets.
+    uplinks_down: BTreeSet<UplinkId>,
 }
 
 /// A read-only view of an installed association, for status.
@@ -271,6 +322,7 @@ impl DataPlane {
             timers: TimerTable::default(),
             outputs: VecDeque::new(),
             arena: BytesMut::new(),
+            uplinks_down: BTreeSet::new(),
         }
     }
 
@@ -309,19 +361,96 @@ impl DataPlane {
         });
         let mut assoc = Association::new(spec, ingress_socket);
         for uplink in self.config.uplinks.clone() {
-            let socket = self.allocate_socket(SocketRole::Mesh(id, uplink.id));
-            let local = SocketAddr::new(uplink.bind, assoc.spec.mesh_port);
-            self.outputs.push_back(Output::BindSocket { socket, local });
-            assoc.mesh.insert(
-                uplink.id,
-                MeshSocket {
-                    socket,
-                    local: None,
-                },
-            );
+            if !self.uplinks_down.contains(&uplink.id) {
+                self.open_mesh(&mut assoc, uplink.id, uplink.bind);
+            }
         }
         tracing::debug!(assoc = %id, peer = %assoc.spec.peer, "association installed");
         self.assocs.insert(id, assoc);
+        Ok(())
+    }
+
+    /// Asks for `assoc`'s mesh socket on an uplink.
+    fn open_mesh(&mut self, assoc: &mut Association, uplink: UplinkId, bind: IpAddr) {
+        let socket = self.allocate_socket(SocketRole::Mesh(assoc.spec.id, uplink));
+        let local = SocketAddr::new(bind, assoc.spec.mesh_port);
+        self.outputs.push_back(Output::BindSocket { socket, local });
+        assoc.mesh.insert(
+            uplink,
+            MeshSocket {
+                socket,
+                local: None,
+            },
+        );
+    }
+
+    /// An uplink's address changed (`Some`) or went away (`None`), seen by
+    /// the host at runtime: its mesh sockets close, every path through it
+    /// fails at once, and with a new address fresh sockets are bound and
+    /// probed, with no restart. The other uplinks are not touched.
+    ///
+    /// # Errors
+    /// When no uplink has this id.
+    pub fn set_uplink_address(
+        &mut self,
+        uplink: UplinkId,
+        bind: Option<IpAddr>,
+    ) -> Result<(), DataPlaneError> {
+        let spec = self
+            .config
+            .uplinks
+            .iter_mut()
+            .find(|u| u.id == uplink)
+            .ok_or(DataPlaneError::NoSuchUplink(uplink))?;
+        let was_down = self.uplinks_down.contains(&uplink);
+        if bind.is_none_or(|ip| ip == spec.bind) && bind.is_none() == was_down {
+            return Ok(());
+        }
+        if let Some(ip) = bind {
+            spec.bind = ip;
+        }
+        tracing::info!(uplink = %spec.name, address = ?bind, "uplink address changed");
+        let ids: Vec<AssocId> = self.assocs.keys().copied().collect();
+        for id in ids {
+            let assoc = self.assocs.get_mut(&id).expect("listed above");
+            let was_up = assoc.is_up();
+            if let Some(mesh) = assoc.mesh.remove(&uplink) {
+                self.sockets.remove(&mesh.socket);
+                self.outputs.push_back(Output::CloseSocket {
+                    socket: mesh.socket,
+                });
+            }
+            let gone: Vec<(UplinkId, SocketAddr)> = assoc
+                .paths
+                .keys()
+                .filter(|key| key.0 == uplink)
+                .copied()
+                .collect();
+            for key in gone {
+                let path = assoc.paths.remove(&key).expect("listed above");
+                if path.state == PathState::Active {
+                    self.outputs.push_back(Output::Event(DataEvent::PathFailed {
+                        assoc: id,
+                        path: path.id,
+                        remote: path.remote,
+                    }));
+                }
+            }
+            if was_up && !assoc.is_up() {
+                self.outputs
+                    .push_back(Output::Event(DataEvent::AssociationDown(id)));
+            }
+            if let Some(ip) = bind {
+                let mut assoc = self.assocs.remove(&id).expect("listed above");
+                self.open_mesh(&mut assoc, uplink, ip);
+                self.assocs.insert(id, assoc);
+            }
+        }
+        if bind.is_some() {
+            self.uplinks_down.remove(&uplink);
+        } else {
+            self.uplinks_down.insert(uplink);
+        }
         Ok(())
     }
 

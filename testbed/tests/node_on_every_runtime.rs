@@ -181,11 +181,7 @@ fn one_node_machine_carries_udp_on_mio_tokio_and_smol() {
                     target: services[i].local_addr().unwrap(),
                     peers: BTreeMap::from([(format!("{peer}/wg0"), ingress[i])]),
                 }],
-                uplinks: vec![UplinkSpec {
-                    id: UplinkId(0),
-                    name: "lo".to_owned(),
-                    bind: LOOPBACK,
-                }],
+                uplinks: vec![UplinkSpec::new(UplinkId(0), "lo", LOOPBACK)],
                 wall_clock: transitloom_runtime_mio::wall_clock_now(),
                 timing: Default::default(),
                 seed,

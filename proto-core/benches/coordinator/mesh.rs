@@ -327,11 +327,7 @@ impl Mesh {
             control_bind: SocketAddr::new(public, 0),
             advertise_private: false,
             services,
-            uplinks: vec![UplinkSpec {
-                id: UplinkId(0),
-                name: "wan".to_owned(),
-                bind: public,
-            }],
+            uplinks: vec![UplinkSpec::new(UplinkId(0), "wan", public)],
             wall_clock: self.wall,
             timing: QuicTiming::default(),
             seed: self.drbg.key(),

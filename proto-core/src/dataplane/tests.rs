@@ -38,11 +38,7 @@ struct Net {
 }
 
 fn uplink(id: u16, bind: &str) -> UplinkSpec {
-    UplinkSpec {
-        id: UplinkId(id),
-        name: format!("up{id}"),
-        bind: bind.parse().unwrap(),
-    }
+    UplinkSpec::new(UplinkId(id), format!("up{id}"), bind.parse().unwrap())
 }
 
 fn spec(ingress: &str, target: &str, remotes: &[&str]) -> AssociationSpec {
@@ -615,4 +611,60 @@ fn forwarded_payloads_are_exact_copies_carved_from_shared_blocks() {
     assert_eq!(big.len(), super::ARENA_BLOCK + 1);
     assert!(big.iter().all(|&x| x == 1));
     assert_eq!(&a[..], b"first", "earlier payloads are untouched");
+}
+
+#[test]
+fn an_uplink_that_loses_and_regains_its_address_is_rebound_without_a_restart() {
+    let mut net = Net::new(true);
+    net.advance(Duration::from_millis(50));
+    let lan = UplinkId(1);
+    let on_lan = |net: &Net| {
+        net.view(1)
+            .paths()
+            .filter(|p| p.uplink == lan && p.state == PathState::Active)
+            .count()
+    };
+    assert_eq!(on_lan(&net), 1);
+
+    // The address goes: the socket closes and its path fails at once.
+    net.nodes[1].plane.set_uplink_address(lan, None).unwrap();
+    net.drain(1);
+    assert_eq!(on_lan(&net), 0);
+    assert!(!net.nodes[1]
+        .bound
+        .values()
+        .any(|a| a.ip() == addr("10.0.0.2:0").ip()));
+    assert!(net.nodes[1]
+        .events
+        .iter()
+        .any(|e| matches!(e, DataEvent::PathFailed { .. })));
+    assert!(net.view(1).is_up(), "the other uplink still carries it");
+    let target = net.nodes[1].target;
+    net.service_sends(1, target, b"over the wan");
+    net.advance(Duration::from_millis(20));
+    assert_eq!(
+        net.nodes[0].delivered.last().unwrap().as_ref(),
+        b"over the wan"
+    );
+
+    // It comes back on another address: bound and validated again.
+    net.nodes[1]
+        .plane
+        .set_uplink_address(lan, Some("10.0.0.3".parse().unwrap()))
+        .unwrap();
+    net.advance(Duration::from_millis(300));
+    assert!(net.nodes[1]
+        .bound
+        .values()
+        .any(|a| *a == addr("10.0.0.3:40000")));
+    assert_eq!(on_lan(&net), 1, "validated from its new address");
+    assert!(net
+        .view(0)
+        .paths()
+        .any(|p| p.remote == addr("10.0.0.3:40000") && p.state == PathState::Active));
+
+    assert_eq!(
+        net.nodes[1].plane.set_uplink_address(UplinkId(9), None),
+        Err(DataPlaneError::NoSuchUplink(UplinkId(9)))
+    );
 }

@@ -161,11 +161,7 @@ struct Rig {
 impl Rig {
     fn new(epoch: Instant) -> Self {
         let wall = WallClock::new(epoch, UNIX_START_US);
-        let uplink = UplinkSpec {
-            id: UplinkId(0),
-            name: "wan".to_owned(),
-            bind: addr("192.0.2.1:0").ip(),
-        };
+        let uplink = UplinkSpec::new(UplinkId(0), "wan", addr("192.0.2.1:0").ip());
         let mut plane = DataPlane::new(DataPlaneConfig::new(vec![uplink], 7, wall));
         let sides = sides();
         for (n, side) in sides.iter().enumerate() {

@@ -184,11 +184,7 @@ impl Mesh {
                 control_bind: SocketAddr::new(public, 0),
                 advertise_private: false,
                 services,
-                uplinks: vec![UplinkSpec {
-                    id: UplinkId(0),
-                    name: "wan".to_owned(),
-                    bind: public,
-                }],
+                uplinks: vec![UplinkSpec::new(UplinkId(0), "wan", public)],
                 wall_clock: wall,
                 timing: QuicTiming::default(),
                 seed: [20 + i as u8; 32],

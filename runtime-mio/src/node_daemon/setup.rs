@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-use transitloom_proto_core::dataplane::UplinkSpec;
+use transitloom_proto_core::dataplane::{UplinkPolicy, UplinkPriority, UplinkSpec};
 use transitloom_proto_core::UplinkId;
 
 use super::interface::interface_address;
@@ -178,11 +178,16 @@ pub(crate) fn resolve_uplinks(config: &NodeConfig) -> Result<Vec<UplinkSpec>, Co
                 "more uplinks than this node can number",
             )
         })?;
-        specs.push(UplinkSpec {
-            id: UplinkId(id),
-            name: uplink.name.clone(),
-            bind,
-        });
+        let mut spec = UplinkSpec::new(UplinkId(id), uplink.name.clone(), bind);
+        spec.policy = UplinkPolicy {
+            priority: match uplink.priority {
+                Priority::Primary => UplinkPriority::Primary,
+                Priority::Backup => UplinkPriority::Backup,
+            },
+            metered: uplink.metered,
+            capacity_bps: uplink.capacity_mbps.map(|mbps| (mbps * 1e6) as u64),
+        };
+        specs.push(spec);
     }
     Ok(specs)
 }

@@ -344,11 +344,11 @@ impl NodeRunner {
                     .map(|p| ((*p).to_owned(), free_udp()))
                     .collect::<BTreeMap<_, _>>(),
             }],
-            uplinks: vec![UplinkSpec {
-                id: UplinkId(0),
-                name: "lo".to_owned(),
-                bind: Ipv4Addr::LOCALHOST.into(),
-            }],
+            uplinks: vec![UplinkSpec::new(
+                UplinkId(0),
+                "lo",
+                Ipv4Addr::LOCALHOST.into(),
+            )],
             wall_clock: wall_clock_now(),
             // A dead coordinator (kill -9) is noticed within about a second.
             timing: QuicTiming::from_keepalive(Duration::from_millis(400)),

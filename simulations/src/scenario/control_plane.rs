@@ -388,11 +388,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
                 target: service_addr,
                 peers: BTreeMap::from([(format!("{peer}/wg0"), ingress)]),
             }],
-            uplinks: vec![UplinkSpec {
-                id: UplinkId(0),
-                name: "wan".to_owned(),
-                bind: public,
-            }],
+            uplinks: vec![UplinkSpec::new(UplinkId(0), "wan", public)],
             wall_clock: wall,
             timing: QuicTiming::default(),
             seed: drbg.key(),

@@ -141,11 +141,7 @@ pub(super) fn node_config(
         control_bind: SocketAddr::new(public, 0),
         advertise_private: false,
         services: Vec::new(),
-        uplinks: vec![UplinkSpec {
-            id: UplinkId(0),
-            name: "wan".to_owned(),
-            bind: public,
-        }],
+        uplinks: vec![UplinkSpec::new(UplinkId(0), "wan", public)],
         wall_clock: wall,
         timing: QuicTiming::default(),
         seed,

@@ -129,11 +129,7 @@ fn node_with_service(
 
 fn plane(world: &mut World, uplink_ip: IpAddr, remote: SocketAddr) -> DataPlane {
     let wall = WallClock::new(world.epoch(), 1_760_000_000_000_000);
-    let uplink = UplinkSpec {
-        id: UplinkId(0),
-        name: "wan".to_owned(),
-        bind: uplink_ip,
-    };
+    let uplink = UplinkSpec::new(UplinkId(0), "wan", uplink_ip);
     let mut plane = DataPlane::new(DataPlaneConfig::new(vec![uplink], world.fork_seed(), wall));
     plane
         .install(AssociationSpec {
