@@ -9,6 +9,7 @@
 
 mod association;
 mod path;
+pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use association::{AssocCounters, MAX_PATHS, REPLAY_CAPACITY};
+pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
+pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
@@ -117,8 +119,11 @@ pub struct DataPlaneConfig {
     pub uplinks: Vec<UplinkSpec>,
     /// Time between probes of each path.
     pub probe_interval: Duration,
-    /// Probe intervals without a pong before an active path fails.
+    /// Probe intervals without a pong before an idle active path fails
+    /// (a path carrying data fails sooner, see [`SchedulerConfig`]).
     pub failed_after: u32,
+    /// How data is spread across paths.
+    pub scheduler: SchedulerConfig,
     /// Seed of the machine's randomness (transaction ids).
     pub seed: u64,
     /// Wall-clock anchor for control packet timestamps.
@@ -133,6 +138,7 @@ impl DataPlaneConfig {
             uplinks,
             probe_interval: Duration::from_millis(250),
             failed_after: 3,
+            scheduler: SchedulerConfig::default(),
             seed,
             wall_clock,
         }
@@ -231,7 +237,16 @@ pub enum DataPlaneError {
 enum Timer {
     /// Time to ping every path of an association.
     Probe(AssocId),
+    /// Time to probe busy paths, check their liveness and report
+    /// statistics, while an association carries data.
+    Tick(AssocId),
 }
+
+/// An association is busy (its paths probed fast and measured) for this
+/// long after its last data packet.
+const BUSY: Duration = Duration::from_secs(1);
+/// The shortest a path carrying data may go unanswered before it fails.
+const LIVENESS_FLOOR: Duration = Duration::from_millis(100);
 
 /// The node's data plane. See the module docs.
 #[derive(Debug)]
@@ -359,7 +374,13 @@ impl DataPlane {
             socket: ingress_socket,
             local: spec.ingress,
         });
-        let mut assoc = Association::new(spec, ingress_socket);
+        let policies = self
+            .config
+            .uplinks
+            .iter()
+            .map(|u| (u.id, u.policy))
+            .collect();
+        let mut assoc = Association::new(spec, ingress_socket, policies, self.config.scheduler);
         for uplink in self.config.uplinks.clone() {
             if !self.uplinks_down.contains(&uplink.id) {
                 self.open_mesh(&mut assoc, uplink.id, uplink.bind);
@@ -465,6 +486,7 @@ impl DataPlane {
             .remove(&id)
             .ok_or(DataPlaneError::NotInstalled(id))?;
         self.timers.stop(Timer::Probe(id));
+        self.timers.stop(Timer::Tick(id));
         let sockets =
             std::iter::once(assoc.ingress_socket).chain(assoc.mesh.values().map(|m| m.socket));
         for socket in sockets {
@@ -575,6 +597,24 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Each path's planned share of an association's traffic and why, in
+    /// the order of [`AssociationView::paths`].
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn path_choices(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+    ) -> Result<Vec<PathChoice>, DataPlaneError> {
+        let fresh = self.config.probe_interval * 2;
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        Ok(assoc.choices(now, fresh))
+    }
+
     /// Every installed association, in id order.
     pub fn associations(&self) -> impl Iterator<Item = AssociationView<'_>> + '_ {
         self.assocs.values().map(|inner| AssociationView { inner })
@@ -633,10 +673,18 @@ impl DataPlane {
             tracing::trace!(assoc = %id, src = %datagram.src, "ingress from a foreign source dropped");
             return;
         }
-        let Some(key) = assoc.choose_path(now, fresh) else {
+        let Some(key) = assoc.schedule(now, fresh, datagram.payload.len()) else {
             assoc.counters.no_path += 1;
             return;
         };
+        if assoc
+            .last_ingress
+            .is_none_or(|at| now.saturating_duration_since(at) >= BUSY)
+        {
+            // Busy from now: probe and measure its paths fast.
+            self.timers.set(Timer::Tick(id), now);
+        }
+        assoc.last_ingress = Some(now);
         let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
             return;
         };
@@ -702,7 +750,16 @@ impl DataPlane {
         {
             path.rx.count(datagram.payload.len());
             path.last_heard = Some(now);
+            let idle = path
+                .last_data
+                .is_none_or(|at| now.saturating_duration_since(at) >= BUSY);
+            path.last_data = Some(now);
             assoc.counters.delivered.count(datagram.payload.len());
+            if idle && self.timers.get(Timer::Tick(id)).is_none() {
+                // Data flows in: report it to the sender.
+                self.timers
+                    .set(Timer::Tick(id), now + self.config.scheduler.stats_interval);
+            }
             let (socket, dst) = (assoc.ingress_socket, assoc.spec.target);
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket,
@@ -782,10 +839,12 @@ impl DataPlane {
                     assoc.counters.unexpected_control += 1;
                     return;
                 };
-                let Some((rtt, validated)) = path.on_pong(repr.txid, now) else {
+                let Some((sent, rtt, validated)) = path.on_pong(repr.txid, now) else {
                     assoc.counters.unexpected_control += 1;
                     return;
                 };
+                let sent_us = self.config.wall_clock.unix_us(sent);
+                path.lane.on_timing(now, sent_us, repr.timestamp_us);
                 if validated {
                     let path = path.id;
                     tracing::debug!(assoc = %id, %path, remote = %src, ?rtt, "path validated");
@@ -802,6 +861,28 @@ impl DataPlane {
                     }
                 }
             }
+            ControlBody::PathStats {
+                seq,
+                rx_packets,
+                rx_bytes,
+                last_rx_us,
+            } => {
+                let hint = assoc.policies().get(&uplink).and_then(|p| p.capacity_bps);
+                let Some(path) = assoc
+                    .paths
+                    .get_mut(&(uplink, src))
+                    .filter(|p| p.state == PathState::Active)
+                else {
+                    assoc.counters.unexpected_control += 1;
+                    return;
+                };
+                let rx = Traffic {
+                    packets: rx_packets,
+                    bytes: rx_bytes,
+                };
+                let srtt = path.srtt.unwrap_or_default();
+                path.lane.on_report(now, srtt, seq, rx, last_rx_us, hint);
+            }
             _ => assoc.counters.unexpected_control += 1,
         }
     }
@@ -809,7 +890,7 @@ impl DataPlane {
     fn ping(&mut self, now: Instant, id: AssocId, key: (UplinkId, SocketAddr)) {
         let txid = self.rng.next_u64();
         let wall = self.config.wall_clock.unix_us(now);
-        let failed_after = self.config.failed_after;
+        self.check_liveness(now, id, key);
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
@@ -820,23 +901,10 @@ impl DataPlane {
         else {
             return;
         };
-        let was_up = assoc.is_up();
         let Some(path) = assoc.paths.get_mut(&key) else {
             return;
         };
-        if path.on_probe(txid, now, failed_after) {
-            let (path_id, remote) = (path.id, path.remote);
-            tracing::debug!(assoc = %id, path = %path_id, %remote, "path failed");
-            self.outputs.push_back(Output::Event(DataEvent::PathFailed {
-                assoc: id,
-                path: path_id,
-                remote,
-            }));
-            if was_up && !assoc.is_up() {
-                self.outputs
-                    .push_back(Output::Event(DataEvent::AssociationDown(id)));
-            }
-        }
+        path.on_probe(txid, now);
         let ping = ControlRepr {
             txid,
             timestamp_us: wall,
@@ -850,6 +918,112 @@ impl DataPlane {
             dst: key.1,
             payload,
         }));
+    }
+
+    /// Fails an active path whose oldest unanswered ping is overdue. The
+    /// deadline follows the path's round trip and how often it is probed:
+    /// a path carrying data is probed every `active_probe_interval` and
+    /// fails about three lost pings after it dies (well under 300 ms where
+    /// the round trip is 50 ms or less); an idle one after
+    /// `failed_after` probe intervals.
+    fn check_liveness(&mut self, now: Instant, id: AssocId, key: (UplinkId, SocketAddr)) {
+        let ceiling = self.config.probe_interval * self.config.failed_after;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let busy = assoc.is_busy(now, BUSY);
+        let was_up = assoc.is_up();
+        let Some(path) = assoc.paths.get_mut(&key) else {
+            return;
+        };
+        let interval = if busy {
+            self.config.scheduler.active_probe_interval
+        } else {
+            self.config.probe_interval
+        };
+        let deadline = path.liveness_deadline(interval, LIVENESS_FLOOR, ceiling);
+        if !path.overdue(now, deadline) || !path.fail() {
+            return;
+        }
+        let (path_id, remote) = (path.id, path.remote);
+        tracing::debug!(assoc = %id, path = %path_id, %remote, ?deadline, "path failed");
+        self.outputs.push_back(Output::Event(DataEvent::PathFailed {
+            assoc: id,
+            path: path_id,
+            remote,
+        }));
+        if was_up && !assoc.is_up() {
+            self.outputs
+                .push_back(Output::Event(DataEvent::AssociationDown(id)));
+        }
+    }
+
+    /// While an association carries data (in either direction): probes its
+    /// active paths fast, fails the overdue ones, samples what each has
+    /// sent, and reports what each has received to the peer.
+    fn tick(&mut self, now: Instant, id: AssocId) {
+        let config = self.config.scheduler;
+        let wall = self.config.wall_clock.unix_us(now);
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let sending = assoc.is_busy(now, BUSY);
+        let receiving = assoc.paths.values().any(|p| {
+            p.last_data
+                .is_some_and(|at| now.saturating_duration_since(at) < BUSY)
+        });
+        let mut to_ping = Vec::new();
+        let mut to_check = Vec::new();
+        for (&key, path) in &mut assoc.paths {
+            if path.state != PathState::Active {
+                continue;
+            }
+            path.lane.snapshot(now, path.tx);
+            to_check.push(key);
+            if sending && !path.pinged_within(now, config.active_probe_interval) {
+                to_ping.push(key);
+            }
+            let due = path
+                .lane
+                .stats_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= config.stats_interval);
+            if due && path.rx.packets > path.lane.reported {
+                let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
+                    continue;
+                };
+                path.lane.stats_seq += 1;
+                path.lane.reported = path.rx.packets;
+                path.lane.stats_at = Some(now);
+                let last_rx_us = path
+                    .last_data
+                    .map_or(wall, |at| self.config.wall_clock.unix_us(at));
+                let stats = ControlRepr {
+                    txid: self.rng.next_u64(),
+                    timestamp_us: wall,
+                    body: ControlBody::PathStats {
+                        seq: path.lane.stats_seq,
+                        rx_packets: path.rx.packets,
+                        rx_bytes: path.rx.bytes,
+                        last_rx_us,
+                    },
+                };
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    socket,
+                    dst: key.1,
+                    payload: stats.to_bytes(&assoc.key),
+                }));
+            }
+        }
+        for key in to_check {
+            self.check_liveness(now, id, key);
+        }
+        for key in to_ping {
+            self.ping(now, id, key);
+        }
+        if sending || receiving {
+            self.timers
+                .set(Timer::Tick(id), now + config.active_probe_interval);
+        }
     }
 
     fn probe(&mut self, now: Instant, id: AssocId) {
@@ -903,6 +1077,7 @@ impl StateMachine for DataPlane {
         while let Some(timer) = self.timers.pop_expired(now) {
             match timer {
                 Timer::Probe(id) => self.probe(now, id),
+                Timer::Tick(id) => self.tick(now, id),
             }
         }
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use crate::dataplane::{Path, PathState};
+use crate::dataplane::{SchedulerConfig, UplinkPolicy};
 use crate::id::{PathId, ServiceId, SocketId, UplinkId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::replay::ReplayCache;
@@ -139,7 +140,7 @@ impl Prober {
             .iter()
             .take(MAX_PATHS)
             .enumerate()
-            .map(|(i, &remote)| (remote, Path::new(PathId(i as u32), UplinkId(0), remote)))
+            .map(|(i, &remote)| (remote, new_path(PathId(i as u32), remote)))
             .collect();
         Self {
             key: AuthKey::new(&config.key),
@@ -253,7 +254,7 @@ impl Prober {
             self.counters.unintelligible += 1;
             return;
         };
-        let Some((rtt, validated)) = path.on_pong(txid, now) else {
+        let Some((_, rtt, validated)) = path.on_pong(txid, now) else {
             self.counters.unintelligible += 1;
             return;
         };
@@ -282,19 +283,23 @@ impl Prober {
             return;
         }
         let id = PathId(self.paths.len() as u32);
-        self.paths
-            .insert(remote, Path::new(id, UplinkId(0), remote));
+        self.paths.insert(remote, new_path(id, remote));
     }
 
     fn probe_all(&mut self, now: Instant) {
         let remotes: Vec<SocketAddr> = self.paths.keys().copied().collect();
         for remote in remotes {
             let txid = self.rng.next_u64();
-            let failed_after = self.config.failed_after;
+            // Failed once `failed_after` probe intervals passed with a ping
+            // unanswered.
+            let deadline = (self.config.interval * self.config.failed_after)
+                .saturating_sub(Duration::from_nanos(1));
             let Some(path) = self.paths.get_mut(&remote) else {
                 continue;
             };
-            if path.on_probe(txid, now, failed_after) {
+            let failed = path.overdue(now, deadline) && path.fail();
+            path.on_probe(txid, now);
+            if failed {
                 tracing::debug!(%remote, "path failed");
                 self.outputs
                     .push_back(Output::Event(ProbeEvent::PathFailed { remote }));
@@ -364,3 +369,14 @@ impl StateMachine for Prober {
 
 #[cfg(test)]
 mod tests;
+
+/// A path of the prober's one socket.
+fn new_path(id: PathId, remote: SocketAddr) -> Path {
+    Path::new(
+        id,
+        UplinkId(0),
+        remote,
+        &UplinkPolicy::default(),
+        &SchedulerConfig::default(),
+    )
+}

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 use super::path::{Path, PathState, Traffic};
-use super::AssociationSpec;
+use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
+use super::{AssociationSpec, UplinkPolicy};
 use crate::id::{PathId, SocketId, UplinkId};
 use crate::replay::ReplayCache;
 use crate::wire::AuthKey;
@@ -82,10 +85,33 @@ pub(crate) struct Association {
     /// window and how many were sent in it.
     challenge_window: Option<Instant>,
     challenges: u32,
+    /// The uplinks' policies, for new paths and for scheduling.
+    policies: BTreeMap<UplinkId, UplinkPolicy>,
+    pub(crate) sched: SchedulerConfig,
+    /// The path the previous data packet went on.
+    previous: Option<(UplinkId, SocketAddr)>,
+    /// Last data from the local service, to probe busy paths fast.
+    pub(crate) last_ingress: Option<Instant>,
+}
+
+/// A path's share and the reason for it, as the scheduler sees it now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathChoice {
+    /// The path.
+    pub path: PathId,
+    /// Its planned share of the traffic (the shares sum to 1).
+    pub weight: f64,
+    /// Why it gets that share.
+    pub reason: Reason,
 }
 
 impl Association {
-    pub(crate) fn new(spec: AssociationSpec, ingress_socket: SocketId) -> Self {
+    pub(crate) fn new(
+        spec: AssociationSpec,
+        ingress_socket: SocketId,
+        policies: BTreeMap<UplinkId, UplinkPolicy>,
+        sched: SchedulerConfig,
+    ) -> Self {
         Self {
             key: AuthKey::new(&spec.key),
             spec,
@@ -99,6 +125,10 @@ impl Association {
             current: None,
             challenge_window: None,
             challenges: 0,
+            policies,
+            sched,
+            previous: None,
+            last_ingress: None,
         }
     }
 
@@ -149,7 +179,8 @@ impl Association {
         }
         let id = PathId(self.next_path);
         self.next_path += 1;
-        let mut path = Path::new(id, uplink, remote);
+        let policy = self.policies.get(&uplink).copied().unwrap_or_default();
+        let mut path = Path::new(id, uplink, remote, &policy, &self.sched);
         path.unproven = learned == Learned::FromData;
         self.paths.insert((uplink, remote), path);
         true
@@ -182,24 +213,78 @@ impl Association {
         true
     }
 
-    /// The path to carry the next data packet: among active paths, those
-    /// heard from recently first (a rebound NAT leaves a stale one behind),
-    /// then intranet before public, then the lowest smoothed RTT.
-    pub(crate) fn choose_path(
-        &self,
+    /// The scheduler's view of every path, in path-table order.
+    fn candidates(
+        &mut self,
         now: Instant,
         fresh: Duration,
-    ) -> Option<(UplinkId, SocketAddr)> {
+    ) -> SmallVec<[Candidate<'_, (UplinkId, SocketAddr)>; 8]> {
+        let policies = &self.policies;
         self.paths
-            .iter()
-            .filter(|(_, p)| p.state == PathState::Active)
-            .min_by_key(|(_, p)| {
-                let stale = p
+            .iter_mut()
+            .map(|(&key, p)| Candidate {
+                key,
+                policy: policies.get(&key.0).copied().unwrap_or_default(),
+                active: p.state == PathState::Active,
+                fresh: p
                     .last_heard
-                    .is_none_or(|at| now.saturating_duration_since(at) > fresh);
-                (stale, p.kind, p.srtt)
+                    .is_some_and(|at| now.saturating_duration_since(at) <= fresh),
+                // An intranet path wins a tie with a public one.
+                penalty: match p.kind {
+                    super::PathKind::DirectIntranet => Duration::ZERO,
+                    super::PathKind::DirectPublic => Duration::from_micros(500),
+                },
+                half_rtt: p.srtt.unwrap_or_default() / 2,
+                lane: &mut p.lane,
             })
-            .map(|(&key, _)| key)
+            .collect()
+    }
+
+    /// The path to carry the next data packet of `len` bytes (DESIGN §8,
+    /// see [`scheduler`]); paths not heard from within `fresh` are used
+    /// only when no other is (a rebound NAT leaves a stale one behind).
+    pub(crate) fn schedule(
+        &mut self,
+        now: Instant,
+        fresh: Duration,
+        len: usize,
+    ) -> Option<(UplinkId, SocketAddr)> {
+        let previous = self.previous;
+        let config = self.sched;
+        let mut candidates = self.candidates(now, fresh);
+        let chosen = scheduler::pick(now, &mut candidates, len, previous.as_ref(), &config)?;
+        let key = candidates[chosen].key;
+        drop(candidates);
+        self.previous = Some(key);
+        Some(key)
+    }
+
+    /// Each path's planned share and why, in path-table order.
+    pub(crate) fn choices(&mut self, now: Instant, fresh: Duration) -> Vec<PathChoice> {
+        let ids: Vec<PathId> = self.paths.values().map(|p| p.id).collect();
+        let candidates = self.candidates(now, fresh);
+        let reasons = scheduler::eligibility(now, &candidates);
+        let weights = scheduler::weights(now, &candidates);
+        ids.into_iter()
+            .zip(reasons)
+            .zip(weights)
+            .map(|((path, reason), weight)| PathChoice {
+                path,
+                weight,
+                reason,
+            })
+            .collect()
+    }
+
+    /// The uplinks' policies.
+    pub(crate) fn policies(&self) -> &BTreeMap<UplinkId, UplinkPolicy> {
+        &self.policies
+    }
+
+    /// True when the local service sent data within `busy`.
+    pub(crate) fn is_busy(&self, now: Instant, busy: Duration) -> bool {
+        self.last_ingress
+            .is_some_and(|at| now.saturating_duration_since(at) < busy)
     }
 
     /// True when at least one path is active.

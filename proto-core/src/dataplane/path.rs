@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::scheduler::{Estimates, Lane, SchedulerConfig};
+use super::UplinkPolicy;
 use crate::id::{PathId, UplinkId};
 
 /// Outstanding pings remembered per path.
@@ -110,16 +112,26 @@ pub struct Path {
     pub pings: u64,
     /// Pongs matched.
     pub pongs: u64,
-    /// Probe intervals in a row that ended with no pong.
-    missed: u32,
+    /// When the last pong came.
+    last_pong: Option<Instant>,
     /// Learned from data only and never proved the key: challenged, not
     /// probed on a timer.
     pub(crate) unproven: bool,
     pending: VecDeque<(u64, Instant)>,
+    /// Last data received on it (receiver statistics).
+    pub(crate) last_data: Option<Instant>,
+    /// The scheduler's model and estimates.
+    pub(crate) lane: Lane,
 }
 
 impl Path {
-    pub(crate) fn new(id: PathId, uplink: UplinkId, remote: SocketAddr) -> Self {
+    pub(crate) fn new(
+        id: PathId,
+        uplink: UplinkId,
+        remote: SocketAddr,
+        policy: &UplinkPolicy,
+        config: &SchedulerConfig,
+    ) -> Self {
         Self {
             id,
             uplink,
@@ -133,28 +145,66 @@ impl Path {
             rx: Traffic::default(),
             pings: 0,
             pongs: 0,
-            missed: 0,
+            last_pong: None,
             unproven: false,
             pending: VecDeque::new(),
+            last_data: None,
+            lane: Lane::new(policy, config),
         }
     }
 
-    /// Records a ping sent at `now`; returns true when the path just failed
-    /// (it was active and `failed_after` intervals passed without a pong).
-    pub(crate) fn on_probe(&mut self, txid: u64, now: Instant, failed_after: u32) -> bool {
-        if !self.pending.is_empty() {
-            self.missed += 1;
+    /// What is measured of it.
+    pub fn estimates(&self) -> &Estimates {
+        &self.lane.est
+    }
+
+    /// When the last pong came, if it ever did.
+    pub fn last_pong(&self) -> Option<Instant> {
+        self.last_pong
+    }
+
+    /// True when an active path has left a ping unanswered for longer than
+    /// `deadline` (pongs to later pings clear earlier ones): it has stopped
+    /// answering.
+    pub(crate) fn overdue(&self, now: Instant, deadline: Duration) -> bool {
+        self.state == PathState::Active
+            && self
+                .pending
+                .front()
+                .is_some_and(|&(_, sent)| now.saturating_duration_since(sent) > deadline)
+    }
+
+    /// Fails an active path (it stopped answering); true if it was active.
+    pub(crate) fn fail(&mut self) -> bool {
+        if self.state != PathState::Active {
+            return false;
         }
+        self.state = PathState::Failed;
+        true
+    }
+
+    /// How long a ping of an active path may go unanswered before the path
+    /// fails: a round trip with its variance and two more probe intervals
+    /// (so about three pings lost in a row), at least `floor`, at most
+    /// `ceiling`.
+    pub(crate) fn liveness_deadline(
+        &self,
+        probe: Duration,
+        floor: Duration,
+        ceiling: Duration,
+    ) -> Duration {
+        let srtt = self.srtt.unwrap_or(ceiling);
+        (srtt + self.rttvar * 4 + probe * 2).clamp(floor, ceiling)
+    }
+
+    /// Records a ping sent at `now`.
+    pub(crate) fn on_probe(&mut self, txid: u64, now: Instant) {
         if self.pending.len() == MAX_PENDING {
             self.pending.pop_front();
+            self.lane.on_probe_outcome(false);
         }
         self.pending.push_back((txid, now));
         self.pings += 1;
-        if self.state == PathState::Active && self.missed >= failed_after {
-            self.state = PathState::Failed;
-            return true;
-        }
-        false
     }
 
     /// True when a ping went out less than `gap` ago (to pace challenges).
@@ -164,23 +214,27 @@ impl Path {
             .is_some_and(|&(_, at)| now.saturating_duration_since(at) < gap)
     }
 
-    /// Matches a pong; returns the RTT, and whether the path just became
-    /// active, or `None` for a pong that answers no outstanding ping.
-    pub(crate) fn on_pong(&mut self, txid: u64, now: Instant) -> Option<(Duration, bool)> {
+    /// Matches a pong; returns when its ping was sent, the RTT, and whether
+    /// the path just became active, or `None` for a pong that answers no
+    /// outstanding ping.
+    pub(crate) fn on_pong(&mut self, txid: u64, now: Instant) -> Option<(Instant, Duration, bool)> {
         let at = self.pending.iter().position(|&(id, _)| id == txid)?;
         let (_, sent) = self.pending.remove(at)?;
         // Everything older than the answered ping is lost; drop it so a late
         // path does not count as missing forever.
-        self.pending.drain(..at);
+        for _ in self.pending.drain(..at) {
+            self.lane.on_probe_outcome(false);
+        }
+        self.lane.on_probe_outcome(true);
+        self.last_pong = Some(now);
         let rtt = now.saturating_duration_since(sent);
         self.sample_rtt(rtt);
-        self.missed = 0;
         self.unproven = false;
         self.pongs += 1;
         self.last_heard = Some(now);
         let validated = self.state != PathState::Active;
         self.state = PathState::Active;
-        Some((rtt, validated))
+        Some((sent, rtt, validated))
     }
 
     /// RFC 6298 smoothing.
@@ -249,18 +303,35 @@ mod tests {
     fn a_path_activates_on_a_matching_pong_and_fails_after_silence() {
         let t0 = crate::test_epoch();
         let step = Duration::from_millis(100);
-        let mut path = Path::new(PathId(1), UplinkId(0), "203.0.113.9:1".parse().unwrap());
-        assert!(!path.on_probe(1, t0, 3));
+        let mut path = Path::new(
+            PathId(1),
+            UplinkId(0),
+            "203.0.113.9:1".parse().unwrap(),
+            &UplinkPolicy::default(),
+            &SchedulerConfig::default(),
+        );
+        path.on_probe(1, t0);
+        assert!(!path.overdue(t0 + step * 9, step), "not active yet");
         assert_eq!(path.on_pong(99, t0 + step), None, "unknown txid");
-        assert_eq!(path.on_pong(1, t0 + step), Some((step, true)));
+        assert_eq!(path.on_pong(1, t0 + step), Some((t0, step, true)));
         assert_eq!(path.state, PathState::Active);
         assert_eq!(path.on_pong(1, t0 + step), None, "answered once only");
-        let mut failed = false;
-        for i in 2..6 {
-            failed |= path.on_probe(i, t0 + step * i as u32, 3);
+        let deadline = path.liveness_deadline(step, step, step * 10);
+        // srtt 100 ms, rttvar 50 ms: 100 + 4 × 50 + 2 × 100.
+        assert_eq!(deadline, Duration::from_millis(500));
+        for i in 2..8 {
+            path.on_probe(i, t0 + step * i as u32);
         }
-        assert!(failed);
+        assert!(
+            !path.overdue(t0 + step * 7, deadline),
+            "the ping at 200 ms is 500 ms old"
+        );
+        assert!(path.overdue(t0 + step * 7 + Duration::from_millis(1), deadline));
+        assert!(path.fail());
         assert_eq!(path.state, PathState::Failed);
-        assert_eq!(path.on_pong(5, t0 + step * 6).map(|(_, v)| v), Some(true));
+        assert_eq!(
+            path.on_pong(5, t0 + step * 6).map(|(_, _, v)| v),
+            Some(true)
+        );
     }
 }

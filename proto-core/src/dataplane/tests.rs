@@ -308,9 +308,17 @@ fn small_unvalidated_data_earns_no_challenge() {
     net.advance(Duration::from_millis(50));
     net.rebind = Some(addr("192.0.2.1:51111"));
     let pings_before: u64 = net.view(1).paths().map(|p| p.pings).sum();
-    let target = net.nodes[0].target;
-    net.service_sends(0, target, b"tiny");
-    net.advance(Duration::from_millis(10));
+    // Only the data packet arrives from the new address (node 0's own
+    // pings from there would rightly teach it).
+    let (n, socket) = net.owner(addr("198.51.100.2:40000")).unwrap();
+    let d = Datagram {
+        socket,
+        src: addr("192.0.2.1:51111"),
+        payload: b"tiny",
+    };
+    let now = net.now;
+    net.nodes[n].plane.handle_input(now, Input::Datagram(d));
+    net.drain(1);
     let pings_after: u64 = net.view(1).paths().map(|p| p.pings).sum();
     assert_eq!(
         pings_before, pings_after,

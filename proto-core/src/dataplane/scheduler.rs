@@ -1,0 +1,538 @@
+//! Whole-packet scheduling across an association's paths (DESIGN §8), and
+//! the per-path estimates it stands on, measured without a byte added to
+//! data.
+//!
+//! Each original packet goes on one path, whole. The choice is
+//! *earliest arrival*: every path keeps a model of its bottleneck queue (the
+//! time its last packet finishes leaving at the estimated rate) and its
+//! forward delay; a packet goes where it is predicted to arrive first. This
+//! one rule gives the three behaviours the design asks for:
+//!
+//! - **flowlets**: after a pause every modelled queue is empty, so a burst
+//!   starts on the lowest-delay path and stays there until that path's queue
+//!   grows past the paths' delay spread;
+//! - **striping**: on closely matched paths the arrival times tie and packets
+//!   alternate;
+//! - **little reordering**: a packet is only put on a slower path when it
+//!   would still arrive no later than one sent now on the faster path.
+//!
+//! A hysteresis margin keeps the previous path while it is within a
+//! millisecond of the best, bounded so the reordering it may add stays under
+//! the configured reorder bound (in packets, inside WireGuard's replay
+//! window). Backup uplinks are used only when no primary path is usable;
+//! metered uplinks only when every unmetered path is saturated.
+//!
+//! The estimates: forward one-way delay (plus the clocks' offset, which
+//! cancels between paths) from each pong's timestamp; its minimum is the
+//! path's delay with an empty queue, and the excess is queueing. Loss and
+//! delivery rate come from the receiver's statistics reports. The capacity
+//! estimate grows while the path takes all it is given with no queue, and
+//! drops to the delivery rate when a queue builds.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use smallvec::SmallVec;
+
+use super::path::{Traffic, MAX_PENDING};
+use super::UplinkPolicy;
+use super::UplinkPriority;
+
+/// Default reorder bound, in packets: well inside the replay windows of
+/// WireGuard's kernel module and wireguard-go (about 8,000 packets) and of
+/// boringtun (about 1,000).
+pub const DEFAULT_REORDER_BOUND: u32 = 512;
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SchedulerConfig {
+    /// Most packets a packet may be overtaken by, as the scheduler predicts.
+    pub reorder_bound: u32,
+    /// Capacity assumed of a path with no hint before it is measured,
+    /// bits per second.
+    pub initial_rate_bps: u64,
+    /// Time between the receiver's statistics reports on a path carrying data.
+    pub stats_interval: Duration,
+    /// Time between liveness probes on a path carrying data.
+    pub active_probe_interval: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            reorder_bound: DEFAULT_REORDER_BOUND,
+            initial_rate_bps: 20_000_000,
+            stats_interval: Duration::from_millis(100),
+            active_probe_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// The hysteresis margin: the previous path is kept while its predicted
+/// arrival is within this of the best.
+const SWITCH_MARGIN: Duration = Duration::from_millis(1);
+/// The modelled queue of a path never runs further ahead than this: past it
+/// the estimates are wrong, and reports will correct them.
+const MAX_MODEL_QUEUE: Duration = Duration::from_millis(200);
+/// A metered path is used only when every unmetered one has at least this
+/// much modelled queue (it is saturated).
+const METERED_OVERFLOW: Duration = Duration::from_millis(20);
+/// Forward-delay minimum window: the path's delay with an empty queue is the
+/// lowest sample in the last one or two windows.
+const MIN_WINDOW: Duration = Duration::from_secs(10);
+/// Queueing above this means the path is congested.
+const CONGESTED_QUEUE: Duration = Duration::from_millis(5);
+/// Lowest capacity estimate, bytes per second (64 kbit/s).
+const MIN_RATE: f64 = 8_000.0;
+/// Growth of the capacity estimate per report while the path takes all it
+/// is given with no queue.
+const PROBE_GAIN: f64 = 1.25;
+/// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
+/// TCP inside the tunnel suffers from any loss, so a lossy path is used only
+/// for what the clean ones cannot carry.
+const LOSS_POWER: i32 = 60;
+/// Tx snapshots kept per path to match receiver reports (one per tick).
+const HISTORY: usize = 64;
+
+/// What is known of one path, measured without adding bytes to data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimates {
+    /// Forward one-way delay plus the two clocks' offset, smoothed, in
+    /// microseconds: only differences between paths (and against the
+    /// minimum) mean anything.
+    pub fwd_us: Option<i64>,
+    /// The lowest forward sample of the last 10 to 20 seconds: the path's
+    /// forward delay with no queue (plus the same offset).
+    pub fwd_min_us: Option<i64>,
+    /// Capacity estimate, bytes per second.
+    pub rate: f64,
+    /// True when the rate is the operator's hint (an upper bound).
+    pub hinted: bool,
+    /// Delivery rate in the receiver's last report, bytes per second.
+    pub delivery: f64,
+    /// Loss not caused by a queue, 0 to 1, from reports and probes.
+    pub loss: f64,
+    /// Receiver reports taken.
+    pub reports: u64,
+}
+
+impl Estimates {
+    fn new(policy: &UplinkPolicy, config: &SchedulerConfig) -> Self {
+        let (rate, hinted) = match policy.capacity_bps {
+            Some(bps) => (bps as f64 / 8.0, true),
+            None => (config.initial_rate_bps as f64 / 8.0, false),
+        };
+        Self {
+            fwd_us: None,
+            fwd_min_us: None,
+            rate: rate.max(MIN_RATE),
+            hinted,
+            delivery: 0.0,
+            loss: 0.0,
+            reports: 0,
+        }
+    }
+
+    /// Queueing delay on the way out: smoothed forward delay above its minimum.
+    pub fn queue_delay(&self) -> Duration {
+        match (self.fwd_us, self.fwd_min_us) {
+            (Some(fwd), Some(min)) => Duration::from_micros(fwd.saturating_sub(min).max(0) as u64),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// The rate the scheduler plans with: the capacity estimate lowered for
+    /// loss.
+    pub fn effective_rate(&self) -> f64 {
+        (self.rate * (1.0 - self.loss.clamp(0.0, 1.0)).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
+    }
+}
+
+/// A receiver report as the sender keeps it, with what had been sent by
+/// then.
+#[derive(Debug, Clone, Copy)]
+struct Report {
+    seq: u32,
+    rx: Traffic,
+    last_rx_us: u64,
+    tx: Traffic,
+    tx_at: Instant,
+}
+
+/// A path's scheduling and measurement state.
+#[derive(Debug, Clone)]
+pub(crate) struct Lane {
+    pub(crate) est: Estimates,
+    /// When the modelled bottleneck queue empties.
+    busy_until: Option<Instant>,
+    /// The forward-delay minimum of this window and of the previous one.
+    min_window: Option<(Instant, i64, Option<i64>)>,
+    /// Cumulative data sent, sampled each tick, to match reports.
+    history: VecDeque<(Instant, Traffic)>,
+    last_report: Option<Report>,
+    /// Receiver side: the next report's sequence number and what was
+    /// reported last.
+    pub(crate) stats_seq: u32,
+    pub(crate) reported: u64,
+    pub(crate) stats_at: Option<Instant>,
+    /// Probe outcomes for the loss estimate when no data flows.
+    probes_answered: u64,
+    probes_counted: u64,
+}
+
+impl Lane {
+    pub(crate) fn new(policy: &UplinkPolicy, config: &SchedulerConfig) -> Self {
+        Self {
+            est: Estimates::new(policy, config),
+            busy_until: None,
+            min_window: None,
+            history: VecDeque::new(),
+            last_report: None,
+            stats_seq: 0,
+            reported: 0,
+            stats_at: None,
+            probes_answered: 0,
+            probes_counted: 0,
+        }
+    }
+
+    /// A pong matched a ping sent at wall time `ping_us`; the peer stamped
+    /// it `pong_us`. The difference is the forward delay plus the clocks'
+    /// offset.
+    pub(crate) fn on_timing(&mut self, now: Instant, ping_us: u64, pong_us: u64) {
+        let sample = i64::try_from(pong_us)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(ping_us).unwrap_or(i64::MAX));
+        self.est.fwd_us = Some(match self.est.fwd_us {
+            None => sample,
+            Some(fwd) => fwd + (sample - fwd) / 4,
+        });
+        let window = self.min_window.get_or_insert((now, sample, None));
+        if now.saturating_duration_since(window.0) >= MIN_WINDOW {
+            *window = (now, sample, Some(window.1));
+        }
+        window.1 = window.1.min(sample);
+        self.est.fwd_min_us = Some(window.2.map_or(window.1, |prev| prev.min(window.1)));
+    }
+
+    /// A probe was answered (`true`) or given up on: the loss estimate when
+    /// no data flows to measure it.
+    pub(crate) fn on_probe_outcome(&mut self, answered: bool) {
+        self.probes_counted += 1;
+        self.probes_answered += u64::from(answered);
+        if self.probes_counted >= MAX_PENDING as u64 {
+            let sample = 1.0 - self.probes_answered as f64 / self.probes_counted as f64;
+            if self.queue_is_short() {
+                self.est.loss = 0.75 * self.est.loss + 0.25 * sample;
+            }
+            self.probes_counted = 0;
+            self.probes_answered = 0;
+        }
+    }
+
+    /// Samples what has been sent, once a tick.
+    pub(crate) fn snapshot(&mut self, now: Instant, tx: Traffic) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, tx));
+    }
+
+    /// What had been sent by `at`, from the snapshots (the oldest if none
+    /// is that old).
+    fn sent_by(&self, at: Instant) -> Option<(Instant, Traffic)> {
+        self.history
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .or_else(|| self.history.front())
+            .copied()
+    }
+
+    fn queue_is_short(&self) -> bool {
+        self.est.queue_delay() <= CONGESTED_QUEUE
+    }
+
+    /// A receiver report arrived at `now` on a path whose smoothed round
+    /// trip is `srtt`: it counts what was sent about one round trip ago.
+    pub(crate) fn on_report(
+        &mut self,
+        now: Instant,
+        srtt: Duration,
+        seq: u32,
+        rx: Traffic,
+        last_rx_us: u64,
+        hint: Option<u64>,
+    ) {
+        if self.last_report.is_some_and(|r| seq <= r.seq) {
+            return;
+        }
+        let Some((tx_at, tx)) = self.sent_by(now.checked_sub(srtt).unwrap_or(now)) else {
+            return;
+        };
+        let report = Report {
+            seq,
+            rx,
+            last_rx_us,
+            tx,
+            tx_at,
+        };
+        let Some(prev) = self.last_report.replace(report) else {
+            return;
+        };
+        self.est.reports += 1;
+        let sent = tx.packets.saturating_sub(prev.tx.packets);
+        let got = rx.packets.saturating_sub(prev.rx.packets);
+        let congested = !self.queue_is_short();
+        if sent >= 16 && !congested {
+            let sample = (1.0 - got as f64 / sent as f64).clamp(0.0, 1.0);
+            self.est.loss = 0.8 * self.est.loss + 0.2 * sample;
+        }
+        let rx_span = last_rx_us.saturating_sub(prev.last_rx_us);
+        if rx_span >= 10_000 {
+            self.est.delivery =
+                rx.bytes.saturating_sub(prev.rx.bytes) as f64 / (rx_span as f64 / 1e6);
+        }
+        let tx_span = tx_at.saturating_duration_since(prev.tx_at).as_secs_f64();
+        let send_rate = if tx_span > 0.0 {
+            tx.bytes.saturating_sub(prev.tx.bytes) as f64 / tx_span
+        } else {
+            0.0
+        };
+        let cap = hint.map_or(f64::INFINITY, |bps| bps as f64 / 8.0);
+        let rate = if congested && self.est.delivery > 0.0 {
+            // A queue is building: what got through is the capacity; plan a
+            // little below it so the queue drains.
+            self.est.delivery * 0.9
+        } else if send_rate >= 0.8 * self.est.rate {
+            // It took all it was given with no queue: there is more.
+            self.est.rate.max(self.est.delivery) * PROBE_GAIN
+        } else {
+            self.est.rate.max(self.est.delivery)
+        };
+        self.est.rate = rate.min(cap).max(MIN_RATE);
+    }
+
+    /// When a packet of `len` bytes sent now would arrive, relative to the
+    /// association's reference delay; `delay` is this path's forward delay
+    /// above the fastest path's.
+    fn arrival(&self, now: Instant, len: usize, delay: Duration) -> Instant {
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        start + service(len, self.est.effective_rate()) + delay
+    }
+
+    /// The modelled queue ahead of a packet sent now.
+    fn backlog(&self, now: Instant) -> Duration {
+        self.busy_until
+            .map_or(Duration::ZERO, |b| b.saturating_duration_since(now))
+    }
+
+    fn sent(&mut self, now: Instant, len: usize) {
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        let until = start + service(len, self.est.effective_rate());
+        self.busy_until = Some(until.min(now + MAX_MODEL_QUEUE));
+    }
+}
+
+fn service(len: usize, rate: f64) -> Duration {
+    Duration::from_secs_f64(len as f64 / rate.max(1.0))
+}
+
+/// Why a path gets the share it gets, for status and `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// It carries data, placed by earliest arrival.
+    Carrying,
+    /// It has not answered (yet, or any more).
+    NotValidated,
+    /// Its address stopped answering data-bearing traffic recently while
+    /// another path did not.
+    Stale,
+    /// A backup: primaries can carry the traffic.
+    Backup,
+    /// Metered: unmetered paths have capacity left.
+    Metered,
+}
+
+impl Reason {
+    /// The phrase status and `explain` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Carrying => "carrying: placed by earliest arrival",
+            Self::NotValidated => "not validated: no pong from this exact address",
+            Self::Stale => "stale: a fresher path to the peer exists",
+            Self::Backup => "backup: a primary path is usable",
+            Self::Metered => "metered: unmetered paths have capacity left",
+        }
+    }
+}
+
+/// One path as the scheduler sees it for one decision.
+#[derive(Debug)]
+pub(crate) struct Candidate<'a, K> {
+    pub(crate) key: K,
+    pub(crate) lane: &'a mut Lane,
+    pub(crate) policy: UplinkPolicy,
+    /// Validated and not failed.
+    pub(crate) active: bool,
+    /// Heard from recently.
+    pub(crate) fresh: bool,
+    /// Added to the predicted arrival (e.g. a relay's).
+    pub(crate) penalty: Duration,
+    /// Forward delay fallback (half the smoothed RTT) when a path has no
+    /// timed pong yet.
+    pub(crate) half_rtt: Duration,
+}
+
+/// The tier a path's policy puts it in: lower tiers are used first.
+fn tier(policy: &UplinkPolicy) -> u8 {
+    match policy.priority {
+        UplinkPriority::Primary => 0,
+        UplinkPriority::Backup => 1,
+    }
+}
+
+/// Why each candidate is (or is not) eligible, in the order given.
+pub(crate) fn eligibility<K>(
+    now: Instant,
+    candidates: &[Candidate<'_, K>],
+) -> SmallVec<[Reason; 8]> {
+    let any_fresh = candidates.iter().any(|c| c.active && c.fresh);
+    let usable = |c: &Candidate<'_, K>| c.active && (c.fresh || !any_fresh);
+    let Some(best_tier) = candidates
+        .iter()
+        .filter(|c| usable(c))
+        .map(|c| tier(&c.policy))
+        .min()
+    else {
+        return candidates
+            .iter()
+            .map(|c| {
+                if c.active {
+                    Reason::Stale
+                } else {
+                    Reason::NotValidated
+                }
+            })
+            .collect();
+    };
+    // Metered paths of the chosen tier are used only when every unmetered
+    // one there is saturated (or there is none).
+    let unmetered_saturated = candidates
+        .iter()
+        .filter(|c| usable(c) && tier(&c.policy) == best_tier && !c.policy.metered)
+        .all(|c| c.lane.backlog(now) >= METERED_OVERFLOW);
+    candidates
+        .iter()
+        .map(|c| {
+            if !c.active {
+                Reason::NotValidated
+            } else if !usable(c) {
+                Reason::Stale
+            } else if tier(&c.policy) > best_tier {
+                Reason::Backup
+            } else if c.policy.metered && !unmetered_saturated {
+                Reason::Metered
+            } else {
+                Reason::Carrying
+            }
+        })
+        .collect()
+}
+
+/// Each candidate's planned share of the traffic: its effective rate over
+/// the eligible paths' total, zero for the others. A distribution: the
+/// shares sum to 1 when any path is eligible.
+pub(crate) fn weights<K>(now: Instant, candidates: &[Candidate<'_, K>]) -> SmallVec<[f64; 8]> {
+    let reasons = eligibility(now, candidates);
+    let rates: SmallVec<[f64; 8]> = candidates
+        .iter()
+        .zip(&reasons)
+        .map(|(c, r)| {
+            if *r == Reason::Carrying {
+                c.lane.est.effective_rate()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let total: f64 = rates.iter().sum();
+    rates
+        .iter()
+        .map(|r| if total > 0.0 { r / total } else { 0.0 })
+        .collect()
+}
+
+/// Chooses the path for one packet of `len` bytes, given the previous
+/// choice, and charges it to that path's model. Returns its index, or
+/// `None` when no path is eligible.
+pub(crate) fn pick<K: PartialEq>(
+    now: Instant,
+    candidates: &mut [Candidate<'_, K>],
+    len: usize,
+    previous: Option<&K>,
+    config: &SchedulerConfig,
+) -> Option<usize> {
+    // The common case: one candidate, nothing to weigh.
+    if let [only] = candidates {
+        if only.active {
+            only.lane.sent(now, len);
+            return Some(0);
+        }
+        return None;
+    }
+    let reasons = eligibility(now, candidates);
+    let timed = candidates
+        .iter()
+        .zip(&reasons)
+        .filter(|(_, r)| **r == Reason::Carrying)
+        .all(|(c, _)| c.lane.est.fwd_us.is_some());
+    let delay = |c: &Candidate<'_, K>| -> i64 {
+        if timed {
+            c.lane.est.fwd_us.unwrap_or(0)
+        } else {
+            i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
+        }
+    };
+    let base = candidates
+        .iter()
+        .zip(&reasons)
+        .filter(|(_, r)| **r == Reason::Carrying)
+        .map(|(c, _)| delay(c))
+        .min()?;
+    let arrivals: SmallVec<[Option<Instant>; 8]> = candidates
+        .iter()
+        .zip(&reasons)
+        .map(|(c, r)| {
+            (*r == Reason::Carrying).then(|| {
+                let spread = Duration::from_micros((delay(c) - base).max(0) as u64);
+                c.lane.arrival(now, len, spread + c.penalty)
+            })
+        })
+        .collect();
+    let (best, earliest) = arrivals
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| a.map(|a| (i, a)))
+        .min_by_key(|&(_, a)| a)?;
+    // Keep the previous path while it is nearly as good, within what the
+    // reorder bound allows: `bound` packets at the eligible paths' total rate.
+    let total_rate: f64 = candidates
+        .iter()
+        .zip(&reasons)
+        .filter(|(_, r)| **r == Reason::Carrying)
+        .map(|(c, _)| c.lane.est.effective_rate())
+        .sum();
+    let bound = service(len * config.reorder_bound as usize, total_rate);
+    let margin = SWITCH_MARGIN.min(bound);
+    let chosen = previous
+        .and_then(|p| candidates.iter().position(|c| &c.key == p))
+        .filter(|&i| arrivals[i].is_some_and(|a| a <= earliest + margin))
+        .unwrap_or(best);
+    candidates[chosen].lane.sent(now, len);
+    Some(chosen)
+}
+
+#[cfg(test)]
+mod tests;

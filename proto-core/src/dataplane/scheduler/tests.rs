@@ -1,0 +1,365 @@
+//! The scheduler alone, on modelled paths: where packets go, and the
+//! properties that must hold whatever the estimates say.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A lane with a capacity (Mbit/s), a forward delay (ms) and a loss rate.
+fn lane(mbps: f64, fwd_ms: i64, loss: f64) -> Lane {
+    let mut lane = Lane::new(&UplinkPolicy::default(), &SchedulerConfig::default());
+    lane.est.rate = mbps * 1e6 / 8.0;
+    lane.est.fwd_us = Some(fwd_ms * 1_000);
+    lane.est.fwd_min_us = Some(fwd_ms * 1_000);
+    lane.est.loss = loss;
+    lane
+}
+
+fn policy(priority: UplinkPriority, metered: bool) -> UplinkPolicy {
+    UplinkPolicy {
+        priority,
+        metered,
+        capacity_bps: None,
+    }
+}
+
+struct Setup {
+    lanes: Vec<Lane>,
+    policies: Vec<UplinkPolicy>,
+    active: Vec<bool>,
+}
+
+impl Setup {
+    fn new(lanes: Vec<Lane>) -> Self {
+        let n = lanes.len();
+        Self {
+            lanes,
+            policies: vec![UplinkPolicy::default(); n],
+            active: vec![true; n],
+        }
+    }
+
+    fn candidates(&mut self) -> Vec<Candidate<'_, usize>> {
+        self.lanes
+            .iter_mut()
+            .enumerate()
+            .map(|(i, lane)| Candidate {
+                key: i,
+                lane,
+                policy: self.policies[i],
+                active: self.active[i],
+                fresh: true,
+                penalty: Duration::ZERO,
+                half_rtt: Duration::from_millis(10),
+            })
+            .collect()
+    }
+
+    /// Sends `count` packets of `len` bytes, one every `gap`; returns how
+    /// many went on each lane.
+    fn send(&mut self, start: Instant, count: usize, len: usize, gap: Duration) -> Vec<usize> {
+        let mut shares = vec![0; self.lanes.len()];
+        let mut previous = None;
+        let config = SchedulerConfig::default();
+        for i in 0..count {
+            let now = start + gap * i as u32;
+            let mut candidates = self.candidates();
+            if let Some(chosen) = pick(now, &mut candidates, len, previous.as_ref(), &config) {
+                shares[chosen] += 1;
+                previous = Some(chosen);
+            }
+        }
+        shares
+    }
+}
+
+/// 1,400-byte packets back to back at `mbps`.
+fn gap_at(mbps: f64) -> Duration {
+    Duration::from_secs_f64(1_400.0 * 8.0 / (mbps * 1e6))
+}
+
+#[test]
+fn matched_paths_share_a_saturating_flow_evenly() {
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+    let shares = setup.send(crate::test_epoch(), 10_000, 1_400, gap_at(100.0));
+    let first = shares[0] as f64 / 10_000.0;
+    assert!((0.45..=0.55).contains(&first), "shares {shares:?}");
+}
+
+#[test]
+fn a_light_flow_stays_on_the_faster_path() {
+    let mut setup = Setup::new(vec![lane(50.0, 50, 0.0), lane(50.0, 20, 0.0)]);
+    let shares = setup.send(crate::test_epoch(), 2_000, 1_400, gap_at(20.0));
+    assert_eq!(
+        shares,
+        vec![0, 2_000],
+        "a flowlet that never needs the slow path"
+    );
+}
+
+#[test]
+fn a_heavy_flow_spills_onto_the_slower_path_in_proportion() {
+    // 100 Mbit/s at 20 ms and 50 Mbit/s at 50 ms, offered 150 Mbit/s: the
+    // slow path takes a third once the fast one's queue covers the 30 ms
+    // delay spread.
+    let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 50, 0.0)]);
+    let shares = setup.send(crate::test_epoch(), 40_000, 1_400, gap_at(150.0));
+    let slow = shares[1] as f64 / 40_000.0;
+    assert!((0.25..=0.34).contains(&slow), "shares {shares:?}");
+}
+
+#[test]
+fn backup_paths_carry_data_only_when_no_primary_can() {
+    let mut setup = Setup::new(vec![lane(10.0, 20, 0.0), lane(100.0, 5, 0.0)]);
+    setup.policies[1] = policy(UplinkPriority::Backup, false);
+    let t0 = crate::test_epoch();
+    assert_eq!(setup.send(t0, 1_000, 1_400, gap_at(200.0)), vec![1_000, 0]);
+    setup.active[0] = false;
+    assert_eq!(setup.send(t0, 1_000, 1_400, gap_at(200.0)), vec![0, 1_000]);
+}
+
+#[test]
+fn metered_paths_carry_only_what_unmetered_ones_cannot() {
+    let mut setup = Setup::new(vec![lane(20.0, 20, 0.0), lane(100.0, 5, 0.0)]);
+    setup.policies[1] = policy(UplinkPriority::Primary, true);
+    let t0 = crate::test_epoch();
+    let light = setup.send(t0, 1_000, 1_400, gap_at(10.0));
+    assert_eq!(light, vec![1_000, 0], "the unmetered path suffices");
+    let t1 = t0 + Duration::from_secs(10);
+    let heavy = setup.send(t1, 20_000, 1_400, gap_at(60.0));
+    assert!(heavy[1] > 0, "overflow goes to the metered path: {heavy:?}");
+    assert!(
+        heavy[0] > heavy[1] / 3,
+        "the unmetered path stays full: {heavy:?}"
+    );
+}
+
+#[test]
+fn a_lossy_path_is_de_weighted() {
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.05), lane(50.0, 20, 0.0)]);
+    let shares = setup.send(crate::test_epoch(), 10_000, 1_400, gap_at(60.0));
+    assert!(shares[0] * 10 < shares[1], "shares {shares:?}");
+}
+
+#[test]
+fn forward_delay_tracks_queueing_above_its_minimum() {
+    let mut lane = lane(50.0, 0, 0.0);
+    lane.est.fwd_us = None;
+    lane.est.fwd_min_us = None;
+    let t0 = crate::test_epoch();
+    // Clocks 3 s apart; 20 ms forward delay, then 30 ms of queue.
+    let offset = 3_000_000;
+    for i in 0..20 {
+        lane.on_timing(
+            t0 + Duration::from_millis(50 * i),
+            1_000 + i * 50_000,
+            1_000 + i * 50_000 + offset + 20_000,
+        );
+    }
+    assert_eq!(lane.est.queue_delay(), Duration::ZERO);
+    for i in 20..40 {
+        lane.on_timing(
+            t0 + Duration::from_millis(50 * i),
+            1_000 + i * 50_000,
+            1_000 + i * 50_000 + offset + 50_000,
+        );
+    }
+    let queue = lane.est.queue_delay();
+    assert!(
+        queue > Duration::from_millis(29) && queue <= Duration::from_millis(30),
+        "{queue:?}"
+    );
+}
+
+#[test]
+fn reports_yield_loss_delivery_rate_and_a_capacity_estimate() {
+    let config = SchedulerConfig::default();
+    let mut lane = Lane::new(&UplinkPolicy::default(), &config);
+    let t0 = crate::test_epoch();
+    let srtt = Duration::from_millis(40);
+    let tick = Duration::from_millis(50);
+    // 10 Mbit/s sent, 2% lost, no queue: loss measured, delivery measured,
+    // estimate not raised past what is offered unless it takes it all.
+    let mut tx = Traffic::default();
+    let mut rx = Traffic::default();
+    let per_tick = 45; // 1,400-byte packets: 10.08 Mbit/s
+    for i in 0..200u32 {
+        let now = t0 + tick * i;
+        lane.snapshot(now, tx);
+        for p in 0..per_tick {
+            tx.count(1_400);
+            if (i * per_tick + p) % 50 != 0 {
+                rx.count(1_400);
+            }
+        }
+        if i % 2 == 1 && i > 2 {
+            // The report counts what left one round trip before it arrives.
+            let seen_tx = lane.sent_by(now - srtt).unwrap().1;
+            let seen = Traffic {
+                packets: seen_tx.packets * 49 / 50,
+                bytes: seen_tx.bytes * 49 / 50,
+            };
+            let wall = 1_000_000 + u64::try_from((now - srtt / 2 - t0).as_micros()).unwrap();
+            lane.on_report(now, srtt, i, seen, wall, None);
+        }
+    }
+    let _ = rx;
+    assert!(
+        (0.015..0.025).contains(&lane.est.loss),
+        "loss {}",
+        lane.est.loss
+    );
+    let delivery_mbps = lane.est.delivery * 8.0 / 1e6;
+    assert!(
+        (9.0..10.5).contains(&delivery_mbps),
+        "delivery {delivery_mbps}"
+    );
+    let rate_mbps = lane.est.rate * 8.0 / 1e6;
+    assert!(
+        rate_mbps >= 19.9,
+        "the initial 20 Mbit/s stays: {rate_mbps}"
+    );
+}
+
+#[test]
+fn a_replayed_or_old_report_changes_nothing() {
+    let config = SchedulerConfig::default();
+    let mut lane = Lane::new(&UplinkPolicy::default(), &config);
+    let t0 = crate::test_epoch();
+    lane.snapshot(t0, Traffic::default());
+    let rx = |packets| Traffic {
+        packets,
+        bytes: packets * 1_000,
+    };
+    lane.on_report(t0, Duration::ZERO, 5, rx(10), 1_000_000, None);
+    lane.on_report(t0, Duration::ZERO, 6, rx(20), 1_100_000, None);
+    let before = lane.est.clone();
+    lane.on_report(t0, Duration::ZERO, 6, rx(900), 1_200_000, None);
+    lane.on_report(t0, Duration::ZERO, 2, rx(900), 1_300_000, None);
+    assert_eq!(lane.est, before);
+}
+
+#[test]
+fn a_hint_caps_the_capacity_estimate() {
+    let hinted = UplinkPolicy {
+        capacity_bps: Some(8_000_000),
+        ..UplinkPolicy::default()
+    };
+    let config = SchedulerConfig::default();
+    let mut lane = Lane::new(&hinted, &config);
+    assert_eq!(lane.est.rate, 1_000_000.0);
+    let t0 = crate::test_epoch();
+    let mut tx = Traffic::default();
+    for i in 0..100u32 {
+        let now = t0 + Duration::from_millis(100) * i;
+        lane.snapshot(now, tx);
+        for _ in 0..200 {
+            tx.count(1_000);
+        }
+        lane.on_report(
+            now,
+            Duration::ZERO,
+            i + 1,
+            tx,
+            u64::from(i) * 100_000,
+            Some(8_000_000),
+        );
+    }
+    assert!(lane.est.rate <= 1_000_000.0, "{}", lane.est.rate);
+}
+
+#[derive(Debug, Clone)]
+struct LaneSpec {
+    mbps: f64,
+    fwd_ms: i64,
+    loss: f64,
+    active: bool,
+    backup: bool,
+    metered: bool,
+}
+
+fn lane_spec() -> impl Strategy<Value = LaneSpec> {
+    (
+        0.1f64..1_000.0,
+        0i64..500,
+        prop_oneof![Just(0.0), 0.0f64..0.5],
+        prop::bool::weighted(0.8),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(|(mbps, fwd_ms, loss, active, backup, metered)| LaneSpec {
+            mbps,
+            fwd_ms,
+            loss,
+            active,
+            backup,
+            metered,
+        })
+}
+
+proptest! {
+    /// Whatever the estimates: a failed path is never used, a backup only
+    /// when no primary is usable, the predicted reordering a choice adds
+    /// stays under the bound, and the weights are a distribution.
+    #[test]
+    fn choices_respect_state_policy_and_the_reorder_bound(
+        specs in prop::collection::vec(lane_spec(), 1..6),
+        sends in prop::collection::vec((0u64..5_000, 1usize..1_500), 1..300),
+        bound in 1u32..2_000,
+    ) {
+        let lanes = specs.iter().map(|s| lane(s.mbps, s.fwd_ms, s.loss)).collect();
+        let mut setup = Setup::new(lanes);
+        for (i, s) in specs.iter().enumerate() {
+            let priority = if s.backup { UplinkPriority::Backup } else { UplinkPriority::Primary };
+            setup.policies[i] = policy(priority, s.metered);
+            setup.active[i] = s.active;
+        }
+        let config = SchedulerConfig { reorder_bound: bound, ..SchedulerConfig::default() };
+        let any_primary = specs.iter().any(|s| s.active && !s.backup);
+        let mut now = crate::test_epoch();
+        let mut previous = None;
+        for (gap_us, len) in sends {
+            now += Duration::from_micros(gap_us);
+            let mut candidates = setup.candidates();
+            let weights = weights(now, &candidates);
+            let total: f64 = weights.iter().sum();
+            if specs.iter().any(|s| s.active) {
+                prop_assert!((total - 1.0).abs() < 1e-9, "weights {weights:?}");
+            } else {
+                prop_assert_eq!(total, 0.0);
+            }
+            prop_assert!(weights.iter().all(|w| (0.0..=1.0).contains(w)));
+            // The arrivals each eligible path would give this packet.
+            let reasons = eligibility(now, &candidates);
+            let base = candidates.iter().zip(&reasons)
+                .filter(|(_, r)| **r == Reason::Carrying)
+                .filter_map(|(c, _)| c.lane.est.fwd_us)
+                .min();
+            let arrivals: Vec<Option<Instant>> = candidates.iter().zip(&reasons).map(|(c, r)| {
+                (*r == Reason::Carrying).then(|| {
+                    let spread = Duration::from_micros((c.lane.est.fwd_us.unwrap() - base.unwrap()) as u64);
+                    c.lane.arrival(now, len, spread)
+                })
+            }).collect();
+            let total_rate: f64 = candidates.iter().zip(&reasons)
+                .filter(|(_, r)| **r == Reason::Carrying)
+                .map(|(c, _)| c.lane.est.effective_rate())
+                .sum();
+            let Some(chosen) = pick(now, &mut candidates, len, previous.as_ref(), &config) else {
+                prop_assert!(!specs.iter().any(|s| s.active));
+                continue;
+            };
+            previous = Some(chosen);
+            prop_assert!(specs[chosen].active, "a failed path was used");
+            if any_primary {
+                prop_assert!(!specs[chosen].backup, "a backup was used while a primary was usable");
+            }
+            if specs.iter().filter(|s| s.active).count() > 1 {
+                let earliest = arrivals.iter().flatten().min().copied().unwrap();
+                let mine = arrivals[chosen].expect("the chosen path is eligible");
+                let allowed = service(len * bound as usize, total_rate).min(SWITCH_MARGIN);
+                prop_assert!(mine <= earliest + allowed, "reordering past the bound");
+            }
+        }
+    }
+}
