@@ -234,6 +234,28 @@ impl Node {
         &self.plane
     }
 
+    /// An uplink's address changed (`Some`) or went away (`None`) at
+    /// runtime: see [`DataPlane::set_uplink_address`]. Mesh sockets bound
+    /// on a new address report their candidates to the coordinator, which
+    /// passes them to the peers, as at start-up; a lost address leaves the
+    /// coordinator's copy of the candidates at once.
+    ///
+    /// # Errors
+    /// When no uplink has this id.
+    pub fn set_uplink_address(
+        &mut self,
+        now: Instant,
+        uplink: crate::id::UplinkId,
+        bind: Option<std::net::IpAddr>,
+    ) -> Result<(), crate::dataplane::DataPlaneError> {
+        self.plane.set_uplink_address(uplink, bind)?;
+        if bind.is_none() {
+            self.apply(now, session::Effect::ReportCandidates);
+        }
+        self.after(now);
+        Ok(())
+    }
+
     /// The control session's state.
     pub fn session_state(&self) -> SessionState {
         self.session.state()

@@ -3,7 +3,10 @@
 //! addresses in its data directory, runs the proto-core [`Node`] on a
 //! [`MioDriver`], logs what the node reports, and serves `/status` and
 //! `/metrics` until SIGTERM or SIGINT. SIGHUP reloads the services and
-//! associations of the configuration file ([`reload`]).
+//! associations of the configuration file ([`reload`]). Each uplink's
+//! address is followed while the node runs ([`uplink_watch`]): a new
+//! address rebinds its mesh sockets, a lost one fails its paths, without a
+//! restart.
 //!
 //! ```text
 //! DATA_DIR/node.key      private key (0600), made once, never leaves the node
@@ -19,6 +22,7 @@ mod setup;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod uplink_watch;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -35,13 +39,16 @@ use transitloom_proto_core::ServiceId;
 
 pub use identity::{CERT_FILE, KEY_FILE};
 pub use setup::Setup;
+pub use uplink_watch::UplinkReach;
 
 use crate::config::ConfigError;
 use crate::http::{Pages, SharedPages, StatusServer};
 use crate::status::ReloadStatus;
 use crate::{wall_clock_now, Exit, MioDriver};
-use report::Standing;
+use interface::HostSnapshot;
+use report::{Standing, UplinkTally};
 use signals::ReloadRequest;
+use uplink_watch::{UplinkChange, UplinkWatch, WATCH_INTERVAL};
 
 /// Why the daemon did not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +114,21 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let (credentials, enrolled) = identity::credentials(&setup.config)?;
     let mut node = Node::new(node_config(&setup, root, credentials)?)
         .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
+    // Uplinks without an address yet carry nothing until it appears.
+    for u in setup.watch.uplinks() {
+        if u.reach.address().is_none() {
+            node.set_uplink_address(Instant::now(), u.id, None)
+                .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
+        }
+    }
     // QUIC first; TCP to the same address and port when UDP is blocked.
     node.set_tcp_fallback(Some(TcpFallback::default()));
     let mut driver = MioDriver::new(node)
         .map_err(|e| DaemonError::Runtime(format!("the event loop cannot start: {e}")))?;
     let mut daemon = Daemon {
+        uplinks: setup.watch.clone(),
+        tally: UplinkTally::default(),
+        host_unreadable: false,
         setup,
         standing: Standing::new(enrolled),
         shown_admission: "",
@@ -136,6 +153,7 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
 
     let mut events: Vec<NodeEvent> = Vec::new();
     let mut next_publish = Instant::now() + PUBLISH_INTERVAL;
+    let mut next_watch = Instant::now() + WATCH_INTERVAL;
     loop {
         let exit = driver
             .run_until(&mut events, Some(next_publish), |_, events| {
@@ -151,6 +169,12 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
             next_publish = Instant::now();
         }
         let now = Instant::now();
+        if now >= next_watch {
+            if daemon.watch_uplinks(&mut driver) {
+                next_publish = now;
+            }
+            next_watch = now + WATCH_INTERVAL;
+        }
         if now >= next_publish {
             daemon.save_chain(now);
             daemon.publish(driver.machine());
@@ -261,6 +285,12 @@ struct Daemon {
     pages: SharedPages,
     /// Reloads so far, for status.
     reloads: ReloadStatus,
+    /// Each uplink's state, followed from the host.
+    uplinks: UplinkWatch,
+    /// Bytes per uplink, kept when its paths go.
+    tally: UplinkTally,
+    /// The last read of the host's addresses failed (logged once).
+    host_unreadable: bool,
 }
 
 impl Daemon {
@@ -389,8 +419,52 @@ impl Daemon {
         }
     }
 
-    fn publish(&self, node: &Node) {
-        let mut status = report::node_status(node, &self.setup, &self.standing, unix_now_s());
+    /// Reads the host's interfaces and addresses and tells the node about
+    /// every uplink that changed. Returns whether one did.
+    fn watch_uplinks(&mut self, driver: &mut MioDriver<Node>) -> bool {
+        let host = match HostSnapshot::read() {
+            Ok(host) => {
+                if std::mem::take(&mut self.host_unreadable) {
+                    tracing::info!("the host's addresses can be read again");
+                }
+                host
+            }
+            Err(err) => {
+                if !std::mem::replace(&mut self.host_unreadable, true) {
+                    tracing::warn!(error = %err, "cannot read the host's addresses: uplink changes are not followed until this clears");
+                }
+                return false;
+            }
+        };
+        let changes = self.uplinks.observe(&host);
+        if changes.is_empty() {
+            return false;
+        }
+        // Before the paths go, with their counters.
+        self.tally.observe(driver.machine().data_plane());
+        for change in changes {
+            log_uplink_change(&change);
+            let result = driver.machine_mut().set_uplink_address(
+                Instant::now(),
+                change.id,
+                change.to.address(),
+            );
+            if let Err(err) = result {
+                tracing::error!(uplink = %change.name, error = %err, "the node refused an uplink change");
+            }
+        }
+        true
+    }
+
+    fn publish(&mut self, node: &Node) {
+        self.tally.observe(node.data_plane());
+        let mut status = report::node_status(
+            node,
+            &self.setup,
+            &self.standing,
+            (&self.uplinks, &self.tally),
+            unix_now_s(),
+        );
         status.reload = self.reloads.clone();
         let pages = Pages {
             status: serde_json::to_string_pretty(&status).unwrap_or_default(),
@@ -400,6 +474,24 @@ impl Daemon {
             Ok(mut shared) => *shared = Arc::new(pages),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(pages),
         }
+    }
+}
+
+fn log_uplink_change(change: &UplinkChange) {
+    let name = &change.name;
+    match (&change.from, &change.to) {
+        (_, UplinkReach::Down(why)) => tracing::warn!(
+            uplink = %name, reason = %why,
+            "uplink down: its paths failed; traffic moves to the other uplinks"
+        ),
+        (UplinkReach::Down(_), UplinkReach::Up(ip)) => tracing::info!(
+            uplink = %name, address = %ip,
+            "uplink up: binding its mesh sockets and probing its paths"
+        ),
+        (UplinkReach::Up(old), UplinkReach::Up(ip)) => tracing::info!(
+            uplink = %name, from = %old, address = %ip,
+            "uplink address changed: rebinding its mesh sockets and probing its paths"
+        ),
     }
 }
 

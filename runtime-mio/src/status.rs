@@ -65,6 +65,31 @@ pub struct UplinkStatus {
     pub tx_bytes: u64,
     /// Bytes received through it.
     pub rx_bytes: u64,
+    /// The address its mesh sockets use; absent while it is down.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The interface it follows (`interface = "…"`); absent for `bind`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// Why it is down, while it is.
+    #[serde(default)]
+    pub down_reason: Option<String>,
+    /// `primary` or `backup`.
+    #[serde(default)]
+    pub priority: String,
+    /// Metered (mobile data).
+    #[serde(default)]
+    pub metered: bool,
+    /// The operator's capacity hint, Mbit/s.
+    #[serde(default)]
+    pub capacity_mbps: Option<f64>,
+    /// Active paths through it, over every association.
+    #[serde(default)]
+    pub paths_active: u64,
+    /// Times its address changed, appeared or went away since the node
+    /// started.
+    #[serde(default)]
+    pub address_changes: u64,
 }
 
 /// One association.
@@ -273,6 +298,60 @@ impl NodeStatus {
             self.uplinks
                 .iter()
                 .map(|u| (uplink(u), u.rx_bytes as f64))
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_info",
+            "gauge",
+            "Always 1: the uplink's address (empty while down), priority and metering.",
+            self.uplinks
+                .iter()
+                .map(|u| {
+                    let labels = format!(
+                        "{},address=\"{}\",priority=\"{}\",metered=\"{}\"",
+                        uplink(u),
+                        label(u.address.as_deref().unwrap_or("")),
+                        label(&u.priority),
+                        u.metered
+                    );
+                    (labels, 1.0)
+                })
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_up",
+            "gauge",
+            "1 while the uplink has a usable address and its sockets are bound.",
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), f64::from(u8::from(u.state == "up"))))
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_paths_active",
+            "gauge",
+            "Active paths through the uplink, over every association.",
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), u.paths_active as f64))
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_capacity_hint_bits_per_second",
+            "gauge",
+            "The operator's capacity hint for the uplink (capacity_mbps), where given.",
+            self.uplinks
+                .iter()
+                .filter_map(|u| u.capacity_mbps.map(|c| (uplink(u), c * 1e6)))
+                .collect(),
+        );
+        family(
+            "transitloom_uplink_address_changes_total",
+            "counter",
+            "Times the uplink's address changed, appeared or went away while the node ran.",
+            self.uplinks
+                .iter()
+                .map(|u| (uplink(u), u.address_changes as f64))
                 .collect(),
         );
         let assoc = |a: &AssociationStatus| {

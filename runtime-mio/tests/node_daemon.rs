@@ -481,3 +481,71 @@ fn the_private_key_is_0600_and_kept_across_restarts() {
     assert_eq!(mode(&key), 0o600);
     again.stop_with("TERM");
 }
+
+#[test]
+fn an_uplink_whose_interface_is_missing_shows_down_and_alone_it_exits_2() {
+    // Beside a working uplink: the node runs and says why lte carries
+    // nothing, in its log, its status, its table and its metrics.
+    let two = fixture(JOIN_TOKEN);
+    let text = std::fs::read_to_string(&two.config).unwrap();
+    let second = "[[uplink]]\nname = \"loop\"\nbind = \"127.0.0.1\"\n\n\
+                  [[uplink]]\nname = \"lte\"\ninterface = \"tl-no-such0\"\ncapacity_mbps = 20\n";
+    std::fs::write(
+        &two.config,
+        text.replace(
+            "[[uplink]]\nname = \"loop\"\nbind = \"127.0.0.1\"\n",
+            second,
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&two, "missing");
+    let status = daemon.wait_status(two.status);
+    let uplinks = status["uplinks"].as_array().unwrap();
+    assert_eq!(uplinks.len(), 2, "{status}");
+    assert_eq!(uplinks[0]["state"], "up");
+    assert_eq!(uplinks[0]["address"], "127.0.0.1");
+    assert_eq!(uplinks[1]["name"], "lte");
+    assert_eq!(uplinks[1]["state"], "down");
+    assert_eq!(uplinks[1]["address"], Value::Null);
+    assert_eq!(uplinks[1]["interface"], "tl-no-such0");
+    assert_eq!(uplinks[1]["capacity_mbps"], 20.0);
+    let why = uplinks[1]["down_reason"].as_str().unwrap();
+    assert!(why.contains("no interface named \"tl-no-such0\""), "{why}");
+    let table = cli(&["status", "--status", &two.status.to_string()]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("lte (interface tl-no-such0) is down: no interface named"),
+        "{table}"
+    );
+    let (_, metrics) =
+        transitloom_runtime_mio::http::get(two.status, "/metrics", Duration::from_secs(3)).unwrap();
+    assert!(
+        metrics.contains("transitloom_uplink_up{node=\"alpha\",uplink=\"lte\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("transitloom_uplink_up{node=\"alpha\",uplink=\"loop\"} 1"),
+        "{metrics}"
+    );
+    let log = daemon.stop_with("TERM");
+    assert!(
+        log.contains("uplink down at start") && log.contains("tl-no-such0"),
+        "{log}"
+    );
+
+    // Alone, the missing interface is refused at start-up: exit 2 with
+    // the file, the key and the reason.
+    let alone = fixture(JOIN_TOKEN);
+    let text = std::fs::read_to_string(&alone.config).unwrap();
+    std::fs::write(
+        &alone.config,
+        text.replace("bind = \"127.0.0.1\"", "interface = \"tl-no-such0\""),
+    )
+    .unwrap();
+    let (code, log) = run_to_exit(&alone);
+    assert_eq!(code, Some(2), "{log}");
+    assert!(
+        log.contains("node.toml: uplink[0].interface: no interface named \"tl-no-such0\" on this host, and no other uplink is usable"),
+        "{log}"
+    );
+}

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use transitloom_runtime_mio::config::{NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN};
 use transitloom_runtime_mio::http;
 use transitloom_runtime_mio::logging::{self, LogFormat};
-use transitloom_runtime_mio::node_daemon::{self, Setup};
+use transitloom_runtime_mio::node_daemon::{self, Setup, UplinkReach};
 use transitloom_runtime_mio::status::NodeStatus;
 
 /// The Transitloom node: exposes local UDP services (WireGuard first) on
@@ -121,18 +121,15 @@ fn main() -> ExitCode {
 
 fn check(file: &std::path::Path) -> ExitCode {
     logging::init(LogFormat::Text);
-    let Setup {
-        config,
-        uplinks,
-        ingress,
-    } = match Setup::prepare(file) {
+    let setup = match Setup::prepare(file) {
         Ok(setup) => setup,
         Err(err) => {
             eprintln!("transitloom-node: {err}");
             return ExitCode::from(err.exit_code());
         }
     };
-    let enrolled = match node_daemon::check_identity(&config) {
+    let (config, ingress) = (&setup.config, &setup.ingress);
+    let enrolled = match node_daemon::check_identity(config) {
         Ok(enrolled) => enrolled,
         Err(err) => {
             eprintln!("transitloom-node: {err}");
@@ -159,15 +156,23 @@ fn check(file: &std::path::Path) -> ExitCode {
         config.name,
         config.data_dir.display()
     );
-    for (u, spec) in config.uplinks.iter().zip(&uplinks) {
-        let source = match &u.source {
-            UplinkSource::Bind(ip) => format!("bind {ip}"),
-            UplinkSource::Interface(name) => format!("interface {name}, now {}", spec.bind),
+    for (u, reach) in config.uplinks.iter().zip(setup.uplink_reach()) {
+        let source = match (&u.source, reach) {
+            (UplinkSource::Bind(ip), UplinkReach::Up(_)) => format!("bind {ip}"),
+            (UplinkSource::Interface(name), UplinkReach::Up(ip)) => {
+                format!("interface {name}, now {ip}")
+            }
+            (UplinkSource::Bind(ip), UplinkReach::Down(why)) => {
+                format!("bind {ip}, down now: {why}")
+            }
+            (UplinkSource::Interface(name), UplinkReach::Down(why)) => {
+                format!("interface {name}, down now: {why}")
+            }
         };
         let metered = if u.metered { ", metered" } else { "" };
         println!("uplink {} ({source}, {}{metered})", u.name, u.priority);
     }
-    for (a, addr) in config.associations.iter().zip(&ingress) {
+    for (a, addr) in config.associations.iter().zip(ingress) {
         println!("association {} -> {}: ingress {addr}", a.service, a.peer());
     }
     ExitCode::SUCCESS
@@ -218,13 +223,40 @@ fn table(status: &NodeStatus) -> String {
         "node {}  admission {}  token {token}  control {control}  nat {}",
         n.name, n.admission, n.nat
     );
-    let _ = writeln!(out, "\nUPLINK           STATE  TX BYTES      RX BYTES");
+    let _ = writeln!(
+        out,
+        "\nUPLINK           STATE  ADDRESS                  PRIORITY METERED CAPACITY    PATHS  TX BYTES      RX BYTES"
+    );
     for u in &status.uplinks {
+        let capacity = u
+            .capacity_mbps
+            .map_or("-".to_owned(), |c| format!("{c} Mbit/s"));
         let _ = writeln!(
             out,
-            "{:<16} {:<6} {:<13} {}",
-            u.name, u.state, u.tx_bytes, u.rx_bytes
+            "{:<16} {:<6} {:<24} {:<8} {:<7} {:<11} {:<6} {:<13} {}",
+            u.name,
+            u.state,
+            u.address.as_deref().unwrap_or("-"),
+            if u.priority.is_empty() {
+                "-"
+            } else {
+                &u.priority
+            },
+            if u.metered { "yes" } else { "no" },
+            capacity,
+            u.paths_active,
+            u.tx_bytes,
+            u.rx_bytes
         );
+    }
+    for u in &status.uplinks {
+        let from = u
+            .interface
+            .as_ref()
+            .map_or(String::new(), |i| format!(" (interface {i})"));
+        if let Some(why) = &u.down_reason {
+            let _ = writeln!(out, "  {}{from} is down: {why}", u.name);
+        }
     }
     for a in &status.associations {
         let id = a.id.as_deref().unwrap_or("-");

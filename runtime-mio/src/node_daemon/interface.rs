@@ -1,7 +1,8 @@
-//! The current address of a network interface, for `interface = "…"`
-//! uplinks: one rtnetlink address dump (`RTM_GETADDR`) over a plain socket,
-//! so it needs neither `unsafe` nor another crate. It is read once at
-//! start-up; following address changes at runtime is not built yet.
+//! The host's interfaces and addresses, for uplinks: rtnetlink dumps
+//! (`RTM_GETLINK`, `RTM_GETADDR`) over a plain socket, so they need neither
+//! `unsafe` nor another crate. Read at start-up and then about once a second
+//! by the uplink watcher ([`super::uplink_watch`]), which follows an
+//! uplink's address as it appears, changes or goes away.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -13,6 +14,8 @@ const AF_NETLINK: i32 = 16;
 const NETLINK_ROUTE: i32 = 0;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
 const NLM_F_REQUEST: u16 = 0x1;
@@ -25,10 +28,16 @@ const IFA_FLAGS: u16 = 8;
 const IFA_F_DADFAILED: u32 = 0x08;
 const IFA_F_DEPRECATED: u32 = 0x20;
 const IFA_F_TENTATIVE: u32 = 0x40;
+const IFLA_IFNAME: u16 = 3;
+const IFF_UP: u32 = 0x1;
+/// Operationally up (RFC 2863 `up` or `unknown`), as rtnetlink reports it.
+const IFF_RUNNING: u32 = 0x40;
 /// `struct nlmsghdr`.
 const HEADER_LEN: usize = 16;
 /// `struct ifaddrmsg`.
 const IFADDRMSG_LEN: usize = 8;
+/// `struct ifinfomsg`.
+const IFINFOMSG_LEN: usize = 16;
 const SEQ: u32 = 1;
 
 /// One address the kernel reports.
@@ -44,90 +53,128 @@ pub(crate) struct InterfaceAddr {
     pub(crate) flags: u32,
 }
 
-/// Why an interface has no address to use.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum InterfaceError {
-    /// No such interface on this host.
-    #[error("no interface named {0:?} on this host")]
-    Unknown(String),
-    /// The interface exists but has no address a socket can bind.
-    #[error("interface {0:?} has no usable address (none, tentative, or only IPv6 link-local)")]
-    NoAddress(String),
-    /// The kernel's address list could not be read.
-    #[error(
-        "cannot read the addresses of interface {name:?} ({source}); give `bind = ADDRESS` instead"
-    )]
-    Unreadable {
-        /// The interface.
-        name: String,
-        /// Why.
-        source: io::Error,
-    },
+/// One interface the kernel reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// The interface index.
+    pub(crate) index: u32,
+    /// Its name.
+    pub(crate) name: String,
+    /// `IFF_*` as rtnetlink reports them (`IFF_RUNNING` is the operational
+    /// state).
+    pub(crate) flags: u32,
 }
 
-/// The address an uplink on interface `name` binds to: a usable address of
-/// the preferred family first, then global scope before narrower ones.
-pub(crate) fn interface_address(name: &str, prefer_v6: bool) -> Result<IpAddr, InterfaceError> {
-    let index = interface_index(name)?;
-    let addrs = addresses().map_err(|source| InterfaceError::Unreadable {
-        name: name.to_owned(),
-        source,
-    })?;
-    choose(&addrs, index, prefer_v6).ok_or_else(|| InterfaceError::NoAddress(name.to_owned()))
-}
-
-fn interface_index(name: &str) -> Result<u32, InterfaceError> {
-    let unknown = || InterfaceError::Unknown(name.to_owned());
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(unknown());
+impl Link {
+    /// Administratively up and operationally up: packets can leave.
+    pub(crate) fn is_up(&self) -> bool {
+        self.flags & (IFF_UP | IFF_RUNNING) == IFF_UP | IFF_RUNNING
     }
-    let text =
-        std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).map_err(|_| unknown())?;
-    text.trim().parse().map_err(|_| unknown())
 }
 
-/// Picks the best address of interface `index`.
+/// Every interface and address of the host at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HostSnapshot {
+    /// The interfaces.
+    pub(crate) links: Vec<Link>,
+    /// The addresses.
+    pub(crate) addrs: Vec<InterfaceAddr>,
+}
+
+impl HostSnapshot {
+    /// Reads both from the kernel.
+    ///
+    /// # Errors
+    /// When the kernel's lists cannot be read.
+    pub(crate) fn read() -> io::Result<Self> {
+        let mut links = Vec::new();
+        dump(RTM_GETLINK, IFINFOMSG_LEN, |kind, body| {
+            if kind == RTM_NEWLINK {
+                links.extend(parse_link(body));
+            }
+        })?;
+        Ok(Self {
+            links,
+            addrs: addresses()?,
+        })
+    }
+
+    /// The interface named `name`.
+    pub(crate) fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// The interface with index `index`.
+    pub(crate) fn link_at(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+}
+
+impl InterfaceAddr {
+    /// Whether a socket can bind it and send from it now: not tentative,
+    /// failed or deprecated.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED | IFA_F_DEPRECATED) == 0
+    }
+
+    /// Whether an interface uplink may take it: usable, and not IPv6
+    /// link-local, which needs a scope id an uplink's address cannot carry.
+    pub(crate) fn fits_uplink(&self) -> bool {
+        self.is_usable()
+            && !matches!(self.addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+    }
+}
+
+/// Picks the best address of interface `index`: one of the preferred
+/// family first, then global scope before narrower ones.
 pub(crate) fn choose(addrs: &[InterfaceAddr], index: u32, prefer_v6: bool) -> Option<IpAddr> {
     addrs
         .iter()
-        .filter(|a| a.index == index)
-        .filter(|a| a.flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED | IFA_F_DEPRECATED) == 0)
-        // A link-local IPv6 address needs a scope id, which an uplink's
-        // bind address cannot carry.
-        .filter(|a| !matches!(a.addr, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80))
+        .filter(|a| a.index == index && a.fits_uplink())
         .min_by_key(|a| (a.addr.is_ipv6() != prefer_v6, a.scope))
         .map(|a| a.addr)
 }
 
 /// Every address of every interface.
 fn addresses() -> io::Result<Vec<InterfaceAddr>> {
+    let mut out = Vec::new();
+    dump(RTM_GETADDR, IFADDRMSG_LEN, |kind, body| {
+        if kind == RTM_NEWADDR {
+            out.extend(parse_addr(body));
+        }
+    })?;
+    Ok(out)
+}
+
+/// Sends a `request` dump (for every family, its header `header_len` zero
+/// bytes) and hands each message of the answer to `each`.
+fn dump(request: u16, header_len: usize, mut each: impl FnMut(u16, &[u8])) -> io::Result<()> {
     let socket = Socket::new(
         Domain::from(AF_NETLINK),
         Type::DGRAM,
         Some(Protocol::from(NETLINK_ROUTE)),
     )?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
-    socket.send(&request())?;
+    socket.send(&dump_request(request, header_len))?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::new();
     loop {
         let len = (&socket).read(&mut buf)?;
-        if len == 0 || parse_dump(&buf[..len], &mut out)? {
-            return Ok(out);
+        if len == 0 || parse_messages(&buf[..len], &mut each)? {
+            return Ok(());
         }
     }
 }
 
-/// An `RTM_GETADDR` dump request for every family.
-fn request() -> Vec<u8> {
-    let len = (HEADER_LEN + IFADDRMSG_LEN) as u32;
+/// A dump request of type `kind` for every family.
+fn dump_request(kind: u16, header_len: usize) -> Vec<u8> {
+    let len = (HEADER_LEN + header_len) as u32;
     let mut req = Vec::with_capacity(len as usize);
     req.extend_from_slice(&len.to_ne_bytes());
-    req.extend_from_slice(&RTM_GETADDR.to_ne_bytes());
+    req.extend_from_slice(&kind.to_ne_bytes());
     req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     req.extend_from_slice(&SEQ.to_ne_bytes());
     req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[0; IFADDRMSG_LEN]);
+    req.resize(len as usize, 0);
     req
 }
 
@@ -143,11 +190,26 @@ const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Parses one datagram of the dump into `out`; true when the dump is done.
+/// Parses one datagram of an address dump into `out`; true when the dump
+/// is done.
 ///
 /// # Errors
 /// An error the kernel reported, or a malformed message.
+#[cfg(test)]
 pub(crate) fn parse_dump(buf: &[u8], out: &mut Vec<InterfaceAddr>) -> io::Result<bool> {
+    parse_messages(buf, &mut |kind, body| {
+        if kind == RTM_NEWADDR {
+            out.extend(parse_addr(body));
+        }
+    })
+}
+
+/// Hands each message of one datagram of a dump to `each` (kind, body);
+/// true when the dump is done.
+///
+/// # Errors
+/// An error the kernel reported, or a malformed message.
+fn parse_messages(buf: &[u8], each: &mut impl FnMut(u16, &[u8])) -> io::Result<bool> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed netlink message");
     let mut at = 0;
     while at + HEADER_LEN <= buf.len() {
@@ -170,15 +232,35 @@ pub(crate) fn parse_dump(buf: &[u8], out: &mut Vec<InterfaceAddr>) -> io::Result
                     return Err(io::Error::from_raw_os_error(-code));
                 }
             }
-            RTM_NEWADDR => {
-                if let Some(addr) = parse_addr(body) {
-                    out.push(addr);
-                }
-            }
-            _ => {}
+            _ => each(kind, body),
         }
     }
     Ok(false)
+}
+
+/// One `ifinfomsg` with its name.
+fn parse_link(body: &[u8]) -> Option<Link> {
+    let index = u32_at(body, 4)?;
+    let flags = u32_at(body, 8)?;
+    let mut at = IFINFOMSG_LEN;
+    while at + 4 <= body.len() {
+        let len = usize::from(u16_at(body, at)?);
+        let kind = u16_at(body, at + 2)?;
+        if len < 4 || at + len > body.len() {
+            return None;
+        }
+        if kind == IFLA_IFNAME {
+            let value = &body[at + 4..at + len];
+            let name = value.split(|&b| b == 0).next()?;
+            return Some(Link {
+                index,
+                name: String::from_utf8_lossy(name).into_owned(),
+                flags,
+            });
+        }
+        at += align4(len);
+    }
+    None
 }
 
 /// One `ifaddrmsg` with its attributes.
@@ -310,16 +392,34 @@ mod tests {
     }
 
     #[test]
-    fn loopback_resolves_and_unknown_interfaces_are_named() {
+    fn a_link_dump_parses_names_and_state() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&[0, 0, 1, 0]);
+        body.extend_from_slice(&7u32.to_ne_bytes());
+        body.extend_from_slice(&(IFF_UP | IFF_RUNNING).to_ne_bytes());
+        body.extend_from_slice(&0u32.to_ne_bytes());
+        body.extend(attr(IFLA_IFNAME, b"wan1\0"));
+        let link = parse_link(&body).unwrap();
+        assert_eq!((link.index, link.name.as_str()), (7, "wan1"));
+        assert!(link.is_up());
+        let down = Link {
+            flags: IFF_UP,
+            ..link.clone()
+        };
+        assert!(!down.is_up(), "administratively up without carrier");
+        assert_eq!(parse_link(&body[..IFINFOMSG_LEN]), None, "no name");
+    }
+
+    #[test]
+    fn the_host_snapshot_has_loopback_up_with_its_address() {
+        let host = HostSnapshot::read().unwrap();
+        let lo = host.link("lo").expect("every host has lo");
+        assert!(lo.is_up(), "{lo:?}");
+        assert_eq!(host.link_at(lo.index), Some(lo));
         assert_eq!(
-            interface_address("lo", false).unwrap(),
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
+            choose(&host.addrs, lo.index, false),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
         );
-        let err = interface_address("tl-no-such0", false).unwrap_err();
-        assert!(err.to_string().contains("tl-no-such0"), "{err}");
-        assert!(matches!(
-            interface_address("../lo", false),
-            Err(InterfaceError::Unknown(_))
-        ));
+        assert!(host.link("tl-no-such0").is_none());
     }
 }

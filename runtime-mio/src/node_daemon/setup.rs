@@ -12,7 +12,8 @@ use std::path::Path;
 use transitloom_proto_core::dataplane::{UplinkPolicy, UplinkPriority, UplinkSpec};
 use transitloom_proto_core::UplinkId;
 
-use super::interface::interface_address;
+use super::interface::HostSnapshot;
+use super::uplink_watch::{self, UplinkReach, UplinkWatch, Watched};
 use super::DaemonError;
 use crate::config::{
     ConfigError, IngressTable, Mode, NodeConfig, Priority, RelayPolicy, UplinkSource,
@@ -25,10 +26,13 @@ const DATA_DIR_MODE: u32 = 0o700;
 pub struct Setup {
     /// The configuration.
     pub config: NodeConfig,
-    /// Each uplink's source address now (interfaces resolved), in config order.
+    /// Each uplink's source address now (interfaces resolved), in config
+    /// order; an uplink that is down has an unspecified address.
     pub uplinks: Vec<UplinkSpec>,
     /// Each association's ingress address, in config order.
     pub ingress: Vec<SocketAddr>,
+    /// Each uplink's state at start-up, followed from then on.
+    pub(crate) watch: UplinkWatch,
 }
 
 impl Setup {
@@ -41,7 +45,7 @@ impl Setup {
     pub fn prepare(file: &Path) -> Result<Self, DaemonError> {
         let config = NodeConfig::load(file)?;
         refuse_unsupported(&config)?;
-        let uplinks = resolve_uplinks(&config)?;
+        let (uplinks, watch) = resolve_uplinks(&config)?;
         create_data_dir(&config.data_dir).map_err(|source| DaemonError::Io {
             path: config.data_dir.clone(),
             action: "create",
@@ -60,7 +64,13 @@ impl Setup {
             config,
             uplinks,
             ingress,
+            watch,
         })
+    }
+
+    /// Each uplink's state at start-up, in config order.
+    pub fn uplink_reach(&self) -> impl Iterator<Item = &UplinkReach> + '_ {
+        self.watch.uplinks().iter().map(|u| &u.reach)
     }
 
     /// The address the control socket binds: any address of the
@@ -143,34 +153,26 @@ pub(crate) fn refuse_unsupported(config: &NodeConfig) -> Result<(), ConfigError>
     Ok(())
 }
 
-/// Each uplink's source address, checked bindable on this host.
+/// Each uplink's source address now, checked bindable on this host, and
+/// its state for the watcher to follow.
+///
+/// An interface that is down, has no address yet or does not exist starts
+/// its uplink down (it comes up when the address appears), unless no
+/// uplink is usable and one names an interface this host does not have:
+/// that is almost always a typo, so it is refused.
 ///
 /// # Errors
-/// An address this host does not have, or an interface without one.
-pub(crate) fn resolve_uplinks(config: &NodeConfig) -> Result<Vec<UplinkSpec>, ConfigError> {
+/// A bind address this host does not have; an interface this host does
+/// not have when no other uplink is usable; an unreadable address list
+/// with an interface uplink.
+pub(crate) fn resolve_uplinks(
+    config: &NodeConfig,
+) -> Result<(Vec<UplinkSpec>, UplinkWatch), ConfigError> {
     let prefer_v6 = config.coordinators.first().is_some_and(SocketAddr::is_ipv6);
+    let host = HostSnapshot::read();
     let mut specs = Vec::with_capacity(config.uplinks.len());
+    let mut watched = Vec::with_capacity(config.uplinks.len());
     for (i, uplink) in config.uplinks.iter().enumerate() {
-        let (bind, key) = match &uplink.source {
-            UplinkSource::Bind(ip) => (*ip, format!("uplink[{i}].bind")),
-            UplinkSource::Interface(name) => {
-                let key = format!("uplink[{i}].interface");
-                let ip = interface_address(name, prefer_v6)
-                    .map_err(|e| refused(config, key.clone(), &e.to_string()))?;
-                tracing::info!(
-                    uplink = %uplink.name, interface = %name, address = %ip,
-                    "uplink address read from its interface; restart the node if it changes"
-                );
-                (ip, key)
-            }
-        };
-        if let Err(err) = std::net::UdpSocket::bind((bind, 0)) {
-            return Err(refused(
-                config,
-                key,
-                &format!("{bind} is not usable on this host: {err}"),
-            ));
-        }
         let id = u16::try_from(i).map_err(|_| {
             refused(
                 config,
@@ -178,6 +180,56 @@ pub(crate) fn resolve_uplinks(config: &NodeConfig) -> Result<Vec<UplinkSpec>, Co
                 "more uplinks than this node can number",
             )
         })?;
+        let (key, reach, followed) = match (&uplink.source, &host) {
+            (UplinkSource::Interface(_), Ok(host)) => (
+                format!("uplink[{i}].interface"),
+                uplink_watch::reach(&uplink.source, host, prefer_v6, None),
+                true,
+            ),
+            (UplinkSource::Interface(name), Err(err)) => {
+                return Err(refused(
+                    config,
+                    format!("uplink[{i}].interface"),
+                    &format!(
+                        "cannot read the addresses of interface {name:?} ({err}); give `bind = ADDRESS` instead"
+                    ),
+                ));
+            }
+            (UplinkSource::Bind(ip), Ok(host)) if uplink_watch::lists(host, *ip) => (
+                format!("uplink[{i}].bind"),
+                uplink_watch::reach(&uplink.source, host, prefer_v6, None),
+                true,
+            ),
+            // Not in the list (a loopback address other than 127.0.0.1,
+            // an AnyIP route) or no list: bindable is all that is known.
+            (UplinkSource::Bind(ip), _) => {
+                (format!("uplink[{i}].bind"), UplinkReach::Up(*ip), false)
+            }
+        };
+        match &reach {
+            UplinkReach::Up(ip) => {
+                if let Err(err) = std::net::UdpSocket::bind((*ip, 0)) {
+                    return Err(refused(
+                        config,
+                        key,
+                        &format!("{ip} is not usable on this host: {err}"),
+                    ));
+                }
+                if let UplinkSource::Interface(name) = &uplink.source {
+                    tracing::info!(
+                        uplink = %uplink.name, interface = %name, address = %ip,
+                        "uplink address read from its interface; followed while the node runs"
+                    );
+                }
+            }
+            UplinkReach::Down(why) => tracing::warn!(
+                uplink = %uplink.name, reason = %why,
+                "uplink down at start: it carries nothing until its address appears"
+            ),
+        }
+        let bind = reach
+            .address()
+            .unwrap_or_else(|| uplink_watch::placeholder(prefer_v6));
         let mut spec = UplinkSpec::new(UplinkId(id), uplink.name.clone(), bind);
         spec.policy = UplinkPolicy {
             priority: match uplink.priority {
@@ -188,8 +240,40 @@ pub(crate) fn resolve_uplinks(config: &NodeConfig) -> Result<Vec<UplinkSpec>, Co
             capacity_bps: uplink.capacity_mbps.map(|mbps| (mbps * 1e6) as u64),
         };
         specs.push(spec);
+        watched.push((
+            key,
+            Watched {
+                id: UplinkId(id),
+                name: uplink.name.clone(),
+                source: uplink.source.clone(),
+                followed,
+                reach,
+                changes: 0,
+            },
+        ));
     }
-    Ok(specs)
+    if watched.iter().all(|(_, w)| w.reach.address().is_none()) {
+        let missing = watched.iter().find(|(_, w)| match (&w.source, &host) {
+            (UplinkSource::Interface(name), Ok(host)) => host.link(name).is_none(),
+            _ => false,
+        });
+        if let Some((
+            key,
+            Watched {
+                reach: UplinkReach::Down(why),
+                ..
+            },
+        )) = missing
+        {
+            return Err(refused(
+                config,
+                key.clone(),
+                &format!("{why}, and no other uplink is usable"),
+            ));
+        }
+    }
+    let watch = UplinkWatch::new(prefer_v6, watched.into_iter().map(|(_, w)| w).collect());
+    Ok((specs, watch))
 }
 
 /// Creates the data directory (and missing parents) with mode 0700.

@@ -5,7 +5,7 @@ use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::node::{Credentials, Node, NodeEvent, SessionState};
 use transitloom_proto_core::pki::{self, CertTerms};
 
-use super::report::{node_status, Standing};
+use super::report::{node_status, Standing, UplinkTally};
 use super::setup::refuse_unsupported;
 use super::*;
 use crate::config::NodeConfig;
@@ -246,12 +246,17 @@ fn status_lists_every_configured_association_while_it_waits() {
         ["beta/wg0", "gamma/wg0"]
     );
     let node = Node::new(config).unwrap();
-    let status = node_status(&node, &setup, &Standing::new(enrolled), 0);
+    let uplinks = (&setup.watch, &UplinkTally::default());
+    let status = node_status(&node, &setup, &Standing::new(enrolled), uplinks, 0);
     assert_eq!(status.node.admission, "enrolling");
     assert_eq!(status.node.nat, "unknown");
     assert_eq!(status.node.token_expires_in_s, None);
     assert_eq!(status.uplinks[0].name, "wan");
     assert_eq!(status.uplinks[0].state, "up");
+    assert_eq!(status.uplinks[0].address.as_deref(), Some("127.0.0.1"));
+    assert_eq!(status.uplinks[0].interface.as_deref(), Some("lo"));
+    assert_eq!(status.uplinks[0].priority, "primary");
+    assert_eq!(status.uplinks[0].down_reason, None);
     assert_eq!(status.associations.len(), 2);
     for (a, ingress) in status.associations.iter().zip(&setup.ingress) {
         assert_eq!(a.state, "waiting");
@@ -325,4 +330,61 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
         .map(|s| (s.name.clone(), s.id.0))
         .collect();
     assert_eq!(ids, [("wg0".to_owned(), 7), ("wg1".to_owned(), 8)]);
+}
+
+#[test]
+fn an_uplink_on_a_missing_interface_starts_down_unless_no_uplink_is_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    // Beside a usable uplink, a missing interface starts down.
+    write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"",
+        "bind = \"127.0.0.1\"\n\n[[uplink]]\nname = \"lte\"\ninterface = \"tl-no-such0\"\ncapacity_mbps = 20",
+    );
+    let setup = Setup::prepare(&file).unwrap();
+    let reach: Vec<&UplinkReach> = setup.uplink_reach().collect();
+    assert_eq!(reach[0], &UplinkReach::Up("127.0.0.1".parse().unwrap()));
+    assert!(
+        matches!(reach[1], UplinkReach::Down(why) if why.contains("no interface named \"tl-no-such0\"")),
+        "{reach:?}"
+    );
+    assert!(setup.uplinks[1].bind.is_unspecified());
+    let root = identity::read_root(&setup.config).unwrap();
+    let (credentials, enrolled) = identity::credentials(&setup.config).unwrap();
+    let node = Node::new(node_config(&setup, root, credentials).unwrap()).unwrap();
+    let uplinks = (&setup.watch, &UplinkTally::default());
+    let status = node_status(&node, &setup, &Standing::new(enrolled), uplinks, 0);
+    let lte = &status.uplinks[1];
+    assert_eq!((lte.name.as_str(), lte.state.as_str()), ("lte", "down"));
+    assert_eq!(lte.address, None);
+    assert_eq!(lte.capacity_mbps, Some(20.0));
+    assert!(lte.down_reason.as_deref().unwrap().contains("tl-no-such0"));
+
+    // Alone, it is refused as the typo it most likely is (exit 2).
+    write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"",
+        "interface = \"tl-no-such0\"",
+    );
+    let err = Setup::prepare(&file).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    let text = err.to_string();
+    assert!(
+        text.contains("node.toml: uplink[0].interface: no interface named \"tl-no-such0\" on this host, and no other uplink is usable"),
+        "{text}"
+    );
+
+    // A bind address this host does not have is refused, named.
+    write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"",
+        "bind = \"127.0.0.1\"\n\n[[uplink]]\nname = \"lte\"\nbind = \"192.0.2.77\"",
+    );
+    let err = Setup::prepare(&file).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("uplink[1].bind: 192.0.2.77"),
+        "{err}"
+    );
 }

@@ -14,6 +14,7 @@ fn sample() -> NodeStatus {
             state: "up".to_owned(),
             tx_bytes: 10,
             rx_bytes: 20,
+            ..UplinkStatus::default()
         }],
         associations: vec![
             AssociationStatus {
@@ -122,4 +123,60 @@ fn wg_peers_prints_one_endpoint_per_association() {
     assert_eq!(text.matches("Endpoint = ").count(), 2);
     let set = sample().wg_peers(Some("wg0"));
     assert!(set.contains("wg set wg0 peer PUBKEY endpoint 127.0.0.1:41002"));
+}
+
+#[test]
+fn uplinks_show_their_address_policy_and_paths_and_older_statuses_still_read() {
+    let mut status = sample();
+    status.uplinks = vec![
+        UplinkStatus {
+            name: "fiber".to_owned(),
+            state: "up".to_owned(),
+            tx_bytes: 10,
+            rx_bytes: 20,
+            address: Some("192.0.2.10".to_owned()),
+            interface: Some("eth0".to_owned()),
+            priority: "primary".to_owned(),
+            capacity_mbps: Some(500.0),
+            paths_active: 1,
+            address_changes: 2,
+            ..UplinkStatus::default()
+        },
+        UplinkStatus {
+            name: "lte".to_owned(),
+            state: "down".to_owned(),
+            down_reason: Some("interface \"wwan0\" is down".to_owned()),
+            priority: "backup".to_owned(),
+            metered: true,
+            ..UplinkStatus::default()
+        },
+    ];
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(json["uplinks"][0]["address"], "192.0.2.10");
+    assert_eq!(json["uplinks"][0]["paths_active"], 1);
+    assert_eq!(json["uplinks"][1]["address"], serde_json::Value::Null);
+    assert_eq!(
+        json["uplinks"][1]["down_reason"],
+        "interface \"wwan0\" is down"
+    );
+    let text = status.metrics();
+    for line in [
+        "transitloom_uplink_up{node=\"alpha\",uplink=\"fiber\"} 1",
+        "transitloom_uplink_up{node=\"alpha\",uplink=\"lte\"} 0",
+        "transitloom_uplink_paths_active{node=\"alpha\",uplink=\"fiber\"} 1",
+        "transitloom_uplink_info{node=\"alpha\",uplink=\"fiber\",address=\"192.0.2.10\",priority=\"primary\",metered=\"false\"} 1",
+        "transitloom_uplink_info{node=\"alpha\",uplink=\"lte\",address=\"\",priority=\"backup\",metered=\"true\"} 1",
+        "transitloom_uplink_capacity_hint_bits_per_second{node=\"alpha\",uplink=\"fiber\"} 500000000",
+        "transitloom_uplink_address_changes_total{node=\"alpha\",uplink=\"fiber\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("capacity_hint_bits_per_second{node=\"alpha\",uplink=\"lte\"}"),
+        "no hint, no sample"
+    );
+    // A status from a node without these fields still reads.
+    let older = serde_json::json!({ "name": "fiber", "state": "up", "tx_bytes": 1, "rx_bytes": 2 });
+    let older: UplinkStatus = serde_json::from_value(older).unwrap();
+    assert_eq!((older.address, older.paths_active), (None, 0));
 }
