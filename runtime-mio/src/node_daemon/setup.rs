@@ -111,22 +111,6 @@ pub(crate) fn refuse_unsupported(config: &NodeConfig) -> Result<(), ConfigError>
             "mixing IPv4 and IPv6 coordinator addresses is not supported yet (the control socket binds one family)",
         ));
     }
-    for (i, u) in config.uplinks.iter().enumerate() {
-        if u.priority == Priority::Backup {
-            return Err(refused(
-                config,
-                format!("uplink[{i}].priority"),
-                "backup uplinks are not supported yet: this build would carry data on them like on a primary",
-            ));
-        }
-        if u.metered {
-            return Err(refused(
-                config,
-                format!("uplink[{i}].metered"),
-                "metered uplinks are not supported yet: this build would carry bulk data on them",
-            ));
-        }
-    }
     if config.relay_data {
         return Err(refused(
             config,

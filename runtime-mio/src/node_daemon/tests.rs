@@ -112,15 +112,7 @@ fn admission_follows_the_certificate_the_session_and_refusals() {
 #[test]
 fn settings_this_build_cannot_honour_are_refused_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        (
-            "",
-            "bind = \"127.0.0.1\"\n[[uplink]]\nname = \"lte\"\nbind = \"127.0.0.1\"\npriority = \"backup\"",
-            "uplink[1].priority",
-        ),
-        ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0].metered"),
-        ("[relay]\ndata = true", "bind = \"127.0.0.1\"", "relay.data"),
-    ];
+    let cases = [("[relay]\ndata = true", "bind = \"127.0.0.1\"", "relay.data")];
     for (extra, uplink, key) in cases {
         // Sections must follow the top-level keys.
         let config = write_config(dir.path(), "", &format!("{uplink}\n{extra}"));
@@ -130,6 +122,13 @@ fn settings_this_build_cannot_honour_are_refused_with_their_key() {
     }
     let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
     refuse_unsupported(&config).unwrap();
+    // The scheduler honours backup and metered uplinks.
+    let policies = write_config(
+        dir.path(),
+        "",
+        "bind = \"127.0.0.1\"\nmetered = true\n[[uplink]]\nname = \"lte\"\nbind = \"127.0.0.1\"\npriority = \"backup\"",
+    );
+    refuse_unsupported(&policies).unwrap();
     let mut segmented = config.clone();
     segmented.associations[1].mode = crate::config::Mode::Segmented;
     assert_eq!(
@@ -299,11 +298,7 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
         ("coordinator_name = \"hub2\"", uplink, "coordinator_name"),
         ("advertise_private = true", uplink, "advertise_private"),
         ("", "interface = \"lo\"", "uplink[0]"),
-        (
-            "",
-            "bind = \"127.0.0.1\"\nmetered = true",
-            "uplink[0].metered",
-        ),
+        ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0]"),
     ];
     for (extra, uplink, key) in cases {
         let extra = format!("join_token = \"tlj1-x\"\n{extra}");
