@@ -74,6 +74,23 @@ impl Iperf3 {
     /// # Errors
     /// When it cannot start or does not listen within five seconds.
     pub fn server(ns: &Namespace, bind: IpAddr, port: u16, log: &Path) -> Result<Self, Error> {
+        Self::server_every(ns, bind, port, Duration::from_millis(500), log)
+    }
+
+    /// [`server`](Self::server) reporting every `interval` (iperf3 takes
+    /// 0.1 s at least) instead of every half second: the receiver's
+    /// intervals that [`Iperf3Report::stalls`] reads.
+    ///
+    /// # Errors
+    /// When it cannot start or does not listen within five seconds.
+    pub fn server_every(
+        ns: &Namespace,
+        bind: IpAddr,
+        port: u16,
+        interval: Duration,
+        log: &Path,
+    ) -> Result<Self, Error> {
+        let interval = format!("{:.1}", interval.as_secs_f64().max(0.1));
         let mut process = Process::spawn(
             "iperf3 server",
             ns.command("iperf3").args([
@@ -86,7 +103,7 @@ impl Iperf3 {
                 // In JSON, its intervals reach the client's report.
                 "--json",
                 "-i",
-                "0.5",
+                &interval,
             ]),
             log,
         )?;
