@@ -30,8 +30,9 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use thiserror::Error;
 
 pub use issue::{
-    self_signed_root, sign_admin, sign_coordinator_intermediate, sign_coordinator_server,
-    sign_node, sign_node_csr, CertTerms, Ed25519PublicKey, MAX_VALIDITY_DAYS, SERIAL_LEN,
+    csr_public_key, self_signed_root, sign_admin, sign_coordinator_intermediate,
+    sign_coordinator_server, sign_node, sign_node_csr, sign_node_csr_for, CertTerms,
+    Ed25519PublicKey, MAX_VALIDITY_DAYS, SERIAL_LEN,
 };
 pub use naming::NameError;
 
@@ -154,6 +155,17 @@ pub fn cert_fingerprint(der: &[u8]) -> [u8; 32] {
 /// [`PkiError::NotEd25519`] for another key type.
 pub fn ed25519_public_key(cert_der: &[u8]) -> Result<[u8; 32], PkiError> {
     der::CertView::parse(cert_der)?.ed25519_public_key()
+}
+
+/// When a certificate's validity starts and ends, in seconds since the
+/// Unix epoch (`notBefore`, `notAfter`). It does not check the chain: a
+/// node reads its own certificate to know when to renew it.
+///
+/// # Errors
+/// [`PkiError::MalformedCertificate`] for bytes that are not a certificate
+/// or a validity time that is not UTCTime or GeneralizedTime.
+pub fn validity(cert_der: &[u8]) -> Result<(i64, i64), PkiError> {
+    der::CertView::parse(cert_der)?.validity()
 }
 
 /// The identity of `role` a certificate carries: the one DNS SAN

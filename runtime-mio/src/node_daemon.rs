@@ -303,6 +303,20 @@ impl Daemon {
                 self.unsaved_chain = Some(chain.iter().map(|c| c.to_vec()).collect());
                 self.save_chain(Instant::now());
             }
+            // The key stays; only node.crt is replaced, atomically, so the
+            // data directory always holds a valid pair (the old certificate
+            // stays accepted until it expires).
+            NodeEvent::Renewed { chain } => {
+                tracing::info!(
+                    expires_in_s = node
+                        .cert_expires_unix_s()
+                        .map(|at| u64::try_from(at).unwrap_or(0).saturating_sub(unix_now_s())),
+                    "certificate renewed"
+                );
+                self.unsaved_chain = Some(chain.iter().map(|c| c.to_vec()).collect());
+                self.next_save = Instant::now();
+                self.save_chain(Instant::now());
+            }
             NodeEvent::Session(state) => {
                 if state == SessionState::Live {
                     let transport = node.control_transport().map_or("none", |c| c.as_str());
@@ -406,14 +420,14 @@ impl Daemon {
         }
         match identity::save_chain(&self.setup.config.data_dir, chain) {
             Ok(file) => {
-                tracing::info!(file = %file.display(), "enrolled: certificate kept");
+                tracing::info!(file = %file.display(), "certificate kept");
                 self.unsaved_chain = None;
             }
             Err(err) => {
                 self.next_save = now + SAVE_RETRY;
                 tracing::error!(
                     error = %err,
-                    "the issued certificate could not be written (retrying); a restart before it is would need a new join token"
+                    "the issued certificate could not be written (retrying); a restart before it is would use the previous one, or need a new join token if there is none"
                 );
             }
         }

@@ -49,6 +49,14 @@ pub struct NodeInfo {
     /// coordinator is blocked; absent while no session is connected.
     #[serde(default)]
     pub control_transport: Option<String>,
+    /// Seconds until the node's certificate expires, once enrolled (0 when
+    /// it has: the node then needs a new join token).
+    #[serde(default)]
+    pub cert_expires_in_s: Option<u64>,
+    /// Seconds until the certificate is due for renewal (at two thirds of
+    /// its life; 0 when due, renewed as soon as the node is live).
+    #[serde(default)]
+    pub cert_renews_in_s: Option<u64>,
     /// The NAT behaviour seen; NAT classification is not built yet, so
     /// always `unknown`.
     pub nat: String,
@@ -252,6 +260,14 @@ impl NodeStatus {
                 })
                 .collect(),
         );
+        if let Some(left) = self.node.cert_expires_in_s {
+            family(
+                "transitloom_node_certificate_expires_in_seconds",
+                "gauge",
+                "Seconds until the node certificate expires (renewed at two thirds of its life).",
+                vec![(node.clone(), left as f64)],
+            );
+        }
         family(
             "transitloom_node_reloads_total",
             "counter",

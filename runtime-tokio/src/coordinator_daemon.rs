@@ -120,8 +120,9 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
         timing: QuicTiming::default(),
         handshake_limit: HandshakeLimit::per_second(settings.handshakes_per_s),
     };
-    let coordinator = Coordinator::new(config, registry, os_seeded()?)
+    let mut coordinator = Coordinator::new(config, registry, os_seeded()?)
         .map_err(|e| DaemonError::Start(e.to_string()))?;
+    coordinator.set_node_cert_lifetime(settings.node_cert_lifetime_s);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -279,6 +280,7 @@ fn describe(op: &Op) -> String {
             format!("invite {node}{}", if *admit { " (admit)" } else { "" })
         }
         Op::Enroll { node, .. } => format!("enroll {node}"),
+        Op::Renew { node, .. } => format!("renew {node}'s certificate"),
         Op::Admit { node } => format!("admit {node}"),
         Op::Revoke { node } => format!("revoke {node}"),
         Op::Readmit { node } => format!("readmit {node}"),

@@ -190,6 +190,8 @@ pub struct LocalMesh {
     coordinator: CoordinatorSpec,
     coordinator_child: Option<Child>,
     nodes: Vec<RunningNode>,
+    /// Appended to the coordinator's configuration file.
+    coordinator_extra: String,
 }
 
 impl LocalMesh {
@@ -197,6 +199,17 @@ impl LocalMesh {
     /// every node and starts it. Returns once every process is running; use
     /// [`wait_up`](Self::wait_up) to wait for the associations.
     pub fn start(dir: &Path, bins: Binaries, spec: MeshSpec) -> Result<Self, Error> {
+        Self::start_with_coordinator_config(dir, bins, spec, "")
+    }
+
+    /// As [`start`](Self::start), with `extra` TOML lines appended to the
+    /// coordinator's configuration (such as `node_cert_lifetime_s = 60`).
+    pub fn start_with_coordinator_config(
+        dir: &Path,
+        bins: Binaries,
+        spec: MeshSpec,
+        extra: &str,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut mesh = Self {
             dir: dir.to_path_buf(),
@@ -204,6 +217,7 @@ impl LocalMesh {
             coordinator: spec.coordinator,
             coordinator_child: None,
             nodes: Vec::new(),
+            coordinator_extra: extra.to_owned(),
         };
         mesh.make_pki()?;
         mesh.start_coordinator()?;
@@ -409,8 +423,9 @@ impl LocalMesh {
              listen = \"{}\"\n\
              pki_dir = \"hub\"\n\
              root_ca = \"root/root.crt\"\n\
-             status_listen = \"{}\"\n",
-            c.listen, c.status_listen
+             status_listen = \"{}\"\n\
+             {}",
+            c.listen, c.status_listen, self.coordinator_extra
         );
         write(&config, &text)?;
         let log = self.log("coordinator")?;
@@ -650,6 +665,20 @@ impl LoopbackPair {
     /// # Errors
     /// What [`LocalMesh::start`] and [`LocalMesh::wait_up`] return.
     pub fn start(dir: &Path, bins: Binaries, base: u16) -> Result<Self, Error> {
+        Self::start_with_coordinator_config(dir, bins, base, "")
+    }
+
+    /// As [`start`](Self::start), with `extra` TOML lines appended to the
+    /// coordinator's configuration.
+    ///
+    /// # Errors
+    /// What [`LocalMesh::start`] and [`LocalMesh::wait_up`] return.
+    pub fn start_with_coordinator_config(
+        dir: &Path,
+        bins: Binaries,
+        base: u16,
+        extra: &str,
+    ) -> Result<Self, Error> {
         let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
         let bind = || std::net::UdpSocket::bind((lo, 0)).map_err(Error::io("binding a service"));
         let services = [bind()?, bind()?];
@@ -684,7 +713,7 @@ impl LoopbackPair {
             },
             nodes,
         };
-        let mesh = LocalMesh::start(dir, bins, spec)?;
+        let mesh = LocalMesh::start_with_coordinator_config(dir, bins, spec, extra)?;
         mesh.wait_up(Duration::from_secs(20))?;
         Ok(Self {
             mesh,

@@ -34,6 +34,8 @@
 //! | `0x05` | `Enrolled` | coordinator → node |
 //! | `0x06` | `TokenRequest` | node → coordinator |
 //! | `0x07` | `TokenGrant` | coordinator → node |
+//! | `0x08` | `Renew` | node → coordinator, in a session opened with a token |
+//! | `0x09` | `Renewed` | coordinator → node |
 //! | `0x10` | `RegisterServices` | node → coordinator |
 //! | `0x11` | `Candidates` | both ways |
 //! | `0x12` | `AssociationInstalled` | coordinator → node |
@@ -255,6 +257,18 @@ pub enum Message {
     },
     /// Asks for a fresh admission token.
     TokenRequest,
+    /// Asks for a new certificate before the current one expires, for the
+    /// key the node already holds.
+    Renew {
+        /// The certificate signing request (at most [`MAX_DER_LEN`] bytes).
+        csr_der: Bytes,
+    },
+    /// The renewed certificate.
+    Renewed {
+        /// The node certificate, then its intermediate (at most
+        /// [`MAX_CHAIN`] certificates of [`MAX_DER_LEN`] bytes).
+        chain_der: Vec<Bytes>,
+    },
     /// A fresh admission token.
     TokenGrant {
         /// The token (at most [`MAX_TOKEN_LEN`] bytes).

@@ -38,8 +38,9 @@ pub const CONTROL_SOCKET: SocketId = SocketId(0);
 /// same port number) once that is bound.
 pub const STREAM_LISTENER: SocketId = SocketId(1);
 
-/// Node certificates are valid this long.
-pub const NODE_CERT_DAYS: u32 = 365;
+pub use issue::{DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S};
+
+mod issue;
 
 /// How a coordinator is set up.
 #[derive(Debug, Clone)]
@@ -102,6 +103,10 @@ pub struct CoordinatorCounters {
     pub tokens_granted: u64,
     /// Certificates issued.
     pub enrolled: u64,
+    /// Certificates renewed.
+    pub renewed: u64,
+    /// Renewals refused (also counted in `refused` by their code).
+    pub renewals_refused: u64,
     /// Sessions started (handshakes begun), of every kind.
     pub handshakes: u64,
     /// Session attempts refused by the handshake limit.
@@ -124,6 +129,11 @@ enum Peer {
         name: String,
         fingerprint: [u8; 32],
         welcomed: bool,
+        /// What renewal needs of the presented certificate.
+        leaf: issue::LeafFacts,
+        /// A session renews at most once (the node reconnects with the
+        /// new certificate), which bounds what one session adds to the log.
+        renewed: bool,
     },
     /// An admin certificate.
     Admin { name: String },
@@ -148,6 +158,10 @@ struct AdmittedNode {
 #[derive(Debug)]
 enum Waiting {
     Enroll {
+        conn: SessionId,
+        chain: Vec<Bytes>,
+    },
+    Renew {
         conn: SessionId,
         chain: Vec<Bytes>,
     },
@@ -178,6 +192,8 @@ pub struct Coordinator {
     counters: CoordinatorCounters,
     handshakes: HandshakeBudget,
     lapses: Lapses,
+    /// How long the node certificates it issues are valid.
+    node_cert_lifetime_s: u64,
 }
 
 /// Why a coordinator could not be built.
@@ -238,8 +254,23 @@ impl Coordinator {
             counters: CoordinatorCounters::default(),
             handshakes,
             lapses: Lapses::default(),
+            node_cert_lifetime_s: DEFAULT_NODE_CERT_LIFETIME_S,
         };
         Ok(coordinator)
+    }
+
+    /// Sets how long the node certificates it issues (at enrollment and
+    /// renewal) are valid, clamped to [`MIN_NODE_CERT_LIFETIME_S`] ..=
+    /// [`MAX_NODE_CERT_LIFETIME_S`]; [`DEFAULT_NODE_CERT_LIFETIME_S`]
+    /// until set.
+    pub fn set_node_cert_lifetime(&mut self, lifetime_s: u64) {
+        self.node_cert_lifetime_s =
+            lifetime_s.clamp(MIN_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S);
+    }
+
+    /// How long the node certificates it issues are valid.
+    pub fn node_cert_lifetime_s(&self) -> u64 {
+        self.node_cert_lifetime_s
     }
 
     /// The registry (admission state, admin associations).
@@ -298,6 +329,13 @@ impl Coordinator {
                         },
                     );
                 }
+            }
+            Waiting::Renew { conn, chain } => {
+                self.counters.renewed += 1;
+                if let Op::Renew { node, .. } = &op {
+                    tracing::info!(%node, "node certificate renewed");
+                }
+                self.send(now, conn, &Message::Renewed { chain_der: chain });
             }
             Waiting::Admin {
                 conn,
@@ -369,7 +407,9 @@ impl Coordinator {
             }
         }
         match op {
-            Op::Invite { .. } => {}
+            // A renewal changes which certificate the node holds, nothing
+            // its associations depend on.
+            Op::Invite { .. } | Op::Renew { .. } => {}
             Op::Enroll { node, .. }
             | Op::Admit { node }
             | Op::Revoke { node }
@@ -604,6 +644,8 @@ impl Coordinator {
                         name,
                         fingerprint: pki::cert_fingerprint(leaf),
                         welcomed: false,
+                        leaf: issue::LeafFacts::of(leaf),
+                        renewed: false,
                     }
                 } else if let Ok(name) = pki::role_name_of(leaf, Role::Admin) {
                     self.counters.sessions_admin += 1;
@@ -670,6 +712,7 @@ impl Coordinator {
                 },
             ) => self.enroll(now, conn, &join_token, &csr_der),
             (Peer::Node { .. }, Message::TokenRequest) => self.grant_token(now, conn),
+            (Peer::Node { .. }, Message::Renew { csr_der }) => self.renew(now, conn, &csr_der),
             (Peer::Node { .. }, Message::Hello { node, token, .. }) => {
                 self.hello(now, conn, &node, &token)
             }
@@ -718,65 +761,6 @@ impl Coordinator {
         }
     }
 
-    fn enroll(&mut self, now: Instant, conn: SessionId, join_token: &str, csr: &[u8]) {
-        let token: JoinToken = match join_token.parse() {
-            Ok(token) => token,
-            Err(err) => {
-                return self.refuse(now, conn, RejectCode::JoinTokenInvalid, err.to_string())
-            }
-        };
-        let node = token.node().to_owned();
-        if !self.registry.invite_matches(&node, &token.digest()) {
-            return self.refuse(
-                now,
-                conn,
-                RejectCode::JoinTokenInvalid,
-                format!("no invitation for {node} matches"),
-            );
-        }
-        let unix = now_unix_s(&self.config.wall_clock, now);
-        let mut serial = [0u8; 16];
-        self.drbg.fill(&mut serial);
-        let not_before = i64::try_from(unix).unwrap_or(i64::MAX).saturating_sub(300);
-        let cert = match pki::sign_node_csr(
-            &self.config.intermediate_der,
-            &self.config.intermediate_key,
-            csr,
-            &node,
-            not_before,
-            NODE_CERT_DAYS,
-            serial,
-        ) {
-            Ok(cert) => cert,
-            Err(err) => {
-                return self.refuse(
-                    now,
-                    conn,
-                    RejectCode::Malformed,
-                    format!("certificate request: {err}"),
-                )
-            }
-        };
-        let op = Op::Enroll {
-            node: node.clone(),
-            fingerprint: pki::cert_fingerprint(&cert),
-            at_unix_s: unix,
-        };
-        if let Err(err) = self.check_after_pending(&op, unix) {
-            let code = match err {
-                super::registry::RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
-                super::registry::RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
-                _ => RejectCode::JoinTokenInvalid,
-            };
-            return self.refuse(now, conn, code, err.to_string());
-        }
-        let chain = vec![
-            Bytes::from(cert),
-            Bytes::from(self.config.intermediate_der.clone()),
-        ];
-        self.append(op, Waiting::Enroll { conn, chain });
-    }
-
     /// The registry's verdict on a node session, or the refusal.
     fn admitted(&self, conn: SessionId) -> Result<AdmittedNode, (RejectCode, String)> {
         let Some(Session {
@@ -804,7 +788,7 @@ impl Coordinator {
             Admission::Revoked => return Err((RejectCode::Revoked, format!("{name} is revoked"))),
             Admission::Admitted => {}
         }
-        if &record.fingerprint != fingerprint {
+        if !record.holds(fingerprint) {
             return Err((
                 RejectCode::BadCertificate,
                 format!("{name} presented a certificate that is not its current one"),

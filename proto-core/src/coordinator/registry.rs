@@ -1,6 +1,6 @@
 //! The ordered operation log and the registry it builds (DESIGN §4). Admin
 //! writes — invite, enroll, admit, revoke, readmit, association create and
-//! delete — are checked against the current state, appended, persisted by
+//! delete — and certificate renewals are checked against the current state, appended, persisted by
 //! the driver, and only then applied. Applying is deterministic, so replaying
 //! the log after a restart rebuilds the same registry.
 
@@ -73,6 +73,20 @@ pub enum Op {
         /// When (the coordinator's wall clock).
         at_unix_s: u64,
     },
+    /// A node renewed its certificate: the new one becomes current, and
+    /// the one it renewed from stays accepted (until it expires, or until
+    /// the node renews from a newer one), so a node that never received
+    /// the new certificate can still connect and ask again.
+    Renew {
+        /// The node's name.
+        node: String,
+        /// SHA-256 of the issued certificate.
+        fingerprint: [u8; 32],
+        /// SHA-256 of the certificate the node presented to ask.
+        renewed_from: [u8; 32],
+        /// When (the coordinator's wall clock).
+        at_unix_s: u64,
+    },
     /// A pending node is admitted.
     Admit {
         /// The node's name.
@@ -137,6 +151,9 @@ pub enum RegistryError {
     /// No association with that id.
     #[error("no association {0}")]
     UnknownAssociation(AssocId),
+    /// A renewal asked with a certificate the node does not hold.
+    #[error("node {0:?} asked to renew with a certificate that is not its own")]
+    NotItsCertificate(String),
 }
 
 /// What the registry knows of a node.
@@ -152,6 +169,17 @@ pub struct NodeRecord {
     pub epoch: u64,
     /// The fingerprint of its current certificate.
     pub fingerprint: [u8; 32],
+    /// The certificate its current one was renewed from, still accepted:
+    /// the renewal may not have reached the node.
+    pub previous_fingerprint: Option<[u8; 32]>,
+}
+
+impl NodeRecord {
+    /// Whether a session presenting the certificate `fingerprint` is this
+    /// node's (the current certificate, or the one it was renewed from).
+    pub fn holds(&self, fingerprint: &[u8; 32]) -> bool {
+        &self.fingerprint == fingerprint || self.previous_fingerprint.as_ref() == Some(fingerprint)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +294,21 @@ impl Registry {
                 }
                 Ok(())
             }
+            Op::Renew {
+                node, renewed_from, ..
+            } => {
+                let record = self
+                    .nodes
+                    .get(node)
+                    .ok_or_else(|| RegistryError::UnknownNode(node.clone()))?;
+                if record.admission != Admission::Admitted {
+                    return Err(wrong(node, record.admission, "renewed"));
+                }
+                if !record.holds(renewed_from) {
+                    return Err(RegistryError::NotItsCertificate(node.clone()));
+                }
+                Ok(())
+            }
             Op::Admit { node } => match node_state(node)? {
                 Admission::Pending => Ok(()),
                 state => Err(wrong(node, state, "admitted")),
@@ -355,6 +398,7 @@ impl Registry {
                     // certificate replaces the old one.
                     Some(record) => {
                         record.fingerprint = *fingerprint;
+                        record.previous_fingerprint = None;
                         record.admission = admission;
                         record.epoch += 1;
                     }
@@ -368,10 +412,21 @@ impl Registry {
                                 admission,
                                 epoch: 1,
                                 fingerprint: *fingerprint,
+                                previous_fingerprint: None,
                             },
                         );
                     }
                 }
+            }
+            Op::Renew {
+                node,
+                fingerprint,
+                renewed_from,
+                ..
+            } => {
+                let record = self.nodes.get_mut(node).expect("checked");
+                record.previous_fingerprint = Some(*renewed_from).filter(|f| f != fingerprint);
+                record.fingerprint = *fingerprint;
             }
             Op::Admit { node } => self.set(node, Admission::Admitted, false),
             Op::Revoke { node } => self.set(node, Admission::Revoked, true),

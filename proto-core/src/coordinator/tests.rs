@@ -4,6 +4,8 @@
 
 #![allow(clippy::disallowed_methods)] // rcgen key and CSR helpers, tests only
 
+mod renewal;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

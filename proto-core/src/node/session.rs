@@ -1,7 +1,8 @@
 //! The node's side of the control session: enroll if needed, get a token,
 //! say hello, register services, then follow the coordinator's pushes;
 //! reconnect with jittered exponential backoff, refresh the token at half
-//! its life.
+//! its life, renew the certificate at two thirds of its life
+//! ([`super::renewal`]) and reconnect with the new one.
 //!
 //! With the TCP fallback on ([`TcpFallback`]), an attempt starts over QUIC;
 //! when its handshake does not complete within the bound (UDP blocked: no
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::{backoff, Credentials, NodeConfig, NodeEvent};
+use super::{backoff, renewal, Credentials, NodeConfig, NodeEvent};
 use crate::control::msg::{
     self, Candidate, CandidateKind, FrameDecoder, Message, Name, RejectCode,
 };
@@ -139,6 +140,12 @@ pub(super) struct Session {
     token: Option<(Bytes, u64)>,
     refresh_at: Option<Instant>,
     revoked: bool,
+    /// A renewal request is waiting for its answer on this session.
+    renewing: bool,
+    /// When the live session next checks whether the certificate is due.
+    renew_at: Option<Instant>,
+    /// No renewal before this (Unix seconds), after one that was refused.
+    renew_hold_unix_s: i64,
 }
 
 fn unix_s(config: &NodeConfig, now: Instant) -> u64 {
@@ -165,6 +172,9 @@ impl Session {
             token: None,
             refresh_at: None,
             revoked: false,
+            renewing: false,
+            renew_at: None,
+            renew_hold_unix_s: i64::MIN,
         }
     }
 
@@ -187,6 +197,8 @@ impl Session {
         self.handshake_deadline = None;
         self.next_probe = None;
         self.refresh_at = None;
+        self.renew_at = None;
+        self.renewing = false;
     }
 
     /// The current session, if any.
@@ -219,6 +231,7 @@ impl Session {
             self.handshake_deadline,
             self.next_probe,
             self.probe.map(|(_, at)| at),
+            self.renew_at,
         ]
         .into_iter()
         .flatten()
@@ -377,6 +390,8 @@ impl Session {
             let _ = quic.close(now, probe, 0, b"session lost");
         }
         self.refresh_at = None;
+        self.renewing = false;
+        self.renew_at = None;
         let wait = backoff(self.attempt, drbg);
         self.attempt = self.attempt.saturating_add(1);
         self.next_attempt = Some(now + wait);
@@ -433,6 +448,8 @@ impl Session {
         self.connected = true;
         self.decoder = FrameDecoder::new();
         self.refresh_at = None;
+        self.renewing = false;
+        self.renew_at = None;
         self.state = SessionState::Authenticating;
         self.send(now, quic, &Message::TokenRequest);
         vec![Effect::Event(NodeEvent::Session(self.state))]
@@ -541,7 +558,65 @@ impl Session {
                 _ => {}
             }
         }
+        if self.state == SessionState::Live && self.renew_at.is_some_and(|at| at <= now) {
+            self.renew_at = None;
+            self.renew_if_due(now, quic, config);
+        }
         effects
+    }
+
+    /// Asks for a new certificate when the current one is due, or sets the
+    /// timer for when it will be.
+    fn renew_if_due(&mut self, now: Instant, quic: &mut ControlTransport, config: &NodeConfig) {
+        if self.renewing {
+            return;
+        }
+        let Some(window) = renewal::window(&config.credentials) else {
+            return;
+        };
+        let unix = i64::try_from(unix_s(config, now)).unwrap_or(i64::MAX);
+        let due = renewal::due_unix_s(window).max(self.renew_hold_unix_s);
+        if unix < due {
+            let wait = u64::try_from(due - unix).unwrap_or(0);
+            self.renew_at = Some(now + Duration::from_secs(wait));
+            return;
+        }
+        let Some(csr) = renewal::request(&config.credentials) else {
+            tracing::error!("no certificate request can be made for the node's key; not renewing");
+            return;
+        };
+        tracing::info!(
+            not_after = window.1,
+            "the certificate is due for renewal; asking the coordinator"
+        );
+        self.renewing = true;
+        self.send(
+            now,
+            quic,
+            &Message::Renew {
+                csr_der: Bytes::from(csr),
+            },
+        );
+    }
+
+    /// Ends the session and connects again at once, over the carrier that
+    /// worked: after enrollment or renewal, to present the new certificate.
+    fn reconnect_now(&mut self, now: Instant, quic: &mut ControlTransport, why: &'static [u8]) {
+        if let Some(conn) = self.conn.take() {
+            let _ = quic.close(now, conn, 0, why);
+        }
+        if let Some((probe, _)) = self.probe.take() {
+            let _ = quic.close(now, probe, 0, why);
+        }
+        self.next_carrier = self.carrier;
+        self.connected = false;
+        self.attempt = 0;
+        self.next_attempt = Some(now);
+        self.refresh_at = None;
+        self.renewing = false;
+        self.renew_at = None;
+        self.next_probe = None;
+        self.state = SessionState::Backoff;
     }
 
     fn on_message(
@@ -567,14 +642,23 @@ impl Session {
                 effects.push(Effect::Event(NodeEvent::Enrolled { chain: chain_der }));
                 effects.push(Effect::Identity(identity));
                 // Reconnect with the certificate at once, over what worked.
-                if let Some(conn) = self.conn.take() {
-                    let _ = quic.close(now, conn, 0, b"enrolled");
+                self.reconnect_now(now, quic, b"enrolled");
+            }
+            Message::Renewed { chain_der } => {
+                self.renewing = false;
+                match renewal::accept(&chain_der, &config.credentials, &config.name) {
+                    Ok(identity) => {
+                        tracing::info!("certificate renewed; reconnecting with it");
+                        effects.push(Effect::Event(NodeEvent::Renewed { chain: chain_der }));
+                        effects.push(Effect::Identity(identity));
+                        self.reconnect_now(now, quic, b"renewed");
+                        effects.push(Effect::Event(NodeEvent::Session(self.state)));
+                    }
+                    Err(why) => {
+                        tracing::warn!(%why, "the renewed certificate is unusable; keeping the current one");
+                        self.hold_renewal(now, config);
+                    }
                 }
-                self.next_carrier = self.carrier;
-                self.connected = false;
-                self.attempt = 0;
-                self.next_attempt = Some(now);
-                self.state = SessionState::Backoff;
             }
             Message::TokenGrant {
                 token,
@@ -603,6 +687,9 @@ impl Session {
                 self.state = SessionState::Live;
                 self.attempt = 0;
                 self.revoked = false;
+                // Checked once the welcome is handled: a node that was
+                // offline past the renewal point renews now.
+                self.renew_at = Some(now);
                 effects.push(Effect::Event(NodeEvent::Session(self.state)));
                 let services = config_decls(config);
                 self.send(now, quic, &Message::RegisterServices { services });
@@ -633,6 +720,10 @@ impl Session {
             }
             Message::Reject { code, reason } => {
                 tracing::warn!(code = code.as_str(), %reason, "the coordinator refused this node");
+                if self.renewing {
+                    self.renewing = false;
+                    self.hold_renewal(now, config);
+                }
                 if code == RejectCode::Revoked {
                     self.revoked = true;
                     self.token = None;
@@ -643,6 +734,20 @@ impl Session {
             _ => {}
         }
         effects
+    }
+}
+
+impl Session {
+    /// A renewal did not work: the next attempt waits, so a coordinator
+    /// that refuses is not asked again on every reconnect.
+    fn hold_renewal(&mut self, now: Instant, config: &NodeConfig) {
+        let Some(window) = renewal::window(&config.credentials) else {
+            return;
+        };
+        let unix = i64::try_from(unix_s(config, now)).unwrap_or(i64::MAX);
+        let wait = renewal::retry_after(window, unix);
+        self.renew_hold_unix_s = unix.saturating_add(i64::try_from(wait.as_secs()).unwrap_or(0));
+        tracing::info!(?wait, "certificate renewal postponed");
     }
 }
 

@@ -1,6 +1,6 @@
 //! A checked, read-only view of the few X.509 fields the mesh needs: the
-//! subject's common name, its public key and its DNS subject alternative
-//! names. Untrusted bytes go through [`Reader`], whose every step checks
+//! subject's common name, its public key, its DNS subject alternative
+//! names and its validity window (for renewal before expiry). Untrusted bytes go through [`Reader`], whose every step checks
 //! lengths, so no input can make it panic. It is not a validator: chains,
 //! signatures and validity are webpki's job.
 
@@ -14,6 +14,8 @@ const TAG_OID: u8 = 0x06;
 const TAG_UTF8_STRING: u8 = 0x0C;
 const TAG_PRINTABLE_STRING: u8 = 0x13;
 const TAG_IA5_STRING: u8 = 0x16;
+const TAG_UTC_TIME: u8 = 0x17;
+const TAG_GENERALIZED_TIME: u8 = 0x18;
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_SET: u8 = 0x31;
 /// `[0] EXPLICIT Version`.
@@ -100,6 +102,63 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next item as a UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049)
+    /// or a GeneralizedTime (`YYYYMMDDHHMMSSZ`), the two forms RFC 5280
+    /// allows for validity, as seconds since the Unix epoch.
+    fn time(&mut self) -> Result<i64, PkiError> {
+        let bad = PkiError::MalformedCertificate("bad validity time");
+        let (tag, value) = self.any()?;
+        let (year_digits, rest) = match tag {
+            TAG_UTC_TIME => (2, value),
+            TAG_GENERALIZED_TIME => (4, value),
+            _ => return Err(bad),
+        };
+        if rest.len() != year_digits + 11 || rest.last() != Some(&b'Z') {
+            return Err(bad);
+        }
+        let digits = &rest[..rest.len() - 1];
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return Err(bad);
+        }
+        let number = |from: usize, len: usize| {
+            digits[from..from + len]
+                .iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'))
+        };
+        let mut year = number(0, year_digits);
+        if year_digits == 2 {
+            year += if year < 50 { 2000 } else { 1900 };
+        }
+        let at = year_digits;
+        let (month, day) = (number(at, 2), number(at + 2, 2));
+        let (hour, minute, second) = (number(at + 4, 2), number(at + 6, 2), number(at + 8, 2));
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let month_days = [
+            31,
+            if leap { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let valid = (1..=12).contains(&month)
+            && day >= 1
+            && day <= month_days[(month.clamp(1, 12) - 1) as usize]
+            && hour < 24
+            && minute < 60
+            && second < 60;
+        if !valid {
+            return Err(bad);
+        }
+        Ok(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
+    }
+
     /// The contents of the next item if it carries `tag`.
     fn optional(&mut self, tag: u8) -> Result<Option<&'a [u8]>, PkiError> {
         if self.peek_tag() == Some(tag) {
@@ -110,9 +169,23 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`), for years 0 to 9999.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 /// The parts of a certificate the mesh reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CertView<'a> {
+    /// Contents of the `Validity` sequence.
+    validity: &'a [u8],
     /// Contents of the subject `Name` sequence.
     subject: &'a [u8],
     /// Contents of the SubjectPublicKeyInfo's algorithm OID.
@@ -146,7 +219,7 @@ impl<'a> CertView<'a> {
         tbs.expect(TAG_INTEGER, "no serial number")?;
         tbs.expect(TAG_SEQUENCE, "no signature algorithm")?;
         tbs.expect(TAG_SEQUENCE, "no issuer")?;
-        tbs.expect(TAG_SEQUENCE, "no validity")?;
+        let validity = tbs.expect(TAG_SEQUENCE, "no validity")?;
         let subject = tbs.expect(TAG_SEQUENCE, "no subject")?;
         let spki = tbs.expect(TAG_SEQUENCE, "no subject public key")?;
         tbs.optional(TAG_ISSUER_UID)?;
@@ -174,6 +247,7 @@ impl<'a> CertView<'a> {
         }
         let key_algorithm = algorithm.expect(TAG_OID, "no key algorithm")?;
         Ok(Self {
+            validity,
             subject,
             key_algorithm,
             key_algorithm_has_params: !algorithm.is_empty(),
@@ -195,6 +269,17 @@ impl<'a> CertView<'a> {
                 .map_err(|_| PkiError::MalformedCertificate("bad Ed25519 key length")),
             _ => Err(PkiError::MalformedCertificate("bad key bit string")),
         }
+    }
+
+    /// `notBefore` and `notAfter`, in seconds since the Unix epoch.
+    pub(crate) fn validity(&self) -> Result<(i64, i64), PkiError> {
+        let mut validity = Reader::new(self.validity);
+        let not_before = validity.time()?;
+        let not_after = validity.time()?;
+        if !validity.is_empty() {
+            return Err(PkiError::MalformedCertificate("bad validity"));
+        }
+        Ok((not_before, not_after))
     }
 
     /// The first common name of the subject.
@@ -274,6 +359,46 @@ mod tests {
         assert_eq!(ok.any().unwrap(), (0x04, &[1u8, 2][..]));
         assert_eq!(ok.any().unwrap(), (0x05, &[][..]));
         assert!(ok.is_empty());
+    }
+
+    fn time(bytes: &[u8]) -> Result<i64, PkiError> {
+        Reader::new(bytes).time()
+    }
+
+    #[test]
+    fn validity_times_read_both_forms_and_refuse_the_rest() {
+        let utc = |text: &[u8]| {
+            let mut der = vec![TAG_UTC_TIME, text.len() as u8];
+            der.extend_from_slice(text);
+            time(&der)
+        };
+        let general = |text: &[u8]| {
+            let mut der = vec![TAG_GENERALIZED_TIME, text.len() as u8];
+            der.extend_from_slice(text);
+            time(&der)
+        };
+        assert_eq!(utc(b"700101000000Z"), Ok(0));
+        assert_eq!(utc(b"300101000000Z"), Ok(1_893_456_000));
+        assert_eq!(utc(b"491231235959Z"), Ok(2_524_607_999));
+        assert_eq!(utc(b"500101000000Z"), Ok(-631_152_000));
+        assert_eq!(general(b"20240229120000Z"), Ok(1_709_208_000));
+        assert_eq!(general(b"99991231235959Z"), Ok(253_402_300_799));
+        for bad in [
+            &b"700101000000"[..],
+            b"7001010000000Z",
+            b"701301000000Z",
+            b"700132000000Z",
+            b"700229000000Z",
+            b"700101240000Z",
+            b"700101006000Z",
+            b"70010100000aZ",
+            b"700101000000+",
+        ] {
+            assert!(utc(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(general(b"20230229000000Z").is_err());
+        assert!(time(&[0x04, 1, 0]).is_err());
+        assert!(time(&[]).is_err());
     }
 
     #[test]

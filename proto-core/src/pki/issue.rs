@@ -64,21 +64,44 @@ impl CertTerms<'_> {
                 "the length must be between 1 and 36525 days",
             ));
         }
-        let start = self.not_before_unix_s.unsigned_abs();
-        let end = start + u64::from(self.validity_days) * 86_400;
-        if end > MAX_UNIX_S.unsigned_abs() {
-            return Err(PkiError::InvalidValidity("the end lies after 9999"));
-        }
-        // Whole seconds after the epoch, within the bounds checked above, so
-        // the additions cannot overflow.
-        let epoch = rcgen::date_time_ymd(1970, 1, 1);
-        params.not_before = epoch + std::time::Duration::from_secs(start);
-        params.not_after = epoch + std::time::Duration::from_secs(end);
-        let mut serial = self.serial;
-        serial[0] = (serial[0] & 0x3F) | 0x40;
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
-        Ok(())
+        apply_window(
+            params,
+            self.not_before_unix_s,
+            u64::from(self.validity_days) * 86_400,
+            self.serial,
+        )
     }
+}
+
+/// Sets the validity (`start` for `length_s` seconds) and the serial.
+fn apply_window(
+    params: &mut CertificateParams,
+    start: i64,
+    length_s: u64,
+    serial: [u8; SERIAL_LEN],
+) -> Result<(), PkiError> {
+    if !(0..=MAX_UNIX_S).contains(&start) {
+        return Err(PkiError::InvalidValidity(
+            "the start must lie between 1970 and 9999",
+        ));
+    }
+    if length_s == 0 {
+        return Err(PkiError::InvalidValidity("the length must not be zero"));
+    }
+    let start = start.unsigned_abs();
+    let end = start.saturating_add(length_s);
+    if end > MAX_UNIX_S.unsigned_abs() {
+        return Err(PkiError::InvalidValidity("the end lies after 9999"));
+    }
+    // Whole seconds after the epoch, within the bounds checked above, so
+    // the additions cannot overflow.
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + std::time::Duration::from_secs(start);
+    params.not_after = epoch + std::time::Duration::from_secs(end);
+    let mut serial = serial;
+    serial[0] = (serial[0] & 0x3F) | 0x40;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    Ok(())
 }
 
 fn invalid_name(name: &str) -> impl FnOnce(NameError) -> PkiError + '_ {
@@ -305,6 +328,54 @@ pub fn sign_node_csr(
     serial: [u8; SERIAL_LEN],
 ) -> Result<Vec<u8>, PkiError> {
     naming::validate_node_name(node_name).map_err(invalid_name(node_name))?;
+    let key = csr_public_key(csr_der)?;
+    let terms = CertTerms {
+        name: node_name,
+        not_before_unix_s,
+        validity_days,
+        serial,
+    };
+    sign_node(issuer_cert_der, issuer_key_pkcs8, &key, &terms)
+}
+
+/// As [`sign_node_csr`], with a validity of exactly `lifetime_s` seconds
+/// from `not_before_unix_s`: the coordinator's node certificate lifetime is
+/// set in seconds, so tests (and cautious operators) can make it short.
+///
+/// # Errors
+/// As [`sign_node_csr`]; a zero lifetime is [`PkiError::InvalidValidity`].
+pub fn sign_node_csr_for(
+    issuer_cert_der: &[u8],
+    issuer_key_pkcs8: &[u8],
+    csr_der: &[u8],
+    node_name: &str,
+    not_before_unix_s: i64,
+    lifetime_s: u64,
+    serial: [u8; SERIAL_LEN],
+) -> Result<Vec<u8>, PkiError> {
+    naming::validate_node_name(node_name).map_err(invalid_name(node_name))?;
+    let key = csr_public_key(csr_der)?;
+    let issuer = issuer(issuer_cert_der, issuer_key_pkcs8)?;
+    let sans = vec![dns(naming::node_dns_name(node_name))?];
+    let terms = CertTerms {
+        name: node_name,
+        not_before_unix_s,
+        validity_days: 1,
+        serial,
+    };
+    let mut params = leaf_params(&terms, "node", sans, ExtendedKeyUsagePurpose::ClientAuth)?;
+    apply_window(&mut params, not_before_unix_s, lifetime_s, serial)?;
+    sign(&params, &key, &issuer)
+}
+
+/// The Ed25519 key of a certificate signing request whose signature
+/// verifies: what the coordinator compares with the key a renewing node
+/// already holds.
+///
+/// # Errors
+/// [`PkiError::InvalidCsr`] for an unparsable CSR or a bad CSR signature,
+/// [`PkiError::CsrKeyNotEd25519`] for another key type.
+pub fn csr_public_key(csr_der: &[u8]) -> Result<Ed25519PublicKey, PkiError> {
     let csr =
         CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
@@ -314,16 +385,5 @@ pub fn sign_node_csr(
     let key: [u8; 32] = PublicKeyData::der_bytes(&csr.public_key)
         .try_into()
         .map_err(|_| PkiError::InvalidCsr("the Ed25519 key is not 32 bytes".to_owned()))?;
-    let terms = CertTerms {
-        name: node_name,
-        not_before_unix_s,
-        validity_days,
-        serial,
-    };
-    sign_node(
-        issuer_cert_der,
-        issuer_key_pkcs8,
-        &Ed25519PublicKey(key),
-        &terms,
-    )
+    Ok(Ed25519PublicKey(key))
 }

@@ -114,6 +114,60 @@ fn a_signed_csr_names_the_node_and_chains_to_the_root() {
 }
 
 #[test]
+fn a_csr_signed_for_seconds_is_valid_exactly_that_long_and_reads_back() {
+    let ca = authority();
+    let node = node_key(9);
+    let csr = csr_for(&node, "ignored");
+    let cert = sign_node_csr_for(
+        &ca.inter_cert,
+        &ca.inter_key,
+        &csr,
+        "alpha",
+        T0,
+        90,
+        [7; SERIAL_LEN],
+    )
+    .unwrap();
+    assert_eq!(node_name_of(&cert).unwrap(), "alpha");
+    assert_eq!(ed25519_public_key(&cert).unwrap(), node.public_key_raw());
+    assert_eq!(csr_public_key(&csr).unwrap().0, node.public_key_raw());
+    assert_eq!(validity(&cert), Ok((T0, T0 + 90)));
+    let chain: &[&[u8]] = &[&cert, &ca.inter_cert];
+    verify_client(&ca.root_cert, chain, T0 + 89).unwrap();
+    assert!(verify_client(&ca.root_cert, chain, T0 + 91).is_err());
+    // Days-based certificates read back too (the window sign_node_csr asks).
+    let days = sign_node_csr(
+        &ca.inter_cert,
+        &ca.inter_key,
+        &csr,
+        "alpha",
+        T0,
+        90,
+        [7; 16],
+    )
+    .unwrap();
+    assert_eq!(validity(&days), Ok((T0, T0 + 90 * DAY)));
+    assert_eq!(validity(&ca.inter_cert), Ok((T0, T0 + 30 * DAY)));
+    let err = sign_node_csr_for(&ca.inter_cert, &ca.inter_key, &csr, "alpha", T0, 0, [7; 16]);
+    assert!(matches!(err, Err(PkiError::InvalidValidity(_))), "{err:?}");
+    let err = sign_node_csr_for(
+        &ca.inter_cert,
+        &ca.inter_key,
+        b"nope",
+        "alpha",
+        T0,
+        9,
+        [7; 16],
+    );
+    assert!(matches!(err, Err(PkiError::InvalidCsr(_))), "{err:?}");
+    assert!(matches!(
+        csr_public_key(b"nope"),
+        Err(PkiError::InvalidCsr(_))
+    ));
+    assert!(validity(b"nope").is_err());
+}
+
+#[test]
 fn signing_is_deterministic_for_the_same_inputs() {
     let ca = authority();
     let csr = csr_for(&node_key(9), "x");
@@ -333,6 +387,8 @@ proptest! {
         let _ = node_name_of(&bytes);
         let _ = admin_name_of(&bytes);
         let _ = cert_fingerprint(&bytes);
+        let _ = validity(&bytes);
+        let _ = csr_public_key(&bytes);
     }
 
     #[test]
@@ -344,8 +400,10 @@ proptest! {
         let _ = ed25519_public_key(&cert);
         let _ = role_name_of(&cert, Role::Coordinator);
         let _ = node_name_of(&cert);
+        let _ = validity(&cert);
         cert.truncate(at);
         let _ = node_name_of(&cert);
+        let _ = validity(&cert);
     }
 
     #[test]

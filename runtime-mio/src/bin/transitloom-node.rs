@@ -223,6 +223,12 @@ fn table(status: &NodeStatus) -> String {
         "node {}  admission {}  token {token}  control {control}  nat {}",
         n.name, n.admission, n.nat
     );
+    if let Some(left) = n.cert_expires_in_s {
+        let renews = n
+            .cert_renews_in_s
+            .map_or(String::new(), |s| format!(", renewed in {s} s"));
+        let _ = writeln!(out, "certificate expires in {left} s{renews}");
+    }
     let _ = writeln!(
         out,
         "\nUPLINK           STATE  ADDRESS                  PRIORITY METERED CAPACITY    PATHS  TX BYTES      RX BYTES"

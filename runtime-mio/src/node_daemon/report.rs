@@ -210,12 +210,19 @@ pub(crate) fn node_status(
                 .token_expires_unix_s()
                 .map(|at| at.saturating_sub(now_unix_s)),
             control_transport: node.control_transport().map(|c| c.as_str().to_owned()),
+            cert_expires_in_s: seconds_until(node.cert_expires_unix_s(), now_unix_s),
+            cert_renews_in_s: seconds_until(node.cert_renews_unix_s(), now_unix_s),
             nat: "unknown".to_owned(),
         },
         uplinks,
         associations,
         reload: ReloadStatus::default(),
     }
+}
+
+/// Seconds from `now_unix_s` until `at`, 0 once past.
+fn seconds_until(at: Option<i64>, now_unix_s: u64) -> Option<u64> {
+    at.map(|at| u64::try_from(at).unwrap_or(0).saturating_sub(now_unix_s))
 }
 
 /// One uplink's status: the watcher's state, the configured policy, the

@@ -191,6 +191,44 @@ fn the_key_is_made_once_private_and_a_chain_must_match_it_and_the_name() {
 }
 
 #[test]
+fn a_renewed_chain_replaces_the_old_one_and_the_key_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = identity::load_or_create_key(dir.path()).unwrap();
+    let key_bytes = std::fs::read(dir.path().join(KEY_FILE)).unwrap();
+    let pki = test_pki();
+    let csr = pki::node_csr(&key).unwrap();
+    let sign = |start, serial| {
+        let leaf = pki::sign_node_csr_for(
+            &pki.intermediate,
+            &pki.intermediate_key,
+            &csr,
+            "alpha",
+            start,
+            600,
+            [serial; 16],
+        )
+        .unwrap();
+        vec![leaf, pki.intermediate.clone()]
+    };
+    identity::save_chain(dir.path(), &sign(NOW, 1)).unwrap();
+    let renewed = sign(NOW + 400, 2);
+    identity::save_chain(dir.path(), &renewed).unwrap();
+    assert_eq!(
+        identity::load_chain(dir.path(), &key, "alpha").unwrap(),
+        Some(renewed)
+    );
+    assert_eq!(std::fs::read(dir.path().join(KEY_FILE)).unwrap(), key_bytes);
+    // Nothing but the pair is left behind (the write went through a
+    // temporary file renamed into place).
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, [CERT_FILE, KEY_FILE]);
+}
+
+#[test]
 fn a_loose_key_file_is_tightened() {
     let dir = tempfile::tempdir().unwrap();
     identity::load_or_create_key(dir.path()).unwrap();

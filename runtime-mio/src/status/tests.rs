@@ -7,6 +7,8 @@ fn sample() -> NodeStatus {
             admission: "admitted".to_owned(),
             token_expires_in_s: Some(540),
             control_transport: Some("tcp".to_owned()),
+            cert_expires_in_s: Some(7_776_000),
+            cert_renews_in_s: Some(5_184_000),
             nat: "endpoint-independent".to_owned(),
         },
         uplinks: vec![UplinkStatus {
@@ -65,6 +67,8 @@ fn status_json_has_the_documented_shape_and_round_trips() {
     assert_eq!(json["node"]["admission"], "admitted");
     assert_eq!(json["node"]["control_transport"], "tcp");
     assert_eq!(json["node"]["token_expires_in_s"], 540);
+    assert_eq!(json["node"]["cert_expires_in_s"], 7_776_000);
+    assert_eq!(json["node"]["cert_renews_in_s"], 5_184_000);
     assert_eq!(json["uplinks"][0]["state"], "up");
     assert_eq!(json["reload"]["applied"], 2);
     assert_eq!(json["reload"]["last_result"], "refused");
@@ -103,6 +107,9 @@ fn metrics_are_labelled_and_escaped() {
     );
     assert!(text.contains("transitloom_association_up{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 1"));
     assert!(text.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"applied\"} 2"));
+    assert!(
+        text.contains("transitloom_node_certificate_expires_in_seconds{node=\"alpha\"} 7776000")
+    );
     assert!(text.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"refused\"} 1"));
     assert!(text.contains("transitloom_node_last_reload_success{node=\"alpha\"} 0"));
     assert!(

@@ -9,6 +9,7 @@
 //! root_ca = "root.crt"
 //! status_listen = "127.0.0.1:7481"  # optional
 //! token_lifetime_s = 600            # optional, 60 to 86400
+//! node_cert_lifetime_s = 7776000    # optional, 60 s to 3650 days (default 90 days)
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
 //!
 //! [relay]                           # optional; data relaying is not built yet
@@ -22,6 +23,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use transitloom_proto_core::coordinator::machine::{
+    DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
+};
 use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
 use transitloom_runtime_mio::config::ConfigError;
@@ -82,6 +86,9 @@ pub struct CoordinatorSettings {
     pub status_listen: SocketAddr,
     /// Admission token lifetime.
     pub token_lifetime_s: u64,
+    /// How long the node certificates it issues (at enrollment and
+    /// renewal) are valid; nodes renew at two thirds of it.
+    pub node_cert_lifetime_s: u64,
     /// New sessions started per second at most (one second's worth may
     /// start back to back); excess attempts are refused before any TLS work
     /// and the nodes retry after their jittered backoff.
@@ -155,6 +162,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "root_ca",
         "status_listen",
         "token_lifetime_s",
+        "node_cert_lifetime_s",
         "handshakes_per_s",
         "relay",
     ])?;
@@ -206,6 +214,13 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
             MAX_TOKEN_LIFETIME_S,
         )?
         .unwrap_or(DEFAULT_TOKEN_LIFETIME_S);
+    let node_cert_lifetime_s = root
+        .opt_u64(
+            "node_cert_lifetime_s",
+            MIN_NODE_CERT_LIFETIME_S,
+            MAX_NODE_CERT_LIFETIME_S,
+        )?
+        .unwrap_or(DEFAULT_NODE_CERT_LIFETIME_S);
     let handshakes_per_s = root
         .opt_u64("handshakes_per_s", 1, u64::from(MAX_HANDSHAKES_PER_S))?
         .map_or(DEFAULT_HANDSHAKES_PER_S, |v| {
@@ -226,6 +241,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         root_ca,
         status_listen,
         token_lifetime_s,
+        node_cert_lifetime_s,
         handshakes_per_s,
         relay,
     })
@@ -298,6 +314,7 @@ mod tests {
         let s = parse_in(dir.path(), GOOD).unwrap();
         assert_eq!(s.status_listen, DEFAULT_STATUS_LISTEN.parse().unwrap());
         assert_eq!(s.token_lifetime_s, DEFAULT_TOKEN_LIFETIME_S);
+        assert_eq!(s.node_cert_lifetime_s, 90 * 86_400);
         assert_eq!(s.handshakes_per_s, DEFAULT_HANDSHAKES_PER_S);
         assert_eq!(s.data_dir, dir.path().join("data"));
         assert_eq!(s.oplog_path(), dir.path().join("data/oplog.redb"));
@@ -338,6 +355,32 @@ mod tests {
                 parse_in(dir.path(), &format!("{GOOD}handshakes_per_s = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "handshakes_per_s", "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_node_certificate_lifetime_is_bounded() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), &format!("{GOOD}node_cert_lifetime_s = 60\n")).unwrap();
+        assert_eq!(s.node_cert_lifetime_s, 60);
+        let s = parse_in(
+            dir.path(),
+            &format!("{GOOD}node_cert_lifetime_s = 315360000\n"),
+        )
+        .unwrap();
+        assert_eq!(s.node_cert_lifetime_s, 3_650 * 86_400);
+        for bad in ["59", "315360001", "0", "-5", "\"90d\"", "1.5"] {
+            let err =
+                parse_in(dir.path(), &format!("{GOOD}node_cert_lifetime_s = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "node_cert_lifetime_s", "{bad}: {err}");
+        }
+        let err = parse_in(dir.path(), &format!("{GOOD}node_cert_lifetime_s = 30\n")).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{}: node_cert_lifetime_s: ",
+                dir.path().join("coordinator.toml").display()
+            )),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```json
 //! { "coordinator": { "name": "coordinator", "listen": "0.0.0.0:7443",
 //!                    "transport": "quic+tcp", "uptime_s": 12, "operations": 3,
-//!                    "token_lifetime_s": 600 },
+//!                    "token_lifetime_s": 600, "node_cert_lifetime_s": 7776000 },
 //!   "nodes": [ { "name": "alpha", "id": "node#1", "admission": "admitted",
 //!                "admission_epoch": 1, "connected": true } ],
 //!   "associations": [ { "id": "assoc#1", "ends": ["alpha/wg0", "beta/wg0"],
@@ -13,7 +13,8 @@
 //!                 "refused": { "pending": 1 }, "handshakes_failed": 0,
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
-//!                 "tokens_granted": 2, "enrollments": 2 } }
+//!                 "tokens_granted": 2, "enrollments": 2,
+//!                 "renewals": 1, "renewals_refused": 0 } }
 //! ```
 //!
 //! An association is `live` when the coordinator has installed it on both
@@ -93,6 +94,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "uptime_s": uptime.as_secs(),
             "operations": registry.applied(),
             "token_lifetime_s": place.token_lifetime_s,
+            "node_cert_lifetime_s": coordinator.node_cert_lifetime_s(),
         },
         "nodes": nodes,
         "associations": associations,
@@ -109,6 +111,8 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "admissions_lapsed": counters.lapsed,
             "tokens_granted": counters.tokens_granted,
             "enrollments": counters.enrolled,
+            "renewals": counters.renewed,
+            "renewals_refused": counters.renewals_refused,
         },
     })
 }
@@ -189,6 +193,18 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "Node certificates issued against a join token.",
         &[(base.clone(), counters.enrolled)],
+    );
+    family(
+        "transitloom_coordinator_renewals_total",
+        "counter",
+        "Node certificates renewed before expiry, by result (a refusal is also in refused_total).",
+        &[
+            (format!("{base},result=\"renewed\""), counters.renewed),
+            (
+                format!("{base},result=\"refused\""),
+                counters.renewals_refused,
+            ),
+        ],
     );
     let by_state: Vec<(String, u64)> =
         [Admission::Pending, Admission::Admitted, Admission::Revoked]

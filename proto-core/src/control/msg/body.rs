@@ -1,5 +1,7 @@
 //! Message bodies: the type codes and each message's fields in order.
 
+use bytes::Bytes;
+
 use super::admin::AdminResult;
 use super::prim::{list_len, name_len, text_len, Codec, Reader, Writer};
 use super::{
@@ -16,6 +18,8 @@ const ENROLL: u8 = 0x04;
 const ENROLLED: u8 = 0x05;
 const TOKEN_REQUEST: u8 = 0x06;
 const TOKEN_GRANT: u8 = 0x07;
+const RENEW: u8 = 0x08;
+const RENEWED: u8 = 0x09;
 const REGISTER_SERVICES: u8 = 0x10;
 const CANDIDATES: u8 = 0x11;
 const ASSOCIATION_INSTALLED: u8 = 0x12;
@@ -39,6 +43,8 @@ impl Message {
             Self::Enrolled { .. } => ENROLLED,
             Self::TokenRequest => TOKEN_REQUEST,
             Self::TokenGrant { .. } => TOKEN_GRANT,
+            Self::Renew { .. } => RENEW,
+            Self::Renewed { .. } => RENEWED,
             Self::RegisterServices { .. } => REGISTER_SERVICES,
             Self::Candidates { .. } => CANDIDATES,
             Self::AssociationInstalled { .. } => ASSOCIATION_INSTALLED,
@@ -63,6 +69,8 @@ impl Message {
             Self::Enrolled { .. } => "Enrolled",
             Self::TokenRequest => "TokenRequest",
             Self::TokenGrant { .. } => "TokenGrant",
+            Self::Renew { .. } => "Renew",
+            Self::Renewed { .. } => "Renewed",
             Self::RegisterServices { .. } => "RegisterServices",
             Self::Candidates { .. } => "Candidates",
             Self::AssociationInstalled { .. } => "AssociationInstalled",
@@ -92,9 +100,9 @@ impl Message {
                 join_token,
                 csr_der,
             } => text_len(join_token.as_bytes()) + text_len(csr_der),
-            Self::Enrolled { chain_der, .. } => {
-                8 + 2 + chain_der.iter().map(|c| text_len(c)).sum::<usize>()
-            }
+            Self::Enrolled { chain_der, .. } => 8 + chain_len(chain_der),
+            Self::Renew { csr_der } => text_len(csr_der),
+            Self::Renewed { chain_der } => chain_len(chain_der),
             Self::TokenRequest => 0,
             Self::TokenGrant { token, .. } => text_len(token) + 8,
             Self::RegisterServices { services } => list_len(services),
@@ -144,9 +152,11 @@ impl Message {
             }
             Self::Enrolled { node_id, chain_der } => {
                 w.u64(node_id.0);
-                w.list_with("Enrolled.chain_der", chain_der, MAX_CHAIN, |w, cert| {
-                    w.blob("Enrolled.chain_der[]", cert, MAX_DER_LEN)
-                })?;
+                put_chain(w, "Enrolled.chain_der", "Enrolled.chain_der[]", chain_der)?;
+            }
+            Self::Renew { csr_der } => w.blob("Renew.csr_der", csr_der, MAX_DER_LEN)?,
+            Self::Renewed { chain_der } => {
+                put_chain(w, "Renewed.chain_der", "Renewed.chain_der[]", chain_der)?;
             }
             Self::TokenRequest => {}
             Self::TokenGrant {
@@ -243,9 +253,13 @@ impl Message {
             },
             ENROLLED => Self::Enrolled {
                 node_id: NodeId(r.u64("Enrolled.node_id")?),
-                chain_der: r.list_with("Enrolled.chain_der", MAX_CHAIN, |r| {
-                    r.blob("Enrolled.chain_der[]", MAX_DER_LEN)
-                })?,
+                chain_der: take_chain(r, "Enrolled.chain_der", "Enrolled.chain_der[]")?,
+            },
+            RENEW => Self::Renew {
+                csr_der: r.blob("Renew.csr_der", MAX_DER_LEN)?,
+            },
+            RENEWED => Self::Renewed {
+                chain_der: take_chain(r, "Renewed.chain_der", "Renewed.chain_der[]")?,
             },
             TOKEN_REQUEST => Self::TokenRequest,
             TOKEN_GRANT => Self::TokenGrant {
@@ -317,6 +331,8 @@ impl Message {
                 | ENROLLED
                 | TOKEN_REQUEST
                 | TOKEN_GRANT
+                | RENEW
+                | RENEWED
                 | REGISTER_SERVICES
                 | CANDIDATES
                 | ASSOCIATION_INSTALLED
@@ -330,4 +346,28 @@ impl Message {
                 | ADMIN_RESPONSE
         )
     }
+}
+
+/// Bytes of a certificate chain: a u16 count, then each certificate.
+fn chain_len(chain: &[Bytes]) -> usize {
+    2 + chain.iter().map(|c| text_len(c)).sum::<usize>()
+}
+
+fn put_chain(
+    w: &mut Writer<'_>,
+    field: &'static str,
+    item: &'static str,
+    chain: &[Bytes],
+) -> Result<(), MsgError> {
+    w.list_with(field, chain, MAX_CHAIN, |w, cert| {
+        w.blob(item, cert, MAX_DER_LEN)
+    })
+}
+
+fn take_chain(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    item: &'static str,
+) -> Result<Vec<Bytes>, MsgError> {
+    r.list_with(field, MAX_CHAIN, |r| r.blob(item, MAX_DER_LEN))
 }

@@ -176,8 +176,8 @@ proptest! {
 }
 
 const TYPE_CODES: &[u8] = &[
-    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21,
-    0x40, 0x41,
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
+    0x20, 0x21, 0x40, 0x41,
 ];
 
 #[test]
@@ -229,6 +229,13 @@ fn type_codes_are_stable() {
             },
             0x07,
         ),
+        (
+            Message::Renew {
+                csr_der: Bytes::new(),
+            },
+            0x08,
+        ),
+        (Message::Renewed { chain_der: vec![] }, 0x09),
         (Message::RegisterServices { services: vec![] }, 0x10),
         (
             Message::Candidates {
@@ -328,6 +335,18 @@ fn golden_encodings() {
             }
         }),
         [0, 0, 0, 15, 1, 0x40, 0, 0, 0, 3, 1, 0, 1, b'c', 1, 0, 0, 2, 0x58]
+    );
+    assert_eq!(
+        to_bytes(&Message::Renew {
+            csr_der: Bytes::from_static(&[0x30, 0])
+        }),
+        [0, 0, 0, 6, 1, 0x08, 0, 2, 0x30, 0]
+    );
+    assert_eq!(
+        to_bytes(&Message::Renewed {
+            chain_der: vec![Bytes::from_static(&[0x30, 0]), Bytes::new()]
+        }),
+        [0, 0, 0, 10, 1, 0x09, 0, 2, 0, 2, 0x30, 0, 0, 0]
     );
     assert_eq!(
         to_bytes(&Message::AdminResponse {
@@ -475,6 +494,26 @@ fn encode_refuses_what_would_not_decode_and_appends_nothing() {
                 field: "Enrolled.chain_der",
                 count: 5,
                 max: 4,
+            },
+        ),
+        (
+            Message::Renewed {
+                chain_der: vec![Bytes::new(); 5],
+            },
+            MsgError::TooMany {
+                field: "Renewed.chain_der",
+                count: 5,
+                max: 4,
+            },
+        ),
+        (
+            Message::Renew {
+                csr_der: Bytes::from(vec![0; 4097]),
+            },
+            MsgError::TooLong {
+                field: "Renew.csr_der",
+                len: 4097,
+                max: 4096,
             },
         ),
         (

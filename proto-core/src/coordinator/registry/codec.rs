@@ -32,6 +32,7 @@ const REVOKE: u8 = 4;
 const READMIT: u8 = 5;
 const ASSOC_CREATE: u8 = 6;
 const ASSOC_DELETE: u8 = 7;
+const RENEW: u8 = 8;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Names are at most 63 bytes; longer text is cut at a char boundary.
@@ -68,6 +69,18 @@ impl Op {
                 out.push(ENROLL);
                 put_str(&mut out, node);
                 out.extend_from_slice(fingerprint);
+                out.extend_from_slice(&at_unix_s.to_be_bytes());
+            }
+            Op::Renew {
+                node,
+                fingerprint,
+                renewed_from,
+                at_unix_s,
+            } => {
+                out.push(RENEW);
+                put_str(&mut out, node);
+                out.extend_from_slice(fingerprint);
+                out.extend_from_slice(renewed_from);
                 out.extend_from_slice(&at_unix_s.to_be_bytes());
             }
             Op::Admit { node } | Op::Revoke { node } | Op::Readmit { node } => {
@@ -109,6 +122,12 @@ impl Op {
             ENROLL => Op::Enroll {
                 node: r.string()?,
                 fingerprint: r.array()?,
+                at_unix_s: r.u64()?,
+            },
+            RENEW => Op::Renew {
+                node: r.string()?,
+                fingerprint: r.array()?,
+                renewed_from: r.array()?,
                 at_unix_s: r.u64()?,
             },
             ADMIT => Op::Admit { node: r.string()? },

@@ -170,6 +170,12 @@ fn op() -> impl Strategy<Value = Op> {
             fingerprint: [2; 32],
             at_unix_s: at
         }),
+        (name(), 2u8..5, 2u8..5, 0u64..200).prop_map(|(node, to, from, at)| Op::Renew {
+            node,
+            fingerprint: [to; 32],
+            renewed_from: [from; 32],
+            at_unix_s: at
+        }),
         name().prop_map(|node| Op::Admit { node }),
         name().prop_map(|node| Op::Revoke { node }),
         name().prop_map(|node| Op::Readmit { node }),
@@ -235,5 +241,119 @@ fn a_readmitted_node_cannot_be_re_enrolled_with_an_earlier_invite() {
     assert_eq!(
         run(&mut r, enroll("alpha", 5), 5),
         Err(RegistryError::AlreadyEnrolled("alpha".into()))
+    );
+}
+
+fn renew(node: &str, to: u8, from: u8) -> Op {
+    Op::Renew {
+        node: node.to_owned(),
+        fingerprint: [to; 32],
+        renewed_from: [from; 32],
+        at_unix_s: 50,
+    }
+}
+
+#[test]
+fn a_renewal_replaces_the_certificate_and_keeps_the_one_it_came_from() {
+    let mut r = Registry::new();
+    run(&mut r, invite("alpha", true), 0).unwrap();
+    run(&mut r, enroll("alpha", 1), 1).unwrap();
+    let id = r.node("alpha").unwrap().id;
+    run(&mut r, renew("alpha", 8, 7), 2).unwrap();
+    let alpha = r.node("alpha").unwrap().clone();
+    assert_eq!(
+        (
+            alpha.fingerprint,
+            alpha.previous_fingerprint,
+            alpha.id,
+            alpha.epoch
+        ),
+        ([8; 32], Some([7; 32]), id, 1),
+        "the id and the admission epoch survive a renewal"
+    );
+    assert!(alpha.holds(&[7; 32]) && alpha.holds(&[8; 32]) && !alpha.holds(&[9; 32]));
+    // The renewal was lost on its way: the node asks again with the old one.
+    run(&mut r, renew("alpha", 9, 7), 3).unwrap();
+    let alpha = r.node("alpha").unwrap();
+    assert_eq!(alpha.fingerprint, [9; 32]);
+    assert_eq!(alpha.previous_fingerprint, Some([7; 32]));
+    assert!(
+        !alpha.holds(&[8; 32]),
+        "the lost certificate is not accepted"
+    );
+    // From the new one: the old one is no longer needed.
+    run(&mut r, renew("alpha", 10, 9), 4).unwrap();
+    let alpha = r.node("alpha").unwrap();
+    assert_eq!(alpha.previous_fingerprint, Some([9; 32]));
+    assert!(!alpha.holds(&[7; 32]));
+    // Only with a certificate the node holds.
+    assert_eq!(
+        run(&mut r, renew("alpha", 11, 7), 5),
+        Err(RegistryError::NotItsCertificate("alpha".into()))
+    );
+    assert_eq!(
+        run(&mut r, renew("zeta", 11, 7), 5),
+        Err(RegistryError::UnknownNode("zeta".into()))
+    );
+}
+
+#[test]
+fn revoked_and_pending_nodes_cannot_renew_and_re_enrolment_forgets_the_old_certificate() {
+    let mut r = Registry::new();
+    run(&mut r, invite("alpha", false), 0).unwrap();
+    run(&mut r, enroll("alpha", 1), 1).unwrap();
+    assert!(matches!(
+        run(&mut r, renew("alpha", 8, 7), 2),
+        Err(RegistryError::WrongState {
+            state: "pending",
+            ..
+        })
+    ));
+    run(
+        &mut r,
+        Op::Admit {
+            node: "alpha".into(),
+        },
+        3,
+    )
+    .unwrap();
+    run(&mut r, renew("alpha", 8, 7), 4).unwrap();
+    run(
+        &mut r,
+        Op::Revoke {
+            node: "alpha".into(),
+        },
+        5,
+    )
+    .unwrap();
+    assert!(matches!(
+        run(&mut r, renew("alpha", 9, 8), 6),
+        Err(RegistryError::WrongState {
+            state: "revoked",
+            ..
+        })
+    ));
+    run(&mut r, invite("alpha", true), 7).unwrap();
+    run(&mut r, enroll("alpha", 8), 8).unwrap();
+    let alpha = r.node("alpha").unwrap();
+    assert_eq!(
+        (alpha.fingerprint, alpha.previous_fingerprint),
+        ([7; 32], None)
+    );
+    assert!(!alpha.holds(&[8; 32]));
+}
+
+#[test]
+fn a_renewal_record_has_a_fixed_encoding() {
+    let mut expected = vec![8, 5];
+    expected.extend_from_slice(b"alpha");
+    expected.extend_from_slice(&[8; 32]);
+    expected.extend_from_slice(&[7; 32]);
+    expected.extend_from_slice(&50u64.to_be_bytes());
+    assert_eq!(renew("alpha", 8, 7).encode(), expected);
+    assert_eq!(Op::decode(&expected), Ok(renew("alpha", 8, 7)));
+    assert_eq!(
+        Op::decode(&expected[..expected.len() - 1]),
+        Err(codec::OpDecodeError::Truncated)
     );
 }

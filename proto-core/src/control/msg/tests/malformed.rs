@@ -49,6 +49,10 @@ fn each_malformation_has_its_error() {
     let mut big_cert = vec![0; 8];
     big_cert.extend_from_slice(&[0, 1, 0x10, 0x01]);
     big_cert.resize(big_cert.len() + 4097, 0);
+    let mut big_csr = vec![0x10, 0x01];
+    big_csr.resize(big_csr.len() + 4097, 0);
+    let mut big_renewed_cert = vec![0, 1, 0x10, 0x01];
+    big_renewed_cert.resize(big_renewed_cert.len() + 4097, 0);
     let mut big_json = vec![0, 5];
     big_json.extend_from_slice(&60_001u16.to_be_bytes());
     big_json.resize(big_json.len() + 60_001, b' ');
@@ -244,6 +248,69 @@ fn each_malformation_has_its_error() {
                 field: "Enrolled.chain_der[]",
                 len: 4097,
                 max: 4096,
+            },
+            "",
+        ),
+        (
+            "renewal request over its cap",
+            frame(0x08, &big_csr),
+            MsgError::TooLong {
+                field: "Renew.csr_der",
+                len: 4097,
+                max: 4096,
+            },
+            "Renew.csr_der of 4097 bytes exceeds 4096",
+        ),
+        (
+            "truncated renewal request",
+            frame(0x08, &[0, 9, 0x30, 7]),
+            MsgError::Truncated {
+                field: "Renew.csr_der",
+            },
+            "body ends inside Renew.csr_der",
+        ),
+        (
+            "empty renewal request",
+            frame(0x08, &[]),
+            MsgError::Truncated {
+                field: "Renew.csr_der",
+            },
+            "",
+        ),
+        (
+            "trailing bytes after Renew",
+            frame(0x08, &[0, 1, 0x30, 0]),
+            MsgError::TrailingBytes {
+                message: "Renew",
+                count: 1,
+            },
+            "1 trailing bytes after Renew",
+        ),
+        (
+            "too many renewed certificates",
+            frame(0x09, &[0, 5]),
+            MsgError::TooMany {
+                field: "Renewed.chain_der",
+                count: 5,
+                max: 4,
+            },
+            "",
+        ),
+        (
+            "renewed certificate over its cap",
+            frame(0x09, &big_renewed_cert),
+            MsgError::TooLong {
+                field: "Renewed.chain_der[]",
+                len: 4097,
+                max: 4096,
+            },
+            "",
+        ),
+        (
+            "renewed chain shorter than its count",
+            frame(0x09, &[0, 2, 0, 1, 0x30]),
+            MsgError::Truncated {
+                field: "Renewed.chain_der[]",
             },
             "",
         ),

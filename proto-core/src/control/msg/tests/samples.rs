@@ -51,6 +51,15 @@ pub(super) fn samples() -> Vec<Message> {
             token: Bytes::from_static(b"tok"),
             expires_unix_s: 1_700_001_200,
         },
+        Message::Renew {
+            csr_der: Bytes::from_static(&[0x30, 3, 4, 5, 6]),
+        },
+        Message::Renewed {
+            chain_der: vec![
+                Bytes::from_static(&[0x30, 1, 2]),
+                Bytes::from_static(&[0x30, 1, 3]),
+            ],
+        },
         Message::RegisterServices {
             services: vec![
                 ServiceDecl {

@@ -146,6 +146,12 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
             })
             .boxed(),
         Just(Message::TokenRequest).boxed(),
+        blob(MAX_DER_LEN)
+            .prop_map(|csr_der| Message::Renew { csr_der })
+            .boxed(),
+        prop::collection::vec(blob(MAX_DER_LEN), 0..=MAX_CHAIN)
+            .prop_map(|chain_der| Message::Renewed { chain_der })
+            .boxed(),
         (blob(MAX_TOKEN_LEN), any::<u64>())
             .prop_map(|(token, expires_unix_s)| Message::TokenGrant {
                 token,
