@@ -7,7 +7,10 @@
 //! from the world, so a flow is as deterministic as the rest of the run.
 //! The sender writes a stream whose every byte follows from its offset
 //! ([`pattern`]); the receiver checks each byte, so a stream that arrives
-//! shifted, duplicated or altered is caught, not just counted.
+//! shifted, duplicated or altered is caught, not just counted. The tunnel
+//! numbers each packet it sends (in the IPv4 identification field), as
+//! WireGuard numbers its packets, so each end counts the reordering the
+//! path put in, as a replay window would see it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -91,6 +94,14 @@ pub struct TcpStats {
     pub rtt_max: Duration,
     /// Sum of the samples, for the mean.
     pub rtt_sum: Duration,
+    /// Packets from the peer that arrived after a later one: the tunnel
+    /// numbers every packet it sends, as WireGuard does, so this is the
+    /// reordering a replay window sees (losses and retransmissions are not
+    /// counted).
+    pub reordered: u64,
+    /// The most packets one of those arrived behind (its distance from the
+    /// highest number seen before it).
+    pub reorder_extent: u64,
 }
 
 impl TcpStats {
@@ -161,12 +172,48 @@ impl SequenceLog {
     }
 }
 
+/// The tunnel's packet numbers in arrival order, for [`TcpStats`].
+#[derive(Debug, Default)]
+struct ArrivalOrder {
+    /// The highest number seen.
+    highest: Option<u16>,
+}
+
+impl ArrivalOrder {
+    /// Records packet `number`; 16-bit numbers wrap, compared serially.
+    fn arrived(&mut self, stats: &mut TcpStats, number: u16) {
+        match self.highest {
+            Some(highest) if (number.wrapping_sub(highest) as i16) < 0 => {
+                stats.reordered += 1;
+                let behind = u64::from(highest.wrapping_sub(number));
+                stats.reorder_extent = stats.reorder_extent.max(behind);
+            }
+            _ => self.highest = Some(number),
+        }
+    }
+}
+
 /// The smoltcp device: IP packets in from datagrams, out to datagrams.
 #[derive(Debug)]
 struct Tunnel {
     mtu: usize,
     rx: VecDeque<Vec<u8>>,
     tx: VecDeque<Vec<u8>>,
+    /// The number the next packet sent carries.
+    next_number: u16,
+}
+
+impl Tunnel {
+    /// Numbers an outgoing IPv4 packet in its identification field (smoltcp
+    /// leaves it 0 when it does not fragment), the way WireGuard's counter
+    /// numbers each packet, so the far end can see reordering.
+    fn number(&mut self, packet: &mut [u8]) {
+        if let Ok(mut ip) = Ipv4Packet::new_checked(packet) {
+            ip.set_ident(self.next_number);
+            ip.fill_checksum();
+            self.next_number = self.next_number.wrapping_add(1);
+        }
+    }
 }
 
 impl Device for Tunnel {
@@ -270,6 +317,7 @@ pub struct TcpOverUdp {
     tcp: SocketHandle,
     tunnel: Tunnel,
     log: SequenceLog,
+    order: ArrivalOrder,
     stats: TcpStats,
     established_at: Option<Duration>,
     next_poll: Option<Instant>,
@@ -320,6 +368,7 @@ impl TcpOverUdp {
             mtu: flow.ip_mtu,
             rx: VecDeque::new(),
             tx: VecDeque::new(),
+            next_number: 0,
         };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = flow.seed;
@@ -345,6 +394,7 @@ impl TcpOverUdp {
             tcp,
             tunnel,
             log: SequenceLog::default(),
+            order: ArrivalOrder::default(),
             stats: TcpStats::default(),
             established_at: None,
             next_poll: None,
@@ -431,7 +481,8 @@ impl TcpOverUdp {
         {
             self.established_at = Some(now - self.epoch);
         }
-        while let Some(packet) = self.tunnel.tx.pop_front() {
+        while let Some(mut packet) = self.tunnel.tx.pop_front() {
+            self.tunnel.number(&mut packet);
             if let Some(s) = segment(&packet) {
                 self.log.sent(&mut self.stats, now, s.seq, s.len, s.payload);
             }
@@ -568,6 +619,9 @@ impl StateMachine for TcpOverUdp {
             return;
         }
         self.stats.packets_in += 1;
+        if let Ok(ip) = Ipv4Packet::new_checked(d.payload) {
+            self.order.arrived(&mut self.stats, ip.ident());
+        }
         match segment(d.payload) {
             Some(s) => {
                 if let Some(ack) = s.ack {
@@ -610,6 +664,45 @@ mod tests {
         let mut altered = stream.clone();
         altered[2_000] ^= 1;
         assert_eq!(mismatches(0, &altered), 1);
+    }
+
+    #[test]
+    fn late_packets_are_counted_with_how_far_behind_across_the_wrap() {
+        let mut order = ArrivalOrder::default();
+        let mut stats = TcpStats::default();
+        // 65534, 65535, 0 and 2 in order (1 overtaken), then 1 late by one,
+        // then 65535 again, late by three.
+        for number in [65_534, 65_535, 0, 2, 1, 65_535] {
+            order.arrived(&mut stats, number);
+        }
+        assert_eq!((stats.reordered, stats.reorder_extent), (2, 3));
+        // A number far ahead (a long loss) is new, not late.
+        order.arrived(&mut stats, 20_000);
+        assert_eq!(stats.reordered, 2);
+    }
+
+    #[test]
+    fn sent_packets_are_numbered_and_keep_a_valid_checksum() {
+        let mut tunnel = Tunnel {
+            mtu: 1_380,
+            rx: VecDeque::new(),
+            tx: VecDeque::new(),
+            next_number: u16::MAX,
+        };
+        let mut packet = vec![0u8; 40];
+        let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len(40);
+        ip.set_hop_limit(64);
+        ip.set_next_header(IpProtocol::Tcp);
+        ip.fill_checksum();
+        for want in [u16::MAX, 0] {
+            tunnel.number(&mut packet);
+            let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+            assert_eq!(ip.ident(), want);
+            assert!(ip.verify_checksum());
+        }
     }
 
     #[test]
