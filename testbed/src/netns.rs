@@ -25,7 +25,7 @@ mod topology;
 mod traffic;
 mod wireguard;
 
-pub use topology::{follow_interfaces, wg_node, HubAndTwo, Scratch, TwoUplinks};
+pub use topology::{add_uplink_line, follow_interfaces, wg_node, HubAndTwo, Scratch, TwoUplinks};
 pub use traffic::{ping, Iperf3, Iperf3Client, Iperf3Report, PingReport};
 pub use wireguard::{wg_peer_endpoints, WgPeer, WireGuard};
 

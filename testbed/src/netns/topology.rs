@@ -397,6 +397,41 @@ pub fn follow_interfaces(mesh_dir: &Path, name: &str, uplinks: &[&str]) -> Resul
     std::fs::write(&file, out).map_err(Error::io(format!("writing {}", file.display())))
 }
 
+/// Adds the line `line` (such as `capacity_mbps = 50`) to uplink `uplink`
+/// of node `name`'s configuration in `mesh_dir` (as
+/// [`LocalMesh`](crate::LocalMesh) wrote it). The node must be stopped and
+/// started again to read it.
+///
+/// # Errors
+/// When the file cannot be read or written, or has no such uplink.
+pub fn add_uplink_line(mesh_dir: &Path, name: &str, uplink: &str, line: &str) -> Result<(), Error> {
+    let file = mesh_dir.join(format!("{name}.toml"));
+    let text =
+        std::fs::read_to_string(&file).map_err(Error::io(format!("reading {}", file.display())))?;
+    let mut out = String::with_capacity(text.len() + line.len() + 1);
+    let mut in_uplink = false;
+    let mut done = false;
+    for l in text.lines() {
+        if l.starts_with('[') {
+            in_uplink = l == "[[uplink]]";
+        }
+        out.push_str(l);
+        out.push('\n');
+        if in_uplink && !done && l == format!("name = \"{uplink}\"") {
+            out.push_str(line);
+            out.push('\n');
+            done = true;
+        }
+    }
+    if !done {
+        return Err(Error::parse(
+            "a node configuration",
+            format!("{} has no uplink {uplink:?}", file.display()),
+        ));
+    }
+    std::fs::write(&file, out).map_err(Error::io(format!("writing {}", file.display())))
+}
+
 /// The node of a host in `ns`: one uplink `hub` at `uplink`, status on
 /// 127.0.0.1:7480 (each namespace has its own loopback), one service `wg0`
 /// whose target is a WireGuard listening on 127.0.0.1:`wg_port`, and the

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod cpu;
 mod load;
+mod multiwan;
 mod udp;
 mod wireguard;
 
@@ -52,6 +53,40 @@ enum Mode {
     /// retransmits or UDP loss, and the CPU time of both WireGuards and
     /// (on the mesh route) both nodes.
     Wireguard(WireguardArgs),
+    /// Real WireGuard through the mesh between two network namespaces, node
+    /// A on two uplinks each limited with tc tbf: iperf3 TCP goodput with
+    /// both uplinks against one (the other `ip link set down`), and the
+    /// stall when the busier uplink goes down mid-transfer. Needs root,
+    /// wireguard-go, wg, iperf3, tc, nft and ip.
+    Multiwan(MultiwanArgs),
+}
+
+/// Options of `tl-bench multiwan`.
+#[derive(Debug, Args)]
+pub struct MultiwanArgs {
+    /// Length of each iperf3 test, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u32,
+    /// Rounds; each measures both uplinks, one uplink and a failover.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Each uplink's rate, both ways, in Mbit/s.
+    #[arg(long, default_value_t = 50)]
+    pub rate_mbit: u32,
+    /// Give node A's uplinks that rate as their capacity hint
+    /// (`capacity_mbps`).
+    #[arg(long)]
+    pub capacity_hint: bool,
+    /// Print one JSON document on standard output instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the scratch directory (configs, logs, iperf3 reports).
+    #[arg(long)]
+    pub keep: bool,
+    /// Directory of tlctl, transitloom-coordinator and transitloom-node
+    /// (default: the directory this program is in).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// Options of `tl-bench wireguard`.
@@ -152,6 +187,7 @@ fn main() -> ExitCode {
     let result = match &cli.mode {
         Mode::Udp(args) => udp::run(args),
         Mode::Wireguard(args) => wireguard::run(args),
+        Mode::Multiwan(args) => multiwan::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
