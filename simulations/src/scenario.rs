@@ -3,6 +3,7 @@
 
 mod control_plane;
 mod mesh_udp;
+pub mod multiwan;
 mod nat_probe;
 mod params;
 mod partition_expiry;
@@ -54,6 +55,7 @@ pub fn all() -> &'static [Scenario] {
         reconnect_storm::SCENARIO,
         partition_expiry::SCENARIO,
         tcp_mesh::SCENARIO,
+        multiwan::SCENARIO,
     ]
 }
 
