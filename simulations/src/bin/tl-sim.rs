@@ -36,6 +36,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
     },
+    /// Runs a scenario's named cases and prints their summaries as one
+    /// markdown table (for docs/performance.md); only `multiwan` has cases.
+    Table {
+        /// The scenario name.
+        scenario: String,
+        /// Seed of every case.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,6 +94,25 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Table {
+            scenario: name,
+            seed,
+        } => {
+            if name != scenario::multiwan::SCENARIO_NAME {
+                eprintln!("tl-sim: scenario {name:?} has no named cases (only multiwan has)");
+                return ExitCode::from(2);
+            }
+            match scenario::multiwan::table(seed) {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("tl-sim: {err}");
+                    ExitCode::from(2)
+                }
             }
         }
     }
