@@ -3,10 +3,14 @@
 //! crashed keeps being checked by `cargo test`.
 
 mod receive;
+mod relay;
 
 use bytes::BytesMut;
 
 pub use receive::{dataplane_receive, dataplane_receive_seeds, ValidatedPlane};
+#[cfg(test)]
+pub(crate) use relay::records as relay_records;
+pub use relay::{relay_receive, relay_receive_seeds};
 
 use crate::control::msg::{encode, FrameDecoder, LEN_PREFIX, MAX_FRAME};
 use crate::replay::ReplayCache;

@@ -56,6 +56,7 @@ pub mod machine;
 pub mod node;
 pub mod pki;
 pub mod probe;
+pub mod relay;
 pub mod replay;
 pub mod rng;
 pub mod time;

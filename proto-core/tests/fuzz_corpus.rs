@@ -71,3 +71,27 @@ fn dataplane_receive_seeds_are_in_the_corpus() {
         assert_eq!(kept, input, "{} is not the current seed", file.display());
     }
 }
+
+#[test]
+fn relay_receive_corpus_replays() {
+    replay("relay_receive", |data| {
+        fuzzing::relay_receive(data, epoch())
+    });
+}
+
+/// The relay's seeds are generated from scenarios too; `TL_WRITE_SEEDS=1`
+/// rewrites them.
+#[test]
+fn relay_receive_seeds_are_in_the_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/relay_receive");
+    let write = std::env::var_os("TL_WRITE_SEEDS").is_some();
+    for (name, input) in fuzzing::relay_receive_seeds() {
+        let file = dir.join(format!("seed-{name}"));
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&file, &input).unwrap();
+        }
+        let kept = std::fs::read(&file).unwrap_or_else(|err| panic!("{}: {err}", file.display()));
+        assert_eq!(kept, input, "{} is not the current seed", file.display());
+    }
+}
