@@ -192,6 +192,12 @@ fn invite_list_status_and_the_status_endpoints() {
     // Refusals and failures: 1; bad usage: 2.
     let err = daemon.tlctl_fails(1, &["node", "admit", "ghost"]);
     assert!(err.contains("no node named \"ghost\""), "{err}");
+    assert!(err.contains("(unknown-node)"), "{err}");
+    let err = daemon.tlctl_fails(1, &["assoc", "delete", "assoc#7"]);
+    assert!(
+        err.contains("no association assoc#7 (unknown-association)"),
+        "{err}"
+    );
     daemon.tlctl_fails(2, &["node", "invite", "Not_A_Name"]);
     daemon.tlctl_fails(2, &["assoc", "create", "alpha", "beta/wg0"]);
     daemon.tlctl_fails(2, &["assoc", "delete", "seven"]);
@@ -317,6 +323,7 @@ fn nodes_enroll_and_the_admin_manages_them() {
     assert_eq!(status["associations"][0]["state"], "live");
     let refused = daemon.tlctl_fails(1, &["assoc", "create", "beta/wg0", "alpha/wg0"]);
     assert!(refused.contains("exists already"), "{refused}");
+    assert!(refused.contains("(conflict)"), "{refused}");
     daemon.tlctl_ok(&["assoc", "delete", "assoc#1"]);
     alpha.wait_for("withdrawn", WAIT, |e| {
         matches!(e, NodeEvent::Withdrawn { .. })
@@ -335,7 +342,11 @@ fn nodes_enroll_and_the_admin_manages_them() {
     ));
     assert!(metrics
         .contains("transitloom_coordinator_enrollments_total{coordinator=\"coordinator\"} 2"));
-    daemon.tlctl_fails(1, &["node", "revoke", "beta"]);
+    let refused = daemon.tlctl_fails(1, &["node", "revoke", "beta"]);
+    assert!(
+        refused.contains("is revoked, so it cannot be revoked (wrong-state)"),
+        "{refused}"
+    );
     daemon.tlctl_ok(&["node", "readmit", "beta"]);
     let out = daemon.tlctl_ok(&["node", "list"]);
     assert!(out.contains("beta   node#2  admitted"), "{out}");

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::assoc::{desired, desired_for, AssocTable, Ends, LiveAssoc, Origin};
 use super::lapse::Lapses;
-use super::registry::{Admission, Op, Registry, ServiceRef};
+use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
     self, AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin,
@@ -208,6 +208,22 @@ pub enum CoordinatorError {
     Quic(#[from] QuicError),
 }
 
+/// The reject code an admin sees when the registry refuses a write.
+fn refusal_code(err: &RegistryError) -> RejectCode {
+    match err {
+        RegistryError::UnknownNode(_) => RejectCode::UnknownNode,
+        RegistryError::UnknownAssociation(_) => RejectCode::UnknownAssociation,
+        RegistryError::WrongState { .. } => RejectCode::WrongState,
+        RegistryError::JoinTokenInvalid(_) => RejectCode::JoinTokenInvalid,
+        RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
+        RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
+        RegistryError::NotItsCertificate(_) => RejectCode::BadCertificate,
+        RegistryError::AlreadyEnrolled(_) | RegistryError::BadAssociation(..) => {
+            RejectCode::Conflict
+        }
+    }
+}
+
 fn now_unix_s(wall: &WallClock, now: Instant) -> u64 {
     wall.unix_us(now) / 1_000_000
 }
@@ -359,11 +375,7 @@ impl Coordinator {
     /// Checks `op` against the registry as it will be once every write
     /// already waiting for its commit is applied, so two writes in one
     /// batch can never both pass and leave an unreplayable log.
-    fn check_after_pending(
-        &self,
-        op: &Op,
-        now_unix_s: u64,
-    ) -> Result<(), super::registry::RegistryError> {
+    fn check_after_pending(&self, op: &Op, now_unix_s: u64) -> Result<(), RegistryError> {
         if self.waiting.is_empty() {
             return self.registry.check(op, now_unix_s);
         }
@@ -1089,7 +1101,7 @@ impl Coordinator {
                         reply,
                     },
                 ),
-                Err(err) => self.send(now, conn, &fail(RejectCode::Malformed, err.to_string())),
+                Err(err) => self.send(now, conn, &fail(refusal_code(&err), err.to_string())),
             },
             Err((code, reason)) => self.send(now, conn, &fail(code, reason)),
         }

@@ -648,6 +648,64 @@ fn admin_lists_show_nodes_and_associations() {
         })
         .unwrap_err();
     assert!(err.reason.contains("no node named"), "{err:?}");
+    assert_eq!(err.code, RejectCode::UnknownNode);
+}
+
+#[test]
+fn registry_refusals_reach_the_admin_with_their_own_code() {
+    let mut lab = Lab::new();
+    lab.enroll("alpha", true);
+    lab.enroll("beta", true);
+    let code = |lab: &mut Lab, command| lab.admin(command).unwrap_err().code;
+    let alpha = || Name::new("alpha").unwrap();
+    let wg0 = |node: &str| PeerRef {
+        node: Name::new(node).unwrap(),
+        service: Name::new("wg0").unwrap(),
+    };
+    assert_eq!(
+        code(&mut lab, AdminCommand::Admit { node: alpha() }),
+        RejectCode::WrongState
+    );
+    assert_eq!(
+        code(&mut lab, AdminCommand::Readmit { node: alpha() }),
+        RejectCode::WrongState
+    );
+    assert_eq!(
+        code(
+            &mut lab,
+            AdminCommand::Invite {
+                node: alpha(),
+                admit: true,
+                ttl_s: 60
+            }
+        ),
+        RejectCode::Conflict
+    );
+    lab.admin(AdminCommand::AssocCreate {
+        a: wg0("alpha"),
+        b: wg0("beta"),
+    })
+    .unwrap();
+    assert_eq!(
+        code(
+            &mut lab,
+            AdminCommand::AssocCreate {
+                a: wg0("beta"),
+                b: wg0("alpha")
+            }
+        ),
+        RejectCode::Conflict
+    );
+    assert_eq!(
+        code(&mut lab, AdminCommand::AssocDelete { assoc: AssocId(77) }),
+        RejectCode::UnknownAssociation
+    );
+    let err = lab
+        .admin(AdminCommand::AssocDelete { assoc: AssocId(77) })
+        .unwrap_err();
+    assert_eq!(err.reason, "no association assoc#77");
+    // None of them reached the log.
+    assert_eq!(lab.log.len(), 5);
 }
 
 #[test]

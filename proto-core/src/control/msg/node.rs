@@ -46,6 +46,14 @@ wire_enum! {
         RateLimited = 14 => "rate-limited",
         /// The coordinator failed; the request may be retried.
         Internal = 15 => "internal",
+        /// An admin write contradicts the registry: the node is enrolled
+        /// already, or the association exists or joins a service to itself.
+        Conflict = 16 => "conflict",
+        /// The node's admission state does not allow the admin write
+        /// (admitting an admitted node, revoking a revoked one, …).
+        WrongState = 17 => "wrong-state",
+        /// No association has that id.
+        UnknownAssociation = 18 => "unknown-association",
     }
 }
 

@@ -197,12 +197,12 @@ fn each_malformation_has_its_error() {
         ),
         (
             "unknown reject code",
-            frame(0x03, &text_body(16, b"")),
+            frame(0x03, &text_body(19, b"")),
             MsgError::UnknownCode {
                 kind: "RejectCode",
-                value: 16,
+                value: 19,
             },
-            "unknown RejectCode 16",
+            "unknown RejectCode 19",
         ),
         (
             "reject code zero",
