@@ -47,69 +47,45 @@ pub(super) const SCENARIO: Scenario = Scenario {
     run,
 };
 
-const fn link_params(n: u8) -> [ParamSpec; 3] {
-    let (rate, delay, loss) = if n == 1 {
-        ("rate1_mbps", "delay1_ms", "loss1")
-    } else {
-        ("rate2_mbps", "delay2_ms", "loss2")
-    };
-    [
-        ParamSpec {
-            name: rate,
-            default: "50",
-            about: "rate of this alpha link, each direction",
-            allowed: Range(0.1, 10_000.0),
-        },
-        ParamSpec {
-            name: delay,
-            default: "20",
-            about: "one-way delay of this alpha link",
-            allowed: Range(0.0, 1_000.0),
-        },
-        ParamSpec {
-            name: loss,
-            default: "0",
-            about: "independent loss per direction of this alpha link",
-            allowed: Range(0.0, 0.5),
-        },
-    ]
-}
-
-const fn cut_params(n: u8) -> [ParamSpec; 2] {
-    let (cut, restore) = if n == 1 {
-        ("cut1_at_s", "restore1_at_s")
-    } else {
-        ("cut2_at_s", "restore2_at_s")
-    };
-    [
-        ParamSpec {
-            name: cut,
-            default: "0",
-            about: "this link goes down (sockets stay, packets vanish) at this time (0: never)",
-            allowed: Range(0.0, 3_600.0),
-        },
-        ParamSpec {
-            name: restore,
-            default: "0",
-            about: "and comes back at this time (0: never)",
-            allowed: Range(0.0, 3_600.0),
-        },
-    ]
-}
-
-const LINK1: [ParamSpec; 3] = link_params(1);
-const LINK2: [ParamSpec; 3] = link_params(2);
-const CUT1: [ParamSpec; 2] = cut_params(1);
-const CUT2: [ParamSpec; 2] = cut_params(2);
 const YES_NO: super::params::Allowed = OneOf(&["0", "1"]);
 
 const PARAMS: &[ParamSpec] = &[
-    LINK1[0],
-    LINK1[1],
-    LINK1[2],
-    LINK2[0],
-    LINK2[1],
-    LINK2[2],
+    ParamSpec {
+        name: "rate1_mbps",
+        default: "50",
+        about: "rate of alpha's link 1, each direction",
+        allowed: Range(0.1, 10_000.0),
+    },
+    ParamSpec {
+        name: "delay1_ms",
+        default: "20",
+        about: "one-way delay of alpha's link 1",
+        allowed: Range(0.0, 1_000.0),
+    },
+    ParamSpec {
+        name: "loss1",
+        default: "0",
+        about: "independent loss per direction of alpha's link 1",
+        allowed: Range(0.0, 0.5),
+    },
+    ParamSpec {
+        name: "rate2_mbps",
+        default: "50",
+        about: "rate of alpha's link 2, each direction",
+        allowed: Range(0.1, 10_000.0),
+    },
+    ParamSpec {
+        name: "delay2_ms",
+        default: "20",
+        about: "one-way delay of alpha's link 2",
+        allowed: Range(0.0, 1_000.0),
+    },
+    ParamSpec {
+        name: "loss2",
+        default: "0",
+        about: "independent loss per direction of alpha's link 2",
+        allowed: Range(0.0, 0.5),
+    },
     ParamSpec {
         name: "queue_bdp",
         default: "1",
@@ -140,10 +116,30 @@ const PARAMS: &[ParamSpec] = &[
         about: "each uplink carries its link rate as capacity hint (1)",
         allowed: YES_NO,
     },
-    CUT1[0],
-    CUT1[1],
-    CUT2[0],
-    CUT2[1],
+    ParamSpec {
+        name: "cut1_at_s",
+        default: "0",
+        about: "link 1 goes down (sockets stay, packets vanish) at this time (0: never)",
+        allowed: Range(0.0, 3_600.0),
+    },
+    ParamSpec {
+        name: "restore1_at_s",
+        default: "0",
+        about: "link 1 comes back at this time (0: never)",
+        allowed: Range(0.0, 3_600.0),
+    },
+    ParamSpec {
+        name: "cut2_at_s",
+        default: "0",
+        about: "link 2 goes down (sockets stay, packets vanish) at this time (0: never)",
+        allowed: Range(0.0, 3_600.0),
+    },
+    ParamSpec {
+        name: "restore2_at_s",
+        default: "0",
+        about: "link 2 comes back at this time (0: never)",
+        allowed: Range(0.0, 3_600.0),
+    },
     ParamSpec {
         name: "ip_mtu",
         default: "1380",
