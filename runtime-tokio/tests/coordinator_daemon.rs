@@ -306,7 +306,8 @@ fn nodes_enroll_and_the_admin_manages_them() {
     assert!(out.contains("alpha  node#1  admitted   yes"), "{out}");
     assert!(out.contains("beta   node#2  admitted   yes"), "{out}");
 
-    daemon.tlctl_ok(&["assoc", "create", "alpha/wg0", "beta/wg0"]);
+    let created = daemon.tlctl_ok(&["assoc", "create", "alpha/wg0", "beta/wg0"]);
+    assert_eq!(created.lines().last(), Some("assoc#1"), "{created}");
     let out = daemon.tlctl_ok(&["assoc", "list"]);
     assert!(
         out.contains("assoc#1  alpha/wg0  beta/wg0  1      admin   yes"),

@@ -52,8 +52,9 @@
 //! 1 `Invite`, 2 `Admit`, 3 `Revoke`, 4 `Readmit`, 5 `ListNodes`,
 //! 6 `AssocCreate`, 7 `AssocDelete`, 8 `AssocList`, 9 `Status`. An
 //! `AdminResponse` result is an outcome byte, 0 for an [`AdminReply`]
-//! (1 `Invited`, 2 `Done`, 3 `Nodes`, 4 `Assocs`, 5 `Status`) and 1 for an
-//! [`AdminError`]. The codes of [`RejectCode`], [`CandidateKind`], [`Mode`],
+//! (1 `Invited`, 2 `Done`, 3 `Nodes`, 4 `Assocs`, 5 `Status`, 6 `Created`,
+//! with the new association's id as a u64) and 1 for an [`AdminError`].
+//! The codes of [`RejectCode`], [`CandidateKind`], [`Mode`],
 //! [`RelayPolicy`], [`WithdrawReason`], [`AdmissionState`] and
 //! [`AssocOrigin`] start at 1 in declaration order.
 //!

@@ -358,6 +358,15 @@ impl Coordinator {
                 request_id,
                 reply,
             } => {
+                // A created association's id is known once it is applied.
+                let reply = match &op {
+                    Op::AssocCreate { a, b } => self
+                        .registry
+                        .assocs()
+                        .find(|r| (&r.a, &r.b) == (a, b))
+                        .map_or(reply, |r| AdminReply::Created { assoc: r.id }),
+                    _ => reply,
+                };
                 self.send(
                     now,
                     conn,

@@ -681,11 +681,12 @@ fn registry_refusals_reach_the_admin_with_their_own_code() {
         ),
         RejectCode::Conflict
     );
-    lab.admin(AdminCommand::AssocCreate {
+    let created = lab.admin(AdminCommand::AssocCreate {
         a: wg0("alpha"),
         b: wg0("beta"),
-    })
-    .unwrap();
+    });
+    let id = lab.coordinator.registry().assocs().next().unwrap().id;
+    assert_eq!(created, Ok(AdminReply::Created { assoc: id }));
     assert_eq!(
         code(
             &mut lab,

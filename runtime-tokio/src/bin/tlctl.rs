@@ -184,7 +184,8 @@ enum AssocCommand {
     },
     /// Create an association between two services, each written
     /// NODE/SERVICE. It is installed once both ends are admitted and
-    /// connected and declare the service.
+    /// connected and declare the service. Prints its id alone on the last
+    /// line.
     Create {
         /// One end, NODE/SERVICE.
         #[arg(value_parser = peer_ref)]
@@ -422,8 +423,14 @@ fn assoc(command: AssocCommand) -> anyhow::Result<()> {
             return Ok(());
         }
         AssocCommand::Create { a, b, target } => {
-            let done = format!("created the association {a} to {b}");
-            (target, AdminCommand::AssocCreate { a, b }, done)
+            let ends = format!("{a} to {b}");
+            let reply = ask(&target, AdminCommand::AssocCreate { a, b })?;
+            let AdminReply::Created { assoc } = reply else {
+                return Err(unexpected(&reply));
+            };
+            // The id alone on the last line, for scripts (`tlctl assoc delete ID`).
+            println!("created the association {ends}\n{assoc}");
+            return Ok(());
         }
         AssocCommand::Delete { id, target } => {
             let done = format!("deleted {id}");

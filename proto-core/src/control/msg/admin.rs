@@ -25,6 +25,7 @@ const REPLY_DONE: u8 = 2;
 const REPLY_NODES: u8 = 3;
 const REPLY_ASSOCS: u8 = 4;
 const REPLY_STATUS: u8 = 5;
+const REPLY_CREATED: u8 = 6;
 
 wire_enum! {
     /// A node's admission state (DESIGN §4).
@@ -283,6 +284,11 @@ pub enum AdminReply {
         /// The status document as JSON (at most [`MAX_STATUS_JSON`] bytes).
         json: String,
     },
+    /// The association an admin created, with the id the coordinator gave it.
+    Created {
+        /// Its id.
+        assoc: AssocId,
+    },
 }
 
 impl Codec for AdminReply {
@@ -293,6 +299,7 @@ impl Codec for AdminReply {
             Self::Nodes(nodes) => list_len(nodes),
             Self::Assocs(assocs) => list_len(assocs),
             Self::Status { json } => text_len(json.as_bytes()),
+            Self::Created { .. } => 8,
         }
     }
 
@@ -318,6 +325,11 @@ impl Codec for AdminReply {
                 w.u8(REPLY_STATUS);
                 w.text("Status.json", json, MAX_STATUS_JSON)
             }
+            Self::Created { assoc } => {
+                w.u8(REPLY_CREATED);
+                w.u64(assoc.0);
+                Ok(())
+            }
         }
     }
 
@@ -331,6 +343,9 @@ impl Codec for AdminReply {
             REPLY_ASSOCS => Self::Assocs(r.list("Assocs", MAX_LIST)?),
             REPLY_STATUS => Self::Status {
                 json: r.text("Status.json", MAX_STATUS_JSON)?,
+            },
+            REPLY_CREATED => Self::Created {
+                assoc: AssocId(r.u64("Created.assoc")?),
             },
             value => {
                 return Err(MsgError::UnknownCode {

@@ -381,10 +381,10 @@ fn each_malformation_has_its_error() {
         ),
         (
             "unknown admin reply",
-            admin_response(&[0, 6]),
+            admin_response(&[0, 7]),
             MsgError::UnknownCode {
                 kind: "AdminReply",
-                value: 6,
+                value: 7,
             },
             "",
         ),
@@ -394,6 +394,14 @@ fn each_malformation_has_its_error() {
             MsgError::UnknownCode {
                 kind: "AdmissionState",
                 value: 4,
+            },
+            "",
+        ),
+        (
+            "truncated created id",
+            admin_response(&[0, 6, 0, 0, 0, 0, 0, 0, 9]),
+            MsgError::Truncated {
+                field: "Created.assoc",
             },
             "",
         ),

@@ -160,6 +160,7 @@ pub(super) fn samples() -> Vec<Message> {
         reply(Ok(AdminReply::Status {
             json: "{\"nodes\":2}".into(),
         })),
+        reply(Ok(AdminReply::Created { assoc: AssocId(9) })),
         reply(Err(AdminError {
             code: RejectCode::NotAdmin,
             reason: "not an admin".into(),

@@ -106,6 +106,7 @@ pub(super) fn admin_result() -> impl Strategy<Value = Result<AdminReply, AdminEr
         prop::collection::vec(node_info(), 0..8).prop_map(|n| Ok(AdminReply::Nodes(n))),
         prop::collection::vec(assoc_info(), 0..8).prop_map(|a| Ok(AdminReply::Assocs(a))),
         text(2000).prop_map(|json| Ok(AdminReply::Status { json })),
+        any::<u64>().prop_map(|id| Ok(AdminReply::Created { assoc: AssocId(id) })),
         (reject_code(), text(MAX_REASON_LEN))
             .prop_map(|(code, reason)| Err(AdminError { code, reason })),
     ]
