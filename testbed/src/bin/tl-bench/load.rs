@@ -70,7 +70,12 @@ pub struct Receiver {
 impl Receiver {
     /// Binds `local` and starts receiving.
     pub fn start(local: SocketAddr) -> io::Result<Self> {
-        let socket = bind(local)?;
+        Self::start_on(bind(local)?)
+    }
+
+    /// Starts receiving on a socket opened with [`bind`] (one that first
+    /// had something else to do, such as binding a relay leg).
+    pub fn start_on(socket: UdpSocket) -> io::Result<Self> {
         let local = socket.local_addr()?;
         let state = UdpSocketState::new((&socket).into())?;
         let totals = Arc::new(RecvTotals::default());
@@ -251,6 +256,12 @@ impl Sender {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
+    }
+
+    /// The sending socket itself, for a datagram outside a sending run
+    /// (such as a relay bind) and its answer.
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
     }
 
     /// The burst `offer` will actually use.

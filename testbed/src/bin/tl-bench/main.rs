@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 mod cpu;
 mod load;
 mod multiwan;
+mod relay;
 mod udp;
 mod wireguard;
 
@@ -59,6 +60,11 @@ enum Mode {
     /// stall when the busier uplink goes down mid-transfer. Needs root,
     /// wireguard-go, wg, iperf3, tc, nft and ip.
     Multiwan(MultiwanArgs),
+    /// The relay machine on loopback through the mio driver against minimal
+    /// forwarders (plain recv_from/send_to, and batched with GRO/GSO like
+    /// the driver), one sender and one receiver: packets/s, Gbit/s, CPU per
+    /// datagram and the ratios.
+    Relay(relay::RelayArgs),
 }
 
 /// Options of `tl-bench multiwan`.
@@ -188,6 +194,7 @@ fn main() -> ExitCode {
         Mode::Udp(args) => udp::run(args),
         Mode::Wireguard(args) => wireguard::run(args),
         Mode::Multiwan(args) => multiwan::run(args),
+        Mode::Relay(args) => relay::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
