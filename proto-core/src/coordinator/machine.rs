@@ -103,6 +103,9 @@ pub struct CoordinatorCounters {
     pub tokens_granted: u64,
     /// Certificates issued.
     pub enrolled: u64,
+    /// Enrollments answered again: the same key retried its join token
+    /// after the first answer was lost.
+    pub enrollments_repeated: u64,
     /// Certificates renewed.
     pub renewed: u64,
     /// Renewals refused (also counted in `refused` by their code).

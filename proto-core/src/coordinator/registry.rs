@@ -172,6 +172,8 @@ pub struct NodeRecord {
     /// The certificate its current one was renewed from, still accepted:
     /// the renewal may not have reached the node.
     pub previous_fingerprint: Option<[u8; 32]>,
+    /// When it last enrolled (the coordinator's wall clock).
+    pub enrolled_at_unix_s: u64,
 }
 
 impl NodeRecord {
@@ -352,6 +354,25 @@ impl Registry {
         }
     }
 
+    /// The node a join token with `digest` enrolled, when that enrollment
+    /// may be answered again: the invitation is used, still unexpired at
+    /// `now_unix_s`, and the node not revoked. A node whose answer was lost
+    /// retries with the same token.
+    pub fn repeatable_enrollment(
+        &self,
+        node: &str,
+        digest: &[u8; 32],
+        now_unix_s: u64,
+    ) -> Option<&NodeRecord> {
+        let invite = self.invites.get(node)?;
+        if &invite.digest != digest || !invite.used || now_unix_s > invite.expires_unix_s {
+            return None;
+        }
+        self.nodes
+            .get(node)
+            .filter(|n| n.admission != Admission::Revoked)
+    }
+
     /// Checks the digest of a presented join token against the invitation.
     pub fn invite_matches(&self, node: &str, digest: &[u8; 32]) -> bool {
         self.invites.get(node).is_some_and(|i| &i.digest == digest)
@@ -384,7 +405,9 @@ impl Registry {
                 );
             }
             Op::Enroll {
-                node, fingerprint, ..
+                node,
+                fingerprint,
+                at_unix_s,
             } => {
                 let invite = self.invites.get_mut(node).expect("checked");
                 invite.used = true;
@@ -399,6 +422,7 @@ impl Registry {
                     Some(record) => {
                         record.fingerprint = *fingerprint;
                         record.previous_fingerprint = None;
+                        record.enrolled_at_unix_s = *at_unix_s;
                         record.admission = admission;
                         record.epoch += 1;
                     }
@@ -413,6 +437,7 @@ impl Registry {
                                 epoch: 1,
                                 fingerprint: *fingerprint,
                                 previous_fingerprint: None,
+                                enrolled_at_unix_s: *at_unix_s,
                             },
                         );
                     }

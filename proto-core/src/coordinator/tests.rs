@@ -4,6 +4,7 @@
 
 #![allow(clippy::disallowed_methods)] // rcgen key and CSR helpers, tests only
 
+mod enrollment;
 mod renewal;
 
 use std::collections::BTreeMap;
@@ -545,19 +546,22 @@ fn a_join_token_works_once() {
         c,
         Message::Enroll {
             join_token: join_token.clone(),
-            csr_der: csr.clone(),
+            csr_der: csr,
         },
     );
     assert!(matches!(
         lab.clients[c].inbox.last(),
         Some(Message::Enrolled { .. })
     ));
+    // Someone else with the token. (The same key retrying gets its
+    // certificate again: tests/enrollment.rs.)
+    let (other_key, _) = key(78);
     let c = lab.connect(None);
     lab.send(
         c,
         Message::Enroll {
             join_token,
-            csr_der: csr,
+            csr_der: Bytes::from(pki::node_csr(&other_key).unwrap()),
         },
     );
     assert!(

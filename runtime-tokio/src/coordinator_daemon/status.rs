@@ -13,7 +13,7 @@
 //!                 "refused": { "pending": 1 }, "handshakes_failed": 0,
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
-//!                 "tokens_granted": 2, "enrollments": 2,
+//!                 "tokens_granted": 2, "enrollments": 2, "enrollments_repeated": 0,
 //!                 "renewals": 1, "renewals_refused": 0 } }
 //! ```
 //!
@@ -111,6 +111,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "admissions_lapsed": counters.lapsed,
             "tokens_granted": counters.tokens_granted,
             "enrollments": counters.enrolled,
+            "enrollments_repeated": counters.enrollments_repeated,
             "renewals": counters.renewed,
             "renewals_refused": counters.renewals_refused,
         },

@@ -1,5 +1,6 @@
-//! Node certificates: issued at enrollment for a one-time join token, and
-//! renewed before expiry for a node that holds a valid certificate and an
+//! Node certificates: issued at enrollment for a one-time join token (and
+//! issued again, the same, to the same key retrying with that token while it
+//! is valid, when the first answer was lost), and renewed before expiry for a node that holds a valid certificate and an
 //! admission token. Any coordinator of the root issues with its own
 //! intermediate; the registry records the fingerprint either way, through
 //! the operation log, so every coordinator replaying it accepts the new
@@ -8,12 +9,14 @@
 use std::time::Instant;
 
 use bytes::Bytes;
+use ring::hmac;
 
 use super::{now_unix_s, Coordinator, Peer, Session, Waiting};
-use crate::control::msg::RejectCode;
+use crate::control::msg::{Message, RejectCode};
 use crate::control::token::JoinToken;
 use crate::control::transport::SessionId;
 use crate::coordinator::registry::{Op, RegistryError};
+use crate::id::NodeId;
 use crate::pki;
 
 /// Node certificates are valid this long unless configured otherwise:
@@ -54,17 +57,32 @@ impl LeafFacts {
 }
 
 impl Coordinator {
+    /// The serial of the certificate an invitation (`digest`) gives `key`:
+    /// derived, under a key only this coordinator holds, so that answering
+    /// a repeated enrollment re-issues exactly the same certificate (Ed25519
+    /// signatures are deterministic), also after a restart.
+    fn enrollment_serial(&self, digest: &[u8; 32], key: &[u8; 32]) -> [u8; pki::SERIAL_LEN] {
+        let mac = hmac::Key::new(hmac::HMAC_SHA256, &self.config.intermediate_key);
+        let mut context = hmac::Context::with_key(&mac);
+        context.update(b"transitloom enrollment serial\0");
+        context.update(digest);
+        context.update(key);
+        let tag = context.sign();
+        let mut serial = [0u8; pki::SERIAL_LEN];
+        serial.copy_from_slice(&tag.as_ref()[..pki::SERIAL_LEN]);
+        serial
+    }
+
     /// Signs `csr` for `node` with this coordinator's intermediate, valid
-    /// for the configured lifetime from now (backdated a little); returns
-    /// the chain to send and the leaf's fingerprint.
+    /// for the configured lifetime from `unix_s` (backdated a little);
+    /// returns the chain to send and the leaf's fingerprint.
     fn issue(
-        &mut self,
+        &self,
         unix_s: u64,
         node: &str,
         csr: &[u8],
+        serial: [u8; pki::SERIAL_LEN],
     ) -> Result<(Vec<Bytes>, [u8; 32]), pki::PkiError> {
-        let mut serial = [0u8; pki::SERIAL_LEN];
-        self.drbg.fill(&mut serial);
         let backdate = MAX_BACKDATE_S.min(self.node_cert_lifetime_s / 10);
         let not_before = unix_s.saturating_sub(backdate);
         let cert = pki::sign_node_csr_for(
@@ -101,7 +119,25 @@ impl Coordinator {
             );
         }
         let unix = now_unix_s(&self.config.wall_clock, now);
-        let (chain, fingerprint) = match self.issue(unix, &node, csr) {
+        let serial = match pki::csr_public_key(csr) {
+            Ok(key) => self.enrollment_serial(&token.digest(), &key.0),
+            Err(err) => {
+                return self.refuse(
+                    now,
+                    conn,
+                    RejectCode::Malformed,
+                    format!("certificate request: {err}"),
+                )
+            }
+        };
+        if let Some(record) = self
+            .registry
+            .repeatable_enrollment(&node, &token.digest(), unix)
+        {
+            let (id, at, fingerprint) = (record.id, record.enrolled_at_unix_s, record.fingerprint);
+            return self.repeat_enrollment(now, conn, &node, csr, serial, (id, at, fingerprint));
+        }
+        let (chain, fingerprint) = match self.issue(unix, &node, csr, serial) {
             Ok(issued) => issued,
             Err(err) => {
                 return self.refuse(
@@ -126,6 +162,34 @@ impl Coordinator {
             return self.refuse(now, conn, code, err.to_string());
         }
         self.append(op, Waiting::Enroll { conn, chain });
+    }
+
+    /// The join token was used, by this node's enrollment: if `csr` is for
+    /// the same key (the certificate re-issued for it is the one enrolled),
+    /// the answer was lost and is sent again; nothing is written. Any other
+    /// key finds the token used.
+    fn repeat_enrollment(
+        &mut self,
+        now: Instant,
+        conn: SessionId,
+        node: &str,
+        csr: &[u8],
+        serial: [u8; pki::SERIAL_LEN],
+        (node_id, at_unix_s, fingerprint): (NodeId, u64, [u8; 32]),
+    ) {
+        match self.issue(at_unix_s, node, csr, serial) {
+            Ok((chain_der, again)) if again == fingerprint => {
+                tracing::info!(%node, "enrollment repeated with the same key: the same certificate again");
+                self.counters.enrollments_repeated += 1;
+                self.send(now, conn, &Message::Enrolled { node_id, chain_der });
+            }
+            _ => self.refuse(
+                now,
+                conn,
+                RejectCode::JoinTokenUsed,
+                format!("the join token for {node} was used already, by another key"),
+            ),
+        }
     }
 
     /// A node asks for a new certificate for the key it holds: it must be
@@ -197,7 +261,9 @@ impl Coordinator {
                 )
             }
         }
-        let (chain, fingerprint) = match self.issue(unix, &node.name, csr) {
+        let mut serial = [0u8; pki::SERIAL_LEN];
+        self.drbg.fill(&mut serial);
+        let (chain, fingerprint) = match self.issue(unix, &node.name, csr, serial) {
             Ok(issued) => issued,
             Err(err) => {
                 return self.refuse_renewal(
