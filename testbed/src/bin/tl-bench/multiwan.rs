@@ -252,6 +252,23 @@ impl Testbed {
             }
             mesh.start_node("alpha")?;
             mesh.wait_up(Duration::from_secs(30))?;
+            // Until the paths to alpha's ports before the restart fail,
+            // beta could answer WireGuard's first handshake there.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let status = mesh.status("beta")?;
+                let paths = status["associations"][0]["paths"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if paths.iter().filter(|p| p["state"] == "active").count() == 2 {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!("beta kept paths to alpha's old ports: {paths:?}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let endpoint = |node: &str, peer: &str| -> Result<std::net::SocketAddr> {
             let text = mesh.wg_peers(node)?;
