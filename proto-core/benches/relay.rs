@@ -22,7 +22,7 @@ use criterion::Criterion;
 use transitloom_proto_core::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use transitloom_proto_core::relay::{AllocationSpec, DropReason, RateLimit, Relay, RelayConfig};
 use transitloom_proto_core::time::WallClock;
-use transitloom_proto_core::wire::{AuthKey, ControlBody, ControlRepr};
+use transitloom_proto_core::wire::{classify, AuthKey, Classified, ControlBody, ControlRepr};
 use transitloom_proto_core::{AssocId, NodeId, SocketId};
 
 const KEY: [u8; 32] = [0x42; 32];
@@ -105,7 +105,7 @@ impl StateMachine for MinimalForwarder {
 /// drained; returns it with the allocation's socket and the time.
 fn ready_relay(epoch: Instant, a: SocketAddr, b: SocketAddr) -> (Relay, SocketId, Instant) {
     let wall = WallClock::new(epoch, 1_760_000_000_000_000);
-    let mut config = RelayConfig::new(wall);
+    let mut config = RelayConfig::new(wall, 1);
     // The token bucket runs on every datagram, but never refuses one here.
     config.rate_limit = Some(RateLimit::new(1 << 40));
     config.idle_timeout = Duration::from_secs(1 << 20);
@@ -137,21 +137,42 @@ fn ready_relay(epoch: Instant, a: SocketAddr, b: SocketAddr) -> (Relay, SocketId
             local: addr("192.0.2.1:3478"),
         },
     );
+    // Each leg binds as an endpoint does: without a cookie, then with the
+    // cookie the answer carried.
+    let auth = AuthKey::new(&KEY);
     for (leg, src) in [(0u8, a), (1u8, b)] {
-        let bind = ControlRepr {
-            txid: u64::from(leg),
-            timestamp_us: wall.unix_us(now),
-            body: ControlBody::RelayBind { allocation: 1, leg },
+        let mut cookie = 0;
+        for txid in 0..2 {
+            let bind = ControlRepr {
+                txid: u64::from(leg) * 2 + txid,
+                timestamp_us: wall.unix_us(now),
+                body: ControlBody::RelayBind {
+                    allocation: 1,
+                    leg,
+                    cookie,
+                },
+            }
+            .to_bytes(&auth);
+            relay.handle_input(
+                now,
+                Input::Datagram(Datagram {
+                    socket,
+                    src,
+                    payload: &bind,
+                }),
+            );
+            while let Some(output) = relay.poll_output() {
+                if let Output::Transmit(t) = output {
+                    if let Classified::Control(ControlRepr {
+                        body: ControlBody::RelayBindAck { cookie: c, .. },
+                        ..
+                    }) = classify(&t.payload, &auth)
+                    {
+                        cookie = c;
+                    }
+                }
+            }
         }
-        .to_bytes(&AuthKey::new(&KEY));
-        relay.handle_input(
-            now,
-            Input::Datagram(Datagram {
-                socket,
-                src,
-                payload: &bind,
-            }),
-        );
     }
     while relay.poll_output().is_some() {}
     assert!(relay.allocation(1).is_some_and(|v| v.is_ready()));

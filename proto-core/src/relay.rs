@@ -6,14 +6,21 @@
 //! [`Relay::allocate`] with the allocation id, the key the coordinator
 //! pushes to both endpoints, and the two nodes; the relay asks its driver for
 //! a socket ([`Output::BindSocket`]) and reports the bound address with
-//! [`RelayEvent::Allocated`]. Each endpoint then sends an authentic
-//! [`ControlBody::RelayBind`] from its mesh socket to that port; the relay
-//! pins the leg to the exact source address and answers with a
-//! [`ControlBody::RelayBindAck`] of the same size (no amplification). Once
-//! both legs are pinned, every other datagram from one leg goes to the other
-//! unchanged, with no header. Datagrams from any other address are dropped
-//! and counted, and create no state; a leg moves only with a fresh
-//! authentic bind (replays are refused per leg).
+//! [`RelayEvent::Allocated`]. Each endpoint then binds its leg from its mesh
+//! socket in two steps: an authentic [`ControlBody::RelayBind`] without a
+//! cookie is answered with a [`ControlBody::RelayBindAck`] carrying the
+//! cookie of the address it came from (keyed by the relay's own secret);
+//! the bind that carries that cookie back pins the leg to that exact
+//! address (and later ones refresh it, one round trip each). Every answer
+//! is exactly as large as the bind (no amplification), and each bind is
+//! answered at most once (replays are refused per leg). The cookie is what
+//! makes a captured bind useless elsewhere: replayed from another address,
+//! even ahead of the original, it is answered with that address's cookie,
+//! which only a key holder could send back; and a key holder cannot aim a
+//! leg at an address it does not receive at. Once both legs are pinned,
+//! every other datagram from one leg goes to the other unchanged, with no
+//! header. Datagrams from any other address are dropped and counted, and
+//! create no state.
 //!
 //! Bounds: allocations in total and per node, a token bucket per path and
 //! direction, idle expiry, a small replay cache per leg. A relay never
@@ -38,15 +45,18 @@ pub use event::{RelayError, RelayEvent, ReleaseReason};
 
 use crate::id::{AssocId, NodeId, SocketId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
+use crate::rng::Rng;
 use crate::time::duration_us;
 use crate::timer::TimerTable;
 use crate::wire::control::{HEADER_LEN, MIN_LEN};
-use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, MAGIC};
-use allocation::Allocation;
+use crate::wire::{
+    classify, AddrRepr, AuthKey, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN, MAGIC,
+};
+use allocation::{Allocation, BindVerdict};
 
 /// Size of a relay bind and of its acknowledgement, tag included: the only
 /// datagram size the relay ever inspects for authenticity.
-pub const BIND_LEN: usize = MIN_LEN + 9 + ADDR_LEN;
+pub const BIND_LEN: usize = MIN_LEN + 17 + ADDR_LEN;
 
 /// Refused binds are reported at most this often per allocation (they are
 /// always counted).
@@ -88,6 +98,8 @@ pub struct Relay {
     outputs: VecDeque<Output<RelayEvent>>,
     counters: RelayCounters,
     arena: BytesMut,
+    /// The relay's secret for bind cookies, from the seed.
+    cookie_key: AuthKey,
 }
 
 /// A read-only view of one allocation, for status and metrics.
@@ -146,7 +158,10 @@ impl<'a> AllocationView<'a> {
 impl Relay {
     /// A relay with no allocation.
     pub fn new(config: RelayConfig) -> Self {
+        let mut secret = [0u8; KEY_LEN];
+        Rng::new(config.seed).fill(&mut secret);
         Self {
+            cookie_key: AuthKey::new(&secret),
             next_socket: config.socket_base,
             config,
             allocs: BTreeMap::new(),
@@ -465,15 +480,36 @@ impl Relay {
         }));
     }
 
+    /// The cookie of `src` for one leg of one allocation: only a bind that
+    /// carries it pins the leg, and only `src` is told it, so a bind
+    /// replayed from another address (even one that outruns the original)
+    /// pins nothing. Never 0, which means "no cookie".
+    fn cookie(&self, allocation: u64, leg: u8, src: SocketAddr) -> u64 {
+        let mut input = [0u8; 9 + ADDR_LEN];
+        input[..8].copy_from_slice(&allocation.to_be_bytes());
+        input[8] = leg;
+        AddrRepr(src).emit(&mut input[9..]);
+        let tag = self.cookie_key.tag(&input);
+        let mut cookie = [0u8; 8];
+        cookie.copy_from_slice(&tag[..8]);
+        u64::from_be_bytes(cookie).max(1)
+    }
+
     fn on_bind(&mut self, now: Instant, socket: SocketId, src: SocketAddr, repr: ControlRepr) {
         let wall = self.config.wall_clock.unix_us(now);
         let own_source = self.is_own(src);
+        let (id, leg_byte) = match (self.allocs.get(&socket), repr.body) {
+            (Some(alloc), ControlBody::RelayBind { leg, .. }) => (alloc.spec.allocation, leg),
+            (Some(alloc), _) => (alloc.spec.allocation, 0),
+            (None, _) => return,
+        };
+        let cookie = self.cookie(id, leg_byte, src);
         let Some(alloc) = self.allocs.get_mut(&socket) else {
             return;
         };
-        let id = alloc.spec.allocation;
-        let leg = match alloc.admit_bind(&repr, src, own_source) {
-            Ok(leg) => leg,
+        let (leg, pin) = match alloc.admit_bind(&repr, src, own_source, cookie) {
+            Ok(BindVerdict::Pin(leg)) => (leg, true),
+            Ok(BindVerdict::Challenge(leg)) => (leg, false),
             Err(reason) => {
                 alloc.counters.drop(reason);
                 tracing::debug!(allocation = id, %src, %reason, "relay bind refused");
@@ -488,19 +524,14 @@ impl Relay {
                 return;
             }
         };
-        let this = usize::from(leg);
-        let leg_state = &mut alloc.legs[this];
-        let before = leg_state.addr.replace(src);
-        leg_state.last_bind = Some(now);
-        alloc.last_activity = now;
-        alloc.counters.binds += 1;
-        // The acknowledgement is exactly as large as the bind it answers.
+        // Either way the answer is exactly as large as the bind.
         let ack = ControlRepr {
             txid: repr.txid,
             timestamp_us: wall,
             body: ControlBody::RelayBindAck {
                 allocation: id,
                 leg,
+                cookie,
                 observed: AddrRepr(src),
             },
         };
@@ -510,6 +541,16 @@ impl Relay {
             dst: src,
             payload: ack.to_bytes(&alloc.key),
         }));
+        if !pin {
+            alloc.counters.challenges += 1;
+            tracing::trace!(allocation = id, leg, %src, "relay bind answered with a cookie");
+            return;
+        }
+        let leg_state = &mut alloc.legs[usize::from(leg)];
+        let before = leg_state.addr.replace(src);
+        leg_state.last_bind = Some(now);
+        alloc.last_activity = now;
+        alloc.counters.binds += 1;
         if before != Some(src) {
             let ready = alloc.is_ready();
             tracing::debug!(allocation = id, leg, addr = %src, moved_from = ?before, ready, "relay leg bound");
@@ -582,7 +623,7 @@ fn own(arena: &mut BytesMut, payload: &[u8]) -> Bytes {
     arena.split().freeze()
 }
 
-const _: () = assert!(BIND_LEN == HEADER_LEN + 9 + ADDR_LEN + crate::wire::TAG_LEN);
+const _: () = assert!(BIND_LEN == HEADER_LEN + 17 + ADDR_LEN + crate::wire::TAG_LEN);
 
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ pub use seeds::relay_receive_seeds;
 /// The record format of `relay_receive` inputs, for the property test.
 #[cfg(test)]
 pub(crate) mod records {
-    pub(crate) use super::seeds::{encode, AllocSel, Crafted, Key, Op, Pay, Sock, Src};
+    pub(crate) use super::seeds::{encode, AllocSel, CookieSel, Crafted, Key, Op, Pay, Sock, Src};
 }
 
 const UNIX_START_US: u64 = 1_760_000_000_000_000;
@@ -133,7 +133,7 @@ fn snapshot(relay: &Relay, id: u64) -> Option<Snapshot> {
 
 /// Datagrams the allocation accounted for: forwarded, bound or dropped.
 fn accounted(c: &AllocationCounters) -> u64 {
-    c.forwarded[0].packets + c.forwarded[1].packets + c.binds + c.dropped_total()
+    c.forwarded[0].packets + c.forwarded[1].packets + c.binds + c.challenges + c.dropped_total()
 }
 
 /// The relay, its sockets as the harness bound them, and what the input
@@ -148,8 +148,11 @@ struct Rig {
     next_port: u16,
     /// Sockets of released allocations, for late datagrams.
     released: Vec<SocketId>,
-    /// Binds the relay accepted, by allocation: never accepted twice.
-    accepted: BTreeSet<(u64, Vec<u8>)>,
+    /// Binds the relay answered, by allocation: never answered twice.
+    answered: BTreeSet<(u64, Vec<u8>)>,
+    /// The cookie the relay sent each (allocation, leg, address): the only
+    /// way an address learns its own.
+    cookies: BTreeMap<(u64, u8, SocketAddr), u64>,
     /// Authentic packets the input made, for replays.
     crafted: Vec<Bytes>,
     /// Whether the next port the relay asks for fails to bind.
@@ -159,7 +162,7 @@ struct Rig {
 impl Rig {
     fn new(epoch: Instant) -> Self {
         let wall = WallClock::new(epoch, UNIX_START_US);
-        let mut config = RelayConfig::new(wall);
+        let mut config = RelayConfig::new(wall, 0x5eed);
         config.quota_per_node = QUOTA;
         config.max_allocations = MAX_ALLOCATIONS;
         config.rate_limit = Some(RateLimit {
@@ -179,7 +182,8 @@ impl Rig {
             bound: BTreeMap::new(),
             next_port: 30_000,
             released: Vec::new(),
-            accepted: BTreeSet::new(),
+            answered: BTreeSet::new(),
+            cookies: BTreeMap::new(),
             crafted: Vec::new(),
             fail_next_bind: false,
         };
@@ -190,8 +194,8 @@ impl Rig {
         // Slot 0 ready, slot 1 with one leg, slot 2 with none.
         for (k, leg) in [(0, 0), (0, 1), (1, 0)] {
             let live = rig.slots[k].expect("allocated");
-            let bind = rig.bind(live.id, leg as u8, KEYS[k], 1, k as u64 * 2 + leg as u64);
-            rig.receive(live.socket, endpoint(k, leg, false), &bind);
+            let src = endpoint(k, leg, false);
+            rig.bind_both_steps(live, leg as u8, KEYS[k], src, k as u64 * 4 + leg as u64 * 2);
         }
         assert!(rig
             .relay
@@ -356,15 +360,56 @@ impl Rig {
 
     /// An authentic bind under `key`, its timestamp `skew` tenths of a
     /// second off the relay's clock.
-    fn bind(&mut self, allocation: u64, leg: u8, key: [u8; 32], skew: i8, txid: u64) -> Bytes {
-        self.control(ControlBody::RelayBind { allocation, leg }, key, skew, txid)
+    fn bind(
+        &mut self,
+        (allocation, leg, cookie): (u64, u8, u64),
+        key: [u8; 32],
+        skew_us: i64,
+        txid: u64,
+    ) -> Bytes {
+        let body = ControlBody::RelayBind {
+            allocation,
+            leg,
+            cookie,
+        };
+        self.control(body, key, skew_us, txid)
     }
 
-    fn control(&mut self, body: ControlBody, key: [u8; 32], skew: i8, txid: u64) -> Bytes {
-        let timestamp_us = self
-            .wall
-            .unix_us(self.now)
-            .saturating_add_signed(i64::from(skew) * 100_000);
+    /// Binds a leg as an endpoint does: a bind without a cookie, answered
+    /// with the cookie, then the bind that carries it.
+    fn bind_both_steps(&mut self, live: Live, leg: u8, key: [u8; 32], src: SocketAddr, txid: u64) {
+        self.bind_both_steps_at(live, leg, key, src, txid, 100_000);
+    }
+
+    /// The same, with timestamps `skew_us` off the relay's clock (later
+    /// than anything the input sent for that leg, when that matters).
+    fn bind_both_steps_at(
+        &mut self,
+        live: Live,
+        leg: u8,
+        key: [u8; 32],
+        src: SocketAddr,
+        txid: u64,
+        skew_us: i64,
+    ) {
+        let first = self.bind((live.id, leg, 0), key, skew_us, txid);
+        self.receive(live.socket, src, &first);
+        let cookie = *self
+            .cookies
+            .get(&(live.id, leg, src))
+            .expect("a bind without a cookie is answered with one");
+        let second = self.bind((live.id, leg, cookie), key, skew_us, txid + 1);
+        self.receive(live.socket, src, &second);
+        let view = self.relay.allocation(live.id).expect("live");
+        assert_eq!(
+            view.legs()[usize::from(leg)].addr,
+            Some(src),
+            "a bind with its cookie did not pin the leg"
+        );
+    }
+
+    fn control(&mut self, body: ControlBody, key: [u8; 32], skew_us: i64, txid: u64) -> Bytes {
+        let timestamp_us = self.wall.unix_us(self.now).saturating_add_signed(skew_us);
         let packet = ControlRepr {
             txid,
             timestamp_us,
@@ -459,12 +504,18 @@ impl Rig {
             assert_eq!(new.legs, old.legs, "state changed without an answer");
             return;
         };
+        let addrs = |s: &Snapshot| s.legs.map(|l| (l.0, l.1));
         assert_eq!(t.socket, socket, "sent from another port");
         assert!(!self.is_own(t.dst), "sent to our own port {}", t.dst);
         if let Some(bind) = as_bind {
             // The only answer: an acknowledgement of a fresh authentic bind
             // for this allocation, to its sender, as large as the bind.
-            let ControlBody::RelayBind { allocation, leg } = bind.body else {
+            let ControlBody::RelayBind {
+                allocation,
+                leg,
+                cookie: offered,
+            } = bind.body
+            else {
                 panic!("an acknowledgement was answered");
             };
             assert_eq!(
@@ -479,32 +530,59 @@ impl Rig {
                 "acknowledgement of another size"
             );
             assert_eq!(payload.len(), BIND_LEN);
-            match classify(&t.payload, &key) {
-                Classified::Control(ack) => {
-                    assert_eq!(ack.txid, bind.txid);
-                    assert_eq!(
-                        ack.body,
+            let cookie = match classify(&t.payload, &key) {
+                Classified::Control(ControlRepr {
+                    txid,
+                    body:
                         ControlBody::RelayBindAck {
-                            allocation,
-                            leg,
-                            observed: AddrRepr(src),
-                        }
-                    );
+                            allocation: a,
+                            leg: l,
+                            cookie,
+                            observed,
+                        },
+                    ..
+                }) if txid == bind.txid && a == allocation && l == leg && observed.0 == src => {
+                    cookie
                 }
-                other => panic!("acknowledgement not authentic: {other:?}"),
-            }
+                other => panic!("not the acknowledgement of this bind: {other:?}"),
+            };
+            assert_ne!(cookie, 0, "an acknowledgement without a cookie");
+            // An address's cookie is its own and does not change.
+            let learned = self.cookies.get(&(allocation, leg, src)).copied();
+            let known = *self.cookies.entry((allocation, leg, src)).or_insert(cookie);
+            assert_eq!(known, cookie, "the cookie of {src} changed");
             assert!(
-                self.accepted.insert((target.id, payload.to_vec())),
-                "a bind was accepted twice (a replay)"
+                self.answered.insert((target.id, payload.to_vec())),
+                "a bind was answered twice (a replay)"
             );
-            let leg = usize::from(leg);
-            assert_eq!(new.legs[leg].0, Some(src), "acknowledged but not pinned");
+            let this = usize::from(leg);
             assert_eq!(
-                new.legs[1 - leg],
-                old.legs[1 - leg],
+                new.legs[1 - this],
+                old.legs[1 - this],
                 "the other leg changed"
             );
-            assert_eq!(new.counters.binds, old.counters.binds + 1);
+            if offered == cookie {
+                // Return routability: only an address that was sent its
+                // cookie can pin a leg.
+                assert_eq!(
+                    learned,
+                    Some(cookie),
+                    "pinned with a cookie {src} was never sent"
+                );
+                assert_eq!(
+                    new.legs[this].0,
+                    Some(src),
+                    "bound with its cookie but not pinned"
+                );
+                assert_eq!(new.counters.binds, old.counters.binds + 1);
+            } else {
+                assert_eq!(
+                    addrs(&new),
+                    addrs(old),
+                    "a bind without its cookie moved a leg"
+                );
+                assert_eq!(new.counters.challenges, old.counters.challenges + 1);
+            }
             return;
         }
         // A forward: from a pinned leg to the other, unchanged.
@@ -666,7 +744,7 @@ impl Rig {
         }
     }
 
-    fn payload(&mut self, r: &mut Reader<'_>) -> Vec<u8> {
+    fn payload(&mut self, r: &mut Reader<'_>, src: SocketAddr) -> Vec<u8> {
         match r.byte() % 8 {
             0 => {
                 let len = usize::from(r.byte());
@@ -691,20 +769,48 @@ impl Rig {
                     _ => r.u64(),
                 };
                 let leg = r.byte() % 3;
-                let skew = r.byte() as i8;
+                let skew_us = i64::from(r.byte() as i8) * 100_000;
                 let txid = r.u64();
                 let body = match kind % 4 {
-                    0 | 1 => ControlBody::RelayBind { allocation, leg },
-                    2 => ControlBody::RelayBindAck {
-                        allocation,
-                        leg,
-                        observed: AddrRepr(endpoint(k, usize::from(leg & 1), false)),
-                    },
+                    n @ (0..=2) => {
+                        // No cookie, the one the relay sent this source, one
+                        // it sent another address (stolen), or any.
+                        let cookie = match r.byte() % 4 {
+                            0 => 0,
+                            1 => self
+                                .cookies
+                                .get(&(allocation, leg, src))
+                                .copied()
+                                .unwrap_or(0),
+                            2 => {
+                                let other = endpoint(k, usize::from(leg & 1), false);
+                                self.cookies
+                                    .get(&(allocation, leg, other))
+                                    .copied()
+                                    .unwrap_or(0)
+                            }
+                            _ => r.u64(),
+                        };
+                        if n < 2 {
+                            ControlBody::RelayBind {
+                                allocation,
+                                leg,
+                                cookie,
+                            }
+                        } else {
+                            ControlBody::RelayBindAck {
+                                allocation,
+                                leg,
+                                cookie,
+                                observed: AddrRepr(endpoint(k, usize::from(leg & 1), false)),
+                            }
+                        }
+                    }
                     _ => ControlBody::Ping {
-                        pad: 28 + (u16::from(r.byte()) % 4) * 100,
+                        pad: 36 + (u16::from(r.byte()) % 4) * 100,
                     },
                 };
-                self.control(body, key, skew, txid).to_vec()
+                self.control(body, key, skew_us, txid).to_vec()
             }
             4 => {
                 let len = usize::from(r.u16()).min(MAX_DATAGRAM);
@@ -750,7 +856,7 @@ impl Rig {
             0..=4 => {
                 let socket = self.socket(r);
                 let src = self.source(r);
-                let payload = self.payload(r);
+                let payload = self.payload(r, src);
                 self.receive(socket, src, &payload);
             }
             5 => {
@@ -766,7 +872,7 @@ impl Rig {
                 // A flood: the same datagram many times.
                 let socket = self.socket(r);
                 let src = self.source(r);
-                let payload = self.payload(r);
+                let payload = self.payload(r, src);
                 for _ in 0..(1 + r.byte() % 64) {
                     self.receive(socket, src, &payload);
                 }
@@ -785,23 +891,9 @@ impl Rig {
                 continue;
             };
             let fresh = v4([198, 51, 100, 200 + k as u8], 49_999);
-            // Newer than anything the input made (its skew is under 13 s).
-            let bind = ControlRepr {
-                txid: u64::MAX,
-                timestamp_us: self.wall.unix_us(self.now) + 14_000_000,
-                body: ControlBody::RelayBind {
-                    allocation: live.id,
-                    leg: 0,
-                },
-            }
-            .to_bytes(&AuthKey::new(&KEYS[k]));
-            self.receive(live.socket, fresh, &bind);
-            let view = self.relay.allocation(live.id).expect("live");
-            assert_eq!(
-                view.legs()[0].addr,
-                Some(fresh),
-                "the endpoint could not bind anew"
-            );
+            // Newer than anything the input made (its skew is under 13 s);
+            // the two steps assert that the leg moved.
+            self.bind_both_steps_at(live, 0, KEYS[k], fresh, u64::MAX - 1, 14_000_000);
         }
         // A moment later (the rate limit refills), what the other legs send
         // reaches the new addresses.

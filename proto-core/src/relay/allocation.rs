@@ -46,7 +46,7 @@ pub enum DropReason {
     /// an address that may be one): a leg pinned there would make a second
     /// hop, so it is refused.
     OwnSource,
-    /// An authentic bind already seen, or too old.
+    /// An authentic bind already answered, or too old.
     BindReplayed,
     /// An authentic bind for another allocation or leg, or a bind
     /// acknowledgement (only relays send those).
@@ -94,8 +94,12 @@ impl std::fmt::Display for DropReason {
 pub struct AllocationCounters {
     /// Forwarded from leg 0 to leg 1 (`[0]`) and from leg 1 to leg 0 (`[1]`).
     pub forwarded: [Traffic; 2],
-    /// Authentic binds accepted (each answered with an acknowledgement).
+    /// Binds that pinned or refreshed a leg (each answered with an
+    /// acknowledgement).
     pub binds: u64,
+    /// Authentic binds without this source's cookie, answered with it and
+    /// nothing else (no leg moves until the source sends it back).
+    pub challenges: u64,
     /// Datagrams dropped, indexed like [`DropReason::ALL`].
     pub drops: [u64; DropReason::ALL.len()],
 }
@@ -114,6 +118,15 @@ impl AllocationCounters {
     pub(crate) fn drop(&mut self, reason: DropReason) {
         self.drops[reason as usize] += 1;
     }
+}
+
+/// What an admitted bind does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BindVerdict {
+    /// It carried its source's cookie: pin (or refresh) this leg.
+    Pin(u8),
+    /// It did not: answer with the cookie, change nothing.
+    Challenge(u8),
 }
 
 /// One side of a relay path: where the relay forwards that side's traffic
@@ -195,16 +208,23 @@ impl Allocation {
         self.legs.iter().all(|l| l.addr.is_some())
     }
 
-    /// Decides on an authentic bind (or acknowledgement) from `src`: the
-    /// leg it pins, or why it is refused. The replay cache is consulted
-    /// last, so only an accepted bind is remembered.
+    /// Decides on an authentic bind (or acknowledgement) from `src`, whose
+    /// cookie is `cookie`: pin its leg, answer it with the cookie, or refuse
+    /// it and why. The replay cache is consulted last, so only an answered
+    /// bind is remembered, and each is answered at most once.
     pub(crate) fn admit_bind(
         &mut self,
         repr: &ControlRepr,
         src: SocketAddr,
         own_source: bool,
-    ) -> Result<u8, DropReason> {
-        let ControlBody::RelayBind { allocation, leg } = repr.body else {
+        cookie: u64,
+    ) -> Result<BindVerdict, DropReason> {
+        let ControlBody::RelayBind {
+            allocation,
+            leg,
+            cookie: offered,
+        } = repr.body
+        else {
             // An acknowledgement sent to a relay: only relays send those.
             return Err(DropReason::BindMismatch);
         };
@@ -226,7 +246,11 @@ impl Allocation {
             .replay
             .check(repr.timestamp_us, repr.txid)
             .map_err(|_| DropReason::BindReplayed)?;
-        Ok(leg)
+        Ok(if offered == cookie {
+            BindVerdict::Pin(leg)
+        } else {
+            BindVerdict::Challenge(leg)
+        })
     }
 
     /// Whether a refused bind at `now` should be reported (at most once per

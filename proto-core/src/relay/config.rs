@@ -34,13 +34,15 @@ pub struct RelayConfig {
     pub socket_base: u32,
     /// Wall-clock anchor for acknowledgement timestamps.
     pub wall_clock: WallClock,
+    /// Seed of the secret that makes bind cookies (each relay its own).
+    pub seed: u64,
 }
 
 impl RelayConfig {
     /// Defaults: 16 allocations per node, 1,024 in all, 1 Gbit/s per path
     /// and direction, 30 s idle expiry, a 10 s replay window, socket ids
-    /// from 2²⁴.
-    pub fn new(wall_clock: WallClock) -> Self {
+    /// from 2²⁴; the cookie secret from `seed`.
+    pub fn new(wall_clock: WallClock, seed: u64) -> Self {
         Self {
             quota_per_node: 16,
             max_allocations: 1_024,
@@ -50,6 +52,7 @@ impl RelayConfig {
             own_ips: Vec::new(),
             socket_base: 1 << 24,
             wall_clock,
+            seed,
         }
     }
 }

@@ -56,6 +56,8 @@ struct Rig {
     next_ts: u64,
     /// Whether the next bind request fails.
     fail_next_bind: bool,
+    /// Cookies the relay sent, by (allocation, leg, address).
+    cookies: BTreeMap<(u64, u8, SocketAddr), u64>,
 }
 
 impl Rig {
@@ -66,7 +68,7 @@ impl Rig {
     fn with(tune: impl FnOnce(&mut RelayConfig)) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, UNIX_START_US);
-        let mut config = RelayConfig::new(wall);
+        let mut config = RelayConfig::new(wall, 7);
         tune(&mut config);
         Self {
             relay: Relay::new(config),
@@ -78,6 +80,7 @@ impl Rig {
             next_port: 50_000,
             next_ts: 0,
             fail_next_bind: false,
+            cookies: BTreeMap::new(),
         }
     }
 
@@ -151,37 +154,82 @@ impl Rig {
         self.drain()
     }
 
-    /// A fresh bind under `key`.
-    fn bind_packet(&mut self, key: &[u8; KEY_LEN], allocation: u64, leg: u8) -> Bytes {
+    /// A fresh bind under `key`, carrying `cookie` (0: none).
+    fn bind_packet(&mut self, key: &[u8; KEY_LEN], allocation: u64, leg: u8, cookie: u64) -> Bytes {
         self.next_ts += 1;
         ControlRepr {
             txid: self.next_ts,
             timestamp_us: self.wall.unix_us(self.now) + self.next_ts,
-            body: ControlBody::RelayBind { allocation, leg },
+            body: ControlBody::RelayBind {
+                allocation,
+                leg,
+                cookie,
+            },
         }
         .to_bytes(&AuthKey::new(key))
     }
 
-    /// Binds `leg` of `allocation` from `src` and checks the answer: one
-    /// authentic acknowledgement, back to `src`, as large as the bind.
-    fn bind(&mut self, socket: SocketId, allocation: u64, leg: u8, src: SocketAddr) {
-        let packet = self.bind_packet(&KEY, allocation, leg);
-        let sent = self.recv(socket, src, &packet);
+    /// The cookie the relay sent `src` for a leg (0: none yet).
+    fn cookie(&self, allocation: u64, leg: u8, src: SocketAddr) -> u64 {
+        self.cookies
+            .get(&(allocation, leg, src))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Sends a bind and checks the answer: one authentic acknowledgement,
+    /// back to `src`, as large as the bind, naming the leg and `src`.
+    /// Returns (and remembers) the cookie it carries.
+    fn expect_ack(
+        &mut self,
+        socket: SocketId,
+        src: SocketAddr,
+        packet: &[u8],
+        (allocation, leg): (u64, u8),
+    ) -> u64 {
+        let sent = self.recv(socket, src, packet);
         assert_eq!(sent.len(), 1, "one acknowledgement");
         let ack = &sent[0];
         assert_eq!((ack.socket, ack.dst), (socket, src));
         assert_eq!(ack.payload.len(), packet.len(), "ack as large as the bind");
-        match classify(&ack.payload, &AuthKey::new(&KEY)) {
-            Classified::Control(repr) => assert_eq!(
-                repr.body,
-                ControlBody::RelayBindAck {
-                    allocation,
-                    leg,
-                    observed: AddrRepr(src),
-                }
-            ),
-            other => panic!("not an authentic ack: {other:?}"),
+        let cookie = match classify(&ack.payload, &AuthKey::new(&KEY)) {
+            Classified::Control(ControlRepr {
+                body:
+                    ControlBody::RelayBindAck {
+                        allocation: a,
+                        leg: l,
+                        cookie,
+                        observed,
+                    },
+                ..
+            }) if (a, l, observed) == (allocation, leg, AddrRepr(src)) => cookie,
+            other => panic!("not the acknowledgement expected: {other:?}"),
+        };
+        self.cookies.insert((allocation, leg, src), cookie);
+        cookie
+    }
+
+    /// Binds `leg` of `allocation` from `src` as an endpoint does: a bind
+    /// without a cookie is answered with one and pins nothing; the bind
+    /// that carries it pins the leg. With its cookie known, one bind
+    /// refreshes.
+    fn bind(&mut self, socket: SocketId, allocation: u64, leg: u8, src: SocketAddr) {
+        let mut cookie = self.cookie(allocation, leg, src);
+        if cookie == 0 {
+            let before = self.relay.allocation(allocation).unwrap().legs()[usize::from(leg)].addr;
+            let first = self.bind_packet(&KEY, allocation, leg, 0);
+            cookie = self.expect_ack(socket, src, &first, (allocation, leg));
+            let after = self.relay.allocation(allocation).unwrap().legs()[usize::from(leg)].addr;
+            assert_eq!(before, after, "a bind without its cookie pinned the leg");
         }
+        let packet = self.bind_packet(&KEY, allocation, leg, cookie);
+        assert_eq!(
+            self.expect_ack(socket, src, &packet, (allocation, leg)),
+            cookie,
+            "the cookie of {src} changed"
+        );
+        let view = self.relay.allocation(allocation).unwrap();
+        assert_eq!(view.legs()[usize::from(leg)].addr, Some(src), "not pinned");
     }
 
     /// One allocation with alice on leg 0 and bob on leg 1.
@@ -236,6 +284,11 @@ fn binds_pin_both_legs_and_are_answered_at_their_size() {
     assert_eq!(view.legs()[0].addr, Some(alice()));
     assert_eq!(view.legs()[1].addr, Some(bob()));
     assert_eq!(view.counters().binds, 2);
+    assert_eq!(
+        view.counters().challenges,
+        2,
+        "each leg was sent its cookie once"
+    );
     let bound: Vec<_> = rig
         .events
         .iter()
@@ -269,6 +322,7 @@ fn every_payload_from_1_to_1400_bytes_crosses_unchanged_both_ways() {
         body: ControlBody::RelayBind {
             allocation: ALLOC,
             leg: 0,
+            cookie: 0,
         },
     }
     .to_bytes(&foreign);
@@ -278,7 +332,7 @@ fn every_payload_from_1_to_1400_bytes_crosses_unchanged_both_ways() {
     let ping = ControlRepr {
         txid: 9,
         timestamp_us: UNIX_START_US,
-        body: ControlBody::Ping { pad: 28 },
+        body: ControlBody::Ping { pad: 36 },
     }
     .to_bytes(&AuthKey::new(&KEY));
     assert_eq!(ping.len(), BIND_LEN);
@@ -365,7 +419,8 @@ fn release_closes_the_port_and_later_datagrams_go_nowhere() {
     assert_eq!(rig.relay.node_allocations(NodeId(1)), 0);
     // The driver may still hand over datagrams that were queued.
     rig.bound.insert(socket, addr("192.0.2.1:50000"));
-    let bind = rig.bind_packet(&KEY, ALLOC, 0);
+    let cookie = rig.cookie(ALLOC, 0, alice());
+    let bind = rig.bind_packet(&KEY, ALLOC, 0, cookie);
     assert!(rig.recv(socket, alice(), &bind).is_empty());
     assert!(rig.recv(socket, alice(), b"late data").is_empty());
     assert_eq!(rig.relay.counters().unknown_socket, 2);

@@ -36,8 +36,9 @@ const KIND_RELAY_BIND: u8 = 5;
 const KIND_RELAY_BIND_ACK: u8 = 6;
 const KIND_PATH_STATS: u8 = 7;
 
-/// Body of a relay bind or its acknowledgement before the observed address.
-const RELAY_FIELDS_LEN: usize = 9;
+/// Body of a relay bind or its acknowledgement before the observed address:
+/// allocation, leg, cookie.
+const RELAY_FIELDS_LEN: usize = 17;
 const PATH_STATS_LEN: usize = 28;
 
 /// A checked view of a control packet: magic, version, kind and length are
@@ -140,14 +141,21 @@ pub enum ControlBody {
         allocation: u64,
         /// Which leg (0 or 1).
         leg: u8,
+        /// The cookie the relay gave this source address (0: none yet).
+        /// Only a bind that carries it pins the leg, so a bind replayed
+        /// from another address pins nothing.
+        cookie: u64,
     },
-    /// The relay confirms a leg.
+    /// The relay's answer to a bind: the leg is pinned when the bind
+    /// carried this cookie, otherwise bind again with it.
     RelayBindAck {
         /// The relay allocation.
         allocation: u64,
         /// Which leg.
         leg: u8,
-        /// The leg's address as the relay pinned it.
+        /// The cookie of the address the bind came from.
+        cookie: u64,
+        /// The address the bind came from, as the relay saw it.
         observed: AddrRepr,
     },
     /// The receiver's cumulative counts for one path, so the sender can
@@ -226,6 +234,7 @@ impl ControlBody {
                 Self::RelayBind {
                     allocation: u64_at(0),
                     leg: body[8],
+                    cookie: u64_at(9),
                 }
             }
             KIND_RELAY_BIND_ACK => {
@@ -233,6 +242,7 @@ impl ControlBody {
                 Self::RelayBindAck {
                     allocation: u64_at(0),
                     leg: body[8],
+                    cookie: u64_at(9),
                     observed: AddrRepr::parse(&body[RELAY_FIELDS_LEN..])?,
                 }
             }
@@ -254,17 +264,24 @@ impl ControlBody {
         match *self {
             Self::Ping { .. } | Self::ReflectRequest { .. } => {}
             Self::Pong { observed } | Self::ReflectResponse { observed } => observed.emit(body),
-            Self::RelayBind { allocation, leg } => {
+            Self::RelayBind {
+                allocation,
+                leg,
+                cookie,
+            } => {
                 body[..8].copy_from_slice(&allocation.to_be_bytes());
                 body[8] = leg;
+                body[9..17].copy_from_slice(&cookie.to_be_bytes());
             }
             Self::RelayBindAck {
                 allocation,
                 leg,
+                cookie,
                 observed,
             } => {
                 body[..8].copy_from_slice(&allocation.to_be_bytes());
                 body[8] = leg;
+                body[9..17].copy_from_slice(&cookie.to_be_bytes());
                 observed.emit(&mut body[RELAY_FIELDS_LEN..]);
             }
             Self::PathStats {

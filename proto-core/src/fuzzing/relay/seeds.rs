@@ -53,6 +53,20 @@ pub(crate) enum AllocSel {
     Any(u64),
 }
 
+/// Which cookie a crafted bind (or acknowledgement) carries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CookieSel {
+    /// None (0), as a first bind.
+    None,
+    /// The one the relay sent the datagram's source.
+    Own,
+    /// The one the relay sent the slot's endpoint of that leg (a bind
+    /// captured and sent from elsewhere).
+    Stolen,
+    /// Any.
+    Any(u64),
+}
+
 /// A crafted control packet.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Crafted {
@@ -63,6 +77,7 @@ pub(crate) struct Crafted {
     /// Timestamp offset in tenths of a second.
     pub skew: i8,
     pub txid: u64,
+    pub cookie: CookieSel,
 }
 
 /// A datagram's payload.
@@ -143,6 +158,18 @@ fn crafted(out: &mut Vec<u8>, kind: u8, c: Crafted) {
     out.extend(c.txid.to_be_bytes());
 }
 
+fn cookie(out: &mut Vec<u8>, c: CookieSel) {
+    match c {
+        CookieSel::None => out.push(0),
+        CookieSel::Own => out.push(1),
+        CookieSel::Stolen => out.push(2),
+        CookieSel::Any(v) => {
+            out.push(3);
+            out.extend(v.to_be_bytes());
+        }
+    }
+}
+
 fn pay(out: &mut Vec<u8>, p: &Pay) {
     match p {
         Pay::Raw(bytes) => {
@@ -155,8 +182,14 @@ fn pay(out: &mut Vec<u8>, p: &Pay) {
             out.extend([1, tail.len() as u8]);
             out.extend(tail);
         }
-        Pay::Bind(c) => crafted(out, 0, *c),
-        Pay::Ack(c) => crafted(out, 2, *c),
+        Pay::Bind(c) => {
+            crafted(out, 0, *c);
+            cookie(out, c.cookie);
+        }
+        Pay::Ack(c) => {
+            crafted(out, 2, *c);
+            cookie(out, c.cookie);
+        }
         Pay::Ping(c, n) => {
             crafted(out, 3, *c);
             out.push(*n);
@@ -210,6 +243,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// A bind of a slot's leg under its key, without a cookie.
 fn bind(slot: u8, leg: u8, txid: u64) -> Crafted {
     Crafted {
         slot,
@@ -218,7 +252,29 @@ fn bind(slot: u8, leg: u8, txid: u64) -> Crafted {
         leg,
         skew: 5,
         txid,
+        cookie: CookieSel::None,
     }
+}
+
+/// The same bind carrying the cookie the relay sent its source.
+fn with_cookie(slot: u8, leg: u8, txid: u64) -> Crafted {
+    Crafted {
+        cookie: CookieSel::Own,
+        ..bind(slot, leg, txid)
+    }
+}
+
+/// Both steps of binding a leg from `src`: a bind, answered with the
+/// cookie, and the bind that carries it.
+fn pin(slot: u8, leg: u8, src: Src, txid: u64) -> [Op; 2] {
+    [
+        Op::Datagram(Sock::Slot(slot), src, Pay::Bind(bind(slot, leg, txid))),
+        Op::Datagram(
+            Sock::Slot(slot),
+            src,
+            Pay::Bind(with_cookie(slot, leg, txid + 1)),
+        ),
+    ]
 }
 
 /// The named seeds, in order.
@@ -276,12 +332,52 @@ pub fn relay_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "replayed-binds",
+            [
+                pin(2, 0, Src::Leg(2, 0), 10).to_vec(),
+                vec![
+                    Datagram(Sock::Slot(2), Src::Stranger(3), Pay::Replay(0)),
+                    Datagram(Sock::Slot(2), Src::Leg(2, 0), Pay::Replay(0)),
+                    Datagram(Sock::Slot(2), Src::Stranger(3), Pay::Replay(1)),
+                    Advance(1_500),
+                    Datagram(Sock::Slot(2), Src::Rebound(2, 0), Pay::Replay(0)),
+                ],
+            ]
+            .concat(),
+        ),
+        (
+            "replay-outruns-the-original",
             vec![
-                Datagram(Sock::Slot(2), Src::Leg(2, 0), Pay::Bind(bind(2, 0, 10))),
-                Datagram(Sock::Slot(2), Src::Stranger(3), Pay::Replay(0)),
-                Datagram(Sock::Slot(2), Src::Leg(2, 0), Pay::Replay(0)),
-                Advance(1_500),
-                Datagram(Sock::Slot(2), Src::Rebound(2, 0), Pay::Replay(0)),
+                // A bind carrying slot 0's endpoint's cookie reaches the
+                // relay from a stranger first: it is answered with the
+                // stranger's own cookie and pins nothing; the original
+                // from the endpoint is then a replay.
+                Datagram(
+                    Sock::Slot(0),
+                    Src::Stranger(9),
+                    Pay::Bind(Crafted {
+                        cookie: CookieSel::Stolen,
+                        ..bind(0, 0, 11)
+                    }),
+                ),
+                Datagram(Sock::Slot(0), Src::Leg(0, 0), Pay::Replay(0)),
+                Datagram(Sock::Slot(0), Src::Leg(0, 1), Pay::Raw(wg.clone())),
+                // A guessed cookie does no better.
+                Datagram(
+                    Sock::Slot(0),
+                    Src::Stranger(10),
+                    Pay::Bind(Crafted {
+                        cookie: CookieSel::Any(0x1234_5678),
+                        ..bind(0, 0, 13)
+                    }),
+                ),
+                // The stranger sends back its own cookie: it has the key
+                // here, so this is a legitimate move of the leg.
+                Datagram(
+                    Sock::Slot(0),
+                    Src::Stranger(9),
+                    Pay::Bind(with_cookie(0, 0, 12)),
+                ),
+                Datagram(Sock::Slot(0), Src::Leg(0, 1), Pay::Raw(wg.clone())),
             ],
         ),
         (
@@ -296,7 +392,8 @@ pub fn relay_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Datagram(Sock::Slot(1), Src::Leg(1, 0), Pay::Raw(wg.clone())),
                 Datagram(Sock::Slot(1), Src::Leg(1, 1), Pay::Raw(wg.clone())),
                 Datagram(Sock::Slot(2), Src::Leg(2, 0), Pay::Raw(wg.clone())),
-                Datagram(Sock::Slot(1), Src::Leg(1, 1), Pay::Bind(bind(1, 1, 20))),
+                pin(1, 1, Src::Leg(1, 1), 20)[0].clone(),
+                pin(1, 1, Src::Leg(1, 1), 20)[1].clone(),
                 Datagram(Sock::Slot(1), Src::Leg(1, 0), Pay::Raw(wg.clone())),
             ],
         ),
@@ -342,6 +439,12 @@ pub fn relay_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "leg-moves-with-a-fresh-bind",
             vec![
                 Datagram(Sock::Slot(0), Src::Rebound(0, 0), Pay::Bind(bind(0, 0, 40))),
+                Datagram(Sock::Slot(0), Src::Rebound(0, 0), Pay::Raw(wg.clone())),
+                Datagram(
+                    Sock::Slot(0),
+                    Src::Rebound(0, 0),
+                    Pay::Bind(with_cookie(0, 0, 41)),
+                ),
                 Datagram(Sock::Slot(0), Src::Leg(0, 0), Pay::Raw(wg.clone())),
                 Datagram(Sock::Slot(0), Src::Leg(0, 1), Pay::Raw(wg.clone())),
                 Datagram(Sock::Slot(0), Src::Rebound(0, 0), Pay::Raw(wg.clone())),
@@ -377,7 +480,11 @@ pub fn relay_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "idle-expiry-and-refresh",
             vec![
                 Advance(4_000),
-                Datagram(Sock::Slot(1), Src::Leg(1, 0), Pay::Bind(bind(1, 0, 70))),
+                Datagram(
+                    Sock::Slot(1),
+                    Src::Leg(1, 0),
+                    Pay::Bind(with_cookie(1, 0, 70)),
+                ),
                 Datagram(Sock::Slot(0), Src::Leg(0, 0), Pay::Raw(wg.clone())),
                 Advance(4_000),
                 Advance(2_000),
@@ -441,8 +548,10 @@ pub fn relay_receive_seeds() -> Vec<(&'static str, Vec<u8>)> {
             vec![
                 Flood(Sock::Slot(2), Src::Stranger(4), Pay::Junk(3), 64),
                 Flood(Sock::Slot(2), Src::Leg(2, 0), Pay::Raw(wg.clone()), 64),
-                Datagram(Sock::Slot(2), Src::Leg(2, 0), Pay::Bind(bind(2, 0, 80))),
-                Datagram(Sock::Slot(2), Src::Leg(2, 1), Pay::Bind(bind(2, 1, 81))),
+                pin(2, 0, Src::Leg(2, 0), 80)[0].clone(),
+                pin(2, 0, Src::Leg(2, 0), 80)[1].clone(),
+                pin(2, 1, Src::Leg(2, 1), 82)[0].clone(),
+                pin(2, 1, Src::Leg(2, 1), 82)[1].clone(),
                 Datagram(Sock::Slot(2), Src::Leg(2, 1), Pay::Raw(wg.clone())),
             ],
         ),

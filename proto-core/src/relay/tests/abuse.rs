@@ -23,13 +23,13 @@ fn spoofed_binds_under_another_key_are_dropped_silently() {
     let (socket, _) = rig.allocate(spec(ALLOC, [1, 2]));
     let before = legs(&rig, ALLOC);
     for leg in 0..2 {
-        let spoofed = rig.bind_packet(&[0x13; KEY_LEN], ALLOC, leg);
+        let spoofed = rig.bind_packet(&[0x13; KEY_LEN], ALLOC, leg, 0);
         assert!(rig.recv(socket, mallory(), &spoofed).is_empty());
         // From the address a real endpoint will use, too.
         assert!(rig.recv(socket, alice(), &spoofed).is_empty());
     }
     // A forged tag on an otherwise perfect bind.
-    let mut forged = rig.bind_packet(&KEY, ALLOC, 0).to_vec();
+    let mut forged = rig.bind_packet(&KEY, ALLOC, 0, 0).to_vec();
     *forged.last_mut().unwrap() ^= 1;
     assert!(rig.recv(socket, mallory(), &forged).is_empty());
     assert_eq!(legs(&rig, ALLOC), before, "state created");
@@ -41,7 +41,8 @@ fn spoofed_binds_under_another_key_are_dropped_silently() {
 fn a_replayed_bind_is_refused_from_anywhere() {
     let (mut rig, socket, _) = Rig::ready();
     // Mallory captured alice's next bind on the wire.
-    let captured = rig.bind_packet(&KEY, ALLOC, 0);
+    let cookie = rig.cookie(ALLOC, 0, alice());
+    let captured = rig.bind_packet(&KEY, ALLOC, 0, cookie);
     assert_eq!(
         rig.recv(socket, alice(), &captured).len(),
         1,
@@ -52,7 +53,8 @@ fn a_replayed_bind_is_refused_from_anywhere() {
     assert!(rig.recv(socket, mallory(), &captured).is_empty());
     assert!(rig.recv(socket, alice(), &captured).is_empty());
     // A leg-1 bind replayed later still is refused too.
-    let bobs = rig.bind_packet(&KEY, ALLOC, 1);
+    let cookie = rig.cookie(ALLOC, 1, bob());
+    let bobs = rig.bind_packet(&KEY, ALLOC, 1, cookie);
     assert_eq!(rig.recv(socket, bob(), &bobs).len(), 1);
     rig.advance(Duration::from_secs(5));
     assert!(rig.recv(socket, mallory(), &bobs).is_empty());
@@ -67,6 +69,60 @@ fn a_replayed_bind_is_refused_from_anywhere() {
 }
 
 #[test]
+fn a_replay_that_outruns_its_original_pins_nothing() {
+    let (mut rig, socket, _) = Rig::ready();
+    // Mallory sees alice's next bind and gets a copy to the relay first
+    // (the original is slower, or lost).
+    let cookie = rig.cookie(ALLOC, 0, alice());
+    let captured = rig.bind_packet(&KEY, ALLOC, 0, cookie);
+    let before = legs(&rig, ALLOC);
+    let sent = rig.recv(socket, mallory(), &captured);
+    // Answered once, at its size, with mallory's own cookie, which is
+    // worthless without the key; the leg stays with alice.
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].dst, sent[0].payload.len()),
+        (mallory(), captured.len())
+    );
+    match classify(&sent[0].payload, &AuthKey::new(&KEY)) {
+        Classified::Control(ControlRepr {
+            body: ControlBody::RelayBindAck { cookie: theirs, .. },
+            ..
+        }) => assert_ne!(theirs, cookie, "mallory was told alice's cookie"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(legs(&rig, ALLOC)[0].0, before[0].0);
+    assert_eq!(rig.recv(socket, bob(), b"to alice")[0].dst, alice());
+    // The original, arriving second, is the replay now; alice's next bind
+    // goes through.
+    assert!(rig.recv(socket, alice(), &captured).is_empty());
+    rig.bind(socket, ALLOC, 0, alice());
+    let c = rig.counters();
+    assert_eq!((c.challenges, c.dropped(DropReason::BindReplayed)), (3, 1));
+}
+
+#[test]
+fn a_key_holder_cannot_pin_a_leg_to_an_address_it_does_not_receive_at() {
+    let (mut rig, socket, _) = Rig::ready();
+    // Bob holds the key and wants alice's leg aimed at a victim: without
+    // the victim's cookie (sent only to the victim) nothing moves.
+    let victim = addr("198.18.0.1:53");
+    for cookie in [
+        0,
+        rig.cookie(ALLOC, 0, alice()),
+        rig.cookie(ALLOC, 1, bob()),
+        42,
+    ] {
+        let packet = rig.bind_packet(&KEY, ALLOC, 0, cookie);
+        let sent = rig.recv(socket, victim, &packet);
+        assert!(sent
+            .iter()
+            .all(|t| t.dst == victim && t.payload.len() <= packet.len()));
+    }
+    assert_eq!(legs(&rig, ALLOC)[0].0, Some(alice()));
+}
+
+#[test]
 fn a_bind_older_than_the_window_is_refused_even_if_never_seen() {
     let (mut rig, socket, _) = Rig::ready();
     let old = ControlRepr {
@@ -75,6 +131,7 @@ fn a_bind_older_than_the_window_is_refused_even_if_never_seen() {
         body: ControlBody::RelayBind {
             allocation: ALLOC,
             leg: 0,
+            cookie: rig.cookie(ALLOC, 0, alice()),
         },
     }
     .to_bytes(&AuthKey::new(&KEY));
@@ -145,13 +202,13 @@ fn binds_for_another_allocation_or_leg_are_refused() {
     let (a, _) = rig.allocate(spec(ALLOC, [1, 2]));
     let (b, _) = rig.allocate(spec(ALLOC + 1, [1, 2]));
     // Same key, other allocation's id, sent to this port.
-    let wrong_id = rig.bind_packet(&KEY, ALLOC + 1, 0);
+    let wrong_id = rig.bind_packet(&KEY, ALLOC + 1, 0, 0);
     assert!(rig.recv(a, alice(), &wrong_id).is_empty());
     // A withdrawn allocation's id.
-    let gone = rig.bind_packet(&KEY, 12_345, 0);
+    let gone = rig.bind_packet(&KEY, 12_345, 0, 0);
     assert!(rig.recv(a, alice(), &gone).is_empty());
     // A leg that does not exist.
-    let leg2 = rig.bind_packet(&KEY, ALLOC, 2);
+    let leg2 = rig.bind_packet(&KEY, ALLOC, 2, 0);
     assert!(rig.recv(a, alice(), &leg2).is_empty());
     // An acknowledgement sent to the relay.
     let ack = ControlRepr {
@@ -160,6 +217,7 @@ fn binds_for_another_allocation_or_leg_are_refused() {
         body: ControlBody::RelayBindAck {
             allocation: ALLOC,
             leg: 0,
+            cookie: 1,
             observed: AddrRepr(alice()),
         },
     }
@@ -184,7 +242,7 @@ fn a_pinned_legs_address_cannot_become_the_other_leg() {
     let mut rig = Rig::new();
     let (socket, _) = rig.allocate(spec(ALLOC, [1, 2]));
     rig.bind(socket, ALLOC, 0, alice());
-    let packet = rig.bind_packet(&KEY, ALLOC, 1);
+    let packet = rig.bind_packet(&KEY, ALLOC, 1, 0);
     assert!(rig.recv(socket, alice(), &packet).is_empty());
     assert_eq!(rig.counters().dropped(DropReason::LegConflict), 1);
     assert_eq!(legs(&rig, ALLOC)[1].0, None);
@@ -205,7 +263,7 @@ fn no_leg_is_ever_pinned_to_one_of_our_own_ports() {
         a_local,
     ];
     for src in sources {
-        let packet = rig.bind_packet(&KEY, ALLOC, 0);
+        let packet = rig.bind_packet(&KEY, ALLOC, 0, 0);
         assert!(rig.recv(a, src, &packet).is_empty(), "bound from {src}");
     }
     assert_eq!(rig.counters().dropped(DropReason::OwnSource), 4);
@@ -232,7 +290,8 @@ fn a_leg_on_an_address_that_becomes_our_port_is_unpinned() {
 #[test]
 fn refused_binds_are_reported_at_most_once_a_second() {
     let (mut rig, socket, _) = Rig::ready();
-    let captured = rig.bind_packet(&KEY, ALLOC, 0);
+    let cookie = rig.cookie(ALLOC, 0, alice());
+    let captured = rig.bind_packet(&KEY, ALLOC, 0, cookie);
     rig.recv(socket, alice(), &captured);
     let before = rig.events.len();
     for _ in 0..100 {
@@ -260,7 +319,7 @@ fn no_answer_is_ever_larger_than_what_it_answers() {
         }
         inputs.push((mallory(), p));
     }
-    let bind = rig.bind_packet(&KEY, ALLOC, 0);
+    let bind = rig.bind_packet(&KEY, ALLOC, 0, 0);
     inputs.push((alice(), bind.to_vec()));
     inputs.push((mallory(), bind.to_vec()));
     for (src, p) in inputs {

@@ -8,7 +8,9 @@
 use proptest::prelude::*;
 
 use crate::fuzzing::relay_receive;
-use crate::fuzzing::relay_records::{encode, AllocSel, Crafted, Key, Op, Pay, Sock, Src};
+use crate::fuzzing::relay_records::{
+    encode, AllocSel, CookieSel, Crafted, Key, Op, Pay, Sock, Src,
+};
 
 fn sock() -> impl Strategy<Value = Sock> {
     prop_oneof![
@@ -40,21 +42,29 @@ fn crafted() -> impl Strategy<Value = Crafted> {
         1 => Just(AllocSel::Newest),
         1 => any::<u64>().prop_map(AllocSel::Any),
     ];
+    let cookie = prop_oneof![
+        3 => Just(CookieSel::None),
+        4 => Just(CookieSel::Own),
+        2 => Just(CookieSel::Stolen),
+        1 => any::<u64>().prop_map(CookieSel::Any),
+    ];
     (
-        0u8..3,
-        key,
-        alloc,
-        prop_oneof![8 => 0u8..2, 1 => 2u8..=255],
-        -30i8..30,
-        0u64..8,
+        (0u8..3, key, alloc),
+        (
+            prop_oneof![8 => 0u8..2, 1 => 2u8..=255],
+            -30i8..30,
+            0u64..8,
+            cookie,
+        ),
     )
-        .prop_map(|(slot, key, alloc, leg, skew, txid)| Crafted {
+        .prop_map(|((slot, key, alloc), (leg, skew, txid, cookie))| Crafted {
             slot,
             key,
             alloc,
             leg,
             skew,
             txid,
+            cookie,
         })
 }
 

@@ -30,15 +30,21 @@ fn body_strategy() -> impl Strategy<Value = ControlBody> {
         addr_strategy().prop_map(|observed| ControlBody::Pong { observed }),
         (ADDR_LEN as u16..=MAX_BODY as u16).prop_map(|pad| ControlBody::ReflectRequest { pad }),
         addr_strategy().prop_map(|observed| ControlBody::ReflectResponse { observed }),
-        (any::<u64>(), any::<u8>())
-            .prop_map(|(allocation, leg)| ControlBody::RelayBind { allocation, leg }),
-        (any::<u64>(), any::<u8>(), addr_strategy()).prop_map(|(allocation, leg, observed)| {
-            ControlBody::RelayBindAck {
+        (any::<u64>(), any::<u8>(), any::<u64>()).prop_map(|(allocation, leg, cookie)| {
+            ControlBody::RelayBind {
                 allocation,
                 leg,
-                observed,
+                cookie,
             }
         }),
+        (any::<u64>(), any::<u8>(), any::<u64>(), addr_strategy()).prop_map(
+            |(allocation, leg, cookie, observed)| ControlBody::RelayBindAck {
+                allocation,
+                leg,
+                cookie,
+                observed,
+            }
+        ),
         (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
             |(seq, rx_packets, rx_bytes, last_rx_us)| ControlBody::PathStats {
                 seq,
@@ -111,8 +117,8 @@ proptest! {
         let request = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::ReflectRequest { pad } };
         let response = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::ReflectResponse { observed } };
         prop_assert!(response.buffer_len() <= request.buffer_len());
-        let bind = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::RelayBind { allocation: 9, leg: 1 } };
-        let ack = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::RelayBindAck { allocation: 9, leg: 1, observed } };
+        let bind = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::RelayBind { allocation: 9, leg: 1, cookie: 0 } };
+        let ack = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::RelayBindAck { allocation: 9, leg: 1, cookie: 7, observed } };
         prop_assert!(ack.buffer_len() <= bind.buffer_len());
     }
 }

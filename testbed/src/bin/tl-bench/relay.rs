@@ -498,7 +498,7 @@ impl RelayHost {
     /// (checking both acknowledgements), then runs the driver on a thread.
     fn start(leg0: &UdpSocket, leg1: &UdpSocket) -> Result<Self> {
         let wall = wall_clock_now();
-        let mut config = RelayConfig::new(wall);
+        let mut config = RelayConfig::new(wall, u64::from(std::process::id()));
         // The token bucket runs on every datagram but never limits here.
         config.rate_limit = Some(RateLimit::new(100_000_000_000));
         config.idle_timeout = Duration::from_secs(3_600);
@@ -528,37 +528,53 @@ impl RelayHost {
             })
             .context("the relay opened no port")?;
         let auth = AuthKey::new(&key);
+        // Each leg binds as an endpoint does: without a cookie, answered
+        // with one, then with it, which pins the leg.
         for (leg, socket) in [(0u8, leg0), (1u8, leg1)] {
             let local = socket.local_addr()?;
-            let bind = ControlRepr {
-                txid: u64::from(leg) + 1,
-                timestamp_us: wall.unix_us(Instant::now()),
-                body: ControlBody::RelayBind {
-                    allocation: ALLOCATION,
-                    leg,
-                },
+            let mut cookie = 0;
+            for step in 0..2u64 {
+                let bind = ControlRepr {
+                    txid: u64::from(leg) * 2 + step + 1,
+                    timestamp_us: wall.unix_us(Instant::now()),
+                    body: ControlBody::RelayBind {
+                        allocation: ALLOCATION,
+                        leg,
+                        cookie,
+                    },
+                }
+                .to_bytes(&auth);
+                socket.send_to(&bind, addr)?;
+                let answered = Instant::now() + Duration::from_secs(2);
+                let mut ack = None;
+                let exit = driver.run_until(&mut events, Some(answered), |_, _| {
+                    ack = recv_now(socket);
+                    ack.is_some()
+                })?;
+                let ack = match (exit, ack) {
+                    (Exit::Done, Some(ack)) => ack,
+                    _ => bail!("the relay did not answer leg {leg}'s bind"),
+                };
+                match classify(&ack, &auth) {
+                    Classified::Control(ControlRepr {
+                        body:
+                            ControlBody::RelayBindAck {
+                                leg: l,
+                                cookie: c,
+                                observed,
+                                ..
+                            },
+                        ..
+                    }) if l == leg && observed.0 == local && ack.len() == BIND_LEN => cookie = c,
+                    other => bail!("leg {leg}: not the acknowledgement expected: {other:?}"),
+                }
             }
-            .to_bytes(&auth);
-            socket.send_to(&bind, addr)?;
-            let exit = driver.run_until(
-                &mut events,
-                Some(Instant::now() + Duration::from_secs(2)),
-                |relay, _| {
-                    relay
-                        .allocation(ALLOCATION)
-                        .is_some_and(|v| v.legs()[usize::from(leg)].addr == Some(local))
-                },
-            )?;
-            if exit != Exit::Done {
+            let pinned = driver
+                .machine()
+                .allocation(ALLOCATION)
+                .is_some_and(|v| v.legs()[usize::from(leg)].addr == Some(local));
+            if !pinned {
                 bail!("the relay did not pin leg {leg} to {local}");
-            }
-            let ack = recv_within(socket, Duration::from_secs(2))?;
-            match classify(&ack, &auth) {
-                Classified::Control(repr)
-                    if matches!(repr.body, ControlBody::RelayBindAck { leg: l, observed, .. }
-                        if l == leg && observed.0 == local)
-                        && ack.len() == BIND_LEN => {}
-                other => bail!("leg {leg}: not the acknowledgement expected: {other:?}"),
             }
         }
         let handle = driver.handle();
@@ -590,18 +606,12 @@ impl RelayHost {
     }
 }
 
-/// One datagram from a non-blocking socket, waiting up to `within`.
-fn recv_within(socket: &UdpSocket, within: Duration) -> Result<Vec<u8>> {
-    let deadline = Instant::now() + within;
+/// One datagram from a non-blocking socket, if one is there.
+fn recv_now(socket: &UdpSocket) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 2_048];
-    loop {
-        match socket.recv_from(&mut buf) {
-            Ok((len, _)) => return Ok(buf[..len].to_vec()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e).context("waiting for the relay's acknowledgement"),
-        }
+    match socket.recv_from(&mut buf) {
+        Ok((len, _)) => Some(buf[..len].to_vec()),
+        Err(_) => None,
     }
 }
 
