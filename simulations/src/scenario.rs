@@ -9,6 +9,7 @@ mod params;
 mod partition_expiry;
 mod probe_pair;
 mod reconnect_storm;
+mod relay_abuse;
 mod saturate;
 mod tcp_mesh;
 
@@ -55,6 +56,7 @@ pub fn all() -> &'static [Scenario] {
         reconnect_storm::SCENARIO,
         partition_expiry::SCENARIO,
         tcp_mesh::SCENARIO,
+        relay_abuse::SCENARIO,
         multiwan::SCENARIO,
     ]
 }
