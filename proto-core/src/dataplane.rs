@@ -867,7 +867,6 @@ impl DataPlane {
                 rx_bytes,
                 last_rx_us,
             } => {
-                let hint = assoc.policies().get(&uplink).and_then(|p| p.capacity_bps);
                 let Some(path) = assoc
                     .paths
                     .get_mut(&(uplink, src))
@@ -880,8 +879,8 @@ impl DataPlane {
                     packets: rx_packets,
                     bytes: rx_bytes,
                 };
-                let srtt = path.srtt.unwrap_or_default();
-                path.lane.on_report(now, srtt, seq, rx, last_rx_us, hint);
+                let wall = self.config.wall_clock;
+                path.lane.on_report(now, &wall, (seq, rx, last_rx_us));
             }
             _ => assoc.counters.unexpected_control += 1,
         }
@@ -978,7 +977,9 @@ impl DataPlane {
             if path.state != PathState::Active {
                 continue;
             }
-            path.lane.snapshot(now, path.tx);
+            if sending {
+                path.lane.snapshot(now, path.tx);
+            }
             to_check.push(key);
             if sending && !path.pinged_within(now, config.active_probe_interval) {
                 to_ping.push(key);

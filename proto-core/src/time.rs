@@ -24,6 +24,12 @@ impl WallClock {
         let since = now.saturating_duration_since(self.at);
         self.unix_us.saturating_add(duration_us(since))
     }
+
+    /// The instant at wall-clock microseconds `unix_us` (the anchor for
+    /// times before it).
+    pub fn instant(&self, unix_us: u64) -> Instant {
+        self.at + Duration::from_micros(unix_us.saturating_sub(self.unix_us))
+    }
 }
 
 /// A duration in whole microseconds, saturating.

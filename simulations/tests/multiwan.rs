@@ -12,13 +12,14 @@
 //! The issue's targets for the scheduler are in [`SCHEDULER_TARGETS`]. Each
 //! test evaluates and prints its case's targets (see them with
 //! `cargo test -p transitloom-simulations --test multiwan -- --nocapture`);
-//! they fail the test only once [`ENFORCE_SCHEDULER_TARGETS`] is true.
+//! those the scheduler meets now are marked `met` and asserted, the others
+//! fail the test only once [`ENFORCE_SCHEDULER_TARGETS`] is true.
 
 use transitloom_simulations::scenario::multiwan::{Case, CASES, SCENARIO_NAME};
 use transitloom_simulations::scenario::{self, Summary};
 
-/// Set to true when the scheduler lands (issue 6, items 3 and 4): every
-/// target in [`SCHEDULER_TARGETS`] then fails the test of its case.
+/// The scheduler of issue 6 meets some targets (those marked `met`, which
+/// are asserted); set this to true when it meets them all.
 const ENFORCE_SCHEDULER_TARGETS: bool = false;
 
 /// A target the issue sets for the scheduler, checked on one case's summary.
@@ -28,6 +29,9 @@ struct Target {
     /// What it asks, in the issue's words where it has them.
     what: &'static str,
     check: fn(&Summary) -> Result<(), String>,
+    /// The scheduler meets it now: it fails the test whatever
+    /// [`ENFORCE_SCHEDULER_TARGETS`] says.
+    met: bool,
 }
 
 /// The issue's targets, per case.
@@ -36,11 +40,13 @@ const SCHEDULER_TARGETS: &[Target] = &[
         case: "a",
         what: "TCP goodput at least 90 % of the sum of the links",
         check: |s| at_least(s, "goodput / sum of links", 90.0),
+        met: true,
     },
     Target {
         case: "b",
         what: "TCP goodput at least the best single link",
         check: |s| at_least(s, "goodput / best link", 100.0),
+        met: false,
     },
     Target {
         case: "c",
@@ -49,11 +55,13 @@ const SCHEDULER_TARGETS: &[Target] = &[
             at_least(s, "uplink 2 data in the second before the cut", 1e6)?;
             at_most(s, "uplink 2 data stopped after cut", 300.0)
         },
+        met: true,
     },
     Target {
         case: "c",
         what: "the peer's ACKs (if any went on link 2) left it within 300 ms",
         check: |s| at_most(s, "uplink 2 acks stopped after cut", 300.0),
+        met: true,
     },
     Target {
         case: "d",
@@ -68,11 +76,13 @@ const SCHEDULER_TARGETS: &[Target] = &[
                 format!("lossy {lossy} % against clean {clean} %"),
             )
         },
+        met: false,
     },
     Target {
         case: "e-backup",
         what: "the peer sends nothing to the backup uplink while the primary is active (beta must learn alpha's policy)",
         check: |s| at_most(s, "uplink 2 ack bytes while uplink 1 active", 0.0),
+        met: true,
     },
     Target {
         case: "e-metered",
@@ -82,6 +92,7 @@ const SCHEDULER_TARGETS: &[Target] = &[
                 / number(s, "data bytes carried (alpha's ingress)").max(1.0);
             check(share <= 1.0, format!("{share:.2} % of the data"))
         },
+        met: false,
     },
     Target {
         case: "e-metered",
@@ -91,6 +102,7 @@ const SCHEDULER_TARGETS: &[Target] = &[
             let share = 100.0 * number(s, "uplink 2 ack bytes while uplink 1 active") / acks.max(1.0);
             check(share <= 1.0, format!("{share:.2} % of the ACK bytes"))
         },
+        met: false,
     },
 ];
 
@@ -171,13 +183,13 @@ fn scheduler_targets(name: &str, summary: &Summary) {
             }
         );
         if let Err(why) = result {
-            failed.push(format!("{}: {why}", target.what));
+            if target.met || ENFORCE_SCHEDULER_TARGETS {
+                failed.push(format!("{}: {why}", target.what));
+            }
         }
     }
     println!("case {name}:\n{}", summary.table());
-    if ENFORCE_SCHEDULER_TARGETS {
-        assert!(failed.is_empty(), "case {name}: {failed:#?}");
-    }
+    assert!(failed.is_empty(), "case {name}: {failed:#?}");
 }
 
 /// A dead uplink stops carrying data and ACKs within a second of its cut

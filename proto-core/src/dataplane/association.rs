@@ -276,11 +276,6 @@ impl Association {
             .collect()
     }
 
-    /// The uplinks' policies.
-    pub(crate) fn policies(&self) -> &BTreeMap<UplinkId, UplinkPolicy> {
-        &self.policies
-    }
-
     /// True when the local service sent data within `busy`.
     pub(crate) fn is_busy(&self, now: Instant, busy: Duration) -> bool {
         self.last_ingress

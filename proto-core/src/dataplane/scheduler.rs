@@ -16,18 +16,19 @@
 //! - **little reordering**: a packet is only put on a slower path when it
 //!   would still arrive no later than one sent now on the faster path.
 //!
-//! A hysteresis margin keeps the previous path while it is within a
-//! millisecond of the best, bounded so the reordering it may add stays under
-//! the configured reorder bound (in packets, inside WireGuard's replay
-//! window). Backup uplinks are used only when no primary path is usable;
+//! A hysteresis margin keeps an idle previous path while it is within a
+//! millisecond of the best (so estimates' noise does not move a light flow
+//! back and forth), bounded so the reordering it may add stays under the
+//! configured reorder bound (in packets, inside WireGuard's replay window). Backup uplinks are used only when no primary path is usable;
 //! metered uplinks only when every unmetered path is saturated.
 //!
 //! The estimates: forward one-way delay (plus the clocks' offset, which
 //! cancels between paths) from each pong's timestamp; its minimum is the
-//! path's delay with an empty queue, and the excess is queueing. Loss and
-//! delivery rate come from the receiver's statistics reports. The capacity
-//! estimate grows while the path takes all it is given with no queue, and
-//! drops to the delivery rate when a queue builds.
+//! path's delay with an empty queue, and the excess is queueing (a
+//! measured queue longer than the modelled one is taken as the truth). Loss
+//! and delivery rate come from the receiver's statistics reports. The rate
+//! planned with is the operator's capacity hint, or else one initial guess
+//! for every path (see [`Estimates::rate`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -37,6 +38,7 @@ use smallvec::SmallVec;
 use super::path::{Traffic, MAX_PENDING};
 use super::UplinkPolicy;
 use super::UplinkPriority;
+use crate::time::WallClock;
 
 /// Default reorder bound, in packets: well inside the replay windows of
 /// WireGuard's kernel module and wireguard-go (about 8,000 packets) and of
@@ -71,12 +73,15 @@ impl Default for SchedulerConfig {
 /// The hysteresis margin: the previous path is kept while its predicted
 /// arrival is within this of the best.
 const SWITCH_MARGIN: Duration = Duration::from_millis(1);
-/// The modelled queue of a path never runs further ahead than this: past it
-/// the estimates are wrong, and reports will correct them.
+/// The modelled queues never all run further ahead than this: past it the
+/// estimates are too low, and reports will correct them.
 const MAX_MODEL_QUEUE: Duration = Duration::from_millis(200);
 /// A metered path is used only when every unmetered one has at least this
 /// much modelled queue (it is saturated).
 const METERED_OVERFLOW: Duration = Duration::from_millis(20);
+/// Delivery-rate maximum window: `delivered_max` is the most a path
+/// delivered in the last one or two windows.
+const MAX_WINDOW: Duration = Duration::from_secs(5);
 /// Forward-delay minimum window: the path's delay with an empty queue is the
 /// lowest sample in the last one or two windows.
 const MIN_WINDOW: Duration = Duration::from_secs(10);
@@ -84,15 +89,19 @@ const MIN_WINDOW: Duration = Duration::from_secs(10);
 const CONGESTED_QUEUE: Duration = Duration::from_millis(5);
 /// Lowest capacity estimate, bytes per second (64 kbit/s).
 const MIN_RATE: f64 = 8_000.0;
-/// Growth of the capacity estimate per report while the path takes all it
-/// is given with no queue.
-const PROBE_GAIN: f64 = 1.25;
 /// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
 /// TCP inside the tunnel suffers from any loss, so a lossy path is used only
 /// for what the clean ones cannot carry.
 const LOSS_POWER: i32 = 60;
 /// Tx snapshots kept per path to match receiver reports (one per tick).
 const HISTORY: usize = 64;
+/// Loss is sampled over windows of this many packets sent, or this long.
+const LOSS_WINDOW_PACKETS: u64 = 1_000;
+const LOSS_WINDOW: Duration = Duration::from_secs(2);
+/// Loss below this is not held against a path: estimates are never exact,
+/// and a small error on one of two matched paths would unbalance them (and
+/// the reordering that follows costs TCP more than the loss).
+const LOSS_FLOOR: f64 = 0.02;
 
 /// What is known of one path, measured without adding bytes to data.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,13 +113,21 @@ pub struct Estimates {
     /// The lowest forward sample of the last 10 to 20 seconds: the path's
     /// forward delay with no queue (plus the same offset).
     pub fwd_min_us: Option<i64>,
-    /// Capacity estimate, bytes per second.
+    /// The capacity the scheduler plans with, bytes per second: the
+    /// operator's hint, or else the same initial guess for every path.
+    /// Measured rates are not used for it: in the simulator, planning with
+    /// them unbalanced matched paths and the reordering collapsed TCP (see
+    /// docs/performance.md); the measured queue corrects the plan instead.
     pub rate: f64,
+    /// The most the path delivered in the last 5 to 10 seconds, bytes per
+    /// second.
+    pub delivered_max: f64,
     /// True when the rate is the operator's hint (an upper bound).
     pub hinted: bool,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
-    /// Loss not caused by a queue, 0 to 1, from reports and probes.
+    /// Loss not caused by a queue, 0 to 1: the larger of what reports and
+    /// probes measure.
     pub loss: f64,
     /// Receiver reports taken.
     pub reports: u64,
@@ -126,6 +143,7 @@ impl Estimates {
             fwd_us: None,
             fwd_min_us: None,
             rate: rate.max(MIN_RATE),
+            delivered_max: 0.0,
             hinted,
             delivery: 0.0,
             loss: 0.0,
@@ -144,7 +162,8 @@ impl Estimates {
     /// The rate the scheduler plans with: the capacity estimate lowered for
     /// loss.
     pub fn effective_rate(&self) -> f64 {
-        (self.rate * (1.0 - self.loss.clamp(0.0, 1.0)).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
+        let loss = (self.loss - LOSS_FLOOR).clamp(0.0, 1.0);
+        (self.rate * (1.0 - loss).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
     }
 }
 
@@ -167,15 +186,24 @@ pub(crate) struct Lane {
     busy_until: Option<Instant>,
     /// The forward-delay minimum of this window and of the previous one.
     min_window: Option<(Instant, i64, Option<i64>)>,
+    /// The delivery-rate maximum of this window and of the previous one.
+    max_window: Option<(Instant, f64, Option<f64>)>,
     /// Cumulative data sent, sampled each tick, to match reports.
     history: VecDeque<(Instant, Traffic)>,
     last_report: Option<Report>,
+    /// The report the current loss window started at.
+    loss_window: Option<Report>,
     /// Receiver side: the next report's sequence number and what was
     /// reported last.
     pub(crate) stats_seq: u32,
     pub(crate) reported: u64,
     pub(crate) stats_at: Option<Instant>,
-    /// Probe outcomes for the loss estimate when no data flows.
+    /// Loss measured by probes and by receiver reports: the estimate is
+    /// the larger (a path that collapsed a flow carries too little data to
+    /// measure, its probes still tell).
+    probe_loss: f64,
+    data_loss: f64,
+    /// Probe outcomes of the current window.
     probes_answered: u64,
     probes_counted: u64,
 }
@@ -186,11 +214,15 @@ impl Lane {
             est: Estimates::new(policy, config),
             busy_until: None,
             min_window: None,
+            max_window: None,
             history: VecDeque::new(),
             last_report: None,
+            loss_window: None,
             stats_seq: 0,
             reported: 0,
             stats_at: None,
+            probe_loss: 0.0,
+            data_loss: 0.0,
             probes_answered: 0,
             probes_counted: 0,
         }
@@ -223,7 +255,8 @@ impl Lane {
         if self.probes_counted >= MAX_PENDING as u64 {
             let sample = 1.0 - self.probes_answered as f64 / self.probes_counted as f64;
             if self.queue_is_short() {
-                self.est.loss = 0.75 * self.est.loss + 0.25 * sample;
+                self.probe_loss = 0.75 * self.probe_loss + 0.25 * sample;
+                self.est.loss = self.probe_loss.max(self.data_loss);
             }
             self.probes_counted = 0;
             self.probes_answered = 0;
@@ -238,36 +271,54 @@ impl Lane {
         self.history.push_back((now, tx));
     }
 
-    /// What had been sent by `at`, from the snapshots (the oldest if none
-    /// is that old).
-    fn sent_by(&self, at: Instant) -> Option<(Instant, Traffic)> {
-        self.history
-            .iter()
-            .rev()
-            .find(|(t, _)| *t <= at)
-            .or_else(|| self.history.front())
-            .copied()
+    /// What had been sent by `at`, interpolated between the snapshots
+    /// around it (the oldest if none is that old, the newest if none is
+    /// younger).
+    fn sent_by(&self, at: Instant) -> Option<Traffic> {
+        let after = self.history.iter().position(|(t, _)| *t > at);
+        let (t1, tx1) = match after {
+            Some(0) => return self.history.front().map(|s| s.1),
+            Some(i) => self.history[i],
+            None => return self.history.back().map(|s| s.1),
+        };
+        let (t0, tx0) = self.history[after? - 1];
+        let span = t1.saturating_duration_since(t0).as_secs_f64();
+        let part = if span > 0.0 {
+            at.saturating_duration_since(t0).as_secs_f64() / span
+        } else {
+            1.0
+        };
+        let lerp = |a: u64, b: u64| a + ((b.saturating_sub(a)) as f64 * part) as u64;
+        Some(Traffic {
+            packets: lerp(tx0.packets, tx1.packets),
+            bytes: lerp(tx0.bytes, tx1.bytes),
+        })
     }
 
     fn queue_is_short(&self) -> bool {
         self.est.queue_delay() <= CONGESTED_QUEUE
     }
 
-    /// A receiver report arrived at `now` on a path whose smoothed round
-    /// trip is `srtt`: it counts what was sent about one round trip ago.
+    /// A receiver report arrived at `now`. It counts data up to the last
+    /// packet the receiver saw, at its wall time `last_rx_us`; that packet
+    /// left here at `last_rx_us` less the forward delay (offset included),
+    /// so the report is matched against what had been sent by then.
     pub(crate) fn on_report(
         &mut self,
         now: Instant,
-        srtt: Duration,
-        seq: u32,
-        rx: Traffic,
-        last_rx_us: u64,
-        hint: Option<u64>,
+        wall: &WallClock,
+        report: (u32, Traffic, u64),
     ) {
+        let (seq, rx, last_rx_us) = report;
         if self.last_report.is_some_and(|r| seq <= r.seq) {
             return;
         }
-        let Some((tx_at, tx)) = self.sent_by(now.checked_sub(srtt).unwrap_or(now)) else {
+        let departed = match self.est.fwd_us {
+            Some(fwd) => wall.instant(last_rx_us.saturating_add_signed(-fwd)),
+            None => now,
+        }
+        .min(now);
+        let Some(tx) = self.sent_by(departed) else {
             return;
         };
         let report = Report {
@@ -275,50 +326,58 @@ impl Lane {
             rx,
             last_rx_us,
             tx,
-            tx_at,
+            tx_at: departed,
         };
+        let start = *self.loss_window.get_or_insert(report);
         let Some(prev) = self.last_report.replace(report) else {
             return;
         };
         self.est.reports += 1;
-        let sent = tx.packets.saturating_sub(prev.tx.packets);
-        let got = rx.packets.saturating_sub(prev.rx.packets);
         let congested = !self.queue_is_short();
-        if sent >= 16 && !congested {
-            let sample = (1.0 - got as f64 / sent as f64).clamp(0.0, 1.0);
-            self.est.loss = 0.8 * self.est.loss + 0.2 * sample;
+        // Loss over windows long enough that the matching error at their
+        // edges is small against what was sent in them.
+        let sent = tx.packets.saturating_sub(start.tx.packets);
+        let long = now.saturating_duration_since(start.tx_at) >= LOSS_WINDOW;
+        if sent >= LOSS_WINDOW_PACKETS || (long && sent >= 50) {
+            let got = rx.packets.saturating_sub(start.rx.packets);
+            if !congested {
+                let sample = (1.0 - got as f64 / sent as f64).clamp(0.0, 1.0);
+                self.data_loss = 0.5 * self.data_loss + 0.5 * sample;
+                self.est.loss = self.probe_loss.max(self.data_loss);
+            }
+            self.loss_window = Some(report);
+        } else if long {
+            self.loss_window = Some(report);
         }
         let rx_span = last_rx_us.saturating_sub(prev.last_rx_us);
         if rx_span >= 10_000 {
             self.est.delivery =
                 rx.bytes.saturating_sub(prev.rx.bytes) as f64 / (rx_span as f64 / 1e6);
+            // The most the path delivered lately: shown, not planned with
+            // (see `Estimates::rate`).
+            let window = self.max_window.get_or_insert((now, 0.0, None));
+            if now.saturating_duration_since(window.0) >= MAX_WINDOW {
+                *window = (now, 0.0, Some(window.1));
+            }
+            window.1 = window.1.max(self.est.delivery);
+            self.est.delivered_max = window.2.map_or(window.1, |prev| prev.max(window.1));
         }
-        let tx_span = tx_at.saturating_duration_since(prev.tx_at).as_secs_f64();
-        let send_rate = if tx_span > 0.0 {
-            tx.bytes.saturating_sub(prev.tx.bytes) as f64 / tx_span
-        } else {
-            0.0
-        };
-        let cap = hint.map_or(f64::INFINITY, |bps| bps as f64 / 8.0);
-        let rate = if congested && self.est.delivery > 0.0 {
-            // A queue is building: what got through is the capacity; plan a
-            // little below it so the queue drains.
-            self.est.delivery * 0.9
-        } else if send_rate >= 0.8 * self.est.rate {
-            // It took all it was given with no queue: there is more.
-            self.est.rate.max(self.est.delivery) * PROBE_GAIN
-        } else {
-            self.est.rate.max(self.est.delivery)
-        };
-        self.est.rate = rate.min(cap).max(MIN_RATE);
     }
 
     /// When a packet of `len` bytes sent now would arrive, relative to the
     /// association's reference delay; `delay` is this path's forward delay
     /// above the fastest path's.
     fn arrival(&self, now: Instant, len: usize, delay: Duration) -> Instant {
-        let start = self.busy_until.map_or(now, |b| b.max(now));
-        start + service(len, self.est.effective_rate()) + delay
+        self.start(now) + service(len, self.est.effective_rate()) + delay
+    }
+
+    /// When a packet sent now would start to leave the bottleneck: after
+    /// the modelled queue, or the measured one if that is longer (the
+    /// estimates were too high; the measured queue pulls traffic away
+    /// until they are corrected).
+    fn start(&self, now: Instant) -> Instant {
+        let modelled = self.busy_until.map_or(now, |b| b.max(now));
+        modelled.max(now + self.est.queue_delay())
     }
 
     /// The modelled queue ahead of a packet sent now.
@@ -328,9 +387,11 @@ impl Lane {
     }
 
     fn sent(&mut self, now: Instant, len: usize) {
-        let start = self.busy_until.map_or(now, |b| b.max(now));
+        let start = self.start(now);
         let until = start + service(len, self.est.effective_rate());
-        self.busy_until = Some(until.min(now + MAX_MODEL_QUEUE));
+        // However wrong the estimate, one path alone never gets a model
+        // queue it could not drain in a moment once corrected.
+        self.busy_until = Some(until.min(now + MAX_MODEL_QUEUE * 2));
     }
 }
 
@@ -464,6 +525,28 @@ pub(crate) fn weights<K>(now: Instant, candidates: &[Candidate<'_, K>]) -> Small
         .collect()
 }
 
+/// Keeps the model from running more than MAX_MODEL_QUEUE ahead: past it
+/// the estimates are too low, and every eligible path's queue slides back
+/// together, so the paths keep their proportions while reports correct the
+/// rates.
+fn slide<K>(now: Instant, candidates: &mut [Candidate<'_, K>], reasons: &[Reason]) {
+    let ahead = candidates
+        .iter()
+        .zip(reasons)
+        .filter(|(_, r)| **r == Reason::Carrying)
+        .map(|(c, _)| c.lane.backlog(now))
+        .min()
+        .unwrap_or_default();
+    if ahead > MAX_MODEL_QUEUE {
+        let by = ahead - MAX_MODEL_QUEUE;
+        for c in candidates.iter_mut() {
+            if let Some(busy) = c.lane.busy_until.as_mut() {
+                *busy = (*busy - by).max(now);
+            }
+        }
+    }
+}
+
 /// Chooses the path for one packet of `len` bytes, given the previous
 /// choice, and charges it to that path's model. Returns its index, or
 /// `None` when no path is eligible.
@@ -487,10 +570,12 @@ pub(crate) fn pick<K: PartialEq>(
         .iter()
         .zip(&reasons)
         .filter(|(_, r)| **r == Reason::Carrying)
-        .all(|(c, _)| c.lane.est.fwd_us.is_some());
+        .all(|(c, _)| c.lane.est.fwd_min_us.is_some());
+    // The path's delay with an empty queue: its queue is what the model
+    // keeps (counting the measured queue as well would count it twice).
     let delay = |c: &Candidate<'_, K>| -> i64 {
         if timed {
-            c.lane.est.fwd_us.unwrap_or(0)
+            c.lane.est.fwd_min_us.unwrap_or(0)
         } else {
             i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
         }
@@ -501,6 +586,7 @@ pub(crate) fn pick<K: PartialEq>(
         .filter(|(_, r)| **r == Reason::Carrying)
         .map(|(c, _)| delay(c))
         .min()?;
+    slide(now, candidates, &reasons);
     let arrivals: SmallVec<[Option<Instant>; 8]> = candidates
         .iter()
         .zip(&reasons)
@@ -526,8 +612,12 @@ pub(crate) fn pick<K: PartialEq>(
         .sum();
     let bound = service(len * config.reorder_bound as usize, total_rate);
     let margin = SWITCH_MARGIN.min(bound);
+    // Only an idle previous path is kept this way: once it has a queue,
+    // ties go to the other paths, so matched paths alternate packet by
+    // packet (a packet behind its predecessor on each path).
     let chosen = previous
         .and_then(|p| candidates.iter().position(|c| &c.key == p))
+        .filter(|&i| candidates[i].lane.backlog(now).is_zero())
         .filter(|&i| arrivals[i].is_some_and(|a| a <= earliest + margin))
         .unwrap_or(best);
     candidates[chosen].lane.sent(now, len);
