@@ -70,6 +70,9 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// Paths whose forward delay is more than this above the fastest eligible
+/// path's carry nothing while it is usable (microseconds).
+const MAX_SPREAD_US: i64 = 10_000;
 /// The hysteresis margin: the previous path is kept while its predicted
 /// arrival is within this of the best.
 const SWITCH_MARGIN: Duration = Duration::from_millis(1);
@@ -414,6 +417,8 @@ pub enum Reason {
     Backup,
     /// Metered: unmetered paths have capacity left.
     Metered,
+    /// Its forward delay is more than 10 ms above the fastest path's.
+    Slow,
 }
 
 impl Reason {
@@ -425,6 +430,7 @@ impl Reason {
             Self::Stale => "stale: a fresher path to the peer exists",
             Self::Backup => "backup: a primary path is usable",
             Self::Metered => "metered: unmetered paths have capacity left",
+            Self::Slow => "slow: more than 10 ms behind the fastest path",
         }
     }
 }
@@ -484,6 +490,29 @@ pub(crate) fn eligibility<K>(
         .iter()
         .filter(|c| usable(c) && tier(&c.policy) == best_tier && !c.policy.metered)
         .all(|c| c.lane.backlog(now) >= METERED_OVERFLOW);
+    // Paths much slower than the fastest of the tier are left out: spilling
+    // onto them reorders by their whole delay spread whenever the model's
+    // queue is off, which costs TCP more than their capacity brings.
+    let in_tier = |c: &Candidate<'_, K>| usable(c) && tier(&c.policy) == best_tier;
+    let timed = candidates
+        .iter()
+        .filter(|c| in_tier(c))
+        .all(|c| c.lane.est.fwd_min_us.is_some());
+    let delay = |c: &Candidate<'_, K>| -> i64 {
+        if timed {
+            c.lane.est.fwd_min_us.unwrap_or(0)
+        } else {
+            i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
+        }
+    };
+    // The fastest of the paths that carry first (unmetered ones, if any).
+    let any_unmetered = candidates.iter().any(|c| in_tier(c) && !c.policy.metered);
+    let fastest = candidates
+        .iter()
+        .filter(|c| in_tier(c) && (!c.policy.metered || !any_unmetered))
+        .map(delay)
+        .min()
+        .unwrap_or(0);
     candidates
         .iter()
         .map(|c| {
@@ -493,6 +522,8 @@ pub(crate) fn eligibility<K>(
                 Reason::Stale
             } else if tier(&c.policy) > best_tier {
                 Reason::Backup
+            } else if delay(c).saturating_sub(fastest) > MAX_SPREAD_US {
+                Reason::Slow
             } else if c.policy.metered && !unmetered_saturated {
                 Reason::Metered
             } else {

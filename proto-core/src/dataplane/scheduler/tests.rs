@@ -98,14 +98,27 @@ fn a_light_flow_stays_on_the_faster_path() {
 }
 
 #[test]
-fn a_heavy_flow_spills_onto_the_slower_path_in_proportion() {
-    // 100 Mbit/s at 20 ms and 50 Mbit/s at 50 ms, offered 150 Mbit/s: the
-    // slow path takes a third once the fast one's queue covers the 30 ms
+fn a_heavy_flow_spills_onto_a_slightly_slower_path_in_proportion() {
+    // 100 Mbit/s at 20 ms and 50 Mbit/s at 28 ms, offered 150 Mbit/s: the
+    // slow path takes a third once the fast one's queue covers the 8 ms
     // delay spread.
-    let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 50, 0.0)]);
+    let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 28, 0.0)]);
     let shares = setup.send(crate::test_epoch(), 40_000, 1_400, gap_at(150.0));
     let slow = shares[1] as f64 / 40_000.0;
-    assert!((0.25..=0.34).contains(&slow), "shares {shares:?}");
+    assert!((0.28..=0.34).contains(&slow), "shares {shares:?}");
+}
+
+#[test]
+fn a_much_slower_path_carries_nothing_while_the_fast_one_is_usable() {
+    // 30 ms of spread: spilling would reorder by up to 30 ms of traffic.
+    let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 50, 0.0)]);
+    let t0 = crate::test_epoch();
+    assert_eq!(
+        setup.send(t0, 10_000, 1_400, gap_at(150.0)),
+        vec![10_000, 0]
+    );
+    setup.active[0] = false;
+    assert_eq!(setup.send(t0, 100, 1_400, gap_at(150.0)), vec![0, 100]);
 }
 
 #[test]
