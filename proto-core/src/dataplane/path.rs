@@ -112,8 +112,6 @@ pub struct Path {
     pub pings: u64,
     /// Pongs matched.
     pub pongs: u64,
-    /// When the last pong came.
-    last_pong: Option<Instant>,
     /// Learned from data only and never proved the key: challenged, not
     /// probed on a timer.
     pub(crate) unproven: bool,
@@ -145,7 +143,6 @@ impl Path {
             rx: Traffic::default(),
             pings: 0,
             pongs: 0,
-            last_pong: None,
             unproven: false,
             pending: VecDeque::new(),
             last_data: None,
@@ -156,11 +153,6 @@ impl Path {
     /// What is measured of it.
     pub fn estimates(&self) -> &Estimates {
         &self.lane.est
-    }
-
-    /// When the last pong came, if it ever did.
-    pub fn last_pong(&self) -> Option<Instant> {
-        self.last_pong
     }
 
     /// True when an active path has left a ping unanswered for longer than
@@ -226,7 +218,6 @@ impl Path {
             self.lane.on_probe_outcome(false);
         }
         self.lane.on_probe_outcome(true);
-        self.last_pong = Some(now);
         let rtt = now.saturating_duration_since(sent);
         self.sample_rtt(rtt);
         self.unproven = false;

@@ -452,6 +452,18 @@ pub(crate) struct Candidate<'a, K> {
     pub(crate) half_rtt: Duration,
 }
 
+/// A path's forward delay with an empty queue, as the plan compares paths:
+/// the pong-timed minimum when every compared path has one (`timed`), else
+/// half the smoothed round trip (the clocks' offset would not cancel
+/// between a timed and an untimed path).
+fn base_delay<K>(c: &Candidate<'_, K>, timed: bool) -> i64 {
+    if timed {
+        c.lane.est.fwd_min_us.unwrap_or(0)
+    } else {
+        i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
+    }
+}
+
 /// The tier a path's policy puts it in: lower tiers are used first.
 fn tier(policy: &UplinkPolicy) -> u8 {
     match policy.priority {
@@ -498,13 +510,7 @@ pub(crate) fn eligibility<K>(
         .iter()
         .filter(|c| in_tier(c))
         .all(|c| c.lane.est.fwd_min_us.is_some());
-    let delay = |c: &Candidate<'_, K>| -> i64 {
-        if timed {
-            c.lane.est.fwd_min_us.unwrap_or(0)
-        } else {
-            i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
-        }
-    };
+    let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
     // The fastest of the paths that carry first (unmetered ones, if any).
     let any_unmetered = candidates.iter().any(|c| in_tier(c) && !c.policy.metered);
     let fastest = candidates
@@ -604,13 +610,7 @@ pub(crate) fn pick<K: PartialEq>(
         .all(|(c, _)| c.lane.est.fwd_min_us.is_some());
     // The path's delay with an empty queue: its queue is what the model
     // keeps (counting the measured queue as well would count it twice).
-    let delay = |c: &Candidate<'_, K>| -> i64 {
-        if timed {
-            c.lane.est.fwd_min_us.unwrap_or(0)
-        } else {
-            i64::try_from(c.half_rtt.as_micros()).unwrap_or(i64::MAX)
-        }
-    };
+    let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
     let base = candidates
         .iter()
         .zip(&reasons)
