@@ -5,6 +5,7 @@
 mod assoc;
 mod lapse;
 pub mod machine;
+pub mod reflector;
 pub mod registry;
 mod throttle;
 

@@ -9,6 +9,7 @@
 
 mod association;
 mod path;
+pub mod reflexive;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -19,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
+pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
@@ -201,6 +203,14 @@ pub enum DataEvent {
         /// The path it uses now.
         to: PathId,
     },
+    /// A reflector saw a mesh socket at a new outside address: its
+    /// candidates changed.
+    Reflexive {
+        /// The association.
+        assoc: AssocId,
+        /// The mesh socket's uplink.
+        uplink: UplinkId,
+    },
     /// The association has an active path again.
     AssociationUp(AssocId),
     /// The association has no active path.
@@ -263,6 +273,8 @@ pub struct DataPlane {
     arena: BytesMut,
     /// Uplinks whose address is gone: they have no mesh sockets.
     uplinks_down: BTreeSet<UplinkId>,
+    /// Reflector addresses: the coordinator's session address first.
+    reflectors: Vec<SocketAddr>,
 }
 
 /// A read-only view of an installed association, for status.
@@ -293,7 +305,33 @@ impl<'a> AssociationView<'a> {
         self.inner.mesh.iter().map(|(&u, m)| (u, m.socket))
     }
 
-    /// Where each uplink's mesh socket is bound.
+    /// The candidates each uplink's mesh socket offers through its NAT:
+    /// its reflexive address, or the predicted next mappings of a
+    /// sequential allocator (see [`NatClass::candidates`]).
+    pub fn mesh_reflexive(
+        &self,
+    ) -> impl Iterator<Item = (UplinkId, Vec<(SocketAddr, Predicted)>)> + 'a {
+        self.inner.mesh.iter().filter_map(|(&uplink, m)| {
+            if !reflexive::settled(&m.reflect) {
+                return None;
+            }
+            let class = NatClass::of(m.local?, &m.reflect);
+            Some((
+                uplink,
+                class.candidates(reflexive::last_observed(&m.reflect)),
+            ))
+        })
+    }
+
+    /// The NAT classification of each mesh socket, by uplink.
+    pub fn mesh_nat(&self) -> impl Iterator<Item = (UplinkId, NatClass)> + 'a {
+        self.inner
+            .mesh
+            .iter()
+            .filter_map(|(&uplink, m)| Some((uplink, NatClass::of(m.local?, &m.reflect))))
+    }
+
+    /// Where each uplink's mesh socket is bound (`None` until it is).
     pub fn mesh_locals(&self) -> impl Iterator<Item = (UplinkId, Option<SocketAddr>)> + 'a {
         self.inner.mesh.iter().map(|(&u, m)| (u, m.local))
     }
@@ -338,7 +376,44 @@ impl DataPlane {
             outputs: VecDeque::new(),
             arena: BytesMut::new(),
             uplinks_down: BTreeSet::new(),
+            reflectors: Vec::new(),
         }
+    }
+
+    /// Sets the reflectors every mesh socket asks for its outside address
+    /// (DESIGN §5): the coordinator address of the control session first,
+    /// then the extra ones it announced. A change forgets the earlier
+    /// answers and asks again at once.
+    pub fn set_reflectors(&mut self, now: Instant, reflectors: Vec<SocketAddr>) {
+        if reflectors == self.reflectors {
+            return;
+        }
+        self.reflectors = reflectors;
+        let slots = vec![reflexive::Slot::default(); self.reflectors.len()];
+        for (&id, assoc) in &mut self.assocs {
+            for mesh in assoc.mesh.values_mut() {
+                mesh.reflect = slots.clone();
+            }
+            self.timers.set(Timer::Probe(id), now);
+        }
+    }
+
+    /// The reflector addresses in use.
+    pub fn reflectors(&self) -> &[SocketAddr] {
+        &self.reflectors
+    }
+
+    /// What the reflectors say about the NAT in front of an uplink: the
+    /// classification of its first mesh socket with the most answers.
+    pub fn nat_class(&self, uplink: UplinkId) -> NatClass {
+        self.assocs
+            .values()
+            .filter_map(|a| a.mesh.get(&uplink))
+            .filter_map(|m| Some((m.local?, &m.reflect)))
+            .max_by_key(|(_, slots)| slots.iter().filter(|s| s.observed.is_some()).count())
+            .map_or(NatClass::UNKNOWN, |(local, slots)| {
+                NatClass::of(local, slots)
+            })
     }
 
     /// The configuration.
@@ -401,6 +476,7 @@ impl DataPlane {
             MeshSocket {
                 socket,
                 local: None,
+                reflect: vec![reflexive::Slot::default(); self.reflectors.len()],
             },
         );
     }
@@ -882,6 +958,33 @@ impl DataPlane {
                 let wall = self.config.wall_clock;
                 path.lane.on_report(now, &wall, (seq, rx, last_rx_us));
             }
+            ControlBody::ReflectResponse { observed } => {
+                let slot = reflexive::reflector_index(&self.reflectors, src).and_then(|i| {
+                    assoc
+                        .mesh
+                        .get_mut(&uplink)
+                        .and_then(|m| m.reflect.get_mut(i))
+                });
+                let Some(slot) = slot.filter(|s| s.pending.is_some_and(|(t, _)| t == repr.txid))
+                else {
+                    assoc.counters.unexpected_control += 1;
+                    return;
+                };
+                slot.pending = None;
+                slot.answered_at = Some(now);
+                slot.tries = 0;
+                let changed = slot.observed != Some(observed.0);
+                slot.observed = Some(observed.0);
+                let settled = assoc
+                    .mesh
+                    .get(&uplink)
+                    .is_some_and(|m| reflexive::settled(&m.reflect));
+                if changed && settled {
+                    tracing::debug!(assoc = %id, %uplink, reflector = %src, observed = %observed.0, "reflexive address");
+                    self.outputs
+                        .push_back(Output::Event(DataEvent::Reflexive { assoc: id, uplink }));
+                }
+            }
             _ => assoc.counters.unexpected_control += 1,
         }
     }
@@ -1042,8 +1145,63 @@ impl DataPlane {
         for key in keys {
             self.ping(now, id, key);
         }
+        self.reflect(now, id);
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
+    }
+
+    /// Asks each reflector for every mesh socket's outside address, where
+    /// it never answered (again each probe interval) or its answer is old.
+    /// A request is as large as the answer (no amplification).
+    fn reflect(&mut self, now: Instant, id: AssocId) {
+        let interval = self.config.probe_interval;
+        let wall = self.config.wall_clock.unix_us(now);
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let mut gave_up = Vec::new();
+        for (&uplink, mesh) in assoc.mesh.iter_mut() {
+            let Some(local) = mesh.local else {
+                continue;
+            };
+            if !reflexive::reflectable(local.ip()) {
+                continue;
+            }
+            let mut silent = false;
+            for (slot, &reflector) in mesh.reflect.iter_mut().zip(&self.reflectors) {
+                if !slot.due(now, interval) || reflector.is_ipv4() != local.is_ipv4() {
+                    continue;
+                }
+                let txid = self.rng.next_u64();
+                let was_settled = slot.tries == reflexive::SILENT_AFTER - 1;
+                slot.pending = Some((txid, now));
+                slot.tries = slot.tries.saturating_add(1);
+                if was_settled && slot.observed.is_none() {
+                    // Silent long enough: offer what the others said.
+                    silent = true;
+                }
+                let request = ControlRepr {
+                    txid,
+                    timestamp_us: wall,
+                    body: ControlBody::ReflectRequest {
+                        assoc: id.0,
+                        pad: ADDR_LEN as u16,
+                    },
+                };
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    socket: mesh.socket,
+                    dst: reflector,
+                    payload: request.to_bytes(&assoc.key),
+                }));
+            }
+            if silent && reflexive::settled(&mesh.reflect) {
+                gave_up.push(uplink);
+            }
+        }
+        for uplink in gave_up {
+            self.outputs
+                .push_back(Output::Event(DataEvent::Reflexive { assoc: id, uplink }));
+        }
     }
 }
 

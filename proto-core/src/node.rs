@@ -312,13 +312,17 @@ impl Node {
     fn pump_plane(&mut self, now: Instant) -> bool {
         let mut reported = false;
         while let Some(output) = self.plane.poll_output() {
-            // A mesh socket is bound: the peer needs its address.
-            if let Output::Event(DataEvent::Bound {
-                role: crate::dataplane::SocketRole::Mesh(assoc, _),
-                ..
-            }) = &output
-            {
-                let assoc = *assoc;
+            // A mesh socket is bound, or a reflector saw it at a new
+            // address: the peer needs its candidates.
+            let changed = match &output {
+                Output::Event(DataEvent::Bound {
+                    role: crate::dataplane::SocketRole::Mesh(assoc, _),
+                    ..
+                })
+                | Output::Event(DataEvent::Reflexive { assoc, .. }) => Some(*assoc),
+                _ => None,
+            };
+            if let Some(assoc) = changed {
                 self.session.report_candidates(
                     now,
                     &mut self.transport,
@@ -442,6 +446,7 @@ impl Node {
             Effect::Identity(identity) => {
                 self.config.credentials = Credentials::Enrolled(identity);
             }
+            Effect::Reflectors(reflectors) => self.plane.set_reflectors(now, reflectors),
             Effect::ReportCandidates => {
                 let assocs: Vec<AssocId> = self.installed.keys().copied().collect();
                 for assoc in assocs {

@@ -43,6 +43,7 @@
 //! | `0x14` | `Punch` | coordinator → node |
 //! | `0x15` | `RelayAllocation` | coordinator → node |
 //! | `0x16` | `Revoked` | coordinator → node |
+//! | `0x17` | `Reflectors` | coordinator → node |
 //! | `0x20` | `Keepalive` | both ways |
 //! | `0x21` | `KeepaliveAck` | both ways |
 //! | `0x40` | `AdminRequest` | `tlctl` → coordinator |
@@ -101,6 +102,8 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 pub const MAX_DER_LEN: usize = 4096;
 /// Most certificates in an enrolled chain.
 pub const MAX_CHAIN: usize = 4;
+/// Most extra reflector addresses in one `Reflectors` message.
+pub const MAX_REFLECTORS: usize = 4;
 
 /// Why bytes were not a valid control message, or a message could not be
 /// encoded. A peer that sends one of these has its session closed.
@@ -333,6 +336,15 @@ pub enum Message {
         leg: u8,
         /// The key that authenticates relay binds.
         key: [u8; KEY_LEN],
+    },
+    /// The coordinator's other reflector addresses, sent after `Welcome`.
+    /// A node asks the reflector at the address its session uses and at
+    /// each of these from every mesh socket: the answers are its
+    /// server-reflexive candidates and, compared, its NAT's behaviour.
+    Reflectors {
+        /// Reflector addresses besides the session's own (at most
+        /// [`MAX_REFLECTORS`]).
+        extra: Vec<std::net::SocketAddr>,
     },
     /// This node has been revoked; the session ends.
     Revoked {

@@ -281,6 +281,12 @@ impl AssocTable {
         Some(live)
     }
 
+    /// The current key of a live association.
+    pub(crate) fn key(&self, id: AssocId) -> Option<&[u8; KEY_LEN]> {
+        let ends = self.by_id.get(&id)?;
+        self.live.get(ends).map(|live| &live.key)
+    }
+
     /// Mutable access by id.
     pub(crate) fn by_id_mut(&mut self, id: AssocId) -> Option<(&Ends, &mut LiveAssoc)> {
         let e = self.by_id.get(&id)?;

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::assoc::{desired, desired_for, AssocTable, Ends, LiveAssoc, Origin};
 use super::lapse::Lapses;
+use super::reflector;
 use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
@@ -31,8 +32,11 @@ use crate::machine::{Input, Output, StateMachine, Transmit};
 use crate::pki::{self, Role};
 use crate::time::WallClock;
 
-/// The coordinator's one UDP socket (QUIC now; reflector and relay later).
+/// The coordinator's UDP socket: QUIC, and the reflector on the same port.
 pub const CONTROL_SOCKET: SocketId = SocketId(0);
+
+/// The first extra reflector socket; the others follow in order.
+pub const REFLECTOR_SOCKETS: SocketId = SocketId(2);
 
 /// The coordinator's TCP listener, opened on the UDP socket's address (the
 /// same port number) once that is bound.
@@ -121,6 +125,10 @@ pub struct CoordinatorCounters {
     pub handshakes_failed: u64,
     /// Sessions that connected over TCP (the fallback), of every kind.
     pub sessions_tcp: u64,
+    /// Reflect requests answered.
+    pub reflected: u64,
+    /// Datagrams on a reflector socket left unanswered, by reason.
+    pub reflect_refused: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug)]
@@ -197,6 +205,17 @@ pub struct Coordinator {
     lapses: Lapses,
     /// How long the node certificates it issues are valid.
     node_cert_lifetime_s: u64,
+    /// Extra reflector addresses, besides the control socket.
+    reflectors: Vec<ExtraReflector>,
+}
+
+/// A reflector socket besides the control socket.
+#[derive(Debug, Clone)]
+struct ExtraReflector {
+    socket: SocketId,
+    /// Where nodes send to (the configured address, or the bound one when
+    /// it asked for port 0).
+    advertised: SocketAddr,
 }
 
 /// Why a coordinator could not be built.
@@ -274,8 +293,55 @@ impl Coordinator {
             handshakes,
             lapses: Lapses::default(),
             node_cert_lifetime_s: DEFAULT_NODE_CERT_LIFETIME_S,
+            reflectors: Vec::new(),
         };
         Ok(coordinator)
+    }
+
+    /// Opens extra reflector addresses (DESIGN §5), at most
+    /// [`msg::MAX_REFLECTORS`]: each is bound as its own UDP socket and
+    /// pushed to every node after `Welcome`. A node that asks the
+    /// reflector at two addresses from one mesh socket learns whether its
+    /// NAT maps per destination, and how it allocates ports. Call before
+    /// the first [`StateMachine::poll_output`]; the addresses must be
+    /// reachable by nodes as they are (no wildcard).
+    pub fn set_reflectors(&mut self, extra: &[SocketAddr]) {
+        for (i, &local) in extra.iter().take(msg::MAX_REFLECTORS).enumerate() {
+            let socket = SocketId(REFLECTOR_SOCKETS.0 + i as u32);
+            self.outputs.push_back(Output::BindSocket { socket, local });
+            self.reflectors.push(ExtraReflector {
+                socket,
+                advertised: local,
+            });
+        }
+    }
+
+    /// The extra reflector addresses.
+    pub fn reflectors(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.reflectors.iter().map(|r| r.advertised)
+    }
+
+    fn reflect(&mut self, now: Instant, socket: SocketId, src: SocketAddr, payload: &[u8]) {
+        let assocs = &self.assocs;
+        let key_of = |id| assocs.key(id).copied();
+        match reflector::answer(key_of, &self.config.wall_clock, now, src, payload) {
+            Ok(payload) => {
+                self.counters.reflected += 1;
+                self.outputs.push_back(Output::Transmit(Transmit {
+                    socket,
+                    dst: src,
+                    payload,
+                }));
+            }
+            Err(refusal) => {
+                *self
+                    .counters
+                    .reflect_refused
+                    .entry(refusal.as_str())
+                    .or_default() += 1;
+                tracing::trace!(%src, reason = refusal.as_str(), "reflect request refused");
+            }
+        }
     }
 
     /// Sets how long the node certificates it issues (at enrollment and
@@ -922,6 +988,10 @@ impl Coordinator {
                 token_expires_unix_s: claims.expires_unix_s,
             },
         );
+        let extra: Vec<SocketAddr> = self.reflectors.iter().map(|r| r.advertised).collect();
+        if !extra.is_empty() {
+            self.send(now, conn, &Message::Reflectors { extra });
+        }
         let mine: Vec<(Ends, ServiceRef, ServiceRef)> = self
             .assocs
             .of_node(&name)
@@ -1170,6 +1240,32 @@ impl StateMachine for Coordinator {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
+            Input::Datagram(d)
+                if d.socket == CONTROL_SOCKET && reflector::is_mesh_control(d.payload) =>
+            {
+                self.reflect(now, d.socket, d.src, d.payload);
+                return;
+            }
+            Input::Datagram(d) if self.reflectors.iter().any(|r| r.socket == d.socket) => {
+                self.reflect(now, d.socket, d.src, d.payload);
+                return;
+            }
+            Input::SocketBound { socket, local }
+                if self.reflectors.iter().any(|r| r.socket == socket) =>
+            {
+                if let Some(r) = self.reflectors.iter_mut().find(|r| r.socket == socket) {
+                    if r.advertised.port() == 0 {
+                        r.advertised = local;
+                    }
+                }
+                tracing::debug!(%local, "reflector listening");
+            }
+            Input::SocketFailed { socket, reason }
+                if self.reflectors.iter().any(|r| r.socket == socket) =>
+            {
+                tracing::error!(?reason, "a reflector address could not be bound; nodes cannot classify their NAT through it");
+                self.reflectors.retain(|r| r.socket != socket);
+            }
             Input::Datagram(d) if d.socket == CONTROL_SOCKET && self.bound => {
                 // The handshake limit: decided before quinn sees the
                 // datagram, charged only if it opened a session.

@@ -62,10 +62,12 @@ pub(crate) enum Learned {
 }
 
 /// A mesh socket of one association on one uplink.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct MeshSocket {
     pub(crate) socket: SocketId,
     pub(crate) local: Option<SocketAddr>,
+    /// What each reflector saw of it, in reflector order.
+    pub(crate) reflect: Vec<super::reflexive::Slot>,
 }
 
 #[derive(Debug)]

@@ -535,6 +535,7 @@ impl Rig {
                 observed: AddrRepr(src),
             },
             _ => ControlBody::ReflectRequest {
+                assoc: r.u64(),
                 pad: r.u16() % 1_401,
             },
         };

@@ -30,7 +30,7 @@ use crate::control::quic::CloseReason;
 use crate::control::tls_config::{client_config, TlsIdentity};
 use crate::control::transport::{Carrier, ControlEvent, ControlTransport, SessionId};
 use crate::csprng::Drbg;
-use crate::dataplane::{DataPlane, PathKind};
+use crate::dataplane::{DataPlane, PathKind, Predicted};
 use crate::id::AssocId;
 use crate::wire::KEY_LEN;
 
@@ -115,6 +115,8 @@ pub(super) enum Effect {
     Identity(TlsIdentity),
     /// Tell the coordinator every association's candidates again.
     ReportCandidates,
+    /// The reflector addresses, the session's own first.
+    Reflectors(Vec<std::net::SocketAddr>),
 }
 
 #[derive(Debug)]
@@ -279,7 +281,7 @@ impl Session {
         let Some(view) = plane.association(assoc) else {
             return;
         };
-        let candidates: Vec<Candidate> = view
+        let mut candidates: Vec<Candidate> = view
             .mesh_locals()
             .filter_map(|(uplink, local)| {
                 let local = local?;
@@ -302,6 +304,31 @@ impl Session {
                 })
             })
             .collect();
+        // What the NAT in front of each socket shows the world: the
+        // reflexive address, or the predicted mappings of a sequential
+        // allocator.
+        for (uplink, through_nat) in view.mesh_reflexive() {
+            let Some(name) = config.uplinks.iter().find(|u| u.id == uplink) else {
+                continue;
+            };
+            let Ok(name) = Name::new(&name.name) else {
+                continue;
+            };
+            for (addr, predicted) in through_nat {
+                if candidates.iter().any(|c| c.addr == addr) {
+                    continue;
+                }
+                candidates.push(Candidate {
+                    addr,
+                    kind: match predicted {
+                        Predicted::No => CandidateKind::ServerReflexive,
+                        Predicted::Yes => CandidateKind::Predicted,
+                    },
+                    uplink: name.clone(),
+                });
+            }
+        }
+        candidates.truncate(msg::MAX_CANDIDATES);
         if !candidates.is_empty() {
             self.send(now, quic, &Message::Candidates { assoc, candidates });
         }
@@ -693,8 +720,13 @@ impl Session {
                 effects.push(Effect::Event(NodeEvent::Session(self.state)));
                 let services = config_decls(config);
                 self.send(now, quic, &Message::RegisterServices { services });
+                // The reflector answers on the session's own address.
+                effects.push(Effect::Reflectors(self.remote.into_iter().collect()));
                 effects.push(Effect::ReportCandidates);
             }
+            Message::Reflectors { extra } => effects.push(Effect::Reflectors(
+                self.remote.into_iter().chain(extra).collect(),
+            )),
             Message::AssociationInstalled {
                 assoc,
                 service,

@@ -30,7 +30,7 @@ pub const MAX_BODY: usize = 1_400;
 
 const KIND_PING: u8 = 1;
 const KIND_PONG: u8 = 2;
-const KIND_REFLECT_REQUEST: u8 = 3;
+pub(crate) const KIND_REFLECT_REQUEST: u8 = 3;
 const KIND_REFLECT_RESPONSE: u8 = 4;
 const KIND_RELAY_BIND: u8 = 5;
 const KIND_RELAY_BIND_ACK: u8 = 6;
@@ -126,8 +126,12 @@ pub enum ControlBody {
         observed: AddrRepr,
     },
     /// A request for the sender's reflexive address, padded like a ping.
+    /// The body starts with the association whose key signs it (the
+    /// reflector holds every association's key); the rest is padding.
     ReflectRequest {
-        /// Padding length.
+        /// The association whose key authenticates the request.
+        assoc: u64,
+        /// Body length, at least [`ADDR_LEN`] so the response is never larger.
         pad: u16,
     },
     /// The reflector's answer.
@@ -187,7 +191,9 @@ impl ControlBody {
 
     fn len(&self) -> usize {
         match self {
-            Self::Ping { pad } | Self::ReflectRequest { pad } => usize::from(*pad).max(ADDR_LEN),
+            Self::Ping { pad } | Self::ReflectRequest { pad, .. } => {
+                usize::from(*pad).max(ADDR_LEN)
+            }
             Self::Pong { .. } | Self::ReflectResponse { .. } => ADDR_LEN,
             Self::RelayBind { .. } | Self::RelayBindAck { .. } => RELAY_FIELDS_LEN + ADDR_LEN,
             Self::PathStats { .. } => PATH_STATS_LEN,
@@ -217,7 +223,10 @@ impl ControlBody {
                 if kind == KIND_PING {
                     Self::Ping { pad }
                 } else {
-                    Self::ReflectRequest { pad }
+                    Self::ReflectRequest {
+                        assoc: u64_at(0),
+                        pad,
+                    }
                 }
             }
             KIND_PONG | KIND_REFLECT_RESPONSE => {
@@ -262,7 +271,8 @@ impl ControlBody {
     fn emit(&self, body: &mut [u8]) {
         body.fill(0);
         match *self {
-            Self::Ping { .. } | Self::ReflectRequest { .. } => {}
+            Self::Ping { .. } => {}
+            Self::ReflectRequest { assoc, .. } => body[..8].copy_from_slice(&assoc.to_be_bytes()),
             Self::Pong { observed } | Self::ReflectResponse { observed } => observed.emit(body),
             Self::RelayBind {
                 allocation,

@@ -6,7 +6,8 @@ use super::admin::AdminResult;
 use super::prim::{list_len, name_len, text_len, Codec, Reader, Writer};
 use super::{
     AdminCommand, Message, MsgError, RejectCode, WithdrawReason, LEN_PREFIX, MAX_CANDIDATES,
-    MAX_CHAIN, MAX_DER_LEN, MAX_REASON_LEN, MAX_SERVICES, MAX_TOKEN_LEN, MAX_TOKEN_TEXT_LEN,
+    MAX_CHAIN, MAX_DER_LEN, MAX_REASON_LEN, MAX_REFLECTORS, MAX_SERVICES, MAX_TOKEN_LEN,
+    MAX_TOKEN_TEXT_LEN,
 };
 use crate::id::{AssocId, NodeId};
 use crate::wire::{ADDR_LEN, KEY_LEN};
@@ -27,6 +28,7 @@ const ASSOCIATION_WITHDRAWN: u8 = 0x13;
 const PUNCH: u8 = 0x14;
 const RELAY_ALLOCATION: u8 = 0x15;
 const REVOKED: u8 = 0x16;
+const REFLECTORS: u8 = 0x17;
 const KEEPALIVE: u8 = 0x20;
 const KEEPALIVE_ACK: u8 = 0x21;
 const ADMIN_REQUEST: u8 = 0x40;
@@ -52,6 +54,7 @@ impl Message {
             Self::Punch { .. } => PUNCH,
             Self::RelayAllocation { .. } => RELAY_ALLOCATION,
             Self::Revoked { .. } => REVOKED,
+            Self::Reflectors { .. } => REFLECTORS,
             Self::Keepalive { .. } => KEEPALIVE,
             Self::KeepaliveAck { .. } => KEEPALIVE_ACK,
             Self::AdminRequest { .. } => ADMIN_REQUEST,
@@ -77,6 +80,7 @@ impl Message {
             Self::AssociationWithdrawn { .. } => "AssociationWithdrawn",
             Self::Punch { .. } => "Punch",
             Self::RelayAllocation { .. } => "RelayAllocation",
+            Self::Reflectors { .. } => "Reflectors",
             Self::Revoked { .. } => "Revoked",
             Self::Keepalive { .. } => "Keepalive",
             Self::KeepaliveAck { .. } => "KeepaliveAck",
@@ -114,6 +118,7 @@ impl Message {
             Self::Punch { .. } => 8 + 8,
             Self::RelayAllocation { .. } => 8 + ADDR_LEN + 8 + 1 + KEY_LEN,
             Self::Revoked { reason } => text_len(reason.as_bytes()),
+            Self::Reflectors { extra } => 2 + extra.len() * ADDR_LEN,
             Self::Keepalive { .. } | Self::KeepaliveAck { .. } => 8,
             Self::AdminRequest { command, .. } => 4 + command.wire_len(),
             Self::AdminResponse { result, .. } => 4 + result.wire_len(),
@@ -212,6 +217,12 @@ impl Message {
                 w.key(key);
             }
             Self::Revoked { reason } => w.text("Revoked.reason", reason, MAX_REASON_LEN)?,
+            Self::Reflectors { extra } => {
+                w.list_with("Reflectors.extra", extra, MAX_REFLECTORS, |w, addr| {
+                    w.addr(*addr);
+                    Ok(())
+                })?;
+            }
             Self::Keepalive { seq } | Self::KeepaliveAck { seq } => w.u64(*seq),
             Self::AdminRequest {
                 request_id,
@@ -300,6 +311,11 @@ impl Message {
             REVOKED => Self::Revoked {
                 reason: r.text("Revoked.reason", MAX_REASON_LEN)?,
             },
+            REFLECTORS => Self::Reflectors {
+                extra: r.list_with("Reflectors.extra", MAX_REFLECTORS, |r| {
+                    r.addr("Reflectors.extra")
+                })?,
+            },
             KEEPALIVE => Self::Keepalive {
                 seq: r.u64("Keepalive.seq")?,
             },
@@ -340,6 +356,7 @@ impl Message {
                 | PUNCH
                 | RELAY_ALLOCATION
                 | REVOKED
+                | REFLECTORS
                 | KEEPALIVE
                 | KEEPALIVE_ACK
                 | ADMIN_REQUEST

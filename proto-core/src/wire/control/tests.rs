@@ -28,7 +28,8 @@ fn body_strategy() -> impl Strategy<Value = ControlBody> {
     prop_oneof![
         (ADDR_LEN as u16..=MAX_BODY as u16).prop_map(|pad| ControlBody::Ping { pad }),
         addr_strategy().prop_map(|observed| ControlBody::Pong { observed }),
-        (ADDR_LEN as u16..=MAX_BODY as u16).prop_map(|pad| ControlBody::ReflectRequest { pad }),
+        (any::<u64>(), ADDR_LEN as u16..=MAX_BODY as u16)
+            .prop_map(|(assoc, pad)| ControlBody::ReflectRequest { assoc, pad }),
         addr_strategy().prop_map(|observed| ControlBody::ReflectResponse { observed }),
         (any::<u64>(), any::<u8>(), any::<u64>()).prop_map(|(allocation, leg, cookie)| {
             ControlBody::RelayBind {
@@ -114,7 +115,7 @@ proptest! {
         let ping = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::Ping { pad } };
         let pong = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::Pong { observed } };
         prop_assert!(pong.buffer_len() <= ping.buffer_len());
-        let request = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::ReflectRequest { pad } };
+        let request = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::ReflectRequest { assoc: 5, pad } };
         let response = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::ReflectResponse { observed } };
         prop_assert!(response.buffer_len() <= request.buffer_len());
         let bind = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::RelayBind { allocation: 9, leg: 1, cookie: 0 } };

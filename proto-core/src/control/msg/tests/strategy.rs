@@ -220,6 +220,9 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
         text(MAX_REASON_LEN)
             .prop_map(|reason| Message::Revoked { reason })
             .boxed(),
+        prop::collection::vec(addr(), 0..=MAX_REFLECTORS)
+            .prop_map(|extra| Message::Reflectors { extra })
+            .boxed(),
         any::<u64>()
             .prop_map(|seq| Message::Keepalive { seq })
             .boxed(),
