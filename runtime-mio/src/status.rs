@@ -57,8 +57,10 @@ pub struct NodeInfo {
     /// its life; 0 when due, renewed as soon as the node is live).
     #[serde(default)]
     pub cert_renews_in_s: Option<u64>,
-    /// The NAT behaviour seen; NAT classification is not built yet, so
-    /// always `unknown`.
+    /// The NAT behaviour the coordinator's reflectors show in front of
+    /// the first uplink, as `MAPPING/ALLOCATION` (`none/unknown` on a
+    /// public address, `unknown` before any answer); each uplink
+    /// has its own in [`UplinkStatus::nat`].
     pub nat: String,
 }
 
@@ -98,6 +100,13 @@ pub struct UplinkStatus {
     /// started.
     #[serde(default)]
     pub address_changes: u64,
+    /// The NAT in front of it, as the reflectors show it:
+    /// `MAPPING/ALLOCATION`, e.g. `endpoint-independent/preserving`.
+    #[serde(default)]
+    pub nat: String,
+    /// Its outside address as the coordinator's reflector sees it.
+    #[serde(default)]
+    pub reflexive: Option<String>,
 }
 
 /// One association.

@@ -123,6 +123,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
     let mut coordinator = Coordinator::new(config, registry, os_seeded()?)
         .map_err(|e| DaemonError::Start(e.to_string()))?;
     coordinator.set_node_cert_lifetime(settings.node_cert_lifetime_s);
+    coordinator.set_reflectors(&settings.reflectors);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

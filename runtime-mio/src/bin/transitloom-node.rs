@@ -262,6 +262,9 @@ fn table(status: &NodeStatus) -> String {
             .map_or(String::new(), |i| format!(" (interface {i})"));
         if let Some(why) = &u.down_reason {
             let _ = writeln!(out, "  {}{from} is down: {why}", u.name);
+        } else if let Some(outside) = &u.reflexive {
+            let nat = if u.nat.is_empty() { "unknown" } else { &u.nat };
+            let _ = writeln!(out, "  {} is seen outside as {outside} (nat {nat})", u.name);
         }
     }
     for a in &status.associations {

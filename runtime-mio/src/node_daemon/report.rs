@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use transitloom_proto_core::control::msg::RejectCode;
-use transitloom_proto_core::dataplane::{DataEvent, DataPlane, PathState, SocketRole};
+use transitloom_proto_core::dataplane::{DataEvent, DataPlane, NatClass, PathState, SocketRole};
 use transitloom_proto_core::node::{Node, NodeEvent, SessionState};
 use transitloom_proto_core::{AssocId, PathId, UplinkId};
 
@@ -212,7 +212,12 @@ pub(crate) fn node_status(
             control_transport: node.control_transport().map(|c| c.as_str().to_owned()),
             cert_expires_in_s: seconds_until(node.cert_expires_unix_s(), now_unix_s),
             cert_renews_in_s: seconds_until(node.cert_renews_unix_s(), now_unix_s),
-            nat: "unknown".to_owned(),
+            nat: nat_label(
+                setup
+                    .uplinks
+                    .first()
+                    .map_or(NatClass::UNKNOWN, |u| plane.nat_class(u.id)),
+            ),
         },
         uplinks,
         associations,
@@ -272,7 +277,18 @@ fn uplink_status(
         capacity_mbps: spec.policy.capacity_bps.map(|bps| bps as f64 / 1e6),
         paths_active,
         address_changes: watched.map_or(0, |w| w.changes),
+        nat: nat_label(plane.nat_class(spec.id)),
+        reflexive: plane.nat_class(spec.id).reflexive.map(|a| a.to_string()),
     }
+}
+
+/// `MAPPING/ALLOCATION`, as status shows a NAT (`unknown` before any
+/// reflector answered).
+fn nat_label(class: NatClass) -> String {
+    if class == NatClass::UNKNOWN {
+        return "unknown".to_owned();
+    }
+    format!("{}/{}", class.mapping.as_str(), class.allocation.as_str())
 }
 
 #[cfg(test)]

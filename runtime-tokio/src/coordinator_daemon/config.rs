@@ -11,6 +11,7 @@
 //! token_lifetime_s = 600            # optional, 60 to 86400
 //! node_cert_lifetime_s = 7776000    # optional, 60 s to 3650 days (default 90 days)
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
+//! reflectors = ["203.0.113.6:7443"] # optional, up to 4 more reflector addresses
 //!
 //! [relay]                           # optional; data relaying is not built yet
 //! data = false
@@ -23,6 +24,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use transitloom_proto_core::control::msg::MAX_REFLECTORS;
 use transitloom_proto_core::coordinator::machine::{
     DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
 };
@@ -93,6 +95,10 @@ pub struct CoordinatorSettings {
     /// start back to back); excess attempts are refused before any TLS work
     /// and the nodes retry after their jittered backoff.
     pub handshakes_per_s: u32,
+    /// Extra reflector addresses (DESIGN §5), each its own UDP socket:
+    /// nodes compare what two reflector addresses saw to classify their
+    /// NAT. Each must be an address nodes reach as it is.
+    pub reflectors: Vec<SocketAddr>,
     /// The relay table.
     pub relay: RelaySettings,
 }
@@ -164,6 +170,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "token_lifetime_s",
         "node_cert_lifetime_s",
         "handshakes_per_s",
+        "reflectors",
         "relay",
     ])?;
     let name = root.str("name")?;
@@ -227,6 +234,8 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
             u32::try_from(v).expect("bounded above")
         });
 
+    let reflectors = parse_reflectors(root, listen)?;
+
     let relay = match root.opt_table("relay")? {
         Some(relay) => parse_relay(&relay)?,
         None => RelaySettings::default(),
@@ -243,8 +252,54 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         token_lifetime_s,
         node_cert_lifetime_s,
         handshakes_per_s,
+        reflectors,
         relay,
     })
+}
+
+/// Extra reflector addresses: specific (nodes send to them as written),
+/// with a port, distinct, and none the control address itself.
+fn parse_reflectors(root: &Section<'_>, listen: SocketAddr) -> KeyResult<Vec<SocketAddr>> {
+    let texts = root.str_list("reflectors")?;
+    if texts.len() > MAX_REFLECTORS {
+        return Err(key_error(
+            "reflectors",
+            format!("{} addresses; at most {MAX_REFLECTORS}", texts.len()),
+        ));
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for (i, text) in texts.into_iter().enumerate() {
+        let key = format!("reflectors[{i}]");
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            key_error(
+                key.clone(),
+                format!("{text:?} is not an address with a port (like 203.0.113.6:7443)"),
+            )
+        })?;
+        if addr.port() == 0 {
+            return Err(key_error(
+                key.clone(),
+                format!("{addr}: nodes need a fixed port"),
+            ));
+        }
+        if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(key_error(
+                &key,
+                format!(
+                    "{}: nodes send to this address as written, so it must be one of this host's own",
+                    addr.ip()
+                ),
+            ));
+        }
+        if addr == listen || out.contains(&addr) {
+            return Err(key_error(
+                key.clone(),
+                format!("{addr} is listed twice (or is `listen`)"),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
 }
 
 fn parse_relay(relay: &Section<'_>) -> KeyResult<RelaySettings> {
@@ -342,6 +397,40 @@ mod tests {
             let err =
                 parse_in(dir.path(), &format!("{GOOD}[relay]\nport_range = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "relay.port_range", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn extra_reflectors_are_specific_distinct_addresses() {
+        let dir = fixture();
+        let s = parse_in(
+            dir.path(),
+            &format!("{GOOD}reflectors = [\"127.0.0.2:7443\", \"127.0.0.1:7444\"]\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.reflectors,
+            vec![
+                "127.0.0.2:7443".parse::<SocketAddr>().unwrap(),
+                "127.0.0.1:7444".parse().unwrap()
+            ]
+        );
+        assert!(parse_in(dir.path(), GOOD).unwrap().reflectors.is_empty());
+        for (bad, key) in [
+            ("[\"0.0.0.0:7443\"]", "reflectors[0]"),
+            ("[\"127.0.0.2:0\"]", "reflectors[0]"),
+            ("[\"127.0.0.2\"]", "reflectors[0]"),
+            ("[\"127.0.0.1:7443\"]", "reflectors[0]"),
+            ("[\"127.0.0.2:1\", \"127.0.0.2:1\"]", "reflectors[1]"),
+            ("[1]", "reflectors[0]"),
+            ("\"127.0.0.2:7443\"", "reflectors"),
+            (
+                "[\"127.0.0.2:1\", \"127.0.0.2:2\", \"127.0.0.2:3\", \"127.0.0.2:4\", \"127.0.0.2:5\"]",
+                "reflectors",
+            ),
+        ] {
+            let err = parse_in(dir.path(), &format!("{GOOD}reflectors = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, key, "{bad}: {err}");
         }
     }
 

@@ -14,7 +14,9 @@
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
 //!                 "tokens_granted": 2, "enrollments": 2, "enrollments_repeated": 0,
-//!                 "renewals": 1, "renewals_refused": 0 } }
+//!                 "renewals": 1, "renewals_refused": 0,
+//!                 "reflected": 12, "reflect_refused": {} },
+//!   "reflectors": ["203.0.113.6:7443"] }
 //! ```
 //!
 //! An association is `live` when the coordinator has installed it on both
@@ -29,6 +31,7 @@ use transitloom_runtime_mio::status::label;
 
 use serde_json::{json, Value};
 use transitloom_proto_core::control::msg::RejectCode;
+use transitloom_proto_core::coordinator::reflector::Refusal;
 use transitloom_proto_core::coordinator::registry::{Admission, CONSENT_ASSOC_BASE};
 use transitloom_proto_core::coordinator::Coordinator;
 use transitloom_proto_core::AssocId;
@@ -114,7 +117,10 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "enrollments_repeated": counters.enrollments_repeated,
             "renewals": counters.renewed,
             "renewals_refused": counters.renewals_refused,
+            "reflected": counters.reflected,
+            "reflect_refused": counters.reflect_refused,
         },
+        "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
     })
 }
 
@@ -152,6 +158,29 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "Sessions refused or ended by the coordinator, by reject code.",
         &refused,
+    );
+    family(
+        "transitloom_coordinator_reflected_total",
+        "counter",
+        "Reflect requests answered with the address they came from.",
+        &[(base.clone(), counters.reflected)],
+    );
+    let reflect_refused: Vec<(String, u64)> = Refusal::ALL
+        .iter()
+        .map(|r| {
+            let n = counters
+                .reflect_refused
+                .get(r.as_str())
+                .copied()
+                .unwrap_or(0);
+            (format!("{base},reason=\"{}\"", r.as_str()), n)
+        })
+        .collect();
+    family(
+        "transitloom_coordinator_reflect_refused_total",
+        "counter",
+        "Datagrams on a reflector address left unanswered, by reason.",
+        &reflect_refused,
     );
     family(
         "transitloom_coordinator_sessions_tcp_total",
