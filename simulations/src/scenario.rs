@@ -5,6 +5,7 @@ mod control_plane;
 mod mesh_udp;
 pub mod multiwan;
 mod nat_probe;
+pub mod nat_traversal;
 mod params;
 mod partition_expiry;
 mod probe_pair;
@@ -58,6 +59,7 @@ pub fn all() -> &'static [Scenario] {
         tcp_mesh::SCENARIO,
         relay_abuse::SCENARIO,
         multiwan::SCENARIO,
+        nat_traversal::SCENARIO,
     ]
 }
 

@@ -37,13 +37,18 @@ enum Command {
         plot: Option<PathBuf>,
     },
     /// Runs a scenario's named cases and prints their summaries as one
-    /// markdown table (for docs/performance.md); only `multiwan` has cases.
+    /// markdown table: `multiwan` (its cases a–e, for docs/performance.md)
+    /// or `nat-matrix` (every pair of NAT behaviours through `nat-pair`,
+    /// for docs/nat-matrix.md).
     Table {
-        /// The scenario name.
+        /// `multiwan` or `nat-matrix`.
         scenario: String,
-        /// Seed of every case.
+        /// Seed of every case (the first seed for `nat-matrix`).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Seeds per pair, counting up from `--seed` (`nat-matrix` only).
+        #[arg(long, default_value_t = 5)]
+        seeds: u32,
     },
 }
 
@@ -99,12 +104,22 @@ fn main() -> ExitCode {
         Command::Table {
             scenario: name,
             seed,
+            seeds,
         } => {
-            if name != scenario::multiwan::SCENARIO_NAME {
-                eprintln!("tl-sim: scenario {name:?} has no named cases (only multiwan has)");
+            let table = if name == scenario::multiwan::SCENARIO_NAME {
+                scenario::multiwan::table(seed)
+            } else if name == scenario::nat_traversal::MATRIX_NAME {
+                let seeds: Vec<u64> = (seed..seed + u64::from(seeds)).collect();
+                scenario::nat_traversal::matrix(&seeds)
+            } else {
+                eprintln!(
+                    "tl-sim: {name:?} has no table (there are: {}, {})",
+                    scenario::multiwan::SCENARIO_NAME,
+                    scenario::nat_traversal::MATRIX_NAME
+                );
                 return ExitCode::from(2);
-            }
-            match scenario::multiwan::table(seed) {
+            };
+            match table {
                 Ok(table) => {
                     print!("{table}");
                     ExitCode::SUCCESS

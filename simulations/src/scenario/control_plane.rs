@@ -253,6 +253,17 @@ pub(super) fn install_hub(
     }
     let coordinator = Coordinator::new(config.clone(), registry, seed)
         .map_err(|e| SimError::Topology(e.to_string()))?;
+    install_coordinator(world, hub, coordinator, log);
+    Ok(())
+}
+
+/// Installs `coordinator`, built from `log`, on `hub`.
+pub(super) fn install_coordinator(
+    world: &mut World,
+    hub: HostId,
+    coordinator: Coordinator,
+    log: Vec<Op>,
+) {
     world.install(
         hub,
         InMemoryCoordinator {
@@ -262,7 +273,6 @@ pub(super) fn install_hub(
             ready: VecDeque::new(),
         },
     );
-    Ok(())
 }
 
 /// A coordinator restart: a fresh machine whose state comes from the log
