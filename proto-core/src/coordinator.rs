@@ -7,6 +7,7 @@ mod lapse;
 pub mod machine;
 pub mod reflector;
 pub mod registry;
+mod relay_host;
 mod throttle;
 
 #[cfg(test)]
@@ -15,4 +16,5 @@ mod tests;
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
 };
+pub use relay_host::RelayHosting;
 pub use throttle::HandshakeLimit;

@@ -10,6 +10,7 @@
 mod association;
 mod path;
 pub mod reflexive;
+mod relay_leg;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -21,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
+pub use relay_leg::{RelayOffer, RELAY_REFRESH};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
@@ -396,6 +398,37 @@ impl DataPlane {
             }
             self.timers.set(Timer::Probe(id), now);
         }
+    }
+
+    /// Takes this node's leg of an association's relay allocation (from
+    /// the coordinator): every mesh socket binds it, and once pinned the
+    /// relay's address is a path like the others, scheduled below the
+    /// direct ones. A new allocation replaces the old one and its paths.
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn add_relay(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        offer: RelayOffer,
+    ) -> Result<(), DataPlaneError> {
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        if assoc.relay.as_ref().is_some_and(|r| r.offer == offer) {
+            return Ok(());
+        }
+        if let Some(old) = assoc.relay.take() {
+            assoc
+                .paths
+                .retain(|&(_, remote), _| remote != old.offer.relay);
+        }
+        tracing::debug!(assoc = %id, relay = %offer.relay, leg = offer.leg, "relay leg offered");
+        assoc.relay = Some(relay_leg::RelayBinding::new(now, offer));
+        self.timers.set(Timer::Probe(id), now);
+        Ok(())
     }
 
     /// The reflector addresses in use.
@@ -790,6 +823,18 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
+        // The relay's own answers are signed with the allocation's key;
+        // everything else from its address is the peer's, relayed.
+        if let Some(binding) = assoc
+            .relay
+            .as_ref()
+            .filter(|b| b.offer.relay == datagram.src)
+        {
+            if let Classified::Control(repr) = classify(datagram.payload, &binding.key) {
+                self.on_relay_ack(now, id, uplink, repr);
+                return;
+            }
+        }
         match classify(datagram.payload, &assoc.key) {
             Classified::Data => self.on_mesh_data(now, id, uplink, datagram),
             Classified::Unintelligible(err) => {
@@ -1142,12 +1187,113 @@ impl DataPlane {
             .filter(|(_, p)| !p.unproven)
             .map(|(&key, _)| key)
             .collect();
+        let relay = assoc.relay.as_ref().map(|r| r.offer.relay);
+        let probes_peer = keys.iter().any(|k| Some(k.1) != relay);
         for key in keys {
             self.ping(now, id, key);
         }
+        if let Some(assoc) = self.assocs.get_mut(&id) {
+            if probes_peer && assoc.first_probe.is_none() {
+                assoc.first_probe = Some(now);
+            }
+        }
         self.reflect(now, id);
+        self.bind_relay(now, id, None);
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
+    }
+
+    /// Sends a relay bind from every mesh socket whose leg is due (or only
+    /// from `only`'s, at once): see [`relay_leg`].
+    fn bind_relay(&mut self, now: Instant, id: AssocId, only: Option<UplinkId>) {
+        let interval = self.config.probe_interval;
+        let wall = self.config.wall_clock.unix_us(now);
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let direct_up = assoc
+            .paths
+            .values()
+            .any(|p| p.state == PathState::Active && !p.kind.is_relay());
+        let Some(binding) = assoc.relay.as_mut() else {
+            return;
+        };
+        if !binding.may_bind(now, direct_up, assoc.first_probe) {
+            return;
+        }
+        for (&uplink, mesh) in &assoc.mesh {
+            if mesh.local.is_none() || only.is_some_and(|o| o != uplink) {
+                continue;
+            }
+            if mesh
+                .local
+                .is_some_and(|l| l.is_ipv4() != binding.offer.relay.is_ipv4())
+            {
+                continue;
+            }
+            let leg = binding.legs.entry(uplink).or_default();
+            if only.is_none() && !leg.due(now, interval) {
+                continue;
+            }
+            leg.last_sent = Some(now);
+            let bind = ControlRepr {
+                txid: self.rng.next_u64(),
+                timestamp_us: wall,
+                body: ControlBody::RelayBind {
+                    allocation: binding.offer.allocation,
+                    leg: binding.offer.leg,
+                    cookie: leg.cookie,
+                },
+            };
+            self.outputs.push_back(Output::Transmit(Transmit {
+                socket: mesh.socket,
+                dst: binding.offer.relay,
+                payload: bind.to_bytes(&binding.key),
+            }));
+        }
+    }
+
+    /// The relay's answer to one of our binds, on `uplink`'s socket.
+    fn on_relay_ack(&mut self, now: Instant, id: AssocId, uplink: UplinkId, repr: ControlRepr) {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let Some(binding) = assoc.relay.as_mut() else {
+            return;
+        };
+        let ControlBody::RelayBindAck {
+            allocation,
+            leg,
+            cookie,
+            ..
+        } = repr.body
+        else {
+            assoc.counters.unexpected_control += 1;
+            return;
+        };
+        if allocation != binding.offer.allocation || leg != binding.offer.leg {
+            assoc.counters.unexpected_control += 1;
+            return;
+        }
+        let relay = binding.offer.relay;
+        let Some(state) = binding.legs.get_mut(&uplink) else {
+            assoc.counters.unexpected_control += 1;
+            return;
+        };
+        let was_pinned = state.pinned;
+        if state.on_ack(now, cookie) {
+            self.bind_relay(now, id, Some(uplink));
+            return;
+        }
+        if !was_pinned {
+            tracing::debug!(assoc = %id, %uplink, %relay, "relay leg pinned");
+            if assoc.add_path(uplink, relay, Learned::Trusted) {
+                if let Some(path) = assoc.paths.get_mut(&(uplink, relay)) {
+                    path.kind = PathKind::CoordinatorRelay;
+                }
+                self.ping(now, id, (uplink, relay));
+            }
+        }
     }
 
     /// Asks each reflector for every mesh socket's outside address, where

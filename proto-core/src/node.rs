@@ -447,6 +447,11 @@ impl Node {
                 self.config.credentials = Credentials::Enrolled(identity);
             }
             Effect::Reflectors(reflectors) => self.plane.set_reflectors(now, reflectors),
+            Effect::Relay { assoc, offer } => {
+                if self.installed.contains_key(&assoc) {
+                    let _ = self.plane.add_relay(now, assoc, offer);
+                }
+            }
             Effect::ReportCandidates => {
                 let assocs: Vec<AssocId> = self.installed.keys().copied().collect();
                 for assoc in assocs {

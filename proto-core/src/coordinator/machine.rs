@@ -17,6 +17,7 @@ use super::assoc::{desired, desired_for, AssocTable, Ends, LiveAssoc, Origin};
 use super::lapse::Lapses;
 use super::reflector;
 use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
+use super::relay_host::{HostAction, RelayHost, RelayHosting};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
     self, AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin,
@@ -92,6 +93,8 @@ pub enum CoordinatorEvent {
     NodeOnline(String),
     /// A node session ended.
     NodeOffline(String),
+    /// What the hosted relay reports.
+    Relay(crate::relay::RelayEvent),
 }
 
 /// Counters for metrics.
@@ -207,6 +210,8 @@ pub struct Coordinator {
     node_cert_lifetime_s: u64,
     /// Extra reflector addresses, besides the control socket.
     reflectors: Vec<ExtraReflector>,
+    /// The relay it hosts for its nodes, if it does.
+    relay: Option<RelayHost>,
 }
 
 /// A reflector socket besides the control socket.
@@ -294,6 +299,7 @@ impl Coordinator {
             lapses: Lapses::default(),
             node_cert_lifetime_s: DEFAULT_NODE_CERT_LIFETIME_S,
             reflectors: Vec::new(),
+            relay: None,
         };
         Ok(coordinator)
     }
@@ -313,6 +319,73 @@ impl Coordinator {
                 socket,
                 advertised: local,
             });
+        }
+    }
+
+    /// Hosts a relay for the nodes (DESIGN §7): every live association
+    /// gets an allocation, announced to both ends, which keep the relay
+    /// path validated beside their direct ones. Call before the first
+    /// [`StateMachine::poll_output`].
+    pub fn host_relay(&mut self, hosting: RelayHosting) {
+        self.relay = Some(RelayHost::new(hosting));
+    }
+
+    /// The hosted relay, if any, for status.
+    pub fn relay(&self) -> Option<&crate::relay::Relay> {
+        self.relay.as_ref().map(RelayHost::relay)
+    }
+
+    /// Makes sure `assoc` has a relay allocation and tells the end `here`
+    /// its leg, once the allocation's port is open.
+    fn offer_relay(&mut self, now: Instant, assoc: AssocId, ends: &Ends, here: &str) {
+        let Some(host) = self.relay.as_mut() else {
+            return;
+        };
+        let ids = [&ends.0.node, &ends.1.node].map(|n| self.registry.node(n).map(|r| r.id));
+        let [Some(id0), Some(id1)] = ids else {
+            return;
+        };
+        let legs = [(ends.0.node.as_str(), id0), (ends.1.node.as_str(), id1)];
+        if !host.ensure(now, assoc, legs, &mut self.drbg) {
+            return;
+        }
+        self.announce_relay(now, assoc, Some(here));
+    }
+
+    /// Tells the online ends of `assoc` (or only `only`) their relay leg.
+    fn announce_relay(&mut self, now: Instant, assoc: AssocId, only: Option<&str>) {
+        let Some(hosted) = self.relay.as_ref().and_then(|h| h.hosted(assoc)).cloned() else {
+            return;
+        };
+        let Some(relay) = hosted.addr else {
+            return;
+        };
+        for (leg, node) in hosted.legs.iter().enumerate() {
+            if only.is_some_and(|o| o != node) {
+                continue;
+            }
+            if let Some(&conn) = self.online.get(node) {
+                let message = Message::RelayAllocation {
+                    assoc,
+                    relay,
+                    allocation: hosted.allocation,
+                    leg: leg as u8,
+                    key: hosted.key,
+                };
+                self.send(now, conn, &message);
+            }
+        }
+    }
+
+    /// Moves the relay's outputs and acts on what it reports.
+    fn drain_relay(&mut self, now: Instant) {
+        let Some(host) = self.relay.as_mut() else {
+            return;
+        };
+        for action in host.drain(&mut self.outputs) {
+            match action {
+                HostAction::Announce(assoc) => self.announce_relay(now, assoc, None),
+            }
         }
     }
 
@@ -534,6 +607,9 @@ impl Coordinator {
         withdrawn: Vec<(Ends, LiveAssoc)>,
     ) {
         for (ends, live) in withdrawn {
+            if let Some(host) = self.relay.as_mut() {
+                host.release(live.id);
+            }
             let reason = match (
                 &live.origin,
                 self.registry.node(&ends.0.node),
@@ -615,6 +691,8 @@ impl Coordinator {
         if let Some(candidates) = candidates {
             self.send(now, conn, &Message::Candidates { assoc, candidates });
         }
+        let here = here.node.clone();
+        self.offer_relay(now, assoc, ends, &here);
     }
 
     fn send(&mut self, now: Instant, conn: SessionId, message: &Message) {
@@ -716,6 +794,7 @@ impl Coordinator {
         while let Some(command) = self.transport.poll_stream_command() {
             self.outputs.push_back(command.into_output());
         }
+        self.drain_relay(now);
     }
 
     fn on_connected(
@@ -1239,6 +1318,19 @@ impl StateMachine for Coordinator {
     type Event = CoordinatorEvent;
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        let for_relay = match &input {
+            Input::Datagram(d) => Some(d.socket),
+            Input::SocketBound { socket, .. } | Input::SocketFailed { socket, .. } => Some(*socket),
+            _ => None,
+        }
+        .is_some_and(|s| self.relay.as_ref().is_some_and(|h| h.owns(s)));
+        if for_relay {
+            if let Some(host) = self.relay.as_mut() {
+                host.handle_input(now, input);
+            }
+            self.drain_relay(now);
+            return;
+        }
         match input {
             Input::Datagram(d)
                 if d.socket == CONTROL_SOCKET && reflector::is_mesh_control(d.payload) =>
@@ -1346,6 +1438,9 @@ impl StateMachine for Coordinator {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
+        if let Some(host) = self.relay.as_mut() {
+            host.handle_timeout(now);
+        }
         self.expire_tokens(now);
         self.flush(now);
     }
@@ -1356,7 +1451,8 @@ impl StateMachine for Coordinator {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
-        [self.transport.poll_timeout(), lapse]
+        let relay = self.relay.as_ref().and_then(RelayHost::poll_timeout);
+        [self.transport.poll_timeout(), lapse, relay]
             .into_iter()
             .flatten()
             .min()

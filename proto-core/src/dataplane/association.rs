@@ -94,6 +94,10 @@ pub(crate) struct Association {
     previous: Option<(UplinkId, SocketAddr)>,
     /// Last data from the local service, to probe busy paths fast.
     pub(crate) last_ingress: Option<Instant>,
+    /// This node's leg of the association's relay allocation, if offered.
+    pub(crate) relay: Option<super::relay_leg::RelayBinding>,
+    /// When the peer's candidates were first probed.
+    pub(crate) first_probe: Option<Instant>,
 }
 
 /// A path's share and the reason for it, as the scheduler sees it now.
@@ -131,6 +135,8 @@ impl Association {
             sched,
             previous: None,
             last_ingress: None,
+            relay: None,
+            first_probe: None,
         }
     }
 
@@ -184,6 +190,9 @@ impl Association {
         let policy = self.policies.get(&uplink).copied().unwrap_or_default();
         let mut path = Path::new(id, uplink, remote, &policy, &self.sched);
         path.unproven = learned == Learned::FromData;
+        if self.relay.as_ref().is_some_and(|r| r.offer.relay == remote) {
+            path.kind = super::PathKind::CoordinatorRelay;
+        }
         self.paths.insert((uplink, remote), path);
         true
     }
@@ -222,12 +231,23 @@ impl Association {
         fresh: Duration,
     ) -> SmallVec<[Candidate<'_, (UplinkId, SocketAddr)>; 8]> {
         let policies = &self.policies;
+        // Back from a relay only once a direct path has held a while.
+        let on_relay = self
+            .previous
+            .and_then(|k| self.paths.get(&k))
+            .is_some_and(|p| p.kind.is_relay() && p.state == PathState::Active);
+        let hold = self.sched.relay_return_hold;
         self.paths
             .iter_mut()
             .map(|(&key, p)| Candidate {
                 key,
                 policy: policies.get(&key.0).copied().unwrap_or_default(),
                 active: p.state == PathState::Active,
+                relay: p.kind.is_relay(),
+                settling: on_relay
+                    && !p.kind.is_relay()
+                    && p.active_since
+                        .is_none_or(|at| now.saturating_duration_since(at) < hold),
                 fresh: p
                     .last_heard
                     .is_some_and(|at| now.saturating_duration_since(at) <= fresh),
@@ -235,6 +255,9 @@ impl Association {
                 penalty: match p.kind {
                     super::PathKind::DirectIntranet => Duration::ZERO,
                     super::PathKind::DirectPublic => Duration::from_micros(500),
+                    super::PathKind::CoordinatorRelay | super::PathKind::NodeRelay => {
+                        Duration::from_millis(5)
+                    }
                 },
                 half_rtt: p.srtt.unwrap_or_default() / 2,
                 lane: &mut p.lane,

@@ -21,6 +21,10 @@ pub enum PathKind {
     DirectIntranet,
     /// A public remote address.
     DirectPublic,
+    /// Through the coordinator's relay.
+    CoordinatorRelay,
+    /// Through another node's relay.
+    NodeRelay,
 }
 
 impl PathKind {
@@ -42,7 +46,14 @@ impl PathKind {
         match self {
             Self::DirectIntranet => "direct-intranet",
             Self::DirectPublic => "direct-public",
+            Self::CoordinatorRelay => "coordinator-relay",
+            Self::NodeRelay => "node-relay",
         }
+    }
+
+    /// Whether the path crosses a relay.
+    pub fn is_relay(self) -> bool {
+        matches!(self, Self::CoordinatorRelay | Self::NodeRelay)
     }
 }
 
@@ -120,6 +131,8 @@ pub struct Path {
     pub(crate) last_data: Option<Instant>,
     /// The scheduler's model and estimates.
     pub(crate) lane: Lane,
+    /// Since when it has been active without failing.
+    pub(crate) active_since: Option<Instant>,
 }
 
 impl Path {
@@ -147,6 +160,7 @@ impl Path {
             pending: VecDeque::new(),
             last_data: None,
             lane: Lane::new(policy, config),
+            active_since: None,
         }
     }
 
@@ -172,6 +186,7 @@ impl Path {
             return false;
         }
         self.state = PathState::Failed;
+        self.active_since = None;
         true
     }
 
@@ -224,6 +239,9 @@ impl Path {
         self.pongs += 1;
         self.last_heard = Some(now);
         let validated = self.state != PathState::Active;
+        if validated {
+            self.active_since = Some(now);
+        }
         self.state = PathState::Active;
         Some((sent, rtt, validated))
     }

@@ -57,6 +57,10 @@ pub struct SchedulerConfig {
     pub stats_interval: Duration,
     /// Time between liveness probes on a path carrying data.
     pub active_probe_interval: Duration,
+    /// While data goes through a relay, a direct path must have been
+    /// validated this long before it takes over (hysteresis: a direct path
+    /// that flaps does not pull the traffic back and forth).
+    pub relay_return_hold: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +70,7 @@ impl Default for SchedulerConfig {
             initial_rate_bps: 20_000_000,
             stats_interval: Duration::from_millis(100),
             active_probe_interval: Duration::from_millis(50),
+            relay_return_hold: Duration::from_secs(2),
         }
     }
 }
@@ -419,6 +424,11 @@ pub enum Reason {
     Metered,
     /// Its forward delay is more than 10 ms above the fastest path's.
     Slow,
+    /// Through a relay: a direct path is usable.
+    Relayed,
+    /// Direct, validated lately while data goes through a relay: it takes
+    /// over once it has held for the return hold.
+    Settling,
 }
 
 impl Reason {
@@ -431,6 +441,8 @@ impl Reason {
             Self::Backup => "backup: a primary path is usable",
             Self::Metered => "metered: unmetered paths have capacity left",
             Self::Slow => "slow: more than 10 ms behind the fastest path",
+            Self::Relayed => "relayed: a direct path is usable",
+            Self::Settling => "settling: validated lately; the relay carries until it has held",
         }
     }
 }
@@ -447,6 +459,11 @@ pub(crate) struct Candidate<'a, K> {
     pub(crate) fresh: bool,
     /// Added to the predicted arrival (e.g. a relay's).
     pub(crate) penalty: Duration,
+    /// Crosses a relay: used only when no direct path of its priority is.
+    pub(crate) relay: bool,
+    /// A direct path validated less than the return hold ago while data
+    /// goes through a relay: it waits (hysteresis).
+    pub(crate) settling: bool,
     /// Forward delay fallback (half the smoothed RTT) when a path has no
     /// timed pong yet.
     pub(crate) half_rtt: Duration,
@@ -464,12 +481,14 @@ fn base_delay<K>(c: &Candidate<'_, K>, timed: bool) -> i64 {
     }
 }
 
-/// The tier a path's policy puts it in: lower tiers are used first.
-fn tier(policy: &UplinkPolicy) -> u8 {
-    match policy.priority {
+/// The tier a path is in: lower tiers are used first. A relay path comes
+/// after the direct paths of its uplink's priority.
+fn tier<K>(c: &Candidate<'_, K>) -> u8 {
+    let priority = match c.policy.priority {
         UplinkPriority::Primary => 0,
-        UplinkPriority::Backup => 1,
-    }
+        UplinkPriority::Backup => 2,
+    };
+    priority + u8::from(c.relay)
 }
 
 /// Why each candidate is (or is not) eligible, in the order given.
@@ -478,11 +497,11 @@ pub(crate) fn eligibility<K>(
     candidates: &[Candidate<'_, K>],
 ) -> SmallVec<[Reason; 8]> {
     let any_fresh = candidates.iter().any(|c| c.active && c.fresh);
-    let usable = |c: &Candidate<'_, K>| c.active && (c.fresh || !any_fresh);
+    let usable = |c: &Candidate<'_, K>| c.active && !c.settling && (c.fresh || !any_fresh);
     let Some(best_tier) = candidates
         .iter()
         .filter(|c| usable(c))
-        .map(|c| tier(&c.policy))
+        .map(|c| tier(c))
         .min()
     else {
         return candidates
@@ -500,12 +519,12 @@ pub(crate) fn eligibility<K>(
     // one there is saturated (or there is none).
     let unmetered_saturated = candidates
         .iter()
-        .filter(|c| usable(c) && tier(&c.policy) == best_tier && !c.policy.metered)
+        .filter(|c| usable(c) && tier(c) == best_tier && !c.policy.metered)
         .all(|c| c.lane.backlog(now) >= METERED_OVERFLOW);
     // Paths much slower than the fastest of the tier are left out: spilling
     // onto them reorders by their whole delay spread whenever the model's
     // queue is off, which costs TCP more than their capacity brings.
-    let in_tier = |c: &Candidate<'_, K>| usable(c) && tier(&c.policy) == best_tier;
+    let in_tier = |c: &Candidate<'_, K>| usable(c) && tier(c) == best_tier;
     let timed = candidates
         .iter()
         .filter(|c| in_tier(c))
@@ -524,9 +543,13 @@ pub(crate) fn eligibility<K>(
         .map(|c| {
             if !c.active {
                 Reason::NotValidated
+            } else if c.settling {
+                Reason::Settling
             } else if !usable(c) {
                 Reason::Stale
-            } else if tier(&c.policy) > best_tier {
+            } else if tier(c) > best_tier && c.relay {
+                Reason::Relayed
+            } else if tier(c) > best_tier {
                 Reason::Backup
             } else if delay(c).saturating_sub(fastest) > MAX_SPREAD_US {
                 Reason::Slow

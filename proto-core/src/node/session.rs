@@ -30,7 +30,7 @@ use crate::control::quic::CloseReason;
 use crate::control::tls_config::{client_config, TlsIdentity};
 use crate::control::transport::{Carrier, ControlEvent, ControlTransport, SessionId};
 use crate::csprng::Drbg;
-use crate::dataplane::{DataPlane, PathKind, Predicted};
+use crate::dataplane::{DataPlane, PathKind, Predicted, RelayOffer};
 use crate::id::AssocId;
 use crate::wire::KEY_LEN;
 
@@ -117,6 +117,11 @@ pub(super) enum Effect {
     ReportCandidates,
     /// The reflector addresses, the session's own first.
     Reflectors(Vec<std::net::SocketAddr>),
+    /// A relay leg for an association.
+    Relay {
+        assoc: AssocId,
+        offer: RelayOffer,
+    },
 }
 
 #[derive(Debug)]
@@ -724,6 +729,21 @@ impl Session {
                 effects.push(Effect::Reflectors(self.remote.into_iter().collect()));
                 effects.push(Effect::ReportCandidates);
             }
+            Message::RelayAllocation {
+                assoc,
+                relay,
+                allocation,
+                leg,
+                key,
+            } => effects.push(Effect::Relay {
+                assoc,
+                offer: RelayOffer {
+                    relay,
+                    allocation,
+                    leg,
+                    key,
+                },
+            }),
             Message::Reflectors { extra } => effects.push(Effect::Reflectors(
                 self.remote.into_iter().chain(extra).collect(),
             )),

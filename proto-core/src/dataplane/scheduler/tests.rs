@@ -50,6 +50,8 @@ impl Setup {
                 active: self.active[i],
                 fresh: true,
                 penalty: Duration::ZERO,
+                relay: false,
+                settling: false,
                 half_rtt: Duration::from_millis(10),
             })
             .collect()
