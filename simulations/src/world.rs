@@ -84,6 +84,9 @@ struct Segment {
     name: String,
     routes: BTreeMap<IpAddr, WireId>,
     default: Option<WireId>,
+    /// Address pairs (lower first) whose packets the segment drops, both
+    /// ways: a firewall between two hosts that leaves their other traffic.
+    blocked: BTreeSet<(IpAddr, IpAddr)>,
 }
 
 struct Host {
@@ -139,6 +142,8 @@ pub struct WorldStats {
     pub inbox_overflow: u64,
     /// The hop limit expired.
     pub hop_limit: u64,
+    /// Dropped by a segment's block between two addresses.
+    pub blocked: u64,
 }
 
 /// The simulated network. See the module docs.
@@ -244,6 +249,7 @@ impl World {
             name: name.to_owned(),
             routes: BTreeMap::new(),
             default: None,
+            blocked: BTreeSet::new(),
         });
         SegmentId(self.segments.len() - 1)
     }
@@ -359,6 +365,19 @@ impl World {
         self.check_free(segment, addr)?;
         self.segments[segment.0].routes.insert(addr, wire);
         Ok(())
+    }
+
+    /// Drops (`true`) or passes again (`false`) every packet between `a`
+    /// and `b` on `segment`, both ways; their traffic with anyone else
+    /// is untouched.
+    pub fn set_blocked(&mut self, segment: SegmentId, a: IpAddr, b: IpAddr, blocked: bool) {
+        let pair = if a <= b { (a, b) } else { (b, a) };
+        let set = &mut self.segments[segment.0].blocked;
+        if blocked {
+            set.insert(pair);
+        } else {
+            set.remove(&pair);
+        }
     }
 
     /// Makes `via` the way out of `segment` for unknown destinations.
@@ -745,6 +764,13 @@ impl World {
             return;
         }
         let seg = &self.segments[segment.0];
+        if !seg.blocked.is_empty() {
+            let (a, b) = (packet.src.ip(), packet.dst.ip());
+            if seg.blocked.contains(&if a <= b { (a, b) } else { (b, a) }) {
+                self.stats.blocked += 1;
+                return;
+            }
+        }
         let next = seg.routes.get(&packet.dst.ip()).copied().or(seg.default);
         match next {
             // Never back out of the wire it came in on: that is a routing loop.

@@ -4,81 +4,185 @@
 //! machines, two seeds per pair.
 //!
 //! Asserted:
+//! - every pair connects in every seed (directly, or through the
+//!   coordinator's relay), within a second of the association being
+//!   installed, and carries the flow;
 //! - every pair where neither side is *hard* (a NAT that maps per
-//!   destination and allocates ports at random) gets a direct path in
-//!   every seed, within a second of the association being installed, and
-//!   carries the flow;
+//!   destination and allocates ports at random) gets a direct path, and
+//!   that is the path carrying data at the end;
+//! - both hard sides end on the relay;
 //! - each node's reflectors classify its NAT's mapping (and a sequential
 //!   allocator) as configured;
 //! - with one reflector address only, endpoint-independent NATs still
 //!   meet directly (the reflexive address is offered as it is).
 //!
-//! Pairs with a hard side are printed (`-- --nocapture`): some meet
-//! directly where the other NAT lets the hard side's probes in, the others
-//! need the relay, which this matrix does not include yet.
+//! - cutting the direct path mid-flow moves the data onto the relay within
+//!   300 ms (round trips here are 40 ms), restoring it brings the data back
+//!   after the 2 s hold, and a direct path that flaps every 500 ms moves
+//!   the data no more than a cut and a restore would.
+//!
+//! How many pairs with one hard side meet directly anyway is printed
+//! (`-- --nocapture`).
 
 use std::time::Duration;
 
 use transitloom_simulations::nat::{Allocation, Mapping};
 use transitloom_simulations::scenario::nat_traversal::{
-    all_sides, direct_expected, run_pair, Side,
+    all_sides, direct_expected, run_pair, Cut, PairOptions, PairOutcome, Side,
 };
 
 const SEEDS: [u64; 2] = [1, 2];
-const DELAY: Duration = Duration::from_millis(10);
-const DURATION: Duration = Duration::from_secs(4);
+
+fn options() -> PairOptions {
+    PairOptions {
+        duration: Duration::from_secs(4),
+        ..PairOptions::default()
+    }
+}
 
 #[test]
-fn every_pair_with_a_usable_candidate_on_both_sides_meets_directly() {
+fn every_pair_connects_and_every_pair_with_usable_candidates_directly() {
     let sides = all_sides();
     let mut failures = Vec::new();
-    let (mut guaranteed, mut hard_direct, mut hard_none) = (0, 0, 0);
+    let (mut guaranteed, mut hard_direct, mut hard_relayed) = (0, 0, 0);
     for (i, a) in sides.iter().enumerate() {
         for b in &sides[i..] {
-            let (expected, _) = direct_expected(a, b);
+            let (expected, why) = direct_expected(a, b);
             for seed in SEEDS {
-                let out = run_pair(seed, a, b, true, DELAY, DURATION).expect("the world builds");
+                let out = run_pair(seed, a, b, options()).expect("the world builds");
                 let label = format!("{} ↔ {} (seed {seed})", a.label(), b.label());
-                if !expected {
-                    if out.first_path.is_some() {
-                        hard_direct += 1;
-                    } else {
-                        hard_none += 1;
-                    }
-                    continue;
-                }
-                guaranteed += 1;
                 match out.first_path {
-                    None => failures.push(format!("{label}: no direct path")),
+                    None => failures.push(format!("{label}: no path at all")),
                     Some(t) if t > Duration::from_secs(1) => {
                         failures.push(format!("{label}: first path after {t:?}"))
                     }
                     Some(_) => {}
                 }
-                // The flow starts at 1 s; the path is up well before.
+                // The flow starts at 1 s; a path is up well before.
                 if out.delivered + 2 < out.sent {
                     failures.push(format!(
                         "{label}: {} of {} datagrams delivered",
                         out.delivered, out.sent
                     ));
                 }
+                if expected {
+                    guaranteed += 1;
+                    if out.first_direct.is_none() || out.ends_relayed != Some(false) {
+                        failures.push(format!(
+                            "{label}: expected direct, first direct path {:?}, data ends relayed {:?}",
+                            out.first_direct, out.ends_relayed
+                        ));
+                    }
+                } else if out.first_direct.is_some() {
+                    hard_direct += 1;
+                } else {
+                    hard_relayed += 1;
+                    if out.ends_relayed != Some(true) {
+                        failures.push(format!("{label} ({why}): data not on the relay"));
+                    }
+                }
             }
         }
     }
     println!(
-        "{guaranteed} runs with a usable candidate on both sides; with a hard side: \
-         {hard_direct} direct anyway, {hard_none} without a path (relay needed)"
+        "{guaranteed} runs with a usable candidate on both sides, all direct; with a hard \
+         side: {hard_direct} direct anyway, {hard_relayed} through the relay"
     );
-    assert!(guaranteed > 500, "the matrix shrank: {guaranteed} runs");
+    assert!(guaranteed >= 500, "the matrix shrank: {guaranteed} runs");
+    assert!(hard_relayed > 0, "no run needed the relay");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Cone NATs on both sides: a direct path, then the cut of `cut`.
+fn cone_pair_with(cut: Cut, duration: Duration) -> PairOutcome {
+    let cone = all_sides()
+        .into_iter()
+        .find(|s| s.label() == "eim/apdf/random")
+        .expect("in the matrix");
+    run_pair(
+        1,
+        &cone,
+        &cone,
+        PairOptions {
+            duration,
+            cut: Some(cut),
+            ..PairOptions::default()
+        },
+    )
+    .expect("the world builds")
+}
+
+#[test]
+fn a_cut_direct_path_fails_over_to_the_relay_and_comes_back_after_the_hold() {
+    let (at, restore) = (Duration::from_secs(3), Duration::from_secs(6));
+    let out = cone_pair_with(
+        Cut {
+            at,
+            restore: Some(restore),
+            flap: None,
+        },
+        Duration::from_secs(10),
+    );
+    let onto_relay = out
+        .switches
+        .iter()
+        .find(|(t, relayed)| *t >= at && *relayed)
+        .map(|(t, _)| *t - at)
+        .expect("data moved onto the relay");
+    assert!(onto_relay <= Duration::from_millis(300), "{onto_relay:?}");
+    let back = out
+        .switches
+        .iter()
+        .find(|(t, relayed)| *t >= restore && !*relayed)
+        .map(|(t, _)| *t - restore)
+        .expect("data came back to a direct path");
+    // The hold is 2 s: not before, and not much after.
+    assert!(
+        back >= Duration::from_secs(2) && back <= Duration::from_secs(3),
+        "{back:?}"
+    );
+    let gap = out
+        .arrivals
+        .windows(2)
+        .filter(|w| w[1] >= at)
+        .map(|w| w[1] - w[0])
+        .max()
+        .expect("arrivals");
+    assert!(gap <= Duration::from_millis(400), "longest gap {gap:?}");
+    assert_eq!(out.switches.len(), 3, "{:?}", out.switches);
+}
+
+#[test]
+fn a_flapping_direct_path_does_not_pull_the_data_back_and_forth() {
+    let out = cone_pair_with(
+        Cut {
+            at: Duration::from_secs(3),
+            restore: Some(Duration::from_secs(9)),
+            flap: Some(Duration::from_millis(500)),
+        },
+        Duration::from_secs(12),
+    );
+    // First path, onto the relay, back after the restore: nothing more
+    // while it flaps.
+    assert!(out.switches.len() <= 3, "{:?}", out.switches);
+    assert_eq!(out.ends_relayed, Some(false));
 }
 
 #[test]
 fn reflectors_classify_each_nat_as_configured() {
     let public = Side { nat: None };
     for side in all_sides() {
-        let out = run_pair(1, &side, &public, true, DELAY, Duration::from_secs(2))
-            .expect("the world builds");
+        let out = run_pair(
+            1,
+            &side,
+            &public,
+            PairOptions {
+                duration: Duration::from_secs(2),
+                relay: false,
+                ..PairOptions::default()
+            },
+        )
+        .expect("the world builds");
         let want = match &side.nat {
             None => "none/unknown".to_owned(),
             Some(nat) => match (nat.mapping, nat.allocation) {
@@ -112,9 +216,19 @@ fn one_reflector_address_is_enough_between_endpoint_independent_nats() {
     assert_eq!(cone.len(), 9);
     for a in &cone {
         for b in &cone {
-            let out = run_pair(3, a, b, false, DELAY, DURATION).expect("the world builds");
+            let out = run_pair(
+                3,
+                a,
+                b,
+                PairOptions {
+                    extra_reflector: false,
+                    relay: false,
+                    ..options()
+                },
+            )
+            .expect("the world builds");
             assert!(
-                out.first_path.is_some(),
+                out.first_direct.is_some(),
                 "{} ↔ {} with one reflector address",
                 a.label(),
                 b.label()

@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use transitloom_proto_core::coordinator::registry::Registry;
-use transitloom_proto_core::coordinator::Coordinator;
+use transitloom_proto_core::coordinator::{Coordinator, RelayHosting};
 use transitloom_proto_core::csprng::Drbg;
 use transitloom_proto_core::dataplane::DataEvent;
 use transitloom_proto_core::node::{Node, NodeEvent, ServiceSpec};
+use transitloom_proto_core::relay::RelayConfig;
 use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::ServiceId;
 
@@ -91,6 +92,30 @@ const PARAMS: &[ParamSpec] = &[
         default: "1",
         about: "whether the coordinator announces a second reflector address (1) or not (0)",
         allowed: Range(0.0, 1.0),
+    },
+    ParamSpec {
+        name: "relay",
+        default: "1",
+        about: "whether the coordinator hosts a relay for the association (1) or not (0)",
+        allowed: Range(0.0, 1.0),
+    },
+    ParamSpec {
+        name: "cut_at_s",
+        default: "0",
+        about: "the direct path between the two NATs is cut at this time (0: never); the coordinator stays reachable",
+        allowed: Range(0.0, 600.0),
+    },
+    ParamSpec {
+        name: "restore_at_s",
+        default: "0",
+        about: "the direct path is restored at this time (0: never)",
+        allowed: Range(0.0, 600.0),
+    },
+    ParamSpec {
+        name: "flap_ms",
+        default: "0",
+        about: "between cut and restore the direct path flaps: down and up for this long in turn (0: down throughout)",
+        allowed: Range(0.0, 60_000.0),
     },
     ParamSpec {
         name: "delay_ms",
@@ -205,16 +230,66 @@ pub struct PairOutcome {
     pub alpha_saw: String,
     /// The same for beta.
     pub beta_saw: String,
-    /// From the later of the two installs to alpha's first validated path.
+    /// From the later of the two installs to alpha's first validated path
+    /// (direct or relayed).
     pub first_path: Option<Duration>,
-    /// The remote address of that path.
+    /// The same for its first direct path.
+    pub first_direct: Option<Duration>,
+    /// The remote address of the first path.
     pub remote: Option<SocketAddr>,
+    /// Whether the path carrying alpha's data at the end is relayed.
+    pub ends_relayed: Option<bool>,
+    /// When alpha's data moved, and whether onto a relay.
+    pub switches: Vec<(Duration, bool)>,
+    /// Arrival times at beta's service.
+    pub arrivals: Vec<Duration>,
     /// Datagrams sent by alpha's service and delivered to beta's.
     pub sent: u64,
     /// Datagrams delivered.
     pub delivered: u64,
     /// The run's trace hash and events, for the summary.
     trace: (u64, u64),
+}
+
+/// How a pair is run.
+#[derive(Debug, Clone, Copy)]
+pub struct PairOptions {
+    /// The coordinator announces a second reflector address.
+    pub extra_reflector: bool,
+    /// The coordinator hosts a relay.
+    pub relay: bool,
+    /// One-way delay of each access link.
+    pub delay: Duration,
+    /// Virtual run time.
+    pub duration: Duration,
+    /// When the direct path between the NATs is cut, and restored; with a
+    /// flap period it goes down and up in turn in between.
+    pub cut: Option<Cut>,
+}
+
+/// A cut of the direct path between the two nodes' public addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    /// When it starts.
+    pub at: Duration,
+    /// When the path is back for good (`None`: never).
+    pub restore: Option<Duration>,
+    /// Down and up for this long in turn until the restore (`None`: down
+    /// throughout).
+    pub flap: Option<Duration>,
+}
+
+impl Default for PairOptions {
+    /// Two reflector addresses, a relay, 10 ms links, 6 s, no cut.
+    fn default() -> Self {
+        Self {
+            extra_reflector: true,
+            relay: true,
+            delay: Duration::from_millis(10),
+            duration: Duration::from_secs(6),
+            cut: None,
+        }
+    }
 }
 
 /// Runs one pair with `seed`.
@@ -225,10 +300,15 @@ pub fn run_pair(
     seed: u64,
     a: &Side,
     b: &Side,
-    extra_reflector: bool,
-    delay: Duration,
-    duration: Duration,
+    options: PairOptions,
 ) -> Result<PairOutcome, SimError> {
+    let PairOptions {
+        extra_reflector,
+        relay,
+        delay,
+        duration,
+        cut,
+    } = options;
     let mut world = World::new(seed);
     let mut drbg = Drbg::from_u64(world.fork_seed());
     let pki = make_pki(&mut drbg)?;
@@ -260,7 +340,7 @@ pub fn run_pair(
         let (tls, ops) = enrolled(&pki, &mut drbg, name)?;
         log.extend(ops);
         let k = i as u8 + 1;
-        let public = ip(198, 51, 100 + k, 1);
+        let public = public_ips()[i];
         let (uplink_ip, segment): (IpAddr, SegmentId) = match &side.nat {
             None => (public, internet),
             Some(params) => {
@@ -301,9 +381,20 @@ pub fn run_pair(
     if extra_reflector {
         coordinator.set_reflectors(&[SocketAddr::new(extra_ip, 7443)]);
     }
+    if relay {
+        coordinator.host_relay(RelayHosting {
+            relay: RelayConfig::new(wall, drbg.next_u64()),
+            bind_ip: hub_ip,
+            advertise_ip: hub_ip,
+            ports: Some((40_000, 40_999)),
+        });
+    }
     install_coordinator(&mut world, hub, coordinator, log);
 
     let [(alpha, alpha_service), (beta, beta_service)] = [hosts[0], hosts[1]];
+    if let Some(cut) = cut {
+        schedule_cut(&mut world, internet, cut, duration);
+    }
     let epoch = world.epoch();
     let start = Duration::from_secs(1);
     world.install(
@@ -324,19 +415,56 @@ pub fn run_pair(
     let both = installed_at(alpha)
         .zip(installed_at(beta))
         .map(|(x, y)| x.max(y));
-    let first = node(alpha).events.iter().find_map(|(at, e)| match e {
-        NodeEvent::Data(DataEvent::PathValidated { remote, .. }) => Some((*at, *remote)),
-        _ => None,
-    });
+    let validated = |direct_only: bool| {
+        node(alpha).events.iter().find_map(|(at, e)| match e {
+            NodeEvent::Data(DataEvent::PathValidated { remote, .. })
+                if !direct_only || remote.ip() != hub_ip =>
+            {
+                Some((*at, *remote))
+            }
+            _ => None,
+        })
+    };
+    let first = validated(false);
+    let first_direct = validated(true);
+    let ends_relayed = node(alpha)
+        .machine
+        .data_plane()
+        .associations()
+        .next()
+        .and_then(|a| {
+            let current = a.current_path()?;
+            a.paths()
+                .find(|p| p.id == current)
+                .map(|p| p.kind.is_relay())
+        });
     let saw = |host: HostId| {
         let plane = node(host).machine.data_plane();
         let class = plane.nat_class(transitloom_proto_core::UplinkId(0));
         format!("{}/{}", class.mapping.as_str(), class.allocation.as_str())
     };
+    let relayed_path = |id| {
+        node(alpha)
+            .machine
+            .data_plane()
+            .associations()
+            .flat_map(|a| a.paths())
+            .find(|p| p.id == id)
+            .is_some_and(|p| p.kind.is_relay())
+    };
+    let switches = node(alpha)
+        .events
+        .iter()
+        .filter_map(|(at, e)| match e {
+            NodeEvent::Data(DataEvent::PathSwitched { to, .. }) => Some((*at, relayed_path(*to))),
+            _ => None,
+        })
+        .collect();
     let sink = &world
         .app_ref::<UdpSink>(beta_service)
         .expect("installed")
         .machine;
+    let arrivals = sink.arrivals().iter().map(|a| a.at).collect();
     let sent = world
         .app_ref::<UdpSource>(alpha_service)
         .map_or(0, |s| s.machine.sent());
@@ -346,11 +474,43 @@ pub fn run_pair(
         first_path: first
             .zip(both)
             .map(|((at, _), installed)| at.saturating_sub(installed)),
+        first_direct: first_direct
+            .zip(both)
+            .map(|((at, _), installed)| at.saturating_sub(installed)),
+        ends_relayed,
+        switches,
+        arrivals,
         remote: first.map(|(_, r)| r),
         sent,
         delivered: sink.packets,
         trace: (world.trace().value(), world.events_run()),
     })
+}
+
+/// The nodes' public addresses: alpha's and beta's (their NAT's, or their
+/// own when public).
+fn public_ips() -> [IpAddr; 2] {
+    [ip(198, 51, 101, 1), ip(198, 51, 102, 1)]
+}
+
+/// Blocks the direct path between the two nodes on `internet` as `cut`
+/// says, until `end`.
+fn schedule_cut(world: &mut World, internet: SegmentId, cut: Cut, end: Duration) {
+    let [a, b] = public_ips();
+    let restore = cut.restore.unwrap_or(end + Duration::from_secs(1));
+    let mut at = cut.at;
+    let mut down = true;
+    while at < restore {
+        world.at(at, move |w| w.set_blocked(internet, a, b, down));
+        let Some(flap) = cut.flap else {
+            break;
+        };
+        at += flap;
+        down = !down;
+    }
+    if cut.restore.is_some() {
+        world.at(restore, move |w| w.set_blocked(internet, a, b, false));
+    }
 }
 
 fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
@@ -368,9 +528,13 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         seed,
         &a,
         &b,
-        p.u64("extra_reflector") == 1,
-        Duration::from_secs_f64(p.f64("delay_ms") / 1e3),
-        Duration::from_secs_f64(p.f64("duration_s")),
+        PairOptions {
+            extra_reflector: p.u64("extra_reflector") == 1,
+            relay: p.u64("relay") == 1,
+            delay: Duration::from_secs_f64(p.f64("delay_ms") / 1e3),
+            duration: Duration::from_secs_f64(p.f64("duration_s")),
+            cut: cut_of(p),
+        },
     )?;
     let mut summary = Summary::default();
     summary.row("alpha's NAT", a.label());
@@ -385,6 +549,18 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         "its remote address",
         out.remote.map_or("-".to_owned(), |r| r.to_string()),
     );
+    summary.row(
+        "first direct path after install",
+        out.first_direct.map_or("never".to_owned(), ms),
+    );
+    summary.row(
+        "data goes at the end through",
+        match out.ends_relayed {
+            None => "nothing",
+            Some(true) => "the coordinator's relay",
+            Some(false) => "a direct path",
+        },
+    );
     let (expected, why) = direct_expected(&a, &b);
     summary.row(
         "direct path expected",
@@ -392,9 +568,51 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     );
     summary.row("datagrams sent", out.sent);
     summary.row("datagrams delivered", out.delivered);
+    if let Some(cut) = cut_of(p) {
+        let after = |from: Duration, relayed: bool| {
+            out.switches
+                .iter()
+                .find(|(at, r)| *at >= from && *r == relayed)
+                .map(|(at, _)| *at - from)
+        };
+        summary.row(
+            "data onto the relay after the cut in",
+            after(cut.at, true).map_or("never".to_owned(), ms),
+        );
+        if let Some(restore) = cut.restore {
+            summary.row(
+                "data back on a direct path after the restore in",
+                after(restore, false).map_or("never".to_owned(), ms),
+            );
+        }
+        summary.row(
+            "longest gap between arrivals after the cut",
+            out.arrivals
+                .windows(2)
+                .filter(|w| w[1] >= cut.at)
+                .map(|w| w[1] - w[0])
+                .max()
+                .map_or("-".to_owned(), ms),
+        );
+        summary.row("times data moved between paths", out.switches.len());
+    }
     summary.trace_hash = out.trace.0;
     summary.events = out.trace.1;
     Ok(summary)
+}
+
+fn cut_of(p: &Params) -> Option<Cut> {
+    let at = p.f64("cut_at_s");
+    if at <= 0.0 {
+        return None;
+    }
+    let restore = p.f64("restore_at_s");
+    let flap = p.f64("flap_ms");
+    Some(Cut {
+        at: Duration::from_secs_f64(at),
+        restore: (restore > 0.0).then(|| Duration::from_secs_f64(restore)),
+        flap: (flap > 0.0).then(|| Duration::from_secs_f64(flap / 1e3)),
+    })
 }
 
 /// Every side a NAT matrix covers: public, then mapping × filtering ×
@@ -418,6 +636,8 @@ pub struct Cell {
     pub pair: (Side, Side),
     /// Runs with a validated direct path.
     pub direct: usize,
+    /// Runs with any validated path (direct or relayed).
+    pub connected: usize,
     /// Runs.
     pub runs: usize,
     /// Time to the first path of each run that had one.
@@ -436,21 +656,18 @@ pub fn cells(seeds: &[u64]) -> Result<Vec<Cell>, SimError> {
             let mut cell = Cell {
                 pair: (a.clone(), b.clone()),
                 direct: 0,
+                connected: 0,
                 runs: 0,
                 times: Vec::new(),
             };
             for &seed in seeds {
-                let o = run_pair(
-                    seed,
-                    a,
-                    b,
-                    true,
-                    Duration::from_millis(10),
-                    Duration::from_secs(6),
-                )?;
+                let o = run_pair(seed, a, b, PairOptions::default())?;
                 cell.runs += 1;
-                if let Some(t) = o.first_path {
+                if o.first_direct.is_some() {
                     cell.direct += 1;
+                }
+                if let Some(t) = o.first_path {
+                    cell.connected += 1;
                     cell.times.push(t);
                 }
             }
@@ -469,9 +686,9 @@ pub fn matrix(seeds: &[u64]) -> Result<String, SimError> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| alpha | beta | outcome | direct runs | median time to first path | guaranteed |"
+        "| alpha | beta | outcome | direct runs | connected runs | median time to first path | direct guaranteed |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for c in &cells {
         let mut times = c.times.clone();
         times.sort();
@@ -484,17 +701,21 @@ pub fn matrix(seeds: &[u64]) -> Result<String, SimError> {
         };
         let outcome = if c.direct == c.runs {
             "direct"
+        } else if c.connected < c.runs {
+            "NOT CONNECTED"
         } else if c.direct == 0 {
-            "none"
+            "relay"
         } else {
-            "direct (some seeds)"
+            "direct or relay"
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {outcome} | {}/{} | {median} | {expected} |",
+            "| {} | {} | {outcome} | {}/{} | {}/{} | {median} | {expected} |",
             c.pair.0.label(),
             c.pair.1.label(),
             c.direct,
+            c.runs,
+            c.connected,
             c.runs,
         );
     }
