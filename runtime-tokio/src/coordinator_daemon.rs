@@ -12,8 +12,9 @@
 //!
 //! The control plane listens on UDP (QUIC) and, on the same port number, on
 //! TCP (TLS 1.3, the fallback of DESIGN §5 for clients whose UDP is
-//! blocked); both must open or the daemon does not start. Relays are not
-//! built yet (`[relay] data = true` is refused).
+//! blocked); both must open or the daemon does not start. With
+//! `[relay] data = true` it also relays for its nodes: one port per
+//! association, from `[relay] port_range`.
 
 pub mod config;
 pub mod pki;
@@ -32,9 +33,10 @@ use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::coordinator::machine::CONTROL_SOCKET;
 use transitloom_proto_core::coordinator::registry::Op;
 use transitloom_proto_core::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit,
+    Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit, RelayHosting,
 };
 use transitloom_proto_core::csprng::{Drbg, SEED_LEN};
+use transitloom_proto_core::relay::RelayConfig;
 use transitloom_runtime_mio::config::ConfigError;
 use transitloom_runtime_mio::http::{Pages, SharedPages, StatusServer};
 
@@ -124,6 +126,17 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Start(e.to_string()))?;
     coordinator.set_node_cert_lifetime(settings.node_cert_lifetime_s);
     coordinator.set_reflectors(&settings.reflectors);
+    if settings.relay.data {
+        let (bind_ip, advertise_ip) = settings.relay.addresses(settings.listen);
+        let mut relay = RelayConfig::new(wall_clock_now(), os_seeded()?.next_u64());
+        relay.own_ips = vec![bind_ip, advertise_ip, settings.listen.ip()];
+        coordinator.host_relay(RelayHosting {
+            relay,
+            bind_ip,
+            advertise_ip,
+            ports: settings.relay.port_range.map(|r| (r.low, r.high)),
+        });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -13,10 +13,11 @@
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
 //! reflectors = ["203.0.113.6:7443"] # optional, up to 4 more reflector addresses
 //!
-//! [relay]                           # optional; data relaying is not built yet
-//! data = false
-//! listen_ip = "0.0.0.0"
-//! port_range = "40000-40999"
+//! [relay]                           # optional
+//! data = true                       # relay for nodes whose NATs defeat a direct path
+//! listen_ip = "203.0.113.5"         # where allocation ports bind (default: listen's IP)
+//! advertise_ip = "203.0.113.5"      # what nodes send to (default: listen_ip)
+//! port_range = "40000-40999"        # default: any port
 //! ```
 //!
 //! Relative paths resolve against the configuration file's folder.
@@ -61,12 +62,24 @@ pub struct PortRange {
 /// The `[relay]` table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelaySettings {
-    /// Relay data for nodes (always false: refused when true until relays exist).
+    /// Relay data for nodes.
     pub data: bool,
-    /// Where relay ports would bind.
+    /// Where relay ports bind.
     pub listen_ip: Option<IpAddr>,
-    /// Which ports relay allocations would use.
+    /// The address nodes send to (a public address in front of
+    /// `listen_ip`); `listen_ip` when absent.
+    pub advertise_ip: Option<IpAddr>,
+    /// Which ports relay allocations use, in turn.
     pub port_range: Option<PortRange>,
+}
+
+impl RelaySettings {
+    /// Where allocation ports bind and the address nodes reach them at,
+    /// given the control address (checked at parse time to be usable).
+    pub fn addresses(&self, listen: SocketAddr) -> (IpAddr, IpAddr) {
+        let bind = self.listen_ip.unwrap_or(listen.ip());
+        (bind, self.advertise_ip.unwrap_or(bind))
+    }
 }
 
 /// A whole, validated coordinator configuration.
@@ -237,7 +250,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
     let reflectors = parse_reflectors(root, listen)?;
 
     let relay = match root.opt_table("relay")? {
-        Some(relay) => parse_relay(&relay)?,
+        Some(relay) => parse_relay(&relay, listen)?,
         None => RelaySettings::default(),
     };
 
@@ -302,8 +315,8 @@ fn parse_reflectors(root: &Section<'_>, listen: SocketAddr) -> KeyResult<Vec<Soc
     Ok(out)
 }
 
-fn parse_relay(relay: &Section<'_>) -> KeyResult<RelaySettings> {
-    relay.only(&["data", "listen_ip", "port_range"])?;
+fn parse_relay(relay: &Section<'_>, listen: SocketAddr) -> KeyResult<RelaySettings> {
+    relay.only(&["data", "listen_ip", "advertise_ip", "port_range"])?;
     let listen_ip = relay.opt_ip("listen_ip")?;
     if let Some(ip) = listen_ip.filter(|ip| ip.is_multicast()) {
         return Err(key_error(
@@ -315,21 +328,31 @@ fn parse_relay(relay: &Section<'_>) -> KeyResult<RelaySettings> {
         .opt_str("port_range")?
         .map(|text| parse_port_range(&relay.key("port_range"), text))
         .transpose()?;
-    let data = relay.opt_bool("data")?.unwrap_or(false);
-    if data {
-        // Refused rather than ignored: an operator who asks for a relay must
-        // not believe one is running.
+    let advertise_ip = relay.opt_ip("advertise_ip")?;
+    if let Some(ip) = advertise_ip.filter(|ip| ip.is_multicast() || ip.is_unspecified()) {
         return Err(key_error(
-            relay.key("data"),
-            "data relaying is not supported yet by transitloom-coordinator; \
-             set data = false (nodes use direct paths only for now)",
+            relay.key("advertise_ip"),
+            format!("{ip}: nodes send to this address, so it must be a unicast one"),
         ));
     }
-    Ok(RelaySettings {
+    let data = relay.opt_bool("data")?.unwrap_or(false);
+    let settings = RelaySettings {
         data,
         listen_ip,
+        advertise_ip,
         port_range,
-    })
+    };
+    if data && settings.addresses(listen).1.is_unspecified() {
+        return Err(key_error(
+            relay.key("advertise_ip"),
+            format!(
+                "the relay binds to {} and nodes cannot send there; set advertise_ip \
+                 (or listen_ip) to an address nodes reach",
+                settings.addresses(listen).0
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 fn parse_port_range(key: &str, text: &str) -> KeyResult<PortRange> {
@@ -390,9 +413,27 @@ mod tests {
                 high: 40_999
             })
         );
-        let err = parse_in(dir.path(), &format!("{GOOD}[relay]\ndata = true\n")).unwrap_err();
-        assert_eq!(err.key, "relay.data");
-        assert!(err.reason.contains("not supported yet"), "{err}");
+        let s = parse_in(dir.path(), &format!("{GOOD}[relay]\ndata = true\n")).unwrap();
+        assert!(s.relay.data);
+        let listen = s.listen;
+        assert_eq!(s.relay.addresses(listen), (listen.ip(), listen.ip()));
+        let err = parse_in(
+            dir.path(),
+            &format!("{GOOD}[relay]\ndata = true\nlisten_ip = \"0.0.0.0\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "relay.advertise_ip", "{err}");
+        let s = parse_in(
+            dir.path(),
+            &format!(
+                "{GOOD}[relay]\ndata = true\nlisten_ip = \"0.0.0.0\"\nadvertise_ip = \"127.0.0.9\"\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            s.relay.addresses(listen),
+            ("0.0.0.0".parse().unwrap(), "127.0.0.9".parse().unwrap())
+        );
         for bad in ["\"1-\"", "\"9-8\"", "\"0-10\"", "\"a-b\"", "5"] {
             let err =
                 parse_in(dir.path(), &format!("{GOOD}[relay]\nport_range = {bad}\n")).unwrap_err();

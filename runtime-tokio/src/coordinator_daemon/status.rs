@@ -121,6 +121,21 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "reflect_refused": counters.reflect_refused,
         },
         "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "relay": coordinator.relay().map(|relay| json!({
+            "allocations": relay.allocations().map(|a| {
+                let c = a.counters();
+                json!({
+                    "id": a.id(),
+                    "assoc": a.assoc().to_string(),
+                    "local": a.local().map(|l| l.to_string()),
+                    "ready": a.is_ready(),
+                    "forwarded_bytes": [c.forwarded[0].bytes, c.forwarded[1].bytes],
+                    "forwarded_packets": [c.forwarded[0].packets, c.forwarded[1].packets],
+                    "dropped": c.dropped_total(),
+                })
+            }).collect::<Vec<_>>(),
+            "refused_allocations": relay.counters().refused_allocations,
+        })),
     })
 }
 
@@ -159,6 +174,52 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "Sessions refused or ended by the coordinator, by reject code.",
         &refused,
     );
+    if let Some(relay) = coordinator.relay() {
+        let allocations: Vec<_> = relay.allocations().collect();
+        family(
+            "transitloom_relay_allocations",
+            "gauge",
+            "Relay allocations open (one port each), and how many have both legs bound.",
+            &[
+                (format!("{base},state=\"open\""), allocations.len() as u64),
+                (
+                    format!("{base},state=\"ready\""),
+                    allocations.iter().filter(|a| a.is_ready()).count() as u64,
+                ),
+            ],
+        );
+        let bytes: Vec<(String, u64)> = allocations
+            .iter()
+            .map(|a| {
+                let c = a.counters();
+                (
+                    format!("{base},assoc=\"{}\",allocation=\"{}\"", a.assoc(), a.id()),
+                    c.forwarded[0].bytes + c.forwarded[1].bytes,
+                )
+            })
+            .collect();
+        family(
+            "transitloom_relay_forwarded_bytes_total",
+            "counter",
+            "Bytes the relay forwarded between the legs of an allocation, both ways.",
+            &bytes,
+        );
+        let dropped: Vec<(String, u64)> = allocations
+            .iter()
+            .map(|a| {
+                (
+                    format!("{base},assoc=\"{}\",allocation=\"{}\"", a.assoc(), a.id()),
+                    a.counters().dropped_total(),
+                )
+            })
+            .collect();
+        family(
+            "transitloom_relay_dropped_total",
+            "counter",
+            "Datagrams an allocation's port dropped (unknown source, unbound peer, rate limit, refused binds).",
+            &dropped,
+        );
+    }
     family(
         "transitloom_coordinator_reflected_total",
         "counter",
