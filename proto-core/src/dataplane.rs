@@ -931,8 +931,15 @@ impl DataPlane {
                 // The pong is never larger than the ping (no amplification).
                 let known = assoc.paths.contains_key(&(uplink, src));
                 let learned = assoc.add_path(uplink, src, Learned::Trusted) && !known;
+                let mut unvalidated = false;
                 if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
+                    // The peer reaches us here and we do not know it
+                    // answers yet: check at once rather than at the next
+                    // tick (the peer just became reachable, e.g. its relay
+                    // leg was pinned), at most once per a quarter interval.
+                    unvalidated = path.state != PathState::Active
+                        && !path.pinged_within(now, self.config.probe_interval / 4);
                 }
                 let pong = ControlRepr {
                     txid: repr.txid,
@@ -947,10 +954,10 @@ impl DataPlane {
                     dst: src,
                     payload,
                 }));
-                if learned {
-                    // A triggered check: validate the new path now rather
-                    // than at the next probe tick. Our ping is no larger
-                    // than the authentic ping that taught us the address.
+                if learned || unvalidated {
+                    // A triggered check: validate the path now rather than
+                    // at the next probe tick. Our ping is no larger than
+                    // the authentic ping that taught us the address.
                     self.ping(now, id, (uplink, src));
                 }
             }
@@ -1218,11 +1225,18 @@ impl DataPlane {
         let Some(binding) = assoc.relay.as_mut() else {
             return;
         };
-        if !binding.may_bind(now, direct_up, assoc.first_probe) {
-            return;
-        }
+        let deferred = !binding.may_bind(now, direct_up, assoc.first_probe);
         for (&uplink, mesh) in &assoc.mesh {
-            if mesh.local.is_none() || only.is_some_and(|o| o != uplink) {
+            let Some(local) = mesh.local else {
+                continue;
+            };
+            if only.is_some_and(|o| o != uplink) {
+                continue;
+            }
+            // Only a NAT that allocates in sequence (or one not classified
+            // yet) must wait for the punch: any other loses nothing to the
+            // bind's new mapping.
+            if deferred && !relay_leg::binds_freely(local, &mesh.reflect) {
                 continue;
             }
             if mesh

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::reflexive::{settled, NatAllocation, NatClass, NatMapping, Slot};
 use crate::id::UplinkId;
 use crate::wire::{AuthKey, KEY_LEN};
 
@@ -17,14 +18,27 @@ use crate::wire::{AuthKey, KEY_LEN};
 /// idle expiry both allow it with room to spare.
 pub const RELAY_REFRESH: Duration = Duration::from_secs(8);
 
-/// A relay leg is not bound before the peer's candidates have been probed
-/// this long (or a direct path answered): behind a NAT that allocates
-/// ports in sequence, the bind's new mapping would take a port the peer
-/// predicted for the direct path.
+/// A relay leg behind a NAT that allocates ports in sequence (or one the
+/// reflectors have not classified yet) is not bound before the peer's
+/// candidates have been probed this long (or a direct path answered): the
+/// bind's new mapping would take a port the peer predicted for the direct
+/// path.
 pub const RELAY_DEFER: Duration = Duration::from_millis(500);
 
 /// ... nor later than this after the offer, candidates or not.
 pub const RELAY_DEFER_MAX: Duration = Duration::from_secs(3);
+
+/// Whether a socket may bind its relay leg before the punch: the
+/// reflectors have answered and its NAT does not allocate ports in
+/// sequence (see [`RELAY_DEFER`]).
+pub(crate) fn binds_freely(local: SocketAddr, slots: &[Slot]) -> bool {
+    if !settled(slots) {
+        return false;
+    }
+    let class = NatClass::of(local, slots);
+    !(class.mapping == NatMapping::EndpointDependent
+        && matches!(class.allocation, NatAllocation::Sequential { .. }))
+}
 
 /// A relay allocation as the coordinator offers it to this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
