@@ -8,6 +8,7 @@
 //! carries what is installed, and nothing else.
 
 mod association;
+mod events;
 mod path;
 pub mod scheduler;
 
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
+pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
@@ -323,6 +325,11 @@ impl<'a> AssociationView<'a> {
     pub fn current_path(&self) -> Option<PathId> {
         self.inner.current
     }
+
+    /// What happened to its paths lately, and the scheduler's last choices.
+    pub fn history(&self) -> &'a PathHistory {
+        &self.inner.history
+    }
 }
 
 impl DataPlane {
@@ -414,6 +421,7 @@ impl DataPlane {
     /// When no uplink has this id.
     pub fn set_uplink_address(
         &mut self,
+        now: Instant,
         uplink: UplinkId,
         bind: Option<IpAddr>,
     ) -> Result<(), DataPlaneError> {
@@ -466,6 +474,7 @@ impl DataPlane {
                 self.open_mesh(&mut assoc, uplink, ip);
                 self.assocs.insert(id, assoc);
             }
+            self.observe(now, id);
         }
         if bind.is_some() {
             self.uplinks_down.remove(&uplink);
@@ -859,6 +868,7 @@ impl DataPlane {
                         self.outputs
                             .push_back(Output::Event(DataEvent::AssociationUp(id)));
                     }
+                    self.observe(now, id);
                 }
             }
             ControlBody::PathStats {
@@ -955,6 +965,7 @@ impl DataPlane {
             self.outputs
                 .push_back(Output::Event(DataEvent::AssociationDown(id)));
         }
+        self.observe(now, id);
     }
 
     /// While an association carries data (in either direction): probes its
@@ -1025,6 +1036,7 @@ impl DataPlane {
             self.timers
                 .set(Timer::Tick(id), now + config.active_probe_interval);
         }
+        self.observe(now, id);
     }
 
     fn probe(&mut self, now: Instant, id: AssocId) {
@@ -1044,6 +1056,7 @@ impl DataPlane {
         }
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
+        self.observe(now, id);
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
+use super::events::PathHistory;
 use super::path::{Path, PathState, Traffic};
 use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
 use super::{AssociationSpec, UplinkPolicy};
@@ -92,6 +93,8 @@ pub(crate) struct Association {
     previous: Option<(UplinkId, SocketAddr)>,
     /// Last data from the local service, to probe busy paths fast.
     pub(crate) last_ingress: Option<Instant>,
+    /// What happened to its paths lately, for operators.
+    pub(crate) history: PathHistory,
 }
 
 /// A path's share and the reason for it, as the scheduler sees it now.
@@ -129,6 +132,7 @@ impl Association {
             sched,
             previous: None,
             last_ingress: None,
+            history: PathHistory::default(),
         }
     }
 

@@ -433,6 +433,18 @@ impl Reason {
             Self::Slow => "slow: more than 10 ms behind the fastest path",
         }
     }
+
+    /// The one-word name status JSON and metrics use.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Carrying => "carrying",
+            Self::NotValidated => "not-validated",
+            Self::Stale => "stale",
+            Self::Backup => "backup",
+            Self::Metered => "metered",
+            Self::Slow => "slow",
+        }
+    }
 }
 
 /// One path as the scheduler sees it for one decision.
