@@ -252,13 +252,12 @@ impl PathHistory {
                 Some(Reason::Carrying) if !carrying(reason_before) => {
                     Some(PathEventKind::StartedCarrying)
                 }
+                Some(Reason::Carrying) => None,
                 Some(reason) if carrying(reason_before) => {
                     Some(PathEventKind::StoppedCarrying { reason })
                 }
                 Some(reason)
-                    if !carrying(Some(reason))
-                        && path.state == PathState::Active
-                        && reason_before != Some(reason) =>
+                    if path.state == PathState::Active && reason_before != Some(reason) =>
                 {
                     Some(PathEventKind::HeldBack { reason })
                 }
@@ -385,8 +384,17 @@ mod tests {
             t0 + ms(40),
             both.clone(),
             [&a, &b].into_iter(),
+            choices.clone(),
+        );
+        // Carrying on, and held back for the same reason: nothing new.
+        h.observe(
+            3_500,
+            t0 + ms(45),
+            both.clone(),
+            [&a, &b].into_iter(),
             choices,
         );
+        assert_eq!(h.recorded(), 6);
         let tail: Vec<_> = h.events().skip(2).map(|e| e.kind).collect();
         assert_eq!(
             tail,

@@ -31,6 +31,19 @@ fn validation_and_carrying_are_recorded_when_they_happen() {
     assert_eq!(choices.len(), 1);
     assert_eq!(choices[0].reason, Reason::Carrying);
     assert_eq!(choices[0].weight, 1.0);
+    // A steady path, busy or idle, adds nothing to the history.
+    let target = net.nodes[0].target;
+    for _ in 0..50 {
+        net.service_sends(0, target, &[7; 200]);
+        net.advance(Duration::from_millis(20));
+    }
+    net.advance(Duration::from_secs(2));
+    assert_eq!(
+        net.view(0).history().recorded(),
+        3,
+        "{:?}",
+        history(&net, 0)
+    );
 }
 
 #[test]
