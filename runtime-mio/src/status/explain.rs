@@ -137,7 +137,7 @@ pub fn render(x: &Explanation, now_unix_ms: u64) -> String {
         };
         let _ = writeln!(
             out,
-            "uplink {}: {how} ({}{})",
+            "uplink {} ({}{}): {how}",
             u.name,
             if u.priority.is_empty() {
                 "primary"
@@ -255,7 +255,7 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             text
         }
         "not-validated" => format!(
-            "0: not validated, no authentic pong from {} on this uplink{}",
+            "0 (not validated): no authentic pong from {} on this uplink{}",
             p.remote,
             if p.state == "failed" {
                 " since it failed"
@@ -264,8 +264,8 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             }
         ),
         "stale" => format!(
-            "0: stale, {} while {} answered within the last 0.5 s (a NAT may have rebound the \
-             peer to another address)",
+            "0 (stale): {} while {} answered within the last 0.5 s (a NAT may have rebound \
+             the peer to another address)",
             p.last_heard_ms
                 .map_or("never heard from".to_owned(), |ms| format!(
                     "last heard {}",
@@ -274,18 +274,18 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             others(&|q| q.state == "active" && q.last_heard_ms.is_some_and(|ms| ms <= 500))
         ),
         "backup" => format!(
-            "0: backup, uplink {} is a backup and primary paths carry: {}",
+            "0 (backup): uplink {} is a backup and primary paths carry: {}",
             p.uplink,
             others(&|q| q.reason == "carrying")
         ),
         "metered" => format!(
-            "0: metered, uplink {} is metered and the unmetered paths have room (it takes \
+            "0 (metered): uplink {} is metered and the unmetered paths have room (it takes \
              traffic once their modelled queues pass 20 ms): {}",
             p.uplink,
             others(&|q| q.reason == "carrying")
         ),
         "slow" => format!(
-            "0: slow, its forward delay is {} above the fastest path's (more than 10 ms \
+            "0 (slow): its forward delay is {} above the fastest path's (more than 10 ms \
              reorders packets more than TCP in the tunnel tolerates); it takes over if the \
              faster paths fail",
             p.fwd_delay_ms
@@ -444,7 +444,7 @@ mod tests {
             "gives it 100 %",
             "the only path carrying",
             "39 of 40 pings answered, last heard 30 ms ago",
-            "0: slow, its forward delay is 31.0 ms above the fastest path's",
+            "0 (slow): its forward delay is 31.0 ms above the fastest path's",
             "rtt 12.50 ms ± 1.25",
             "recent events (last 1 of 40 recorded, oldest first):",
             "2025-10-09 08:53:20.250 UTC (2.0 s ago)  path 1 (lte -> 10.0.0.2:41000): failed: no probe answered for 210 ms",
