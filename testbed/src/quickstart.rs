@@ -31,8 +31,11 @@ use crate::localmesh::{
     free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
 };
 
-/// The nodes and their uplinks (name, address).
-const NODES: [(&str, &[(&str, [u8; 4])]); 3] = [
+/// An uplink: its name and address.
+type Uplink = (&'static str, [u8; 4]);
+
+/// The nodes and their uplinks.
+const NODES: [(&str, &[Uplink]); 3] = [
     (
         "alpha",
         &[("wan1", [127, 0, 0, 1]), ("wan2", [127, 0, 0, 4])],
