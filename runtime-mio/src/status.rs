@@ -609,10 +609,10 @@ impl NodeStatus {
             path_samples(&|p| p.fwd_delay_ms.map(|ms| ms / 1e3)),
         );
         family(
-            "transitloom_path_delivery_bits_per_second",
+            "transitloom_path_delivery_bytes_per_second",
             "gauge",
             "Delivery rate of the path in the receiver's last report.",
-            path_samples(&|p| Some(p.delivery_mbps * 1e6)),
+            path_samples(&|p| Some(p.delivery_mbps * 1e6 / 8.0)),
         );
         family(
             "transitloom_path_tx_bytes_total",

@@ -178,7 +178,7 @@ fn metrics_are_labelled_and_escaped() {
         format!("transitloom_path_carrying{{{path}}} 1"),
         format!("transitloom_path_jitter_seconds{{{path}}} 0.0005"),
         format!("transitloom_path_forward_delay_seconds{{{path}}} 0"),
-        format!("transitloom_path_delivery_bits_per_second{{{path}}} 12000000"),
+        format!("transitloom_path_delivery_bytes_per_second{{{path}}} 1500000"),
         "transitloom_association_path_events_total{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 3".to_owned(),
     ] {
         assert!(text.contains(&sample), "{sample} missing from:\n{text}");
