@@ -202,7 +202,8 @@ pub struct PathStatus {
     /// The reason in words.
     #[serde(default)]
     pub why: String,
-    /// Its share of the data bytes the association sent, 0 to 1.
+    /// Its share of the data bytes the association's present paths sent,
+    /// 0 to 1 (a path that is gone takes its bytes with it).
     #[serde(default)]
     pub tx_share: f64,
     /// Round-trip time variance (smoothed mean deviation).
