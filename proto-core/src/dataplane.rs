@@ -8,6 +8,7 @@
 //! carries what is installed, and nothing else.
 
 mod association;
+mod events;
 mod path;
 pub mod reflexive;
 mod relay_leg;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
+pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH};
@@ -363,6 +365,11 @@ impl<'a> AssociationView<'a> {
     pub fn current_path(&self) -> Option<PathId> {
         self.inner.current
     }
+
+    /// What happened to its paths lately, and the scheduler's last choices.
+    pub fn history(&self) -> &'a PathHistory {
+        &self.inner.history
+    }
 }
 
 impl DataPlane {
@@ -523,6 +530,7 @@ impl DataPlane {
     /// When no uplink has this id.
     pub fn set_uplink_address(
         &mut self,
+        now: Instant,
         uplink: UplinkId,
         bind: Option<IpAddr>,
     ) -> Result<(), DataPlaneError> {
@@ -575,6 +583,7 @@ impl DataPlane {
                 self.open_mesh(&mut assoc, uplink, ip);
                 self.assocs.insert(id, assoc);
             }
+            self.observe(now, id);
         }
         if bind.is_some() {
             self.uplinks_down.remove(&uplink);
@@ -987,6 +996,7 @@ impl DataPlane {
                         self.outputs
                             .push_back(Output::Event(DataEvent::AssociationUp(id)));
                     }
+                    self.observe(now, id);
                 }
             }
             ControlBody::PathStats {
@@ -1110,6 +1120,7 @@ impl DataPlane {
             self.outputs
                 .push_back(Output::Event(DataEvent::AssociationDown(id)));
         }
+        self.observe(now, id);
     }
 
     /// While an association carries data (in either direction): probes its
@@ -1180,6 +1191,7 @@ impl DataPlane {
             self.timers
                 .set(Timer::Tick(id), now + config.active_probe_interval);
         }
+        self.observe(now, id);
     }
 
     fn probe(&mut self, now: Instant, id: AssocId) {
@@ -1208,6 +1220,7 @@ impl DataPlane {
         self.bind_relay(now, id, None);
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
+        self.observe(now, id);
     }
 
     /// Sends a relay bind from every mesh socket whose leg is due (or only

@@ -256,7 +256,7 @@ impl Node {
         uplink: crate::id::UplinkId,
         bind: Option<std::net::IpAddr>,
     ) -> Result<(), crate::dataplane::DataPlaneError> {
-        self.plane.set_uplink_address(uplink, bind)?;
+        self.plane.set_uplink_address(now, uplink, bind)?;
         if bind.is_none() {
             self.apply(now, session::Effect::ReportCandidates);
         }

@@ -65,6 +65,9 @@ pub struct UplinkConfig {
     pub priority: Priority,
     /// The operator's capacity hint, if given.
     pub capacity_mbps: Option<f64>,
+    /// False takes the uplink out of service (`enabled = false`): no mesh
+    /// socket, no path; a reload (SIGHUP) may change it at runtime.
+    pub enabled: bool,
 }
 
 /// A loopback port range for a service's ingress sockets.
@@ -336,6 +339,12 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
             "every uplink is a backup: at least one must be primary",
         ));
     }
+    if uplinks.iter().all(|u| !u.enabled) {
+        return Err(key_error(
+            "uplink",
+            "every uplink is disabled (enabled = false): at least one must carry",
+        ));
+    }
 
     let relay_data = match root.opt_table("relay")? {
         Some(relay) => {
@@ -436,6 +445,7 @@ fn parse_uplink(s: &Section<'_>) -> KeyResult<UplinkConfig> {
         "metered",
         "priority",
         "capacity_mbps",
+        "enabled",
     ])?;
     let name = s.str("name")?;
     check_name(&s.key("name"), name)?;
@@ -490,6 +500,7 @@ fn parse_uplink(s: &Section<'_>) -> KeyResult<UplinkConfig> {
         metered: s.opt_bool("metered")?.unwrap_or(false),
         priority,
         capacity_mbps,
+        enabled: s.opt_bool("enabled")?.unwrap_or(true),
     })
 }
 

@@ -167,6 +167,8 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
         if reload.take() {
             daemon.reload(driver.machine_mut());
             next_publish = Instant::now();
+            // An uplink put in or out of service takes effect now.
+            next_watch = next_publish;
         }
         let now = Instant::now();
         if now >= next_watch {
@@ -369,7 +371,16 @@ impl Daemon {
         };
         match node.reconfigure(Instant::now(), plan.services) {
             Ok(report) => {
-                let summary = reload::summary(&report);
+                let mut summary = reload::summary(&report);
+                let toggled = self.enable_uplinks(&plan.config);
+                if !toggled.is_empty() {
+                    if report.is_empty() {
+                        summary.clear();
+                    } else {
+                        summary.push_str("; ");
+                    }
+                    summary.push_str(&toggled);
+                }
                 for assoc in &report.withdrawn {
                     tracing::info!(%assoc, "association withdrawn by the reload");
                 }
@@ -388,6 +399,31 @@ impl Daemon {
                 .to_string(),
             ),
         }
+    }
+
+    /// Puts uplinks in or out of service as `config` says (`enabled`);
+    /// the next uplink watch applies it. Returns what changed, in words.
+    fn enable_uplinks(&mut self, config: &crate::config::NodeConfig) -> String {
+        let mut enabled = Vec::new();
+        let mut disabled = Vec::new();
+        for (spec, u) in self.setup.uplinks.iter().zip(&config.uplinks) {
+            if self.uplinks.set_enabled(spec.id, u.enabled) {
+                if u.enabled {
+                    &mut enabled
+                } else {
+                    &mut disabled
+                }
+                .push(u.name.as_str());
+            }
+        }
+        let mut parts = Vec::new();
+        if !disabled.is_empty() {
+            parts.push(format!("uplinks disabled: {}", disabled.join(", ")));
+        }
+        if !enabled.is_empty() {
+            parts.push(format!("uplinks enabled: {}", enabled.join(", ")));
+        }
+        parts.join("; ")
     }
 
     fn log_refusal(&self, code: RejectCode, reason: &str) {

@@ -3,9 +3,10 @@
 //! `transitloom-node status` and `wg-peers`.
 
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use transitloom_proto_core::dataplane::{AssociationView, DataPlane};
+use transitloom_proto_core::dataplane::{AssociationView, DataPlane, PathEventKind, PathState};
 
 /// Everything `/status` says.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -128,6 +129,43 @@ pub struct AssociationStatus {
     pub paths: Vec<PathStatus>,
     /// Datagrams dropped, by reason.
     pub dropped: Drops,
+    /// What happened to its paths lately, oldest first (at most the last
+    /// 32 events).
+    #[serde(default)]
+    pub events: Vec<PathEventStatus>,
+    /// Events recorded since it was installed (older ones are forgotten).
+    #[serde(default)]
+    pub events_recorded: u64,
+}
+
+/// One event of an association's path history.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PathEventStatus {
+    /// When (Unix milliseconds).
+    pub at_unix_ms: u64,
+    /// The uplink.
+    pub uplink: String,
+    /// The path's id; absent for an uplink's own events.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The path's remote address.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// `added`, `validated`, `failed`, `removed`, `carrying`,
+    /// `stopped-carrying`, `held-back`, `uplink-down`, `uplink-up`.
+    pub kind: String,
+    /// For `failed`: how long the path had gone without an answered probe
+    /// when it was declared failed (the detection time).
+    #[serde(default)]
+    pub detection_ms: Option<f64>,
+    /// For `validated`: the smoothed round trip then.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    /// For `stopped-carrying` and `held-back`: the scheduler's reason.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The event in words.
+    pub detail: String,
 }
 
 /// Drops of one association, by reason.
@@ -166,31 +204,126 @@ pub struct PathStatus {
     pub tx_bytes: u64,
     /// Data bytes received.
     pub rx_bytes: u64,
+    /// Why the scheduler gives it that weight: `carrying`, `not-validated`,
+    /// `stale`, `backup`, `metered`, `slow`.
+    #[serde(default)]
+    pub reason: String,
+    /// The reason in words.
+    #[serde(default)]
+    pub why: String,
+    /// Its share of the data bytes the association's present paths sent,
+    /// 0 to 1 (a path that is gone takes its bytes with it).
+    #[serde(default)]
+    pub tx_share: f64,
+    /// Round-trip time variance (smoothed mean deviation).
+    #[serde(default)]
+    pub jitter_ms: Option<f64>,
+    /// Smoothed forward one-way delay above the lowest of the association's
+    /// paths (clock offsets cancel out between paths; the absolute value
+    /// cannot be measured without synchronized clocks).
+    #[serde(default)]
+    pub fwd_delay_ms: Option<f64>,
+    /// Queueing on the way out: forward delay above its recent minimum.
+    #[serde(default)]
+    pub queue_ms: f64,
+    /// Delivery rate in the receiver's last report, Mbit/s.
+    #[serde(default)]
+    pub delivery_mbps: f64,
+    /// The rate the scheduler plans with (the capacity hint or initial
+    /// guess, lowered for loss), Mbit/s.
+    #[serde(default)]
+    pub plan_mbps: f64,
+    /// Pings sent.
+    #[serde(default)]
+    pub pings: u64,
+    /// Pongs matched.
+    #[serde(default)]
+    pub pongs: u64,
+    /// Milliseconds since anything authentic came from its remote address.
+    #[serde(default)]
+    pub last_heard_ms: Option<u64>,
 }
 
 impl AssociationStatus {
-    /// The status of an installed association of local service `service`.
+    /// The status of an installed association of local service `service`
+    /// at `now`.
     pub fn of(
         view: AssociationView<'_>,
         service: &str,
         mode: &str,
+        now: Instant,
         uplink_name: impl Fn(u16) -> String,
     ) -> Self {
         let spec = view.spec();
-        let current = view.current_path();
+        let history = view.history();
+        let sent: u64 = view.paths().map(|p| p.tx.bytes).sum();
+        let lowest = view
+            .paths()
+            .filter(|p| p.state == PathState::Active)
+            .filter_map(|p| p.estimates().fwd_min_us)
+            .min();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let paths = view
             .paths()
-            .map(|p| PathStatus {
-                id: p.id.0.to_string(),
-                kind: p.kind.as_str().to_owned(),
-                uplink: uplink_name(p.uplink.0),
-                remote: p.remote.to_string(),
-                state: p.state.as_str().to_owned(),
-                rtt_ms: p.srtt.map(|d| d.as_secs_f64() * 1e3),
-                loss: p.probe_loss(),
-                weight: if Some(p.id) == current { 1.0 } else { 0.0 },
-                tx_bytes: p.tx.bytes,
-                rx_bytes: p.rx.bytes,
+            .map(|p| {
+                let est = p.estimates();
+                let choice = history.choice(p.id);
+                PathStatus {
+                    id: p.id.0.to_string(),
+                    kind: p.kind.as_str().to_owned(),
+                    uplink: uplink_name(p.uplink.0),
+                    remote: p.remote.to_string(),
+                    state: p.state.as_str().to_owned(),
+                    rtt_ms: p.srtt.map(ms),
+                    loss: est.loss,
+                    weight: choice.map_or(0.0, |c| c.weight),
+                    tx_bytes: p.tx.bytes,
+                    rx_bytes: p.rx.bytes,
+                    reason: choice.map_or("", |c| c.reason.code()).to_owned(),
+                    why: choice.map_or("", |c| c.reason.as_str()).to_owned(),
+                    tx_share: if sent > 0 {
+                        p.tx.bytes as f64 / sent as f64
+                    } else {
+                        0.0
+                    },
+                    jitter_ms: p.srtt.map(|_| ms(p.rttvar)),
+                    fwd_delay_ms: est
+                        .fwd_us
+                        .zip(lowest)
+                        .map(|(fwd, low)| (fwd - low).max(0) as f64 / 1e3),
+                    queue_ms: ms(est.queue_delay()),
+                    delivery_mbps: est.delivery * 8.0 / 1e6,
+                    plan_mbps: est.effective_rate() * 8.0 / 1e6,
+                    pings: p.pings,
+                    pongs: p.pongs,
+                    last_heard_ms: p
+                        .last_heard
+                        .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+                }
+            })
+            .collect();
+        let events = history
+            .events()
+            .map(|e| PathEventStatus {
+                at_unix_ms: e.at_unix_us / 1_000,
+                uplink: uplink_name(e.uplink.0),
+                path: e.path.map(|p| p.0.to_string()),
+                remote: e.remote.map(|r| r.to_string()),
+                kind: e.kind.code().to_owned(),
+                detection_ms: match e.kind {
+                    PathEventKind::Failed { silent_for } => silent_for.map(ms),
+                    _ => None,
+                },
+                rtt_ms: match e.kind {
+                    PathEventKind::Validated { rtt } => Some(ms(rtt)),
+                    _ => None,
+                },
+                reason: match e.kind {
+                    PathEventKind::StoppedCarrying { reason }
+                    | PathEventKind::HeldBack { reason } => Some(reason.code().to_owned()),
+                    _ => None,
+                },
+                detail: e.kind.to_string(),
             })
             .collect();
         let c = view.counters();
@@ -208,6 +341,8 @@ impl AssociationStatus {
                 unvalidated: c.unvalidated,
                 replays: c.replays,
             },
+            events,
+            events_recorded: history.recorded(),
         }
     }
 }
@@ -408,6 +543,16 @@ impl NodeStatus {
             }
         }
         family(
+            "transitloom_association_path_events_total",
+            "counter",
+            "Path events recorded (validations, failures, uplink changes, scheduling changes).",
+            self.associations
+                .iter()
+                .filter(|a| a.id.is_some())
+                .map(|a| (assoc(a), a.events_recorded as f64))
+                .collect(),
+        );
+        family(
             "transitloom_association_dropped_total",
             "counter",
             "Datagrams dropped, by reason.",
@@ -454,6 +599,30 @@ impl NodeStatus {
             "gauge",
             "Share of data the scheduler gives the path.",
             path_samples(&|p| Some(p.weight)),
+        );
+        family(
+            "transitloom_path_carrying",
+            "gauge",
+            "1 while the scheduler places data on the path (reason carrying).",
+            path_samples(&|p| Some(f64::from(u8::from(p.reason == "carrying")))),
+        );
+        family(
+            "transitloom_path_jitter_seconds",
+            "gauge",
+            "Round-trip time variance of the path.",
+            path_samples(&|p| p.jitter_ms.map(|ms| ms / 1e3)),
+        );
+        family(
+            "transitloom_path_forward_delay_seconds",
+            "gauge",
+            "Forward one-way delay of the path above the association's lowest.",
+            path_samples(&|p| p.fwd_delay_ms.map(|ms| ms / 1e3)),
+        );
+        family(
+            "transitloom_path_delivery_bytes_per_second",
+            "gauge",
+            "Delivery rate of the path in the receiver's last report.",
+            path_samples(&|p| Some(p.delivery_mbps * 1e6 / 8.0)),
         );
         family(
             "transitloom_path_tx_bytes_total",
@@ -507,6 +676,8 @@ impl NodeStatus {
         out
     }
 }
+
+pub mod explain;
 
 #[cfg(test)]
 mod tests;

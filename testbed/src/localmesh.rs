@@ -180,6 +180,10 @@ struct RunningNode {
     spec: NodeSpec,
     config: PathBuf,
     child: Option<Child>,
+    /// Its join token, kept in its config file.
+    token: String,
+    /// Uplinks its config file takes out of service (`enabled = false`).
+    disabled: Vec<String>,
 }
 
 /// A running mesh of real processes; dropping it stops them all.
@@ -223,11 +227,13 @@ impl LocalMesh {
         mesh.start_coordinator()?;
         for node in spec.nodes {
             let token = mesh.invite(&node.name)?;
-            let config = mesh.write_node_config(&node, &token)?;
+            let config = mesh.write_node_config(&node, &token, &[])?;
             mesh.nodes.push(RunningNode {
                 spec: node,
                 config,
                 child: None,
+                token,
+                disabled: Vec::new(),
             });
         }
         let names: Vec<String> = mesh.nodes.iter().map(|n| n.spec.name.clone()).collect();
@@ -384,6 +390,83 @@ impl LocalMesh {
         Ok(())
     }
 
+    /// Puts one of the node's uplinks in or out of service as an operator
+    /// would: edits `enabled` in its config file and reloads it (SIGHUP).
+    /// Returns once the node has applied the reload.
+    pub fn set_uplink_enabled(
+        &mut self,
+        node: &str,
+        uplink: &str,
+        enabled: bool,
+    ) -> Result<(), Error> {
+        let n = self.node(node)?;
+        if !n.spec.uplinks.iter().any(|(name, _)| name == uplink) {
+            return Err(Error::Status {
+                node: node.to_owned(),
+                reason: format!("no uplink named {uplink:?}"),
+            });
+        }
+        let mut disabled = n.disabled.clone();
+        disabled.retain(|u| u != uplink);
+        if !enabled {
+            disabled.push(uplink.to_owned());
+        }
+        let (spec, token) = (n.spec.clone(), n.token.clone());
+        // (applied, refused, what the last reload said)
+        let reloads = |mesh: &Self| {
+            mesh.status(node).ok().map(|s| {
+                let r = &s["reload"];
+                (
+                    r["applied"].as_u64().unwrap_or(0),
+                    r["refused"].as_u64().unwrap_or(0),
+                    r["last_detail"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        };
+        let (applied, refused, _) = reloads(self).unwrap_or_default();
+        self.write_node_config(&spec, &token, &disabled)?;
+        self.node_mut(node)?.disabled = disabled;
+        let pid = self.pid(node).ok_or_else(|| Error::Status {
+            node: node.to_owned(),
+            reason: "not running".to_owned(),
+        })?;
+        run(Command::new("kill").args(["-HUP", &pid.to_string()]))?;
+        let wait = Duration::from_secs(5);
+        let deadline = Instant::now() + wait;
+        loop {
+            match reloads(self) {
+                Some((a, _, _)) if a > applied => break,
+                Some((_, r, why)) if r > refused => {
+                    return Err(Error::Status {
+                        node: node.to_owned(),
+                        reason: format!("reload refused: {why}"),
+                    })
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(Error::Timeout(
+                        wait,
+                        format!("node {node} to apply its reload (see its log)"),
+                    ))
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `transitloom-node explain ASSOC` of the node, as text or JSON.
+    pub fn explain(&self, node: &str, assoc: &str, json: bool) -> Result<String, Error> {
+        let n = self.node(node)?;
+        let mut cmd = self.node_command(&n.spec);
+        cmd.args(["explain", assoc, "--status"])
+            .arg(n.spec.status_listen.to_string());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = run(&mut cmd)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// `tlctl` set up to administer this mesh's coordinator: run through the
     /// coordinator's wrap, with `TL_ADMIN`, `TL_COORDINATOR` and
     /// `TL_COORDINATOR_NAME` set.
@@ -478,7 +561,12 @@ impl LocalMesh {
         }
     }
 
-    fn write_node_config(&self, node: &NodeSpec, token: &str) -> Result<PathBuf, Error> {
+    fn write_node_config(
+        &self,
+        node: &NodeSpec,
+        token: &str,
+        disabled: &[String],
+    ) -> Result<PathBuf, Error> {
         let name = &node.name;
         let mut text = format!(
             "name = \"{name}\"\n\
@@ -496,6 +584,9 @@ impl LocalMesh {
                 text,
                 "\n[[uplink]]\nname = \"{uplink}\"\nbind = \"{bind}\"\n"
             );
+            if disabled.contains(uplink) {
+                text.push_str("enabled = false\n");
+            }
         }
         for s in &node.services {
             let _ = write!(

@@ -1,13 +1,23 @@
 //! `tlctl quickstart`: a real mesh on loopback, with traffic, in one command.
 //!
-//! Three nodes (`alpha`, `beta`, `gamma`), each with its own loopback
-//! address as its uplink (127.0.0.1, .2, .3), one local service `demo` and
-//! an association with each of the other two. Each service is a UDP socket
-//! of this process; it sends numbered datagrams to its node's ingress port
-//! for every peer, and checks every datagram it receives byte-for-byte.
-//! Half-way through, `beta`'s daemon is killed and restarted, as a crash
-//! would: it keeps its identity and its ingress ports, and traffic resumes
-//! without anyone reconfiguring anything.
+//! Three nodes (`alpha`, `beta`, `gamma`), one local service `demo` each
+//! and an association with each of the other two. `alpha` has two uplinks,
+//! `wan1` on 127.0.0.1 and `wan2` on 127.0.0.4; `beta` and `gamma` one each,
+//! on 127.0.0.2 and .3. Each service is a UDP socket of this process; it
+//! sends numbered, timestamped datagrams to its node's ingress port for
+//! every peer, and checks every datagram it receives byte-for-byte.
+//!
+//! Half-way through, `alpha`'s `wan1` is taken out of service the way an
+//! operator would, by setting `enabled = false` in its configuration and
+//! reloading it (SIGHUP): no root needed. Its paths go at once; the peers'
+//! paths to it fail when their probes go unanswered, and all traffic moves
+//! to `wan2`. The progress line shows alpha's throughput per uplink, and the
+//! report how long the flows through alpha were disturbed. Three quarters
+//! through, `beta`'s daemon is killed and restarted, as a crash would: it
+//! keeps its identity and its ingress ports, and traffic resumes without
+//! anyone reconfiguring anything.
+
+mod failover;
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as _};
@@ -21,21 +31,36 @@ use crate::localmesh::{
     free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
 };
 
-/// The nodes and their uplink addresses.
-const NODES: [(&str, [u8; 4]); 3] = [
-    ("alpha", [127, 0, 0, 1]),
-    ("beta", [127, 0, 0, 2]),
-    ("gamma", [127, 0, 0, 3]),
+/// An uplink: its name and address.
+type Uplink = (&'static str, [u8; 4]);
+
+/// The nodes and their uplinks.
+const NODES: [(&str, &[Uplink]); 3] = [
+    (
+        "alpha",
+        &[("wan1", [127, 0, 0, 1]), ("wan2", [127, 0, 0, 4])],
+    ),
+    ("beta", &[("lo", [127, 0, 0, 2])]),
+    ("gamma", &[("lo", [127, 0, 0, 3])]),
 ];
-/// The node whose daemon is killed and restarted half-way (or after
-/// [`CRASH_AFTER`] when running until Ctrl-C).
+/// The node that loses an uplink half-way (or after [`CUT_AFTER`] when
+/// running until Ctrl-C), the uplink it loses and the one left.
+const FAILING_OVER: &str = "alpha";
+const CUT: &str = "wan1";
+const KEPT: &str = "wan2";
+const CUT_AFTER: Duration = Duration::from_secs(10);
+/// The node whose daemon is killed and restarted three quarters through
+/// (or after [`CRASH_AFTER`] when running until Ctrl-C).
 const CRASHING: &str = "beta";
-const CRASH_AFTER: Duration = Duration::from_secs(10);
+const CRASH_AFTER: Duration = Duration::from_secs(20);
 /// Datagram size and rate per flow: 6 flows × 1,000/s × 1,200 bytes is
 /// about 58 Mbit/s in all, light enough for any machine.
 const PAYLOAD: usize = 1_200;
 const PER_FLOW_RATE: u64 = 1_000;
-const HEADER: usize = 9;
+/// Sender index, sequence number, send time (µs since traffic started).
+const HEADER: usize = 17;
+
+pub use failover::Failover;
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -66,6 +91,8 @@ pub struct Report {
     pub interrupted: bool,
     /// The final report, as printed.
     pub text: String,
+    /// What taking alpha's uplink out did, once it was.
+    pub failover: Option<Failover>,
 }
 
 /// Runs the quickstart, printing progress to stderr and the report to
@@ -84,7 +111,10 @@ pub fn run(options: &Options, stop: &AtomicBool) -> Result<Report, Error> {
 fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Error> {
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     eprintln!("quickstart: working in {}", dir.display());
-    eprintln!("quickstart: making a private PKI and starting a coordinator and three nodes");
+    eprintln!(
+        "quickstart: making a private PKI and starting a coordinator and three nodes \
+         ({FAILING_OVER} with two uplinks, {CUT} on 127.0.0.1 and {KEPT} on 127.0.0.4)"
+    );
 
     // The services: one UDP socket per node, owned by this process.
     let services: Vec<UdpSocket> = NODES
@@ -92,12 +122,15 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
         .map(|_| UdpSocket::bind((lo, 0)).map_err(Error::io("binding a service socket")))
         .collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
-    for (i, (name, ip)) in NODES.iter().enumerate() {
+    for (i, (name, uplinks)) in NODES.iter().enumerate() {
         let base = 47_000 + 100 * i as u16;
         nodes.push(NodeSpec {
             name: (*name).to_owned(),
             wrap: Vec::new(),
-            uplinks: vec![("lo".to_owned(), IpAddr::from(*ip))],
+            uplinks: uplinks
+                .iter()
+                .map(|(uplink, ip)| ((*uplink).to_owned(), IpAddr::from(*ip)))
+                .collect(),
             status_listen: SocketAddr::new(lo, free_port(lo)?),
             services: vec![ServiceSpec {
                 name: "demo".to_owned(),
@@ -140,8 +173,12 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
             }
         }
     }
+    // Senders stop first; receivers a moment later, so what is in flight
+    // then still arrives.
+    let sending = Arc::new(AtomicBool::new(true));
     let running = Arc::new(AtomicBool::new(true));
-    let mut threads = Vec::new();
+    let epoch = Instant::now();
+    let mut receivers = Vec::new();
     for (j, socket) in services.iter().enumerate() {
         let socket = socket
             .try_clone()
@@ -155,10 +192,11 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
             .map(|f| (f.0, f.3.clone()))
             .collect();
         let running = running.clone();
-        threads.push(std::thread::spawn(move || {
+        receivers.push(std::thread::spawn(move || {
             receive(&socket, &inbound, &running)
         }));
     }
+    let mut senders = Vec::new();
     for (i, socket) in services.iter().enumerate() {
         let socket = socket
             .try_clone()
@@ -168,36 +206,72 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
             .filter(|f| f.0 == i)
             .map(|f| (i, f.2, f.3.clone()))
             .collect();
-        let running = running.clone();
-        threads.push(std::thread::spawn(move || {
-            send(&socket, &outbound, &running)
+        let sending = sending.clone();
+        senders.push(std::thread::spawn(move || {
+            send(&socket, &outbound, epoch, &sending)
         }));
     }
 
-    let traffic_started = Instant::now();
-    let crash_at = options.duration.map_or(CRASH_AFTER, |d| d / 2);
+    let cut_at = options.duration.map_or(CUT_AFTER, |d| d / 2);
+    let crash_at = options.duration.map_or(CRASH_AFTER, |d| d * 3 / 4);
     let over = |elapsed: Duration| options.duration.is_some_and(|d| elapsed >= d);
-    let mut crashed = false;
-    let mut restarted_at = None;
+    let mut cut: Option<Cut> = None;
+    let mut crashed_at = None;
     let mut last = snapshot(&flows);
+    let mut last_uplinks = uplink_bytes(&mesh);
     let mut last_at = Instant::now();
     let tty = std::io::stderr().is_terminal();
-    while !over(traffic_started.elapsed()) && !stop.load(Ordering::Relaxed) {
+    let say = |text: String| {
+        eprintln!("{}quickstart: {text}", if tty { "\n" } else { "" });
+    };
+    while !over(epoch.elapsed()) && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(250));
-        if !crashed && traffic_started.elapsed() >= crash_at {
-            crashed = true;
-            eprintln!(
-                "{}quickstart: killing {CRASHING}'s daemon (SIGKILL) and starting it again",
-                if tty { "\n" } else { "" }
-            );
+        if cut.is_none() && epoch.elapsed() >= cut_at {
+            say(format!(
+                "taking {FAILING_OVER}'s uplink {CUT} out of service (enabled = false, SIGHUP); \
+                 traffic moves to {KEPT}"
+            ));
+            let before = uplink_bytes(&mesh);
+            let before_at = Instant::now();
+            let wall_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            mesh.set_uplink_enabled(FAILING_OVER, CUT, false)?;
+            let at = Instant::now();
+            // The second before: from the last progress sample.
+            let secs = before_at.duration_since(last_at).as_secs_f64().max(0.25);
+            let rate =
+                |k: usize| before[k].saturating_sub(last_uplinks[k]) as f64 * 8.0 / secs / 1e6;
+            cut = Some(Cut {
+                at: before_at.duration_since(epoch),
+                wall_ms,
+                before_mbps: [rate(0), rate(1)],
+                bytes: uplink_bytes(&mesh),
+                bytes_at: at,
+                end: None,
+            });
+        }
+        if crashed_at.is_none() && epoch.elapsed() >= crash_at {
+            if let Some(cut) = cut.as_mut() {
+                cut.end = Some((epoch.elapsed(), uplink_bytes(&mesh), Instant::now()));
+            }
+            say(format!(
+                "killing {CRASHING}'s daemon (SIGKILL) and starting it again"
+            ));
             mesh.kill_node(CRASHING)?;
             mesh.start_node(CRASHING)?;
-            restarted_at = Some(Instant::now());
+            crashed_at = Some(epoch.elapsed());
         }
         if last_at.elapsed() >= Duration::from_secs(1) {
             let now = snapshot(&flows);
+            let uplinks = uplink_bytes(&mesh);
             let secs = last_at.elapsed().as_secs_f64();
-            let line = progress(traffic_started.elapsed(), &flows, &last, &now, secs);
+            let line = progress(
+                epoch.elapsed(),
+                (&last, &now),
+                (&last_uplinks, &uplinks),
+                secs,
+            );
             if tty {
                 eprint!("\r{line}\x1b[K");
             } else {
@@ -205,21 +279,35 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
             }
             let _ = std::io::stderr().flush();
             last = now;
+            last_uplinks = uplinks;
             last_at = Instant::now();
         }
     }
     if tty {
         eprintln!();
     }
-    running.store(false, Ordering::Relaxed);
-    for thread in threads {
+    let traffic_ended = epoch.elapsed();
+    if let Some(cut) = cut.as_mut() {
+        cut.end
+            .get_or_insert_with(|| (traffic_ended, uplink_bytes(&mesh), Instant::now()));
+    }
+    sending.store(false, Ordering::Relaxed);
+    for thread in senders {
         let _ = thread.join();
     }
     // Datagrams still in flight when the senders stop are not losses.
     std::thread::sleep(Duration::from_millis(200));
+    running.store(false, Ordering::Relaxed);
+    let mut logs: Vec<(usize, usize, failover::FlowLog)> = Vec::new();
+    for (j, thread) in receivers.into_iter().enumerate() {
+        if let Ok(inbound) = thread.join() {
+            logs.extend(inbound.into_iter().map(|(i, log)| (i, j, log)));
+        }
+    }
+    let failover = cut.map(|cut| cut.measured(epoch, &logs));
 
     // Back up, on the very same ingress ports the senders have used all along.
-    let recovered = restarted_at.map(|_| {
+    let recovered = crashed_at.map(|_| {
         mesh.wait_up(Duration::from_secs(10)).is_ok()
             && flows.iter().filter(|f| NODES[f.0].0 == CRASHING).all(|f| {
                 mesh.ingress(CRASHING, &format!("{}/demo", NODES[f.1].0))
@@ -227,7 +315,14 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
                     == Some(f.2)
             })
     });
-    let mut report = final_report(&mesh, &flows, traffic_started.elapsed(), recovered)?;
+    let mut report = final_report(
+        &mesh,
+        &flows,
+        traffic_ended,
+        recovered,
+        failover.as_ref().zip(cut.map(|c| c.wall_ms)),
+    )?;
+    report.failover = failover;
     report.interrupted = stop.load(Ordering::Relaxed);
     println!("{}", report.text);
     if options.keep {
@@ -236,19 +331,102 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
     Ok(report)
 }
 
-fn send(socket: &UdpSocket, outbound: &[(usize, SocketAddr, Arc<Flow>)], running: &AtomicBool) {
+/// The cut of alpha's uplink as the run saw it.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    /// When (just before the reload), from the start of traffic.
+    at: Duration,
+    /// When, in Unix milliseconds (to find its events).
+    wall_ms: u64,
+    before_mbps: [f64; 2],
+    /// Bytes through each uplink once the reload was applied.
+    bytes: [u64; 2],
+    bytes_at: Instant,
+    /// The end of the window: when, bytes through each uplink then.
+    end: Option<(Duration, [u64; 2], Instant)>,
+}
+
+impl Cut {
+    fn measured(&self, epoch: Instant, logs: &[(usize, usize, failover::FlowLog)]) -> Failover {
+        let node = NODES
+            .iter()
+            .position(|(n, _)| *n == FAILING_OVER)
+            .unwrap_or(0);
+        let (end, bytes, bytes_at) = self.end.unwrap_or((self.at, self.bytes, self.bytes_at));
+        // Datagrams sent in the last moments before the end are still in
+        // flight then, not lost.
+        let window_end = end.saturating_sub(Duration::from_millis(50)).max(self.at);
+        let through: Vec<&failover::FlowLog> = logs
+            .iter()
+            .filter(|(i, j, _)| *i == node || *j == node)
+            .map(|(_, _, log)| log)
+            .collect();
+        let (lost, longest_pause, stall) = failover::measure(&through, epoch, self.at, window_end);
+        let after_bytes = [
+            bytes[0].saturating_sub(self.bytes[0]),
+            bytes[1].saturating_sub(self.bytes[1]),
+        ];
+        let secs = bytes_at.duration_since(self.bytes_at).as_secs_f64();
+        let rate = |b: u64| {
+            if secs > 0.0 {
+                b as f64 * 8.0 / secs / 1e6
+            } else {
+                0.0
+            }
+        };
+        Failover {
+            node: FAILING_OVER.to_owned(),
+            uplink: CUT.to_owned(),
+            other: KEPT.to_owned(),
+            at: self.at,
+            window: window_end - self.at,
+            lost,
+            longest_pause,
+            stall,
+            before_mbps: self.before_mbps,
+            after_mbps: [rate(after_bytes[0]), rate(after_bytes[1])],
+            after_bytes,
+        }
+    }
+}
+
+/// Bytes (sent and received) through alpha's two uplinks so far, from its
+/// status; zeros while it does not answer.
+fn uplink_bytes(mesh: &LocalMesh) -> [u64; 2] {
+    let Ok(status) = mesh.status(FAILING_OVER) else {
+        return [0, 0];
+    };
+    let of = |name: &str| {
+        status["uplinks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|u| u["name"] == name)
+            .map_or(0, |u| {
+                u["tx_bytes"].as_u64().unwrap_or(0) + u["rx_bytes"].as_u64().unwrap_or(0)
+            })
+    };
+    [of(CUT), of(KEPT)]
+}
+
+fn send(
+    socket: &UdpSocket,
+    outbound: &[(usize, SocketAddr, Arc<Flow>)],
+    epoch: Instant,
+    running: &AtomicBool,
+) {
     let mut buf = vec![0u8; PAYLOAD];
-    let started = Instant::now();
     let mut seq = 0u64;
     while running.load(Ordering::Relaxed) {
         // Paced: datagram `seq` of each flow leaves at seq / rate seconds.
-        let due = started + Duration::from_secs_f64(seq as f64 / PER_FLOW_RATE as f64);
+        let due = epoch + Duration::from_secs_f64(seq as f64 / PER_FLOW_RATE as f64);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
         for (from, ingress, flow) in outbound {
-            fill(&mut buf, *from as u8, seq);
+            let sent_us = epoch.elapsed().as_micros() as u64;
+            fill(&mut buf, *from as u8, seq, sent_us);
             if socket.send_to(&buf, ingress).is_ok() {
                 flow.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -257,41 +435,59 @@ fn send(socket: &UdpSocket, outbound: &[(usize, SocketAddr, Arc<Flow>)], running
     }
 }
 
-fn receive(socket: &UdpSocket, inbound: &[(usize, Arc<Flow>)], running: &AtomicBool) {
+/// Receives until `running` is cleared; returns each inbound flow's log.
+fn receive(
+    socket: &UdpSocket,
+    inbound: &[(usize, Arc<Flow>)],
+    running: &AtomicBool,
+) -> Vec<(usize, failover::FlowLog)> {
     let mut buf = vec![0u8; 2_048];
     let mut expect = vec![0u8; PAYLOAD];
+    let mut logs: Vec<(usize, failover::FlowLog)> = inbound
+        .iter()
+        .map(|(i, _)| (*i, failover::FlowLog::default()))
+        .collect();
     while running.load(Ordering::Relaxed) {
         let Ok(n) = socket.recv(&mut buf) else {
             continue;
         };
+        let at = Instant::now();
         let Some(&from) = buf.first() else { continue };
-        let Some((_, flow)) = inbound.iter().find(|(i, _)| *i == usize::from(from)) else {
+        let Some(k) = inbound.iter().position(|(i, _)| *i == usize::from(from)) else {
             continue;
         };
-        let seq = buf
-            .get(1..HEADER)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_be_bytes);
-        fill(&mut expect, from, seq);
+        let flow = &inbound[k].1;
+        let word = |at: usize| {
+            buf.get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        let (seq, sent_us) = (word(1), word(9));
+        fill(&mut expect, from, seq, sent_us);
         if n == PAYLOAD && buf[..n] == expect[..] {
             flow.received.fetch_add(1, Ordering::Relaxed);
             flow.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            logs[k].1.arrived(seq, sent_us, at);
         } else {
             flow.corrupt.fetch_add(1, Ordering::Relaxed);
         }
     }
+    logs
 }
 
-/// The datagram `seq` of the flow from node `from`: a header, then bytes
-/// that depend on both, so any alteration shows.
-fn fill(buf: &mut [u8], from: u8, seq: u64) {
+/// The datagram `seq` of the flow from node `from`, sent `sent_us` after
+/// traffic started: a header, then bytes that depend on all three, so any
+/// alteration shows.
+fn fill(buf: &mut [u8], from: u8, seq: u64, sent_us: u64) {
     buf[0] = from;
-    buf[1..HEADER].copy_from_slice(&seq.to_be_bytes());
+    buf[1..9].copy_from_slice(&seq.to_be_bytes());
+    buf[9..HEADER].copy_from_slice(&sent_us.to_be_bytes());
     for (k, b) in buf[HEADER..].iter_mut().enumerate() {
         *b = (seq as u8)
             .wrapping_mul(31)
             .wrapping_add(k as u8)
-            .wrapping_add(from);
+            .wrapping_add(from)
+            .wrapping_add(sent_us as u8);
     }
 }
 
@@ -304,18 +500,26 @@ fn snapshot(flows: &Flows) -> Vec<u64> {
         .collect()
 }
 
-fn progress(elapsed: Duration, flows: &Flows, last: &[u64], now: &[u64], secs: f64) -> String {
-    let mut line = format!("[{:>3} s]", elapsed.as_secs());
-    for (k, (i, j, _, _)) in flows.iter().enumerate() {
-        let mbit = (now[k] - last[k]) as f64 * 8.0 / secs / 1e6;
-        let _ = write!(line, "  {}→{} {mbit:5.1}", short(*i), short(*j));
-    }
-    line.push_str(" Mbit/s");
-    line
-}
-
-fn short(node: usize) -> &'static str {
-    &NODES[node].0[..1]
+/// `[ 12 s]  57.6 Mbit/s delivered, 6/6 flows  |  alpha wan1 28.8  wan2 28.8 Mbit/s`
+fn progress(
+    elapsed: Duration,
+    flows: (&[u64], &[u64]),
+    uplinks: (&[u64; 2], &[u64; 2]),
+    secs: f64,
+) -> String {
+    let mbit = |bytes: u64| bytes as f64 * 8.0 / secs / 1e6;
+    let (last, now) = flows;
+    let delivered: u64 = now.iter().zip(last).map(|(n, l)| n - l).sum();
+    let moving = now.iter().zip(last).filter(|(n, l)| n > l).count();
+    let (before, after) = uplinks;
+    format!(
+        "[{:>3} s]  {:5.1} Mbit/s delivered, {moving}/{} flows  |  {FAILING_OVER} {CUT} {:5.1}  {KEPT} {:5.1} Mbit/s",
+        elapsed.as_secs(),
+        mbit(delivered),
+        now.len(),
+        mbit(after[0].saturating_sub(before[0])),
+        mbit(after[1].saturating_sub(before[1])),
+    )
 }
 
 /// The per-flow table, from this process's own counters.
@@ -344,6 +548,7 @@ fn flow_report(flows: &Flows, elapsed: Duration) -> Report {
         ok,
         interrupted: false,
         text,
+        failover: None,
     }
 }
 
@@ -352,20 +557,54 @@ fn final_report(
     flows: &Flows,
     elapsed: Duration,
     recovered: Option<bool>,
+    failover: Option<(&Failover, u64)>,
 ) -> Result<Report, Error> {
     let Report {
         mut ok, mut text, ..
     } = flow_report(flows, elapsed);
     let _ = writeln!(
         text,
-        "\nLoss is what was sent while {CRASHING}'s daemon was down and re-establishing \
-         its paths; every datagram that arrived was checked byte-for-byte."
+        "\nLoss is what was sent while {FAILING_OVER}'s paths through {CUT} were failing \
+         over and while {CRASHING}'s daemon was down and re-establishing its paths; every \
+         datagram that arrived was checked byte-for-byte."
     );
+    if let Some((f, cut_ms)) = failover {
+        let _ = writeln!(
+            text,
+            "\nFailover: {} took its uplink {} out of service at {:.1} s (enabled = false, \
+             SIGHUP).\n  {} {:.1} and {} {:.1} Mbit/s in the second before; {:.1} and {:.1} \
+             Mbit/s in the {:.1} s after.\n  Flows through {}: {} datagrams lost, {}.\n  \
+             Failover stall: {:.0} ms (from the cut until the last datagram lost was sent, or \
+             the longest pause if longer).",
+            f.node,
+            f.uplink,
+            f.at.as_secs_f64(),
+            f.uplink,
+            f.before_mbps[0],
+            f.other,
+            f.before_mbps[1],
+            f.after_mbps[0],
+            f.after_mbps[1],
+            f.window.as_secs_f64(),
+            f.node,
+            f.lost,
+            if f.longest_pause.is_zero() {
+                "no pause in delivery of 20 ms or more".to_owned()
+            } else {
+                format!(
+                    "longest pause in delivery {:.0} ms",
+                    f.longest_pause.as_secs_f64() * 1e3
+                )
+            },
+            f.stall.as_secs_f64() * 1e3,
+        );
+        text.push_str(&failover_events(mesh, cut_ms));
+    }
     if let Some(recovered) = recovered {
         ok &= recovered;
         let _ = writeln!(
             text,
-            "{CRASHING} after its restart: {}",
+            "\n{CRASHING} after its restart: {}",
             if recovered {
                 "admitted again, every association up, same ingress ports"
             } else {
@@ -373,14 +612,14 @@ fn final_report(
             }
         );
     }
-    let _ = writeln!(text, "\nPaths:");
+    let _ = writeln!(text, "\nPaths (`transitloom-node status`):");
     for name in mesh.node_names() {
         let status = mesh.status(name)?;
         for assoc in status["associations"].as_array().into_iter().flatten() {
             for path in assoc["paths"].as_array().into_iter().flatten() {
                 let _ = writeln!(
                     text,
-                    "  {name:<6} → {:<12} {:<16} {:<8} via {} to {} rtt {}",
+                    "  {name:<6} → {:<12} {:<16} {:<8} via {:<4} to {:<16} rtt {:<8} weight {:.2} {}",
                     assoc["peer"].as_str().unwrap_or("?"),
                     path["kind"].as_str().unwrap_or("?"),
                     path["state"].as_str().unwrap_or("?"),
@@ -389,6 +628,8 @@ fn final_report(
                     path["rtt_ms"]
                         .as_f64()
                         .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms")),
+                    path["weight"].as_f64().unwrap_or(0.0),
+                    path["reason"].as_str().unwrap_or(""),
                 );
             }
         }
@@ -412,7 +653,60 @@ fn final_report(
         ok,
         interrupted: false,
         text,
+        failover: None,
     })
+}
+
+/// What the nodes recorded of the failover (`transitloom-node explain`):
+/// alpha's side with gamma (its uplink going, its paths removed) and
+/// gamma's side (its path to alpha's lost address failing, and how long
+/// detection took). Gamma is never restarted, so its record is whole.
+fn failover_events(mesh: &LocalMesh, cut_ms: u64) -> String {
+    let mut text = String::new();
+    let other = NODES[2].0;
+    for (node, peer) in [(FAILING_OVER, other), (other, FAILING_OVER)] {
+        let Ok(status) = mesh.status(node) else {
+            continue;
+        };
+        let Some(assoc) = status["associations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["peer"] == format!("{peer}/demo"))
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            text,
+            "\n  {node}'s record (`transitloom-node explain {peer}` on {node}), since the cut:"
+        );
+        let events = assoc["events"].as_array().cloned().unwrap_or_default();
+        let since: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["at_unix_ms"].as_u64().is_some_and(|at| at + 5 >= cut_ms))
+            .take(6)
+            .collect();
+        if since.is_empty() {
+            let _ = writeln!(text, "    nothing recorded");
+        }
+        for e in since {
+            let at = e["at_unix_ms"].as_u64().unwrap_or(cut_ms);
+            let what = match (e["path"].as_str(), e["remote"].as_str()) {
+                (Some(path), Some(remote)) => format!(
+                    "path {path} ({} -> {remote})",
+                    e["uplink"].as_str().unwrap_or("?")
+                ),
+                _ => format!("uplink {}", e["uplink"].as_str().unwrap_or("?")),
+            };
+            let _ = writeln!(
+                text,
+                "    +{:>4} ms  {what}: {}",
+                at as i64 - cut_ms as i64,
+                e["detail"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    text
 }
 
 /// A fresh directory under the system's temporary directory.

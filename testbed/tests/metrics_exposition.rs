@@ -107,6 +107,10 @@ fn every_metrics_endpoint_passes_promtool() {
             for family in [
                 "transitloom_association_up{",
                 "transitloom_path_rtt_seconds{",
+                "transitloom_path_weight{",
+                "transitloom_path_carrying{",
+                "transitloom_path_delivery_bytes_per_second{",
+                "transitloom_association_path_events_total{",
                 "transitloom_uplink_tx_bytes_total{",
             ] {
                 assert!(text.contains(family), "{name}: no {family}\n{text}");

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
+use super::events::PathHistory;
 use super::path::{Path, PathState, Traffic};
 use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
 use super::{AssociationSpec, UplinkPolicy};
@@ -98,6 +99,8 @@ pub(crate) struct Association {
     pub(crate) relay: Option<super::relay_leg::RelayBinding>,
     /// When the peer's candidates were first probed.
     pub(crate) first_probe: Option<Instant>,
+    /// What happened to its paths lately, for operators.
+    pub(crate) history: PathHistory,
 }
 
 /// A path's share and the reason for it, as the scheduler sees it now.
@@ -137,6 +140,7 @@ impl Association {
             last_ingress: None,
             relay: None,
             first_probe: None,
+            history: PathHistory::default(),
         }
     }
 

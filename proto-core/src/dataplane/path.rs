@@ -123,6 +123,8 @@ pub struct Path {
     pub pings: u64,
     /// Pongs matched.
     pub pongs: u64,
+    /// When a ping was last answered.
+    pub last_pong: Option<Instant>,
     /// Learned from data only and never proved the key: challenged, not
     /// probed on a timer.
     pub(crate) unproven: bool,
@@ -156,6 +158,7 @@ impl Path {
             rx: Traffic::default(),
             pings: 0,
             pongs: 0,
+            last_pong: None,
             unproven: false,
             pending: VecDeque::new(),
             last_data: None,
@@ -237,6 +240,7 @@ impl Path {
         self.sample_rtt(rtt);
         self.unproven = false;
         self.pongs += 1;
+        self.last_pong = Some(now);
         self.last_heard = Some(now);
         let validated = self.state != PathState::Active;
         if validated {

@@ -445,6 +445,20 @@ impl Reason {
             Self::Settling => "settling: validated lately; the relay carries until it has held",
         }
     }
+
+    /// The one-word name status JSON and metrics use.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Carrying => "carrying",
+            Self::NotValidated => "not-validated",
+            Self::Stale => "stale",
+            Self::Backup => "backup",
+            Self::Metered => "metered",
+            Self::Slow => "slow",
+            Self::Relayed => "relayed",
+            Self::Settling => "settling",
+        }
+    }
 }
 
 /// One path as the scheduler sees it for one decision.

@@ -635,7 +635,10 @@ fn an_uplink_that_loses_and_regains_its_address_is_rebound_without_a_restart() {
     assert_eq!(on_lan(&net), 1);
 
     // The address goes: the socket closes and its path fails at once.
-    net.nodes[1].plane.set_uplink_address(lan, None).unwrap();
+    net.nodes[1]
+        .plane
+        .set_uplink_address(net.now, lan, None)
+        .unwrap();
     net.drain(1);
     assert_eq!(on_lan(&net), 0);
     assert!(!net.nodes[1]
@@ -658,7 +661,7 @@ fn an_uplink_that_loses_and_regains_its_address_is_rebound_without_a_restart() {
     // It comes back on another address: bound and validated again.
     net.nodes[1]
         .plane
-        .set_uplink_address(lan, Some("10.0.0.3".parse().unwrap()))
+        .set_uplink_address(net.now, lan, Some("10.0.0.3".parse().unwrap()))
         .unwrap();
     net.advance(Duration::from_millis(300));
     assert!(net.nodes[1]
@@ -672,7 +675,11 @@ fn an_uplink_that_loses_and_regains_its_address_is_rebound_without_a_restart() {
         .any(|p| p.remote == addr("10.0.0.3:40000") && p.state == PathState::Active));
 
     assert_eq!(
-        net.nodes[1].plane.set_uplink_address(UplinkId(9), None),
+        net.nodes[1]
+            .plane
+            .set_uplink_address(net.now, UplinkId(9), None),
         Err(DataPlaneError::NoSuchUplink(UplinkId(9)))
     );
 }
+
+mod events;

@@ -4,14 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use transitloom_runtime_mio::config::{NodeConfig, UplinkSource, DEFAULT_STATUS_LISTEN};
 use transitloom_runtime_mio::http;
 use transitloom_runtime_mio::logging::{self, LogFormat};
 use transitloom_runtime_mio::node_daemon::{self, Setup, UplinkReach};
-use transitloom_runtime_mio::status::NodeStatus;
+use transitloom_runtime_mio::status::{explain, NodeStatus};
 
 /// The Transitloom node: exposes local UDP services (WireGuard first) on
 /// stable loopback ingress ports and carries them across the mesh.
@@ -54,6 +54,29 @@ enum Command {
     /// (from its status endpoint).
     Status {
         /// Print the raw JSON of `GET /status` instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: StatusTarget,
+    },
+    /// Explains one association: why each of its paths has its state and
+    /// its weight, in words and with the numbers behind the scheduler's
+    /// reason (carrying, not validated, stale, backup, metered, slow), then
+    /// the last events of its paths with their times: validations,
+    /// failures with how long detection took, uplinks going down and up,
+    /// the scheduler starting or stopping to carry on a path.
+    ///
+    /// ASSOC is the association's id (`status` shows it), its peer
+    /// service (`beta/wg0`), or the peer node (`beta`) when only one
+    /// association goes there. Reads the node's status endpoint, like
+    /// `status`; docs/operators.md says what to do about each reason.
+    Explain {
+        /// The association: id, `node/service` of the peer, or peer node.
+        #[arg(value_name = "ASSOC")]
+        assoc: String,
+        /// Print the explanation as JSON: the association as `status
+        /// --json` has it (events included), the uplinks, and each path's
+        /// explanation in words.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -109,6 +132,14 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
+        Command::Explain {
+            assoc,
+            json,
+            target,
+        } => fetch_status(&target).map_or_else(
+            |code| code,
+            |(_, status)| print_explanation(&status, &assoc, json),
+        ),
         Command::WgPeers { interface, target } => fetch_status(&target).map_or_else(
             |code| code,
             |(_, status)| {
@@ -117,6 +148,32 @@ fn main() -> ExitCode {
             },
         ),
     }
+}
+
+fn print_explanation(status: &NodeStatus, query: &str, json: bool) -> ExitCode {
+    let assoc = match explain::find(status, query) {
+        Ok(assoc) => assoc,
+        Err(why) => {
+            eprintln!("transitloom-node: {why}");
+            return ExitCode::from(BAD_CONFIG);
+        }
+    };
+    let explanation = explain::explain(status, assoc);
+    if json {
+        match serde_json::to_string_pretty(&explanation) {
+            Ok(text) => println!("{text}"),
+            Err(err) => {
+                eprintln!("transitloom-node: {err}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        print!("{}", explain::render(&explanation, now_ms));
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
@@ -278,22 +335,38 @@ fn table(status: &NodeStatus) -> String {
         if a.paths.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "  PATH  KIND              UPLINK       REMOTE                   STATE    RTT ms   LOSS   WEIGHT  TX BYTES     RX BYTES");
+        let _ = writeln!(
+            out,
+            "  PATH  KIND              UPLINK       REMOTE                   STATE    RTT ms   JITTER  LOSS   FWD +ms  DELIV Mbit/s  WEIGHT  SHARE   REASON         TX BYTES     RX BYTES"
+        );
         for p in &a.paths {
-            let rtt = p.rtt_ms.map_or("-".to_owned(), |r| format!("{r:.1}"));
+            let ms = |v: Option<f64>, digits: usize| {
+                v.map_or("-".to_owned(), |v| format!("{v:.digits$}"))
+            };
             let _ = writeln!(
                 out,
-                "  {:<5} {:<17} {:<12} {:<24} {:<8} {:<8} {:<6.3} {:<7.2} {:<12} {}",
+                "  {:<5} {:<17} {:<12} {:<24} {:<8} {:<8} {:<7} {:<6.3} {:<8} {:<13.1} {:<7.2} {:<7} {:<14} {:<12} {}",
                 p.id,
                 p.kind,
                 p.uplink,
                 p.remote,
                 p.state,
-                rtt,
+                ms(p.rtt_ms, 1),
+                ms(p.jitter_ms, 2),
                 p.loss,
+                ms(p.fwd_delay_ms, 2),
+                p.delivery_mbps,
                 p.weight,
+                format!("{:.1}%", p.tx_share * 100.0),
+                if p.reason.is_empty() { "-" } else { &p.reason },
                 p.tx_bytes,
                 p.rx_bytes
+            );
+        }
+        if let Some(id) = &a.id {
+            let _ = writeln!(
+                out,
+                "  why each path has its weight, and what happened lately: transitloom-node explain {id}"
             );
         }
     }

@@ -82,6 +82,12 @@ fn the_design_example_parses() {
     assert_eq!(config.associations[1].peer(), "gamma/wg0");
     assert_eq!(config.associations[1].relay, RelayPolicy::Allow);
     assert_eq!(config.associations[1].mode, Mode::WholePacket);
+    assert!(
+        config.uplinks.iter().all(|u| u.enabled),
+        "enabled by default"
+    );
+    let config = parse(&mutate("metered = true", "metered = true\nenabled = false")).unwrap();
+    assert!(config.uplinks[0].enabled && !config.uplinks[1].enabled);
 }
 
 /// Replaces the first occurrence of `from` in the good config.
@@ -114,6 +120,12 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("priority = \"primary\"", "priority = \"main\""), "uplink[0].priority", "not one of"),
         (mutate("priority = \"primary\"", "priority = \"backup\""), "uplink", "every uplink is a backup"),
         (mutate("capacity_mbps = 500", "capacity_mbps = -5"), "uplink[0].capacity_mbps", "not a positive rate"),
+        (mutate("capacity_mbps = 500", "capacity_mbps = 500\nenabled = 0"), "uplink[0].enabled", "expected true or false"),
+        (
+            mutate("capacity_mbps = 500", "capacity_mbps = 500\nenabled = false").replacen("metered = true", "metered = true\nenabled = false", 1),
+            "uplink",
+            "every uplink is disabled",
+        ),
         (mutate("interface = \"wwan0\"", "interface = \"an-interface-name-too-long\""), "uplink[1].interface", "not an interface name"),
         (mutate("target = \"127.0.0.1:51820\"", "target = \"127.0.0.1:0\""), "service[0].target", "port 0"),
         (mutate("127.0.0.1:41000-41999", "192.0.2.1:41000-41999"), "service[0].ingress_range", "not a loopback"),

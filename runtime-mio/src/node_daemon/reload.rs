@@ -1,7 +1,8 @@
 //! SIGHUP: the node reads its configuration file again, with the same
 //! strict parser and checks as at start-up, and applies what changed in its
-//! services and associations. Anything else (name, data directory,
-//! coordinators, trust anchor, uplinks, status address, …) takes a restart:
+//! services and associations, and which uplinks are `enabled`. Anything
+//! else (name, data directory, coordinators, trust anchor, the uplinks'
+//! other keys, status address, …) takes a restart:
 //! a file that changes it, or that is invalid, is refused with the file, the
 //! key and the reason, and the node keeps running as it was.
 
@@ -63,14 +64,17 @@ pub(crate) fn plan(setup: &Setup, running: &[ServiceSpec]) -> Result<Plan, Confi
     })
 }
 
-/// Refuses a change to anything but services and associations.
+/// Refuses a change to anything but services, associations and the
+/// uplinks' `enabled`.
 fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigError> {
-    let changed = |key: &str, was: String| ConfigError {
+    let changed = |key: &str, was: String| {
+        ConfigError {
         file: new.file.clone(),
         key: key.to_owned(),
         reason: format!(
-            "changed (was {was}), which takes a restart; only services and associations reload"
+            "changed (was {was}), which takes a restart (a reload applies services, associations and uplinks' `enabled` only)"
         ),
+    }
     };
     let path = |p: &Path| format!("{:?}", p.display().to_string());
     if old.name != new.name {
@@ -110,7 +114,12 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
         ));
     }
     for (i, (a, b)) in old.uplinks.iter().zip(&new.uplinks).enumerate() {
-        if a != b {
+        // `enabled` reloads; nothing else of an uplink does.
+        let same = crate::config::UplinkConfig {
+            enabled: b.enabled,
+            ..a.clone()
+        };
+        if same != *b {
             return Err(changed(&format!("uplink[{i}]"), format!("{a:?}")));
         }
     }

@@ -165,6 +165,7 @@ pub(crate) fn node_status(
     now_unix_s: u64,
 ) -> NodeStatus {
     let plane = node.data_plane();
+    let now = std::time::Instant::now();
     let uplink_name = |u: u16| {
         setup
             .uplinks
@@ -189,7 +190,7 @@ pub(crate) fn node_status(
                 node.association_names(v.spec().id) == Some((a.service.as_str(), peer.as_str()))
             });
             match installed {
-                Some(view) => AssociationStatus::of(view, &a.service, MODE, uplink_name),
+                Some(view) => AssociationStatus::of(view, &a.service, MODE, now, uplink_name),
                 None => AssociationStatus {
                     id: None,
                     service: a.service.clone(),

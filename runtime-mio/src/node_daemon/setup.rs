@@ -190,6 +190,11 @@ pub(crate) fn resolve_uplinks(
                 (format!("uplink[{i}].bind"), UplinkReach::Up(*ip), false)
             }
         };
+        let reach = if uplink.enabled {
+            reach
+        } else {
+            UplinkReach::Down(uplink_watch::DISABLED.to_owned())
+        };
         match &reach {
             UplinkReach::Up(ip) => {
                 if let Err(err) = std::net::UdpSocket::bind((*ip, 0)) {
@@ -206,6 +211,10 @@ pub(crate) fn resolve_uplinks(
                     );
                 }
             }
+            UplinkReach::Down(_) if !uplink.enabled => tracing::info!(
+                uplink = %uplink.name,
+                "uplink disabled in the configuration: it carries nothing until a reload enables it"
+            ),
             UplinkReach::Down(why) => tracing::warn!(
                 uplink = %uplink.name, reason = %why,
                 "uplink down at start: it carries nothing until its address appears"
@@ -231,6 +240,7 @@ pub(crate) fn resolve_uplinks(
                 name: uplink.name.clone(),
                 source: uplink.source.clone(),
                 followed,
+                enabled: uplink.enabled,
                 reach,
                 changes: 0,
             },

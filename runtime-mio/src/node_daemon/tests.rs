@@ -7,6 +7,7 @@ use transitloom_proto_core::pki::{self, CertTerms};
 
 use super::report::{node_status, Standing, UplinkTally};
 use super::setup::refuse_unsupported;
+use super::uplink_watch::DISABLED;
 use super::*;
 use crate::config::NodeConfig;
 
@@ -363,6 +364,24 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
         .map(|s| (s.name.clone(), s.id.0))
         .collect();
     assert_eq!(ids, [("wg0".to_owned(), 7), ("wg1".to_owned(), 8)]);
+
+    // An uplink's `enabled` reloads; it starts the node down when false.
+    write_config(
+        dir.path(),
+        "",
+        &format!("{uplink}\nenabled = false\n\n[[uplink]]\nname = \"lo2\"\nbind = \"127.0.0.1\""),
+    );
+    let err = reload::plan(&setup, &running).expect_err("a second uplink");
+    assert_eq!(err.key, "uplink");
+    let two = "bind = \"127.0.0.1\"\n\n[[uplink]]\nname = \"lo2\"\nbind = \"127.0.0.1\"";
+    write_config(dir.path(), "join_token = \"tlj1-x\"", two);
+    let setup = Setup::prepare(&file).unwrap();
+    write_config(dir.path(), "", &format!("{two}\nenabled = false"));
+    let plan = reload::plan(&setup, &running).unwrap();
+    assert!(!plan.config.uplinks[1].enabled);
+    let setup = Setup::prepare(&file).unwrap();
+    let reach: Vec<&UplinkReach> = setup.uplink_reach().collect();
+    assert_eq!(reach[1], &UplinkReach::Down(DISABLED.to_owned()));
 }
 
 #[test]

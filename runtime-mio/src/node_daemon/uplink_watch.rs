@@ -10,7 +10,9 @@
 //! address is on the host and the interface holding it is up. A bind
 //! address the address list does not show but which binds anyway (a
 //! loopback address other than 127.0.0.1, an AnyIP route) is not followed:
-//! it stays up, as before the watcher existed.
+//! it stays up, as before the watcher existed. An uplink the configuration
+//! takes out of service (`enabled = false`, which a reload may change) is
+//! down whatever the host shows.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -95,6 +97,9 @@ pub(crate) fn lists(host: &HostSnapshot, ip: IpAddr) -> bool {
     host.addrs.iter().any(|a| a.addr == ip)
 }
 
+/// Why an uplink the configuration takes out of service is down.
+pub(crate) const DISABLED: &str = "disabled in the configuration (enabled = false)";
+
 /// The address a down uplink's spec carries until it has one: unspecified,
 /// of the preferred family.
 pub(crate) fn placeholder(prefer_v6: bool) -> IpAddr {
@@ -115,8 +120,11 @@ pub(crate) struct Watched {
     /// Where its address comes from.
     pub(crate) source: UplinkSource,
     /// False for a bind address the host's list does not show: never
-    /// taken down.
+    /// taken down by the host.
     pub(crate) followed: bool,
+    /// False while the configuration takes it out of service: down
+    /// whatever the host shows.
+    pub(crate) enabled: bool,
     /// Its state now.
     pub(crate) reach: UplinkReach,
     /// Times its address changed, appeared or went away since start.
@@ -159,14 +167,33 @@ impl UplinkWatch {
         self.uplinks.iter().find(|u| u.id == id)
     }
 
+    /// Puts an uplink in or out of service (a reload changed `enabled`);
+    /// the next [`observe`](Self::observe) reports the change. True if it
+    /// changed.
+    pub(crate) fn set_enabled(&mut self, id: UplinkId, enabled: bool) -> bool {
+        match self.uplinks.iter_mut().find(|u| u.id == id) {
+            Some(u) if u.enabled != enabled => {
+                u.enabled = enabled;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Takes in what the host shows now and returns the uplinks whose
     /// state changed (a new address, gone, back), in config order. A down
     /// uplink whose reason alone changed (no interface, then no address)
     /// is not a change for the node, but its reason is kept for status.
     pub(crate) fn observe(&mut self, host: &HostSnapshot) -> Vec<UplinkChange> {
         let mut changes = Vec::new();
-        for u in self.uplinks.iter_mut().filter(|u| u.followed) {
-            let now = reach(&u.source, host, self.prefer_v6, u.reach.address());
+        for u in self.uplinks.iter_mut() {
+            let now = match &u.source {
+                _ if !u.enabled => UplinkReach::Down(DISABLED.to_owned()),
+                _ if u.followed => reach(&u.source, host, self.prefer_v6, u.reach.address()),
+                UplinkSource::Bind(ip) => UplinkReach::Up(*ip),
+                // Interfaces are always followed.
+                UplinkSource::Interface(_) => continue,
+            };
             if now == u.reach {
                 continue;
             }
@@ -225,6 +252,7 @@ mod tests {
             name: name.to_owned(),
             source,
             followed: true,
+            enabled: true,
             reach,
             changes: 0,
         }
@@ -382,5 +410,48 @@ mod tests {
         let counts: Vec<u64> = watch.uplinks().iter().map(|u| u.changes).collect();
         assert_eq!(counts, vec![3, 2, 0]);
         assert_eq!(watch.get(UplinkId(2)).unwrap().reach, at("127.0.0.2"));
+    }
+
+    #[test]
+    fn a_disabled_uplink_is_down_whatever_the_host_shows_until_enabled() {
+        let at = |text: &str| UplinkReach::Up(ip(text));
+        let mut watch = UplinkWatch::new(
+            false,
+            vec![
+                watched(0, "fiber", interface("wan1"), at("192.0.2.10")),
+                Watched {
+                    followed: false,
+                    ..watched(
+                        1,
+                        "lo",
+                        UplinkSource::Bind(ip("127.0.0.4")),
+                        at("127.0.0.4"),
+                    )
+                },
+            ],
+        );
+        let steady = host(vec![link(2, "wan1", true)], vec![addr(2, "192.0.2.10")]);
+        assert_eq!(moves(&watch.observe(&steady)), vec![]);
+        // Taking the unfollowed loopback uplink out of service: the host
+        // cannot take it down, the configuration can.
+        assert!(watch.set_enabled(UplinkId(1), false));
+        assert!(!watch.set_enabled(UplinkId(1), false), "no change twice");
+        let changes = watch.observe(&steady);
+        assert_eq!(moves(&changes), vec![(1, None)]);
+        assert_eq!(changes[0].to, UplinkReach::Down(DISABLED.to_owned()));
+        assert_eq!(moves(&watch.observe(&steady)), vec![], "told once");
+        assert!(watch.set_enabled(UplinkId(0), false));
+        assert!(watch.set_enabled(UplinkId(1), true));
+        assert_eq!(
+            moves(&watch.observe(&steady)),
+            vec![(0, None), (1, Some(ip("127.0.0.4")))]
+        );
+        // Enabled again, an interface uplink takes what the host shows.
+        assert!(watch.set_enabled(UplinkId(0), true));
+        let renumbered = host(vec![link(2, "wan1", true)], vec![addr(2, "192.0.2.99")]);
+        assert_eq!(
+            moves(&watch.observe(&renumbered)),
+            vec![(0, Some(ip("192.0.2.99")))]
+        );
     }
 }

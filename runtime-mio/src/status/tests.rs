@@ -37,8 +37,30 @@ fn sample() -> NodeStatus {
                     weight: 1.0,
                     tx_bytes: 10,
                     rx_bytes: 20,
+                    reason: "carrying".to_owned(),
+                    why: "carrying: placed by earliest arrival".to_owned(),
+                    tx_share: 1.0,
+                    jitter_ms: Some(0.5),
+                    fwd_delay_ms: Some(0.0),
+                    delivery_mbps: 12.0,
+                    plan_mbps: 20.0,
+                    pings: 10,
+                    pongs: 10,
+                    last_heard_ms: Some(40),
+                    ..PathStatus::default()
                 }],
                 dropped: Drops::default(),
+                events: vec![PathEventStatus {
+                    at_unix_ms: 1_760_000_000_000,
+                    uplink: "fiber".to_owned(),
+                    path: Some("0".to_owned()),
+                    remote: Some("198.51.100.7:40112".to_owned()),
+                    kind: "validated".to_owned(),
+                    rtt_ms: Some(12.5),
+                    detail: "validated (rtt 12.50 ms)".to_owned(),
+                    ..PathEventStatus::default()
+                }],
+                events_recorded: 3,
             },
             AssociationStatus {
                 id: None,
@@ -79,12 +101,56 @@ fn status_json_has_the_documented_shape_and_round_trips() {
     assert_eq!(older.reload, ReloadStatus::default());
     let path = &json["associations"][0]["paths"][0];
     for key in [
-        "id", "kind", "uplink", "remote", "state", "rtt_ms", "loss", "weight", "tx_bytes",
+        "id",
+        "kind",
+        "uplink",
+        "remote",
+        "state",
+        "rtt_ms",
+        "loss",
+        "weight",
+        "tx_bytes",
         "rx_bytes",
+        "reason",
+        "why",
+        "tx_share",
+        "jitter_ms",
+        "fwd_delay_ms",
+        "queue_ms",
+        "delivery_mbps",
+        "plan_mbps",
+        "last_heard_ms",
     ] {
         assert!(!path[key].is_null(), "path.{key} missing");
     }
-    for key in ["id", "service", "peer", "ingress", "state", "mode", "paths"] {
+    let event = &json["associations"][0]["events"][0];
+    for key in [
+        "at_unix_ms",
+        "uplink",
+        "path",
+        "remote",
+        "kind",
+        "rtt_ms",
+        "detail",
+    ] {
+        assert!(!event[key].is_null(), "event.{key} missing");
+    }
+    // A status from a node without path reasons and events still reads.
+    let mut plain = json.clone();
+    let assoc = plain["associations"][0].as_object_mut().unwrap();
+    assoc.remove("events");
+    assoc.remove("events_recorded");
+    let path = plain["associations"][0]["paths"][0]
+        .as_object_mut()
+        .unwrap();
+    for key in ["reason", "why", "tx_share", "jitter_ms", "fwd_delay_ms"] {
+        path.remove(key);
+    }
+    let plain: NodeStatus = serde_json::from_value(plain).unwrap();
+    assert!(plain.associations[0].events.is_empty());
+    for key in [
+        "id", "service", "peer", "ingress", "state", "mode", "paths", "events",
+    ] {
         assert!(
             !json["associations"][0][key].is_null(),
             "association.{key} missing"
@@ -106,6 +172,21 @@ fn metrics_are_labelled_and_escaped() {
         "quotes are escaped"
     );
     assert!(text.contains("transitloom_association_up{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 1"));
+    let path = "node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\",path=\"0\",kind=\"direct-public\",uplink=\"fiber\",remote=\"198.51.100.7:40112\"";
+    for sample in [
+        format!("transitloom_path_weight{{{path}}} 1"),
+        format!("transitloom_path_carrying{{{path}}} 1"),
+        format!("transitloom_path_jitter_seconds{{{path}}} 0.0005"),
+        format!("transitloom_path_forward_delay_seconds{{{path}}} 0"),
+        format!("transitloom_path_delivery_bytes_per_second{{{path}}} 1500000"),
+        "transitloom_association_path_events_total{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 3".to_owned(),
+    ] {
+        assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("transitloom_association_path_events_total{node=\"alpha\",association=\"\""),
+        "no events for an association not installed"
+    );
     assert!(text.contains("transitloom_node_reloads_total{node=\"alpha\",result=\"applied\"} 2"));
     assert!(
         text.contains("transitloom_node_certificate_expires_in_seconds{node=\"alpha\"} 7776000")

@@ -50,11 +50,14 @@ struct Cli {
 enum Command {
     /// Run a real mesh on this machine and watch it work (no setup, no root).
     ///
-    /// A throw-away PKI, a coordinator and three nodes on loopback addresses,
-    /// UDP traffic through their ingress ports with a live progress line,
-    /// one node daemon killed and restarted half-way (after 10 s without
-    /// --duration), then a report and the WireGuard peers a user would
-    /// paste. Runs until Ctrl-C or for --duration; everything is removed on
+    /// A throw-away PKI, a coordinator and three nodes on loopback addresses
+    /// (alpha with two uplinks), UDP traffic through their ingress ports
+    /// with a live progress line of alpha's throughput per uplink; half-way
+    /// (after 10 s without --duration) alpha's first uplink is taken out of
+    /// service by a configuration reload and its traffic fails over to the
+    /// second; three quarters through (after 20 s) one node daemon is killed
+    /// and restarted; then a report with the measured failover stall, the
+    /// nodes' record of it, and the WireGuard peers a user would paste. Runs until Ctrl-C or for --duration; everything is removed on
     /// the way out. Exits 0 when every flow crossed the mesh unaltered.
     /// Needs `transitloom-coordinator` and `transitloom-node` beside `tlctl`
     /// (as `cargo build --release` leaves them).
