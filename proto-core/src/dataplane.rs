@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
+pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
@@ -26,7 +26,7 @@ use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::rng::Rng;
 use crate::time::WallClock;
 use crate::timer::TimerTable;
-use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
+use crate::wire::{AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
 use association::{Association, Learned, MeshSocket};
 
 /// Size of the pings this machine sends; smaller unvalidated data does not
@@ -714,7 +714,7 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
-        match classify(datagram.payload, &assoc.key) {
+        match assoc.classify(now, datagram.payload) {
             Classified::Data => self.on_mesh_data(now, id, uplink, datagram),
             Classified::Unintelligible(err) => {
                 assoc.counters.unexpected_control += 1;
@@ -820,7 +820,7 @@ impl DataPlane {
                         observed: AddrRepr(src),
                     },
                 };
-                let payload = pong.to_bytes(&assoc.key);
+                let payload = pong.to_bytes(assoc.answer_key());
                 self.outputs.push_back(Output::Transmit(Transmit {
                     socket,
                     dst: src,
