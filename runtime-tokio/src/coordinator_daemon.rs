@@ -123,6 +123,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
     let mut coordinator = Coordinator::new(config, registry, os_seeded()?)
         .map_err(|e| DaemonError::Start(e.to_string()))?;
     coordinator.set_node_cert_lifetime(settings.node_cert_lifetime_s);
+    coordinator.set_assoc_key_lifetime(settings.assoc_key_lifetime_s);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -285,7 +286,11 @@ fn describe(op: &Op) -> String {
         Op::Revoke { node } => format!("revoke {node}"),
         Op::Readmit { node } => format!("readmit {node}"),
         Op::AssocCreate { a, b } => format!("create association {a} to {b}"),
-        Op::AssocDelete { assoc } => format!("delete {assoc}"),
+        Op::AssocDelete { assoc } | Op::AssocDeny { assoc } => format!("delete {assoc}"),
+        Op::AssocForm { a, b } => format!("form association {a} to {b} (mutual consent)"),
+        Op::AssocAllow { assoc } => format!("allow {assoc} again"),
+        // Never the key itself.
+        Op::AssocKey { assoc, epoch, .. } => format!("key {assoc} epoch {epoch}"),
         other => format!("{other:?}"),
     }
 }

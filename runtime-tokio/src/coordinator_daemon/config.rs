@@ -11,6 +11,7 @@
 //! token_lifetime_s = 600            # optional, 60 to 86400
 //! node_cert_lifetime_s = 7776000    # optional, 60 s to 3650 days (default 90 days)
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
+//! assoc_key_lifetime_s = 86400      # optional, 60 s to 365 days: association keys are replaced after it
 //!
 //! [relay]                           # optional; data relaying is not built yet
 //! data = false
@@ -24,7 +25,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use transitloom_proto_core::coordinator::machine::{
-    DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
+    DEFAULT_ASSOC_KEY_LIFETIME_S, DEFAULT_NODE_CERT_LIFETIME_S, MAX_ASSOC_KEY_LIFETIME_S,
+    MAX_NODE_CERT_LIFETIME_S, MIN_ASSOC_KEY_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
 };
 use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
@@ -93,6 +95,9 @@ pub struct CoordinatorSettings {
     /// start back to back); excess attempts are refused before any TLS work
     /// and the nodes retry after their jittered backoff.
     pub handshakes_per_s: u32,
+    /// How long an association key is used before the coordinator replaces
+    /// it with a fresh one (a new epoch).
+    pub assoc_key_lifetime_s: u64,
     /// The relay table.
     pub relay: RelaySettings,
 }
@@ -164,6 +169,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "token_lifetime_s",
         "node_cert_lifetime_s",
         "handshakes_per_s",
+        "assoc_key_lifetime_s",
         "relay",
     ])?;
     let name = root.str("name")?;
@@ -227,6 +233,14 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
             u32::try_from(v).expect("bounded above")
         });
 
+    let assoc_key_lifetime_s = root
+        .opt_u64(
+            "assoc_key_lifetime_s",
+            MIN_ASSOC_KEY_LIFETIME_S,
+            MAX_ASSOC_KEY_LIFETIME_S,
+        )?
+        .unwrap_or(DEFAULT_ASSOC_KEY_LIFETIME_S);
+
     let relay = match root.opt_table("relay")? {
         Some(relay) => parse_relay(&relay)?,
         None => RelaySettings::default(),
@@ -243,6 +257,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         token_lifetime_s,
         node_cert_lifetime_s,
         handshakes_per_s,
+        assoc_key_lifetime_s,
         relay,
     })
 }
@@ -316,6 +331,7 @@ mod tests {
         assert_eq!(s.token_lifetime_s, DEFAULT_TOKEN_LIFETIME_S);
         assert_eq!(s.node_cert_lifetime_s, 90 * 86_400);
         assert_eq!(s.handshakes_per_s, DEFAULT_HANDSHAKES_PER_S);
+        assert_eq!(s.assoc_key_lifetime_s, 86_400);
         assert_eq!(s.data_dir, dir.path().join("data"));
         assert_eq!(s.oplog_path(), dir.path().join("data/oplog.redb"));
         assert_eq!(s.relay, RelaySettings::default());
@@ -355,6 +371,26 @@ mod tests {
                 parse_in(dir.path(), &format!("{GOOD}handshakes_per_s = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "handshakes_per_s", "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_association_key_lifetime_is_bounded() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = 3600\n")).unwrap();
+        assert_eq!(s.assoc_key_lifetime_s, 3_600);
+        for bad in ["59", "31536001", "0", "-5", "\"1d\"", "1.5"] {
+            let err =
+                parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "assoc_key_lifetime_s", "{bad}: {err}");
+        }
+        let err = parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = 10\n")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: assoc_key_lifetime_s: 10 is outside 60 to 31536000",
+                dir.path().join("coordinator.toml").display()
+            )
+        );
     }
 
     #[test]
