@@ -404,7 +404,7 @@ impl Node {
                     .is_some_and(|i| i.service == service && i.peer == peer);
                 if same_ends && self.plane.rekey(now, assoc, epoch, &key).is_ok() {
                     // A new epoch: switch keys, keep sockets and paths.
-                    tracing::info!(%assoc, epoch, "association key replaced");
+                    tracing::debug!(%assoc, epoch, "new key epoch");
                     self.installed.insert(assoc, wanted);
                     self.outputs
                         .push_back(Output::Event(NodeEvent::Rekeyed { assoc, epoch }));
