@@ -151,7 +151,7 @@ impl Association {
     /// the previous one during its grace period) from data. Data, by far
     /// the most of the traffic, fails the magic check before any tag is
     /// computed, so the second key costs it nothing.
-    pub(crate) fn classify<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Classified {
+    pub(crate) fn classify(&mut self, now: Instant, datagram: &[u8]) -> Classified {
         self.answer_previous = false;
         let current = classify(datagram, &self.key);
         if !matches!(current, Classified::Data) {
