@@ -162,7 +162,10 @@ fn invite_list_status_and_the_status_endpoints() {
     let out = daemon.tlctl_ok(&["assoc", "list"]);
     assert!(out.starts_with("no association"), "{out}");
     let out = daemon.tlctl_ok(&["status"]);
-    assert!(out.starts_with("coordinator           coordinator\n"), "{out}");
+    assert!(
+        out.starts_with("coordinator           coordinator\n"),
+        "{out}"
+    );
     assert!(out.contains("\nassociations_deleted  0\n"), "{out}");
     let out = daemon.tlctl_ok(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
