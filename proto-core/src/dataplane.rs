@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-pub use association::{AssocCounters, PathChoice, MAX_PATHS, REPLAY_CAPACITY};
+pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
@@ -844,7 +844,7 @@ impl DataPlane {
                 return;
             }
         }
-        match classify(datagram.payload, &assoc.key) {
+        match assoc.classify(now, datagram.payload) {
             Classified::Data => self.on_mesh_data(now, id, uplink, datagram),
             Classified::Unintelligible(err) => {
                 assoc.counters.unexpected_control += 1;
@@ -957,7 +957,7 @@ impl DataPlane {
                         observed: AddrRepr(src),
                     },
                 };
-                let payload = pong.to_bytes(&assoc.key);
+                let payload = pong.to_bytes(assoc.answer_key());
                 self.outputs.push_back(Output::Transmit(Transmit {
                     socket,
                     dst: src,

@@ -190,3 +190,21 @@ pub fn admission_token(data: &[u8]) {
         }
     }
 }
+
+/// A stored operation-log record on arbitrary bytes: decoding never
+/// panics, a record that decodes is canonical (encoding it gives the same
+/// bytes), and checking and applying it to a registry never panics.
+///
+/// # Panics
+/// When an invariant is broken; that is the finding.
+pub fn oplog_record(data: &[u8]) {
+    use crate::coordinator::registry::{Op, Registry};
+    let Ok(op) = Op::decode(data) else {
+        return;
+    };
+    assert_eq!(op.encode(), data, "a stored record is not canonical");
+    let mut registry = Registry::new();
+    if registry.check(&op, 0).is_ok() {
+        registry.apply(&op).expect("a checked operation applies");
+    }
+}

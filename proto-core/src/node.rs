@@ -134,6 +134,14 @@ pub enum NodeEvent {
         /// `node/service` of the peer.
         peer: String,
     },
+    /// An installed association's key was replaced (a new epoch): its
+    /// paths stay, control packets switch to the new key.
+    Rekeyed {
+        /// The association.
+        assoc: AssocId,
+        /// The new epoch.
+        epoch: u32,
+    },
     /// An association was withdrawn.
     Withdrawn {
         /// The association.
@@ -374,6 +382,7 @@ impl Node {
                 assoc,
                 service,
                 peer,
+                epoch,
                 key,
             } => {
                 let Some(spec) = self.config.services.iter().find(|s| s.name == service) else {
@@ -393,8 +402,20 @@ impl Node {
                     // A repeat after a reconnect: keep forwarding undisturbed.
                     return;
                 }
-                // A new id or key for the same service and peer (a new epoch,
-                // or a coordinator that restarted) replaces the old one.
+                let same_ends = self
+                    .installed
+                    .get(&assoc)
+                    .is_some_and(|i| i.service == service && i.peer == peer);
+                if same_ends && self.plane.rekey(now, assoc, epoch, &key).is_ok() {
+                    // A new epoch: switch keys, keep sockets and paths.
+                    tracing::debug!(%assoc, epoch, "new key epoch");
+                    self.installed.insert(assoc, wanted);
+                    self.outputs
+                        .push_back(Output::Event(NodeEvent::Rekeyed { assoc, epoch }));
+                    return;
+                }
+                // A new id for the same service and peer (a coordinator
+                // whose log was lost) replaces the old one.
                 let stale: Vec<AssocId> = self
                     .installed
                     .iter()

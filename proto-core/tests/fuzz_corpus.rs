@@ -42,6 +42,11 @@ fn admission_token_corpus_replays() {
     replay("admission_token", fuzzing::admission_token);
 }
 
+#[test]
+fn oplog_record_corpus_replays() {
+    replay("oplog_record", fuzzing::oplog_record);
+}
+
 /// The monotonic start of a data-plane run (the harness never reads a clock).
 #[allow(clippy::disallowed_methods)] // a test driver, like the runtimes' clocks
 fn epoch() -> Instant {

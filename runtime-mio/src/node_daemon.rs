@@ -349,6 +349,9 @@ impl Daemon {
                     .map(|v| v.spec().ingress);
                 tracing::info!(%assoc, service, %peer, ingress = ?ingress, "association installed");
             }
+            NodeEvent::Rekeyed { assoc, epoch } => {
+                tracing::info!(%assoc, epoch, "association key replaced (paths kept)")
+            }
             NodeEvent::Withdrawn { assoc } => tracing::info!(%assoc, "association withdrawn"),
             NodeEvent::Data(event) => log_data(&event),
             other => tracing::debug!(event = ?other, "node event"),

@@ -137,6 +137,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
             ports: settings.relay.port_range.map(|r| (r.low, r.high)),
         });
     }
+    coordinator.set_assoc_key_lifetime(settings.assoc_key_lifetime_s);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -299,7 +300,11 @@ fn describe(op: &Op) -> String {
         Op::Revoke { node } => format!("revoke {node}"),
         Op::Readmit { node } => format!("readmit {node}"),
         Op::AssocCreate { a, b } => format!("create association {a} to {b}"),
-        Op::AssocDelete { assoc } => format!("delete {assoc}"),
+        Op::AssocDelete { assoc } | Op::AssocDeny { assoc } => format!("delete {assoc}"),
+        Op::AssocForm { a, b } => format!("form association {a} to {b} (mutual consent)"),
+        Op::AssocAllow { assoc } => format!("allow {assoc} again"),
+        // Never the key itself.
+        Op::AssocKey { assoc, epoch, .. } => format!("key {assoc} epoch {epoch}"),
         other => format!("{other:?}"),
     }
 }

@@ -162,7 +162,11 @@ fn invite_list_status_and_the_status_endpoints() {
     let out = daemon.tlctl_ok(&["assoc", "list"]);
     assert!(out.starts_with("no association"), "{out}");
     let out = daemon.tlctl_ok(&["status"]);
-    assert!(out.starts_with("coordinator   coordinator\n"), "{out}");
+    assert!(
+        out.starts_with("coordinator           coordinator\n"),
+        "{out}"
+    );
+    assert!(out.contains("\nassociations_deleted  0\n"), "{out}");
     let out = daemon.tlctl_ok(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["coordinator"], "coordinator");
@@ -310,7 +314,7 @@ fn nodes_enroll_and_the_admin_manages_them() {
     assert_eq!(created.lines().last(), Some("assoc#1"), "{created}");
     let out = daemon.tlctl_ok(&["assoc", "list"]);
     assert!(
-        out.contains("assoc#1  alpha/wg0  beta/wg0  1      admin   yes"),
+        out.contains("assoc#1  alpha/wg0  beta/wg0  1      admin   installed  yes"),
         "{out}"
     );
     alpha.wait_for("installed", WAIT, |e| {
@@ -321,7 +325,8 @@ fn nodes_enroll_and_the_admin_manages_them() {
         status["associations"][0]["ends"],
         serde_json::json!(["alpha/wg0", "beta/wg0"])
     );
-    assert_eq!(status["associations"][0]["state"], "live");
+    assert_eq!(status["associations"][0]["state"], "installed");
+    assert_eq!(status["associations"][0]["epoch"], 1);
     let refused = daemon.tlctl_fails(1, &["assoc", "create", "beta/wg0", "alpha/wg0"]);
     assert!(refused.contains("exists already"), "{refused}");
     assert!(refused.contains("(conflict)"), "{refused}");
@@ -329,9 +334,12 @@ fn nodes_enroll_and_the_admin_manages_them() {
     alpha.wait_for("withdrawn", WAIT, |e| {
         matches!(e, NodeEvent::Withdrawn { .. })
     });
-    assert!(daemon
-        .tlctl_ok(&["assoc", "list"])
-        .starts_with("no association"));
+    // A delete is kept: the association is listed as deleted.
+    let out = daemon.tlctl_ok(&["assoc", "list"]);
+    assert!(
+        out.contains("assoc#1  alpha/wg0  beta/wg0  1      admin   deleted  no"),
+        "{out}"
+    );
 
     daemon.tlctl_ok(&["node", "revoke", "beta"]);
     beta.wait_for("revoked", WAIT, |e| *e == NodeEvent::Revoked);
@@ -351,8 +359,9 @@ fn nodes_enroll_and_the_admin_manages_them() {
     daemon.tlctl_ok(&["node", "readmit", "beta"]);
     let out = daemon.tlctl_ok(&["node", "list"]);
     assert!(out.contains("beta   node#2  admitted"), "{out}");
-    // invite, invite, enroll, enroll, admit, create, delete, revoke, readmit
-    assert_eq!(daemon.status()["coordinator"]["operations"], 9);
+    // invite, invite, enroll, enroll, admit, create, the association's
+    // first key, delete, revoke, readmit
+    assert_eq!(daemon.status()["coordinator"]["operations"], 10);
 }
 
 #[test]

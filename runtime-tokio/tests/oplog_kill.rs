@@ -1,13 +1,18 @@
 //! An acknowledged operation survives `kill -9`: a child process appends
-//! operations and prints each sequence number once `append` returns; the
-//! parent kills it at an arbitrary moment, reopens the log, and finds every
-//! acknowledged operation intact and the registry rebuilt from them.
+//! operations (admissions, a mutual-consent association, then one fresh key
+//! after another) and prints each sequence number once `append` returns;
+//! the parent kills it at an arbitrary moment, reopens the log, and finds
+//! every acknowledged operation intact and the registry rebuilt from them,
+//! with the association's id and its newest key.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use transitloom_proto_core::coordinator::registry::Op;
+use transitloom_proto_core::coordinator::registry::{
+    AssocSecret, Op, ServiceRef, CONSENT_ASSOC_BASE,
+};
+use transitloom_proto_core::AssocId;
 use transitloom_runtime_tokio::oplog::OpLog;
 
 const CHILD_ENV: &str = "TL_OPLOG_KILL_CHILD";
@@ -21,12 +26,47 @@ fn invite(i: u64) -> Op {
     }
 }
 
+const ASSOC: AssocId = AssocId(CONSENT_ASSOC_BASE + 1);
+
+fn wg0(node: &str) -> ServiceRef {
+    ServiceRef {
+        node: node.to_owned(),
+        service: "wg0".to_owned(),
+    }
+}
+
+/// The `i`th operation of a log that replays: two nodes, their association
+/// by mutual consent, then its keys, epoch after epoch.
+fn op(i: u64) -> Op {
+    let enroll = |node: &str| Op::Enroll {
+        node: node.to_owned(),
+        fingerprint: [9; 32],
+        at_unix_s: 1,
+    };
+    match i {
+        0 => invite(0),
+        1 => enroll("n0"),
+        2 => invite(1),
+        3 => enroll("n1"),
+        4 => Op::AssocForm {
+            a: wg0("n0"),
+            b: wg0("n1"),
+        },
+        _ => Op::AssocKey {
+            assoc: ASSOC,
+            epoch: (i - 4) as u32,
+            key: AssocSecret([i as u8; 32]),
+            at_unix_s: i,
+        },
+    }
+}
+
 /// Appends until killed.
 fn child(path: &str) {
     let mut log = OpLog::open(std::path::Path::new(path)).expect("open in child");
     let start = log.records().expect("read").len() as u64;
     for i in start.. {
-        let seq = log.append(&invite(i)).expect("append");
+        let seq = log.append(&op(i)).expect("append");
         println!("committed {seq}");
     }
 }
@@ -79,10 +119,19 @@ fn kill_9_loses_no_acknowledged_operation() {
         );
         for (i, (seq, bytes)) in records.iter().enumerate() {
             assert_eq!(*seq, i as u64 + 1, "sequence numbers are dense");
-            assert_eq!(Op::decode(bytes).unwrap(), invite(i as u64));
+            assert_eq!(Op::decode(bytes).unwrap(), op(i as u64));
         }
         let registry = log.replay().unwrap();
         assert_eq!(registry.applied(), records.len() as u64);
+        // The association kept its id and holds the newest durable key.
+        let n = records.len() as u64;
+        let record = registry.assoc_between(&wg0("n1"), &wg0("n0")).unwrap();
+        assert_eq!(record.id, ASSOC);
+        let key = record.key.unwrap();
+        assert_eq!(
+            (key.epoch, key.key),
+            ((n - 5) as u32, AssocSecret([(n - 1) as u8; 32]))
+        );
         acknowledged = records.len() as u64;
     }
 }

@@ -351,6 +351,21 @@ impl LocalMesh {
         self.coordinator_child.as_ref().map(Child::id)
     }
 
+    /// Kills the coordinator with SIGKILL, as a crash would, and starts it
+    /// again with the same configuration and data directory (its operation
+    /// log). Returns once the new process runs; the nodes reconnect on their
+    /// own.
+    ///
+    /// # Errors
+    /// When the coordinator cannot be started again.
+    pub fn restart_coordinator(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.coordinator_child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.start_coordinator()
+    }
+
     /// Kills the node's daemon with SIGKILL, as a crash would.
     pub fn kill_node(&mut self, node: &str) -> Result<(), Error> {
         let n = self.node_mut(node)?;

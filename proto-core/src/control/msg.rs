@@ -51,13 +51,14 @@
 //!
 //! Inside `AdminRequest` an [`AdminCommand`] starts with its own code:
 //! 1 `Invite`, 2 `Admit`, 3 `Revoke`, 4 `Readmit`, 5 `ListNodes`,
-//! 6 `AssocCreate`, 7 `AssocDelete`, 8 `AssocList`, 9 `Status`. An
+//! 6 `AssocCreate`, 7 `AssocDelete`, 8 `AssocList`, 9 `Status`,
+//! 10 `AssocRekey`, 11 `AssocAllow`. An
 //! `AdminResponse` result is an outcome byte, 0 for an [`AdminReply`]
 //! (1 `Invited`, 2 `Done`, 3 `Nodes`, 4 `Assocs`, 5 `Status`, 6 `Created`,
 //! with the new association's id as a u64) and 1 for an [`AdminError`].
 //! The codes of [`RejectCode`], [`CandidateKind`], [`Mode`],
-//! [`RelayPolicy`], [`WithdrawReason`], [`AdmissionState`] and
-//! [`AssocOrigin`] start at 1 in declaration order.
+//! [`RelayPolicy`], [`WithdrawReason`], [`AdmissionState`],
+//! [`AssocOrigin`] and [`AssocState`] start at 1 in declaration order.
 //!
 //! Any decoding error ends the session: the stream can no longer be trusted
 //! to be in step, so [`FrameDecoder`] keeps returning the error.
@@ -73,8 +74,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub use admin::{
-    AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin, NodeInfo,
-    MAX_LIST, MAX_STATUS_JSON,
+    AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin, AssocState,
+    NodeInfo, MAX_LIST, MAX_STATUS_JSON,
 };
 pub use frame::{encode, FrameDecoder};
 pub use node::{

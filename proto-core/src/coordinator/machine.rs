@@ -13,16 +13,15 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::assoc::{desired, desired_for, AssocTable, Ends, LiveAssoc, Origin};
+use super::assoc::{desired_for, AssocTable, Ends, LiveAssoc, Reconciled};
 use super::lapse::Lapses;
 use super::reflector;
 use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
 use super::relay_host::{HostAction, RelayHost, RelayHosting};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
-    self, AdminCommand, AdminError, AdminReply, AdmissionState, AssocInfo, AssocOrigin,
-    FrameDecoder, Message, Mode, Name, NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl,
-    WithdrawReason,
+    self, AdminCommand, AdminError, AdminReply, AdmissionState, FrameDecoder, Message, Mode, Name,
+    NodeInfo, PeerRef, RejectCode, RelayPolicy, ServiceDecl, WithdrawReason,
 };
 use crate::control::quic::{CloseReason, QuicConfig, QuicError, QuicTiming};
 use crate::control::token::{JoinToken, TokenSigner, TokenVerifier};
@@ -43,9 +42,13 @@ pub const REFLECTOR_SOCKETS: SocketId = SocketId(2);
 /// same port number) once that is bound.
 pub const STREAM_LISTENER: SocketId = SocketId(1);
 
+pub use super::assoc::{
+    DEFAULT_ASSOC_KEY_LIFETIME_S, MAX_ASSOC_KEY_LIFETIME_S, MIN_ASSOC_KEY_LIFETIME_S,
+};
 pub use issue::{DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S};
 
 mod issue;
+mod lifecycle;
 
 /// How a coordinator is set up.
 #[derive(Debug, Clone)]
@@ -132,6 +135,10 @@ pub struct CoordinatorCounters {
     pub reflected: u64,
     /// Datagrams on a reflector socket left unanswered, by reason.
     pub reflect_refused: BTreeMap<&'static str, u64>,
+    /// Keys of live associations replaced (a new epoch pushed to both
+    /// ends): by an admin, at readmission, or at the end of the key
+    /// lifetime.
+    pub assoc_rekeys: u64,
 }
 
 #[derive(Debug)]
@@ -184,6 +191,8 @@ enum Waiting {
         request_id: u32,
         reply: AdminReply,
     },
+    /// The coordinator's own association write: nobody to answer.
+    Own,
 }
 
 /// The coordinator. See the module docs.
@@ -504,8 +513,7 @@ impl Coordinator {
                 let reply = match &op {
                     Op::AssocCreate { a, b } => self
                         .registry
-                        .assocs()
-                        .find(|r| (&r.a, &r.b) == (a, b))
+                        .assoc_between(a, b)
                         .map_or(reply, |r| AdminReply::Created { assoc: r.id }),
                     _ => reply,
                 };
@@ -518,6 +526,7 @@ impl Coordinator {
                     },
                 );
             }
+            Waiting::Own => {}
         }
         self.after_change(now, &op);
         self.flush(now);
@@ -577,26 +586,39 @@ impl Coordinator {
             | Op::Admit { node }
             | Op::Revoke { node }
             | Op::Readmit { node } => self.reconcile_node(now, node),
-            Op::AssocCreate { a, b } => {
+            Op::AssocCreate { a, b } | Op::AssocForm { a, b } => {
                 self.reconcile_node(now, &a.node);
                 self.reconcile_node(now, &b.node);
             }
-            _ => self.reconcile(now),
+            Op::AssocKey { assoc, .. } => self.key_committed(now, *assoc),
+            Op::AssocDelete { assoc } | Op::AssocDeny { assoc } | Op::AssocAllow { assoc } => {
+                // The old delete forgot the record: its ends are in the table.
+                let nodes = match self.registry.assoc(*assoc) {
+                    Some(r) => Some((r.a.node.clone(), r.b.node.clone())),
+                    None => self
+                        .assocs
+                        .ends_of(*assoc)
+                        .map(|e| (e.0.node.clone(), e.1.node.clone())),
+                };
+                if let Some((a, b)) = nodes {
+                    self.reconcile_node(now, &a);
+                    self.reconcile_node(now, &b);
+                }
+            }
         }
     }
 
-    /// Brings every association to what the registry and services want.
-    fn reconcile(&mut self, now: Instant) {
-        let want = desired(&self.registry, self.lapses.lapsed(), &self.services);
-        let (installed, withdrawn) = self.assocs.reconcile(&want, &mut self.drbg);
-        self.push_changes(now, installed, withdrawn);
-    }
-
-    /// Brings `node`'s associations to what the registry and services want.
+    /// Brings `node`'s associations to what the registry and services
+    /// want, and writes what installing them needs (a record, a key).
     fn reconcile_node(&mut self, now: Instant, node: &str) {
         let want = desired_for(&self.registry, self.lapses.lapsed(), &self.services, node);
-        let (installed, withdrawn) = self.assocs.reconcile_node(node, &want, &mut self.drbg);
+        let Reconciled {
+            installed,
+            withdrawn,
+            needs,
+        } = self.assocs.reconcile_node(node, &want, &self.registry);
         self.push_changes(now, installed, withdrawn);
+        self.write_needs(now, needs);
     }
 
     /// Tells the online ends of each association what changed.
@@ -610,12 +632,13 @@ impl Coordinator {
             if let Some(host) = self.relay.as_mut() {
                 host.release(live.id);
             }
+            // The old delete forgot the record; now a delete keeps it.
+            let deleted = self.registry.assoc(live.id).is_none_or(|r| r.deleted);
             let reason = match (
-                &live.origin,
                 self.registry.node(&ends.0.node),
                 self.registry.node(&ends.1.node),
             ) {
-                (_, Some(a), Some(b))
+                (Some(a), Some(b))
                     if a.admission == Admission::Revoked || b.admission == Admission::Revoked =>
                 {
                     WithdrawReason::Revoked
@@ -625,7 +648,7 @@ impl Coordinator {
                 {
                     WithdrawReason::PeerGone
                 }
-                (Origin::Admin, ..) => WithdrawReason::Deleted,
+                _ if deleted => WithdrawReason::Deleted,
                 _ => WithdrawReason::ServiceRemoved,
             };
             for end in [&ends.0, &ends.1] {
@@ -1086,6 +1109,7 @@ impl Coordinator {
         for (ends, here, there) in mine {
             self.install_at(now, conn, &ends, &here, &there);
         }
+        self.reschedule_keys_of(&name);
         self.lapses.token(&name, claims.expires_unix_s);
         if self.lapses.revive(&name) {
             tracing::info!(node = %name, "admission restored by a fresh token");
@@ -1210,8 +1234,18 @@ impl Coordinator {
                 ))
             }
             AdminCommand::AssocDelete { assoc } => {
-                Ok(write(Op::AssocDelete { assoc }, AdminReply::Done))
+                Ok(write(Op::AssocDeny { assoc }, AdminReply::Done))
             }
+            AdminCommand::AssocAllow { assoc } => {
+                Ok(write(Op::AssocAllow { assoc }, AdminReply::Done))
+            }
+            AdminCommand::AssocRekey { assoc } => match self.next_key(now, assoc) {
+                Some(op) => Ok(write(op, AdminReply::Done)),
+                None => Err((
+                    RejectCode::UnknownAssociation,
+                    RegistryError::UnknownAssociation(assoc).to_string(),
+                )),
+            },
             AdminCommand::ListNodes => {
                 let nodes = self.node_list();
                 return self.send(
@@ -1224,7 +1258,7 @@ impl Coordinator {
                 );
             }
             AdminCommand::AssocList => {
-                let assocs = self.assoc_list();
+                let assocs = self.association_list();
                 return self.send(
                     now,
                     conn,
@@ -1236,11 +1270,12 @@ impl Coordinator {
             }
             AdminCommand::Status => {
                 let json = format!(
-                    "{{\"coordinator\":{:?},\"nodes\":{},\"online\":{},\"associations\":{}}}",
+                    "{{\"coordinator\":{:?},\"nodes\":{},\"online\":{},\"associations\":{},\"associations_deleted\":{}}}",
                     self.config.name,
                     self.registry.nodes().count(),
                     self.online.len(),
-                    self.assocs.live.len()
+                    self.assocs.live.len(),
+                    self.registry.assocs().filter(|r| r.deleted).count()
                 );
                 return self.send(
                     now,
@@ -1282,32 +1317,6 @@ impl Coordinator {
                     },
                     connected: self.online.contains_key(&n.name),
                     last_seen_unix_s: 0,
-                })
-            })
-            .collect()
-    }
-
-    fn assoc_list(&self) -> Vec<AssocInfo> {
-        let peer = |r: &ServiceRef| {
-            Some(PeerRef {
-                node: Name::new(&r.node).ok()?,
-                service: Name::new(&r.service).ok()?,
-            })
-        };
-        self.assocs
-            .live
-            .iter()
-            .filter_map(|(e, l)| {
-                Some(AssocInfo {
-                    assoc: l.id,
-                    a: peer(&e.0)?,
-                    b: peer(&e.1)?,
-                    epoch: l.epoch,
-                    origin: match l.origin {
-                        Origin::Admin => AssocOrigin::Admin,
-                        Origin::MutualConsent => AssocOrigin::MutualConsent,
-                    },
-                    up: self.online.contains_key(&e.0.node) && self.online.contains_key(&e.1.node),
                 })
             })
             .collect()
@@ -1442,6 +1451,7 @@ impl StateMachine for Coordinator {
             host.handle_timeout(now);
         }
         self.expire_tokens(now);
+        self.rekey_due(now);
         self.flush(now);
     }
 
@@ -1452,7 +1462,8 @@ impl StateMachine for Coordinator {
     fn poll_timeout(&self) -> Option<Instant> {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
         let relay = self.relay.as_ref().and_then(RelayHost::poll_timeout);
-        [self.transport.poll_timeout(), lapse, relay]
+        let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
+        [self.transport.poll_timeout(), lapse, relay, rekey]
             .into_iter()
             .flatten()
             .min()

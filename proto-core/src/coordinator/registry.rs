@@ -1,13 +1,17 @@
 //! The ordered operation log and the registry it builds (DESIGN §4). Admin
-//! writes — invite, enroll, admit, revoke, readmit, association create and
-//! delete — and certificate renewals are checked against the current state, appended, persisted by
-//! the driver, and only then applied. Applying is deterministic, so replaying
+//! writes — invite, enroll, admit, revoke, readmit, association create,
+//! delete, allow and rekey — certificate renewals, and the coordinator's own
+//! association writes (a pair formed by mutual consent, a fresh key) are
+//! checked against the current state, appended, persisted by the driver,
+//! and only then applied. Applying is deterministic, so replaying
 //! the log after a restart rebuilds the same registry.
 
 use std::collections::BTreeMap;
 
+mod assoc;
 mod codec;
 
+pub use assoc::{AssocRecord, AssocSecret, EpochKey, Origin};
 pub use codec::OpDecodeError;
 
 use crate::id::{AssocId, NodeId};
@@ -109,9 +113,41 @@ pub enum Op {
         /// The other end.
         b: ServiceRef,
     },
-    /// An admin deletes an association.
+    /// Written by older coordinators when an admin deleted an
+    /// (admin-created) association: forgets its record. Replayed as then;
+    /// deletions are now [`Op::AssocDeny`].
     AssocDelete {
         /// Its id.
+        assoc: AssocId,
+    },
+    /// Both ends declared each other's service: the pair gets an id, kept
+    /// for good.
+    AssocForm {
+        /// One end.
+        a: ServiceRef,
+        /// The other end.
+        b: ServiceRef,
+    },
+    /// An association's key for a new epoch.
+    AssocKey {
+        /// The association.
+        assoc: AssocId,
+        /// The new epoch: one more than the current one (1 for the first).
+        epoch: u32,
+        /// The key.
+        key: AssocSecret,
+        /// When it was made (the coordinator's wall clock).
+        at_unix_s: u64,
+    },
+    /// An admin deletes an association: it is withdrawn and stays so,
+    /// whoever declares it, until [`Op::AssocAllow`] or [`Op::AssocCreate`].
+    AssocDeny {
+        /// The association.
+        assoc: AssocId,
+    },
+    /// An admin lifts the deletion of an association.
+    AssocAllow {
+        /// The association.
         assoc: AssocId,
     },
 }
@@ -192,25 +228,13 @@ struct Invite {
     used: bool,
 }
 
-/// An admin-created association.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AssocRecord {
-    /// Its id.
-    pub id: AssocId,
-    /// One end.
-    pub a: ServiceRef,
-    /// The other end.
-    pub b: ServiceRef,
-}
-
 /// The state built from the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Registry {
     nodes: BTreeMap<String, NodeRecord>,
     invites: BTreeMap<String, Invite>,
-    assocs: BTreeMap<AssocId, AssocRecord>,
+    assoc_records: assoc::AssocRecords,
     next_node: u64,
-    next_assoc: u64,
     applied: u64,
 }
 
@@ -242,11 +266,6 @@ impl Registry {
     /// Every node, by name.
     pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
         self.nodes.values()
-    }
-
-    /// Every admin-created association, by id.
-    pub fn assocs(&self) -> impl Iterator<Item = &AssocRecord> {
-        self.assocs.values()
     }
 
     /// Whether `op` may be appended now (at wall-clock `now_unix_s`).
@@ -323,34 +342,12 @@ impl Registry {
                 Admission::Revoked => Ok(()),
                 state => Err(wrong(node, state, "readmitted")),
             },
-            Op::AssocCreate { a, b } => {
-                node_state(&a.node)?;
-                node_state(&b.node)?;
-                if a == b {
-                    return Err(RegistryError::BadAssociation(
-                        format!("{a} to {b}"),
-                        "both ends are the same service",
-                    ));
-                }
-                let exists = self
-                    .assocs
-                    .values()
-                    .any(|r| (&r.a, &r.b) == (a, b) || (&r.a, &r.b) == (b, a));
-                if exists {
-                    return Err(RegistryError::BadAssociation(
-                        format!("{a} to {b}"),
-                        "it exists already",
-                    ));
-                }
-                Ok(())
-            }
-            Op::AssocDelete { assoc } => {
-                if self.assocs.contains_key(assoc) {
-                    Ok(())
-                } else {
-                    Err(RegistryError::UnknownAssociation(*assoc))
-                }
-            }
+            Op::AssocCreate { .. }
+            | Op::AssocDelete { .. }
+            | Op::AssocForm { .. }
+            | Op::AssocKey { .. }
+            | Op::AssocDeny { .. }
+            | Op::AssocAllow { .. } => self.check_assoc(op),
         }
     }
 
@@ -454,23 +451,17 @@ impl Registry {
                 record.fingerprint = *fingerprint;
             }
             Op::Admit { node } => self.set(node, Admission::Admitted, false),
-            Op::Revoke { node } => self.set(node, Admission::Revoked, true),
+            Op::Revoke { node } => {
+                self.set(node, Admission::Revoked, true);
+                self.retire_keys_of(node);
+            }
             Op::Readmit { node } => self.set(node, Admission::Admitted, true),
-            Op::AssocCreate { a, b } => {
-                self.next_assoc += 1;
-                let id = AssocId(self.next_assoc);
-                self.assocs.insert(
-                    id,
-                    AssocRecord {
-                        id,
-                        a: a.clone(),
-                        b: b.clone(),
-                    },
-                );
-            }
-            Op::AssocDelete { assoc } => {
-                self.assocs.remove(assoc);
-            }
+            Op::AssocCreate { .. }
+            | Op::AssocDelete { .. }
+            | Op::AssocForm { .. }
+            | Op::AssocKey { .. }
+            | Op::AssocDeny { .. }
+            | Op::AssocAllow { .. } => self.apply_assoc(op),
         }
         self.applied += 1;
         Ok(())

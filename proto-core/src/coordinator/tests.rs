@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // rcgen key and CSR helpers, tests only
 
 mod enrollment;
+mod lifecycle;
 mod renewal;
 
 use std::collections::BTreeMap;
@@ -184,6 +185,7 @@ impl Client {
 struct Lab {
     now: Instant,
     pki: Pki,
+    config: CoordinatorConfig,
     coordinator: Coordinator,
     listen: SocketAddr,
     clients: Vec<Client>,
@@ -223,10 +225,12 @@ impl Lab {
             timing: QuicTiming::default(),
             handshake_limit: HandshakeLimit::default(),
         };
-        let coordinator = Coordinator::new(config, Registry::new(), Drbg::from_u64(99)).unwrap();
+        let coordinator =
+            Coordinator::new(config.clone(), Registry::new(), Drbg::from_u64(99)).unwrap();
         let mut lab = Self {
             now,
             pki,
+            config,
             coordinator,
             listen,
             clients: Vec::new(),
@@ -238,6 +242,24 @@ impl Lab {
         };
         lab.step_coordinator();
         lab
+    }
+
+    /// Stops the coordinator and starts a new one from the replayed log
+    /// (with other randomness); every session is gone.
+    fn restart(&mut self) {
+        let mut registry = Registry::new();
+        for op in &self.log {
+            registry.apply(op).unwrap();
+        }
+        let lifetime = self.coordinator.assoc_key_lifetime_s();
+        self.coordinator =
+            Coordinator::new(self.config.clone(), registry, Drbg::from_u64(7)).unwrap();
+        self.coordinator.set_assoc_key_lifetime(lifetime);
+        self.in_flight.clear();
+        for client in &mut self.clients {
+            client.closed = true;
+        }
+        self.step_coordinator();
     }
 
     fn step_coordinator(&mut self) {
@@ -442,6 +464,16 @@ fn installed(inbox: &[Message]) -> Vec<(AssocId, [u8; 32])> {
         .collect()
 }
 
+fn epochs(inbox: &[Message]) -> Vec<u32> {
+    inbox
+        .iter()
+        .filter_map(|m| match m {
+            Message::AssociationInstalled { epoch, .. } => Some(*epoch),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn enrollment_tokens_and_mutual_consent_install_one_association_on_both_ends() {
     let mut lab = Lab::new();
@@ -612,7 +644,8 @@ fn revoke_closes_the_session_withdraws_from_peers_and_refuses_reconnection() {
             ..
         })
     ));
-    // Readmission is a fresh event: the association re-forms with a new key.
+    // Readmission is a fresh event: the association comes back under its
+    // id with a new epoch and a fresh key, on both ends.
     lab.admin(AdminCommand::Readmit {
         node: Name::new("alpha").unwrap(),
     })
@@ -620,8 +653,10 @@ fn revoke_closes_the_session_withdraws_from_peers_and_refuses_reconnection() {
     let alpha_again = lab.session(&alpha, "alpha", &["beta"]);
     let fresh = installed(&lab.clients[alpha_again].inbox);
     assert_eq!(fresh.len(), 1);
-    assert_ne!(fresh[0].0, assoc);
+    assert_eq!(fresh[0].0, assoc, "the pair keeps its id");
     assert_ne!(fresh[0].1, old_key, "a fresh key after readmission");
+    assert_eq!(installed(&lab.clients[b].inbox).last(), Some(&fresh[0]));
+    assert_eq!(epochs(&lab.clients[alpha_again].inbox), [2]);
 }
 
 #[test]
@@ -784,7 +819,7 @@ fn an_unrefreshed_token_lapses_admission_and_the_peer_is_told() {
     let beta = lab.enroll("beta", true);
     let a = lab.session(&alpha, "alpha", &["beta"]);
     let b = lab.session(&beta, "beta", &["alpha"]);
-    let (assoc, _) = installed(&lab.clients[b].inbox)[0];
+    let (assoc, old_key) = installed(&lab.clients[b].inbox)[0];
     // Beta refreshes at half-life; alpha, cut off, never does.
     lab.run(Duration::from_secs(300));
     lab.send(b, Message::TokenRequest);
@@ -820,5 +855,7 @@ fn an_unrefreshed_token_lapses_admission_and_the_peer_is_told() {
     assert_eq!(installed(&lab.clients[again].inbox).len(), 1);
     let now_installed = installed(&lab.clients[b].inbox);
     assert_eq!(now_installed.len(), before + 1);
-    assert_ne!(now_installed.last().unwrap().0, assoc);
+    // Same id; both ends dropped the old key, so it comes back under a fresh one.
+    assert_eq!(now_installed.last().unwrap().0, assoc);
+    assert_ne!(now_installed.last().unwrap().1, old_key);
 }

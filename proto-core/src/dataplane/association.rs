@@ -1,5 +1,6 @@
 //! An installed association: its ingress binding, one mesh socket per
-//! uplink, its key and replay cache, and its paths.
+//! uplink, its key (and the previous one for a while after a rekey) and
+//! replay cache, and its paths.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,16 +11,20 @@ use smallvec::SmallVec;
 use super::events::PathHistory;
 use super::path::{Path, PathState, Traffic};
 use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
-use super::{AssociationSpec, UplinkPolicy};
-use crate::id::{PathId, SocketId, UplinkId};
+use super::{AssociationSpec, DataPlane, DataPlaneError, UplinkPolicy};
+use crate::id::{AssocId, PathId, SocketId, UplinkId};
 use crate::replay::ReplayCache;
-use crate::wire::AuthKey;
+use crate::wire::{classify, AuthKey, Classified, KEY_LEN};
 
 /// Remote addresses tracked per association (configured plus learned).
 pub const MAX_PATHS: usize = 32;
 const REPLAY_WINDOW_US: u64 = 10_000_000;
 /// Control transactions remembered per association against replays.
 pub const REPLAY_CAPACITY: usize = 4_096;
+/// How long after a rekey control packets under the previous key are still
+/// accepted: the coordinator pushes the new key to both ends at once, but
+/// they get it a round trip or so apart, and an end may be reconnecting.
+pub const PREVIOUS_KEY_GRACE: Duration = Duration::from_secs(60);
 
 /// Counters of one association.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct AssocCounters {
     pub unexpected_control: u64,
     /// Remote addresses not tracked because the path table was full.
     pub paths_refused: u64,
+    /// Control packets accepted under the previous key after a rekey.
+    pub previous_key: u64,
     /// Paths dropped to make room for a new address (never an active one).
     pub paths_evicted: u64,
     /// Data from a new address dropped unchallenged: the probe interval's
@@ -75,6 +82,12 @@ pub(crate) struct MeshSocket {
 pub(crate) struct Association {
     pub(crate) spec: AssociationSpec,
     pub(crate) key: AuthKey,
+    /// The key before the last rekey, accepted until the instant given.
+    previous_key: Option<(AuthKey, Instant)>,
+    /// Whether the last authentic control packet came under the previous
+    /// key: an answer goes back under the key its request used, so a peer
+    /// that has not got the new key yet keeps its paths.
+    answer_previous: bool,
     pub(crate) ingress_socket: SocketId,
     pub(crate) ingress_local: Option<SocketAddr>,
     pub(crate) mesh: BTreeMap<UplinkId, MeshSocket>,
@@ -123,6 +136,8 @@ impl Association {
     ) -> Self {
         Self {
             key: AuthKey::new(&spec.key),
+            previous_key: None,
+            answer_previous: false,
             spec,
             ingress_socket,
             ingress_local: None,
@@ -142,6 +157,49 @@ impl Association {
             first_probe: None,
             history: PathHistory::default(),
         }
+    }
+
+    /// Tells a control packet (authentic under the current key, or under
+    /// the previous one during its grace period) from data. Data, by far
+    /// the most of the traffic, fails the magic check before any tag is
+    /// computed, so the second key costs it nothing.
+    pub(crate) fn classify(&mut self, now: Instant, datagram: &[u8]) -> Classified {
+        self.answer_previous = false;
+        let current = classify(datagram, &self.key);
+        if !matches!(current, Classified::Data) {
+            return current;
+        }
+        let Some((previous, until)) = &self.previous_key else {
+            return current;
+        };
+        if now >= *until {
+            self.previous_key = None;
+            return current;
+        }
+        let verdict = classify(datagram, previous);
+        if !matches!(verdict, Classified::Data) {
+            self.answer_previous = true;
+            self.counters.previous_key += 1;
+        }
+        verdict
+    }
+
+    /// The key to answer the last control packet under: the one it came
+    /// under.
+    pub(crate) fn answer_key(&self) -> &AuthKey {
+        match &self.previous_key {
+            Some((previous, _)) if self.answer_previous => previous,
+            _ => &self.key,
+        }
+    }
+
+    /// Switches to a new key: sent under at once, the previous one still
+    /// accepted for `grace`. Paths, sockets and counters stay.
+    pub(crate) fn rekey(&mut self, now: Instant, key: &[u8; KEY_LEN], grace: Duration) {
+        let previous = std::mem::replace(&mut self.key, AuthKey::new(key));
+        self.previous_key = Some((previous, now + grace));
+        self.answer_previous = false;
+        self.spec.key = *key;
     }
 
     /// Takes one challenge for an address learned from data from the
@@ -314,5 +372,31 @@ impl Association {
     /// True when at least one path is active.
     pub(crate) fn is_up(&self) -> bool {
         self.paths.values().any(|p| p.state == PathState::Active)
+    }
+}
+
+impl DataPlane {
+    /// Installs a new key (a new epoch from the coordinator) for an
+    /// installed association without disturbing it: control packets go
+    /// out under the new key at once, those under the previous key are
+    /// accepted for [`PREVIOUS_KEY_GRACE`], and paths, sockets and
+    /// counters stay as they are, so data keeps flowing.
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn rekey(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        epoch: u32,
+        key: &[u8; KEY_LEN],
+    ) -> Result<(), DataPlaneError> {
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        assoc.rekey(now, key, PREVIOUS_KEY_GRACE);
+        tracing::debug!(assoc = %id, epoch, "association key replaced");
+        Ok(())
     }
 }

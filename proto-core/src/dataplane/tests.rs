@@ -2,6 +2,8 @@
 //! harness that exercises install, binding, validation, forwarding,
 //! rebinding, failure and withdrawal.
 
+mod rekey;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 

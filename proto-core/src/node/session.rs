@@ -102,6 +102,7 @@ pub(super) enum Effect {
         assoc: AssocId,
         service: String,
         peer: String,
+        epoch: u32,
         key: [u8; KEY_LEN],
     },
     Withdraw {
@@ -749,6 +750,7 @@ impl Session {
             )),
             Message::AssociationInstalled {
                 assoc,
+                epoch,
                 service,
                 peer,
                 key,
@@ -757,6 +759,7 @@ impl Session {
                 assoc,
                 service: service.as_str().to_owned(),
                 peer: peer.to_string(),
+                epoch,
                 key,
             }),
             Message::AssociationWithdrawn { assoc, .. } => effects.push(Effect::Withdraw { assoc }),

@@ -5,6 +5,7 @@
 //! can block a node's UDP to the coordinator, for the TCP fallback's tests
 //! in [`tcp_fallback`].
 
+mod rekey;
 mod renewal;
 mod tcp_fallback;
 

@@ -52,10 +52,12 @@ pub fn nodes(nodes: &[NodeInfo]) -> String {
     table(&["NAME", "ID", "ADMISSION", "CONNECTED"], &rows)
 }
 
-/// `tlctl assoc list`: the associations the coordinator has installed.
+/// `tlctl assoc list`: every association the coordinator knows, installed,
+/// waiting (an end not admitted or not declaring the service) or deleted by
+/// an admin.
 pub fn assocs(assocs: &[AssocInfo]) -> String {
     if assocs.is_empty() {
-        return "no association is installed\n".to_owned();
+        return "no association exists\n".to_owned();
     }
     let rows: Vec<Vec<String>> = assocs
         .iter()
@@ -66,11 +68,15 @@ pub fn assocs(assocs: &[AssocInfo]) -> String {
                 a.b.to_string(),
                 a.epoch.to_string(),
                 a.origin.as_str().to_owned(),
+                a.state.as_str().to_owned(),
                 yes(a.up),
             ]
         })
         .collect();
-    table(&["ID", "A", "B", "EPOCH", "ORIGIN", "ENDS ONLINE"], &rows)
+    table(
+        &["ID", "A", "B", "EPOCH", "ORIGIN", "STATE", "ENDS ONLINE"],
+        &rows,
+    )
 }
 
 /// `tlctl status`: the coordinator's status document as `key  value`
@@ -102,7 +108,9 @@ pub fn status(json: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use transitloom_proto_core::control::msg::{AdmissionState, AssocOrigin, Name, PeerRef};
+    use transitloom_proto_core::control::msg::{
+        AdmissionState, AssocOrigin, AssocState, Name, PeerRef,
+    };
     use transitloom_proto_core::{AssocId, NodeId};
 
     #[test]
@@ -136,10 +144,11 @@ mod tests {
             b: peer("beta/wg0"),
             epoch: 1,
             origin: AssocOrigin::Admin,
+            state: AssocState::Deleted,
             up: false,
         }]);
         assert!(
-            text.contains("assoc#3  alpha/wg0  beta/wg0  1      admin   no"),
+            text.contains("assoc#3  alpha/wg0  beta/wg0  1      admin   deleted  no"),
             "{text}"
         );
     }

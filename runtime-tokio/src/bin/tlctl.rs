@@ -77,7 +77,7 @@ enum Command {
     /// Invite, admit, revoke, readmit and list nodes (asks a coordinator).
     #[command(subcommand)]
     Node(NodeCommand),
-    /// List, create and delete associations (asks a coordinator).
+    /// List, create, delete, allow and rekey associations (asks a coordinator).
     #[command(subcommand)]
     Assoc(AssocCommand),
     /// Show the coordinator's status: its name, and how many nodes are
@@ -179,16 +179,18 @@ enum NodeCommand {
 
 #[derive(Debug, Subcommand)]
 enum AssocCommand {
-    /// List the installed associations (both ends admitted, connected and
-    /// declaring the service).
+    /// List every association with its key epoch, origin and state:
+    /// installed, waiting (an end not admitted or not declaring the
+    /// service) or deleted.
     List {
         #[command(flatten)]
         target: TargetArgs,
     },
     /// Create an association between two services, each written
     /// NODE/SERVICE. It is installed once both ends are admitted and
-    /// connected and declare the service. Prints its id alone on the last
-    /// line.
+    /// declare the service. For a pair that exists by mutual consent or
+    /// was deleted, it becomes (again) an admin association, same id.
+    /// Prints its id alone on the last line.
     Create {
         /// One end, NODE/SERVICE.
         #[arg(value_parser = peer_ref)]
@@ -199,9 +201,29 @@ enum AssocCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
-    /// Delete an association an admin created, by id (`assoc#7` or `7`,
-    /// as `tlctl assoc list` shows it).
+    /// Delete an association, by id (`assoc#7` or `7`, as `tlctl assoc
+    /// list` shows it): it is withdrawn from both ends and stays deleted,
+    /// even if both ends declare each other, until `tlctl assoc allow` or
+    /// `tlctl assoc create` for the same pair.
     Delete {
+        /// The association's id.
+        #[arg(value_parser = assoc_id)]
+        id: AssocId,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Lift the deletion of an association: it is installed again (under a
+    /// fresh key) once its ends want it.
+    Allow {
+        /// The association's id.
+        #[arg(value_parser = assoc_id)]
+        id: AssocId,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Replace an association's key now: a new epoch and a fresh random
+    /// key, pushed to both ends, which switch without dropping paths.
+    Rekey {
         /// The association's id.
         #[arg(value_parser = assoc_id)]
         id: AssocId,
@@ -438,6 +460,14 @@ fn assoc(command: AssocCommand) -> anyhow::Result<()> {
         AssocCommand::Delete { id, target } => {
             let done = format!("deleted {id}");
             (target, AdminCommand::AssocDelete { assoc: id }, done)
+        }
+        AssocCommand::Allow { id, target } => {
+            let done = format!("allowed {id} again");
+            (target, AdminCommand::AssocAllow { assoc: id }, done)
+        }
+        AssocCommand::Rekey { id, target } => {
+            let done = format!("rekeyed {id}: a new epoch is pushed to both ends");
+            (target, AdminCommand::AssocRekey { assoc: id }, done)
         }
     };
     match ask(&target, request)? {

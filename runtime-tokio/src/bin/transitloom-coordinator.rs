@@ -34,6 +34,9 @@ impossible combinations are refused with FILE: KEY: REASON and exit 2):
   handshakes_per_s = 500           optional; new sessions started per second at
                                    most, 1..100000 (excess attempts are refused
                                    and nodes retry after a jittered backoff)
+  assoc_key_lifetime_s = 86400     optional; an association key is replaced by a
+                                   fresh one (a new epoch) after this long,
+                                   60..31536000 (365 days)
 
   [relay]                          optional. Relays are NOT built yet:
   data = false                     data = true is refused (exit 2)
@@ -98,6 +101,7 @@ fn check(config: &Path) -> Result<(), DaemonError> {
     println!("  operation log  {}", settings.oplog_path().display());
     println!("  tokens         {} s", settings.token_lifetime_s);
     println!("  handshakes     {} per s", settings.handshakes_per_s);
+    println!("  assoc keys     {} s", settings.assoc_key_lifetime_s);
     println!("  pki            {pki:?}");
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! node_cert_lifetime_s = 7776000    # optional, 60 s to 3650 days (default 90 days)
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
 //! reflectors = ["203.0.113.6:7443"] # optional, up to 4 more reflector addresses
+//! assoc_key_lifetime_s = 86400      # optional, 60 s to 365 days: association keys are replaced after it
 //!
 //! [relay]                           # optional
 //! data = true                       # relay for nodes whose NATs defeat a direct path
@@ -27,7 +28,8 @@ use std::path::{Path, PathBuf};
 
 use transitloom_proto_core::control::msg::MAX_REFLECTORS;
 use transitloom_proto_core::coordinator::machine::{
-    DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
+    DEFAULT_ASSOC_KEY_LIFETIME_S, DEFAULT_NODE_CERT_LIFETIME_S, MAX_ASSOC_KEY_LIFETIME_S,
+    MAX_NODE_CERT_LIFETIME_S, MIN_ASSOC_KEY_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
 };
 use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
@@ -112,6 +114,9 @@ pub struct CoordinatorSettings {
     /// nodes compare what two reflector addresses saw to classify their
     /// NAT. Each must be an address nodes reach as it is.
     pub reflectors: Vec<SocketAddr>,
+    /// How long an association key is used before the coordinator replaces
+    /// it with a fresh one (a new epoch).
+    pub assoc_key_lifetime_s: u64,
     /// The relay table.
     pub relay: RelaySettings,
 }
@@ -184,6 +189,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "node_cert_lifetime_s",
         "handshakes_per_s",
         "reflectors",
+        "assoc_key_lifetime_s",
         "relay",
     ])?;
     let name = root.str("name")?;
@@ -248,6 +254,13 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         });
 
     let reflectors = parse_reflectors(root, listen)?;
+    let assoc_key_lifetime_s = root
+        .opt_u64(
+            "assoc_key_lifetime_s",
+            MIN_ASSOC_KEY_LIFETIME_S,
+            MAX_ASSOC_KEY_LIFETIME_S,
+        )?
+        .unwrap_or(DEFAULT_ASSOC_KEY_LIFETIME_S);
 
     let relay = match root.opt_table("relay")? {
         Some(relay) => parse_relay(&relay, listen)?,
@@ -266,6 +279,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         node_cert_lifetime_s,
         handshakes_per_s,
         reflectors,
+        assoc_key_lifetime_s,
         relay,
     })
 }
@@ -394,6 +408,7 @@ mod tests {
         assert_eq!(s.token_lifetime_s, DEFAULT_TOKEN_LIFETIME_S);
         assert_eq!(s.node_cert_lifetime_s, 90 * 86_400);
         assert_eq!(s.handshakes_per_s, DEFAULT_HANDSHAKES_PER_S);
+        assert_eq!(s.assoc_key_lifetime_s, 86_400);
         assert_eq!(s.data_dir, dir.path().join("data"));
         assert_eq!(s.oplog_path(), dir.path().join("data/oplog.redb"));
         assert_eq!(s.relay, RelaySettings::default());
@@ -485,6 +500,26 @@ mod tests {
                 parse_in(dir.path(), &format!("{GOOD}handshakes_per_s = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "handshakes_per_s", "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_association_key_lifetime_is_bounded() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = 3600\n")).unwrap();
+        assert_eq!(s.assoc_key_lifetime_s, 3_600);
+        for bad in ["59", "31536001", "0", "-5", "\"1d\"", "1.5"] {
+            let err =
+                parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = {bad}\n")).unwrap_err();
+            assert_eq!(err.key, "assoc_key_lifetime_s", "{bad}: {err}");
+        }
+        let err = parse_in(dir.path(), &format!("{GOOD}assoc_key_lifetime_s = 10\n")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: assoc_key_lifetime_s: 10 is outside 60 to 31536000",
+                dir.path().join("coordinator.toml").display()
+            )
+        );
     }
 
     #[test]

@@ -8,20 +8,23 @@
 //!   "nodes": [ { "name": "alpha", "id": "node#1", "admission": "admitted",
 //!                "admission_epoch": 1, "connected": true } ],
 //!   "associations": [ { "id": "assoc#1", "ends": ["alpha/wg0", "beta/wg0"],
-//!                       "origin": "admin", "state": "live" } ],
+//!                       "origin": "admin", "state": "installed", "epoch": 2,
+//!                       "ends_online": true } ],
 //!   "counters": { "sessions": { "node": 2, "admin": 5, "over_tcp": 1 },
 //!                 "refused": { "pending": 1 }, "handshakes_failed": 0,
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
 //!                 "tokens_granted": 2, "enrollments": 2, "enrollments_repeated": 0,
-//!                 "renewals": 1, "renewals_refused": 0,
+//!                 "renewals": 1, "renewals_refused": 0, "assoc_rekeys": 0,
 //!                 "reflected": 12, "reflect_refused": {} },
 //!   "reflectors": ["203.0.113.6:7443"] }
 //! ```
 //!
-//! An association is `live` when the coordinator has installed it on both
-//! ends; an admin-created one whose ends are not both admitted, connected
-//! and declaring the service is `waiting`.
+//! An association is `installed` when the coordinator has installed it on
+//! both ends; one whose ends are not both admitted and declaring the service
+//! (or that waits for its fresh key to be written) is `waiting`; one an
+//! admin deleted is `deleted` until allowed again. `epoch` is its key
+//! epoch (0: no key yet).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -31,10 +34,10 @@ use transitloom_runtime_mio::status::label;
 
 use serde_json::{json, Value};
 use transitloom_proto_core::control::msg::RejectCode;
+use transitloom_proto_core::control::msg::{AssocOrigin, AssocState};
 use transitloom_proto_core::coordinator::reflector::Refusal;
-use transitloom_proto_core::coordinator::registry::{Admission, CONSENT_ASSOC_BASE};
+use transitloom_proto_core::coordinator::registry::Admission;
 use transitloom_proto_core::coordinator::Coordinator;
-use transitloom_proto_core::AssocId;
 
 /// Where the coordinator runs, for the status document.
 #[derive(Debug, Clone)]
@@ -45,14 +48,6 @@ pub struct Place {
     pub listen: SocketAddr,
     /// Admission token lifetime.
     pub token_lifetime_s: u64,
-}
-
-fn origin(id: AssocId) -> &'static str {
-    if id.0 >= CONSENT_ASSOC_BASE {
-        "mutual-consent"
-    } else {
-        "admin"
-    }
 }
 
 /// The `/status` document.
@@ -71,23 +66,20 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             })
         })
         .collect();
-    let live: Vec<(AssocId, String, String)> = coordinator.associations().collect();
-    let mut associations: Vec<Value> = live
+    let associations: Vec<Value> = coordinator
+        .association_list()
         .iter()
-        .map(|(id, a, b)| {
-            json!({ "id": id.to_string(), "ends": [a, b], "origin": origin(*id), "state": "live" })
+        .map(|a| {
+            json!({
+                "id": a.assoc.to_string(),
+                "ends": [a.a.to_string(), a.b.to_string()],
+                "origin": a.origin.as_str(),
+                "state": a.state.as_str(),
+                "epoch": a.epoch,
+                "ends_online": a.up,
+            })
         })
         .collect();
-    for record in registry.assocs() {
-        if !live.iter().any(|(id, ..)| *id == record.id) {
-            associations.push(json!({
-                "id": record.id.to_string(),
-                "ends": [record.a.to_string(), record.b.to_string()],
-                "origin": "admin",
-                "state": "waiting",
-            }));
-        }
-    }
     let counters = coordinator.counters();
     json!({
         "coordinator": {
@@ -98,6 +90,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "operations": registry.applied(),
             "token_lifetime_s": place.token_lifetime_s,
             "node_cert_lifetime_s": coordinator.node_cert_lifetime_s(),
+            "assoc_key_lifetime_s": coordinator.assoc_key_lifetime_s(),
         },
         "nodes": nodes,
         "associations": associations,
@@ -119,6 +112,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "renewals_refused": counters.renewals_refused,
             "reflected": counters.reflected,
             "reflect_refused": counters.reflect_refused,
+            "assoc_rekeys": counters.assoc_rekeys,
         },
         "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
         "relay": coordinator.relay().map(|relay| json!({
@@ -317,19 +311,38 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "Nodes with a live control session.",
         &[(base.clone(), coordinator.online().count() as u64)],
     );
-    let live: Vec<AssocId> = coordinator.associations().map(|(id, ..)| id).collect();
-    let by_origin: Vec<(String, u64)> = ["mutual-consent", "admin"]
-        .into_iter()
+    let list = coordinator.association_list();
+    let by_origin: Vec<(String, u64)> = AssocOrigin::ALL
+        .iter()
         .map(|o| {
-            let n = live.iter().filter(|id| origin(**id) == o).count() as u64;
-            (format!("{base},origin=\"{o}\""), n)
+            let n = list
+                .iter()
+                .filter(|a| a.origin == *o && a.state == AssocState::Installed)
+                .count() as u64;
+            (format!("{base},origin=\"{}\"", o.as_str()), n)
         })
         .collect();
     family(
         "transitloom_coordinator_associations",
         "gauge",
-        "Live associations, by origin.",
+        "Installed associations, by origin.",
         &by_origin,
+    );
+    let deleted = list
+        .iter()
+        .filter(|a| a.state == AssocState::Deleted)
+        .count() as u64;
+    family(
+        "transitloom_coordinator_associations_deleted",
+        "gauge",
+        "Associations an admin deleted (kept withdrawn until allowed again).",
+        &[(base.clone(), deleted)],
+    );
+    family(
+        "transitloom_coordinator_assoc_rekeys_total",
+        "counter",
+        "Keys of installed associations replaced by a new epoch (admin, readmission, key lifetime).",
+        &[(base.clone(), counters.assoc_rekeys)],
     );
     family(
         "transitloom_coordinator_operations_total",

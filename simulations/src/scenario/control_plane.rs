@@ -20,7 +20,9 @@ use transitloom_proto_core::coordinator::{
 };
 use transitloom_proto_core::csprng::Drbg;
 use transitloom_proto_core::dataplane::UplinkSpec;
-use transitloom_proto_core::node::{Credentials, Node, NodeConfig, NodeEvent, ServiceSpec};
+use transitloom_proto_core::node::{
+    Credentials, Node, NodeConfig, NodeEvent, ServiceSpec, SessionState,
+};
 use transitloom_proto_core::pki::{self, CertTerms, Ed25519PublicKey};
 use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::{Input, Output, ServiceId, StateMachine, UplinkId};
@@ -486,16 +488,35 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             })),
         );
     }
+    let mut reinstalled_after_restart = 0;
     if restart_at > Duration::ZERO {
-        let reinstalled = world.app_ref::<Node>(alpha).and_then(|a| {
+        // The replayed log holds the ids and keys the nodes have: they are
+        // re-associated once their session is live again (the coordinator
+        // sends its associations after the hello), with nothing to change.
+        let again = world.app_ref::<Node>(alpha).and_then(|a| {
             a.events
                 .iter()
-                .find(|(at, e)| *at > restart_at && matches!(e, NodeEvent::Installed { .. }))
+                .find(|(at, e)| *at > restart_at && *e == NodeEvent::Session(SessionState::Live))
                 .map(|(at, _)| *at - restart_at)
         });
+        summary.row("alpha re-associated after the restart in", shown(again));
+        reinstalled_after_restart = [alpha, beta]
+            .into_iter()
+            .filter_map(|host| world.app_ref::<Node>(host))
+            .flat_map(|a| a.events.iter())
+            .filter(|(at, e)| {
+                *at > restart_at
+                    && matches!(
+                        e,
+                        NodeEvent::Installed { .. }
+                            | NodeEvent::Rekeyed { .. }
+                            | NodeEvent::Withdrawn { .. }
+                    )
+            })
+            .count();
         summary.row(
-            "alpha re-associated after the restart in",
-            shown(reinstalled),
+            "associations changed by the restart",
+            reinstalled_after_restart,
         );
         let sink = &world
             .app_ref::<UdpSink>(beta_service)
@@ -562,6 +583,13 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         summary
             .violations
             .push(format!("{} datagrams altered", sink.malformed));
+    }
+    // A restart changes no association (a revoke after it would).
+    let revoked_after_restart = revoke_at > restart_at;
+    if reinstalled_after_restart > 0 && !revoked_after_restart {
+        summary.violations.push(format!(
+            "the restart changed {reinstalled_after_restart} association(s) on the nodes"
+        ));
     }
     Ok(summary)
 }

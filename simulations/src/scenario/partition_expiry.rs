@@ -275,7 +275,12 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     if healed {
         let again = events(alpha.node)
             .iter()
-            .find(|(at, e)| *at >= heal_at && matches!(e, NodeEvent::Installed { .. }))
+            // Alpha never saw the withdrawal (it was cut off): it gets the
+            // association's fresh key as a new epoch of the one it holds.
+            .find(|(at, e)| {
+                *at >= heal_at
+                    && matches!(e, NodeEvent::Installed { .. } | NodeEvent::Rekeyed { .. })
+            })
             .map(|(at, _)| at.saturating_sub(heal_at));
         summary.row("alpha associated again after the heal in", shown(again));
         summary.row(

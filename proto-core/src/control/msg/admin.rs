@@ -19,6 +19,8 @@ const CMD_ASSOC_CREATE: u8 = 6;
 const CMD_ASSOC_DELETE: u8 = 7;
 const CMD_ASSOC_LIST: u8 = 8;
 const CMD_STATUS: u8 = 9;
+const CMD_ASSOC_REKEY: u8 = 10;
+const CMD_ASSOC_ALLOW: u8 = 11;
 
 const REPLY_INVITED: u8 = 1;
 const REPLY_DONE: u8 = 2;
@@ -46,6 +48,19 @@ wire_enum! {
         MutualConsent = 1 => "mutual-consent",
         /// An admin created it.
         Admin = 2 => "admin",
+    }
+}
+
+wire_enum! {
+    /// Where an association stands.
+    AssocState {
+        /// Installed on its ends (whether or not they are online now).
+        Installed = 1 => "installed",
+        /// Allowed, but not installed: an end is not admitted or does not
+        /// declare the service, or a fresh key is being written.
+        Waiting = 2 => "waiting",
+        /// Deleted by an admin: it stays withdrawn until allowed again.
+        Deleted = 3 => "deleted",
     }
 }
 
@@ -86,8 +101,19 @@ pub enum AdminCommand {
         /// The other side.
         b: PeerRef,
     },
-    /// Delete an association.
+    /// Delete an association: it is withdrawn and stays so, even if both
+    /// ends still declare each other, until allowed or created again.
     AssocDelete {
+        /// The association.
+        assoc: AssocId,
+    },
+    /// Replace an association's key: a new epoch, pushed to both ends.
+    AssocRekey {
+        /// The association.
+        assoc: AssocId,
+    },
+    /// Lift the deletion of an association.
+    AssocAllow {
         /// The association.
         assoc: AssocId,
     },
@@ -104,7 +130,7 @@ impl Codec for AdminCommand {
             Self::Admit { node } | Self::Revoke { node } | Self::Readmit { node } => name_len(node),
             Self::ListNodes | Self::AssocList | Self::Status => 0,
             Self::AssocCreate { a, b } => a.wire_len() + b.wire_len(),
-            Self::AssocDelete { .. } => 8,
+            Self::AssocDelete { .. } | Self::AssocRekey { .. } | Self::AssocAllow { .. } => 8,
         }
     }
 
@@ -138,6 +164,14 @@ impl Codec for AdminCommand {
                 w.u8(CMD_ASSOC_DELETE);
                 w.u64(assoc.0);
             }
+            Self::AssocRekey { assoc } => {
+                w.u8(CMD_ASSOC_REKEY);
+                w.u64(assoc.0);
+            }
+            Self::AssocAllow { assoc } => {
+                w.u8(CMD_ASSOC_ALLOW);
+                w.u64(assoc.0);
+            }
             Self::AssocList => w.u8(CMD_ASSOC_LIST),
             Self::Status => w.u8(CMD_STATUS),
         }
@@ -167,6 +201,12 @@ impl Codec for AdminCommand {
             },
             CMD_ASSOC_DELETE => Self::AssocDelete {
                 assoc: AssocId(r.u64("AssocDelete.assoc")?),
+            },
+            CMD_ASSOC_REKEY => Self::AssocRekey {
+                assoc: AssocId(r.u64("AssocRekey.assoc")?),
+            },
+            CMD_ASSOC_ALLOW => Self::AssocAllow {
+                assoc: AssocId(r.u64("AssocAllow.assoc")?),
             },
             CMD_ASSOC_LIST => Self::AssocList,
             CMD_STATUS => Self::Status,
@@ -229,17 +269,19 @@ pub struct AssocInfo {
     pub a: PeerRef,
     /// The other side.
     pub b: PeerRef,
-    /// Its current key epoch.
+    /// Its current key epoch (0: no key yet).
     pub epoch: u32,
     /// Who made it.
     pub origin: AssocOrigin,
-    /// Whether at least one path is active.
+    /// Installed, waiting or deleted.
+    pub state: AssocState,
+    /// Whether it is installed and both ends have a control session.
     pub up: bool,
 }
 
 impl Codec for AssocInfo {
     fn wire_len(&self) -> usize {
-        8 + self.a.wire_len() + self.b.wire_len() + 4 + 1 + 1
+        8 + self.a.wire_len() + self.b.wire_len() + 4 + 1 + 1 + 1
     }
 
     fn put(&self, w: &mut Writer<'_>) -> Result<(), MsgError> {
@@ -248,6 +290,7 @@ impl Codec for AssocInfo {
         self.b.put(w)?;
         w.u32(self.epoch);
         self.origin.put(w)?;
+        self.state.put(w)?;
         w.bool(self.up);
         Ok(())
     }
@@ -259,6 +302,7 @@ impl Codec for AssocInfo {
             b: PeerRef::take(r)?,
             epoch: r.u32("AssocInfo.epoch")?,
             origin: AssocOrigin::take(r)?,
+            state: AssocState::take(r)?,
             up: r.bool("AssocInfo.up")?,
         })
     }

@@ -656,6 +656,13 @@ fn code_enums_have_dense_codes_and_unique_names() {
         AssocOrigin::as_str,
         AssocOrigin::from_name,
     );
+    check(
+        AssocState::ALL,
+        AssocState::code,
+        AssocState::from_code,
+        AssocState::as_str,
+        AssocState::from_name,
+    );
     assert_eq!(RejectCode::ALL.len(), 18);
     assert_eq!(RejectCode::WrongState.as_str(), "wrong-state");
     assert_eq!(

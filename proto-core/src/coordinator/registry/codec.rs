@@ -2,7 +2,7 @@
 //! length byte plus UTF-8, integers big-endian). Decoding is checked and
 //! canonical, so a corrupt record is refused rather than misread.
 
-use super::{Op, ServiceRef};
+use super::{AssocSecret, Op, ServiceRef};
 use crate::id::AssocId;
 
 /// Why a stored record could not be read.
@@ -33,6 +33,10 @@ const READMIT: u8 = 5;
 const ASSOC_CREATE: u8 = 6;
 const ASSOC_DELETE: u8 = 7;
 const RENEW: u8 = 8;
+const ASSOC_FORM: u8 = 9;
+const ASSOC_KEY: u8 = 10;
+const ASSOC_DENY: u8 = 11;
+const ASSOC_ALLOW: u8 = 12;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     // Names are at most 63 bytes; longer text is cut at a char boundary.
@@ -91,16 +95,36 @@ impl Op {
                 });
                 put_str(&mut out, node);
             }
-            Op::AssocCreate { a, b } => {
-                out.push(ASSOC_CREATE);
+            Op::AssocCreate { a, b } | Op::AssocForm { a, b } => {
+                out.push(if matches!(self, Op::AssocCreate { .. }) {
+                    ASSOC_CREATE
+                } else {
+                    ASSOC_FORM
+                });
                 for end in [a, b] {
                     put_str(&mut out, &end.node);
                     put_str(&mut out, &end.service);
                 }
             }
-            Op::AssocDelete { assoc } => {
-                out.push(ASSOC_DELETE);
+            Op::AssocDelete { assoc } | Op::AssocDeny { assoc } | Op::AssocAllow { assoc } => {
+                out.push(match self {
+                    Op::AssocDelete { .. } => ASSOC_DELETE,
+                    Op::AssocDeny { .. } => ASSOC_DENY,
+                    _ => ASSOC_ALLOW,
+                });
                 out.extend_from_slice(&assoc.0.to_be_bytes());
+            }
+            Op::AssocKey {
+                assoc,
+                epoch,
+                key,
+                at_unix_s,
+            } => {
+                out.push(ASSOC_KEY);
+                out.extend_from_slice(&assoc.0.to_be_bytes());
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&key.0);
+                out.extend_from_slice(&at_unix_s.to_be_bytes());
             }
         }
         out
@@ -146,6 +170,28 @@ impl Op {
             ASSOC_DELETE => Op::AssocDelete {
                 assoc: AssocId(r.u64()?),
             },
+            ASSOC_FORM => Op::AssocForm {
+                a: ServiceRef {
+                    node: r.string()?,
+                    service: r.string()?,
+                },
+                b: ServiceRef {
+                    node: r.string()?,
+                    service: r.string()?,
+                },
+            },
+            ASSOC_KEY => Op::AssocKey {
+                assoc: AssocId(r.u64()?),
+                epoch: r.u32()?,
+                key: AssocSecret(r.array()?),
+                at_unix_s: r.u64()?,
+            },
+            ASSOC_DENY => Op::AssocDeny {
+                assoc: AssocId(r.u64()?),
+            },
+            ASSOC_ALLOW => Op::AssocAllow {
+                assoc: AssocId(r.u64()?),
+            },
             kind => return Err(OpDecodeError::UnknownKind(kind)),
         };
         match bytes.len() - r.at {
@@ -179,6 +225,12 @@ impl Reader<'_> {
         let mut b = [0u8; 8];
         b.copy_from_slice(self.take(8)?);
         Ok(u64::from_be_bytes(b))
+    }
+
+    fn u32(&mut self) -> Result<u32, OpDecodeError> {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(self.take(4)?);
+        Ok(u32::from_be_bytes(b))
     }
 
     fn array(&mut self) -> Result<[u8; 32], OpDecodeError> {

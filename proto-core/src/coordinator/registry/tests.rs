@@ -184,7 +184,27 @@ fn op() -> impl Strategy<Value = Op> {
             b: svc(&b, "wg1")
         }),
         (1u64..5).prop_map(|id| Op::AssocDelete { assoc: AssocId(id) }),
+        (name(), name()).prop_map(|(a, b)| Op::AssocForm {
+            a: svc(&a, "wg0"),
+            b: svc(&b, "wg1")
+        }),
+        (assoc_id(), 1u32..4, any::<u8>(), 0u64..200).prop_map(|(assoc, epoch, k, at)| {
+            Op::AssocKey {
+                assoc,
+                epoch,
+                key: AssocSecret([k; 32]),
+                at_unix_s: at,
+            }
+        }),
+        assoc_id().prop_map(|assoc| Op::AssocDeny { assoc }),
+        assoc_id().prop_map(|assoc| Op::AssocAllow { assoc }),
     ]
+}
+
+/// Admin ids from 1, consent ids from the top half.
+fn assoc_id() -> impl Strategy<Value = AssocId> {
+    (any::<bool>(), 1u64..4)
+        .prop_map(|(consent, n)| AssocId(if consent { CONSENT_ASSOC_BASE + n } else { n }))
 }
 
 proptest! {
@@ -356,4 +376,168 @@ fn a_renewal_record_has_a_fixed_encoding() {
         Op::decode(&expected[..expected.len() - 1]),
         Err(codec::OpDecodeError::Truncated)
     );
+}
+
+fn admitted_pair() -> Registry {
+    let mut r = Registry::new();
+    for n in ["alpha", "beta"] {
+        run(&mut r, invite(n, true), 0).unwrap();
+        run(&mut r, enroll(n, 1), 1).unwrap();
+    }
+    r
+}
+
+fn key_op(assoc: AssocId, epoch: u32, byte: u8) -> Op {
+    Op::AssocKey {
+        assoc,
+        epoch,
+        key: AssocSecret([byte; 32]),
+        at_unix_s: 100,
+    }
+}
+
+#[test]
+fn a_consent_pair_keeps_its_id_and_its_keys_follow_epochs() {
+    let mut r = admitted_pair();
+    let form = Op::AssocForm {
+        a: svc("beta", "wg0"),
+        b: svc("alpha", "wg0"),
+    };
+    run(&mut r, form.clone(), 2).unwrap();
+    assert!(matches!(
+        run(&mut r, form, 2),
+        Err(RegistryError::BadAssociation(..))
+    ));
+    let record = r
+        .assoc_between(&svc("alpha", "wg0"), &svc("beta", "wg0"))
+        .unwrap()
+        .clone();
+    assert_eq!(record.id, AssocId(CONSENT_ASSOC_BASE + 1));
+    assert_eq!((record.origin, record.key), (Origin::MutualConsent, None));
+    assert_eq!(record.a, svc("alpha", "wg0"), "stored in order");
+    // Epochs follow one another from 1.
+    assert!(run(&mut r, key_op(record.id, 2, 1), 3).is_err());
+    run(&mut r, key_op(record.id, 1, 1), 3).unwrap();
+    assert!(run(&mut r, key_op(record.id, 1, 2), 3).is_err());
+    run(&mut r, key_op(record.id, 2, 2), 3).unwrap();
+    let key = r.assoc(record.id).unwrap().usable_key().copied().unwrap();
+    assert_eq!((key.epoch, key.key), (2, AssocSecret([2; 32])));
+    assert_eq!(format!("{:?}", key.key), "AssocSecret(..)", "never logged");
+    // A revoke retires the key: readmission needs a fresh one.
+    run(
+        &mut r,
+        Op::Revoke {
+            node: "beta".into(),
+        },
+        4,
+    )
+    .unwrap();
+    assert!(r.assoc(record.id).unwrap().usable_key().is_none());
+    run(
+        &mut r,
+        Op::Readmit {
+            node: "beta".into(),
+        },
+        5,
+    )
+    .unwrap();
+    assert!(r.assoc(record.id).unwrap().usable_key().is_none());
+    run(&mut r, key_op(record.id, 3, 3), 6).unwrap();
+    assert_eq!(r.assoc(record.id).unwrap().usable_key().unwrap().epoch, 3);
+}
+
+#[test]
+fn a_deny_is_kept_until_allowed_or_created_again() {
+    let mut r = admitted_pair();
+    let (a, b) = (svc("alpha", "wg0"), svc("beta", "wg0"));
+    run(
+        &mut r,
+        Op::AssocForm {
+            a: a.clone(),
+            b: b.clone(),
+        },
+        2,
+    )
+    .unwrap();
+    let id = r.assoc_between(&a, &b).unwrap().id;
+    run(&mut r, key_op(id, 1, 1), 2).unwrap();
+    run(&mut r, Op::AssocDeny { assoc: id }, 3).unwrap();
+    let record = r.assoc(id).unwrap();
+    assert!(record.deleted && record.usable_key().is_none());
+    assert!(run(&mut r, Op::AssocDeny { assoc: id }, 3).is_err());
+    run(&mut r, Op::AssocAllow { assoc: id }, 4).unwrap();
+    assert!(!r.assoc(id).unwrap().deleted);
+    assert!(run(&mut r, Op::AssocAllow { assoc: id }, 4).is_err());
+    // Creating the pair makes it an admin association under the same id;
+    // creating it again is refused.
+    run(&mut r, Op::AssocDeny { assoc: id }, 5).unwrap();
+    run(
+        &mut r,
+        Op::AssocCreate {
+            a: b.clone(),
+            b: a.clone(),
+        },
+        6,
+    )
+    .unwrap();
+    let record = r.assoc(id).unwrap();
+    assert_eq!((record.origin, record.deleted), (Origin::Admin, false));
+    assert_eq!(r.assocs().count(), 1);
+    assert!(run(&mut r, Op::AssocCreate { a, b }, 7).is_err());
+    assert!(matches!(
+        run(&mut r, Op::AssocDeny { assoc: AssocId(9) }, 8),
+        Err(RegistryError::UnknownAssociation(_))
+    ));
+}
+
+#[test]
+fn association_records_have_a_fixed_encoding() {
+    // Older logs hold creates and deletes: their encoding is unchanged.
+    let create = Op::AssocCreate {
+        a: svc("a", "w"),
+        b: svc("b", "w"),
+    };
+    let old_create = [6, 1, b'a', 1, b'w', 1, b'b', 1, b'w'];
+    assert_eq!(create.encode(), old_create);
+    assert_eq!(Op::decode(&old_create), Ok(create));
+    let old_delete = [7, 0, 0, 0, 0, 0, 0, 0, 3];
+    assert_eq!(
+        Op::decode(&old_delete),
+        Ok(Op::AssocDelete { assoc: AssocId(3) })
+    );
+    let mut key = vec![10];
+    key.extend_from_slice(&5u64.to_be_bytes());
+    key.extend_from_slice(&2u32.to_be_bytes());
+    key.extend_from_slice(&[9; 32]);
+    key.extend_from_slice(&100u64.to_be_bytes());
+    assert_eq!(key_op(AssocId(5), 2, 9).encode(), key);
+    assert_eq!(Op::decode(&key), Ok(key_op(AssocId(5), 2, 9)));
+    assert_eq!(
+        Op::decode(&key[..key.len() - 1]),
+        Err(codec::OpDecodeError::Truncated)
+    );
+    assert_eq!(
+        Op::AssocDeny { assoc: AssocId(1) }.encode()[0],
+        11,
+        "a deny is not the old delete"
+    );
+}
+
+#[test]
+fn an_old_delete_still_forgets_the_record_on_replay() {
+    let mut r = admitted_pair();
+    let (a, b) = (svc("alpha", "wg0"), svc("beta", "wg0"));
+    run(
+        &mut r,
+        Op::AssocCreate {
+            a: a.clone(),
+            b: b.clone(),
+        },
+        2,
+    )
+    .unwrap();
+    run(&mut r, Op::AssocDelete { assoc: AssocId(1) }, 3).unwrap();
+    assert_eq!(r.assocs().count(), 0);
+    run(&mut r, Op::AssocCreate { a, b }, 4).unwrap();
+    assert_eq!(r.assocs().next().unwrap().id, AssocId(2));
 }

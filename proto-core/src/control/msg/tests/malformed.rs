@@ -363,12 +363,12 @@ fn each_malformation_has_its_error() {
         ),
         (
             "unknown admin command",
-            admin_request(&[10]),
+            admin_request(&[12]),
             MsgError::UnknownCode {
                 kind: "AdminCommand",
-                value: 10,
+                value: 12,
             },
-            "unknown AdminCommand 10",
+            "unknown AdminCommand 12",
         ),
         (
             "unknown admin outcome",

@@ -136,6 +136,8 @@ pub(super) fn samples() -> Vec<Message> {
             b: peer("beta/wg0"),
         }),
         admin(AdminCommand::AssocDelete { assoc: AssocId(9) }),
+        admin(AdminCommand::AssocRekey { assoc: AssocId(9) }),
+        admin(AdminCommand::AssocAllow { assoc: AssocId(9) }),
         admin(AdminCommand::AssocList),
         admin(AdminCommand::Status),
         reply(Ok(AdminReply::Invited {
@@ -155,6 +157,7 @@ pub(super) fn samples() -> Vec<Message> {
             b: peer("beta/wg0"),
             epoch: 2,
             origin: AssocOrigin::MutualConsent,
+            state: AssocState::Installed,
             up: true,
         }]))),
         reply(Ok(AdminReply::Status {

@@ -68,14 +68,16 @@ fn assoc_info() -> impl Strategy<Value = AssocInfo> {
         peer(),
         any::<u32>(),
         prop::sample::select(AssocOrigin::ALL),
+        prop::sample::select(AssocState::ALL),
         any::<bool>(),
     )
-        .prop_map(|(id, a, b, epoch, origin, up)| AssocInfo {
+        .prop_map(|(id, a, b, epoch, origin, state, up)| AssocInfo {
             assoc: AssocId(id),
             a,
             b,
             epoch,
             origin,
+            state,
             up,
         })
 }
@@ -94,6 +96,8 @@ pub(super) fn admin_command() -> impl Strategy<Value = AdminCommand> {
         Just(AdminCommand::ListNodes),
         (peer(), peer()).prop_map(|(a, b)| AdminCommand::AssocCreate { a, b }),
         any::<u64>().prop_map(|id| AdminCommand::AssocDelete { assoc: AssocId(id) }),
+        any::<u64>().prop_map(|id| AdminCommand::AssocRekey { assoc: AssocId(id) }),
+        any::<u64>().prop_map(|id| AdminCommand::AssocAllow { assoc: AssocId(id) }),
         Just(AdminCommand::AssocList),
         Just(AdminCommand::Status),
     ]
