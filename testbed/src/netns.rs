@@ -21,10 +21,12 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod nat;
 mod topology;
 mod traffic;
 mod wireguard;
 
+pub use nat::{Firewall, Masquerade, NatPair};
 pub use topology::{add_uplink_line, follow_interfaces, wg_node, HubAndTwo, Scratch, TwoUplinks};
 pub use traffic::{ping, Iperf3, Iperf3Client, Iperf3Report, PingReport};
 pub use wireguard::{wg_peer_endpoints, WgPeer, WireGuard};
