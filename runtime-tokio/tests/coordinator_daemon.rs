@@ -96,9 +96,9 @@ fn bad_configurations_exit_2_naming_the_key() {
             "token_lifetime_s: ",
         ),
         (
-            "relay data",
-            format!("{good}[relay]\ndata = true\n"),
-            "relay.data: data relaying is not supported yet",
+            "relay on an address nodes cannot send to",
+            format!("{good}[relay]\ndata = true\nlisten_ip = \"0.0.0.0\"\n"),
+            "relay.advertise_ip: the relay binds to 0.0.0.0",
         ),
         (
             "relay port range",
