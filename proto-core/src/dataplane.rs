@@ -327,6 +327,20 @@ impl<'a> AssociationView<'a> {
         })
     }
 
+    /// This node's leg of the association's relay allocation, if the
+    /// coordinator offered one: the offer, and the uplinks whose mesh
+    /// sockets have it pinned.
+    pub fn relay(&self) -> Option<(&'a RelayOffer, Vec<UplinkId>)> {
+        let binding = self.inner.relay.as_ref()?;
+        let pinned = binding
+            .legs
+            .iter()
+            .filter(|(_, leg)| leg.pinned)
+            .map(|(&u, _)| u)
+            .collect();
+        Some((&binding.offer, pinned))
+    }
+
     /// The NAT classification of each mesh socket, by uplink.
     pub fn mesh_nat(&self) -> impl Iterator<Item = (UplinkId, NatClass)> + 'a {
         self.inner

@@ -136,6 +136,22 @@ pub struct AssociationStatus {
     /// Events recorded since it was installed (older ones are forgotten).
     #[serde(default)]
     pub events_recorded: u64,
+    /// Its leg of the coordinator's relay, when one is offered.
+    #[serde(default)]
+    pub relay: Option<RelayLegStatus>,
+}
+
+/// This node's leg of an association's relay allocation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayLegStatus {
+    /// The relay port's address.
+    pub address: String,
+    /// The allocation at the relay.
+    pub allocation: u64,
+    /// Which leg this node binds (0 or 1).
+    pub leg: u8,
+    /// Uplinks whose mesh socket has the leg pinned (bound and refreshed).
+    pub pinned: Vec<String>,
 }
 
 /// One event of an association's path history.
@@ -343,6 +359,12 @@ impl AssociationStatus {
             },
             events,
             events_recorded: history.recorded(),
+            relay: view.relay().map(|(offer, pinned)| RelayLegStatus {
+                address: offer.relay.to_string(),
+                allocation: offer.allocation,
+                leg: offer.leg,
+                pinned: pinned.into_iter().map(|u| uplink_name(u.0)).collect(),
+            }),
         }
     }
 }
@@ -542,6 +564,20 @@ impl NodeStatus {
                 drops.push((format!("{},reason=\"{reason}\"", assoc(a)), n as f64));
             }
         }
+        family(
+            "transitloom_relay_leg_bound",
+            "gauge",
+            "1 for each uplink whose mesh socket has the association's relay leg bound.",
+            self.associations
+                .iter()
+                .filter_map(|a| a.relay.as_ref().map(|r| (a, r)))
+                .flat_map(|(a, r)| {
+                    r.pinned
+                        .iter()
+                        .map(move |u| (format!("{},uplink=\"{}\"", assoc(a), label(u)), 1.0))
+                })
+                .collect(),
+        );
         family(
             "transitloom_association_path_events_total",
             "counter",

@@ -332,6 +332,18 @@ fn table(status: &NodeStatus) -> String {
             "\nassociation {id}  {} -> {}  ingress {ingress}  {}  {}",
             a.service, a.peer, a.state, a.mode
         );
+        if let Some(r) = &a.relay {
+            let pinned = if r.pinned.is_empty() {
+                "not bound yet".to_owned()
+            } else {
+                format!("bound from {}", r.pinned.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "relay {} (allocation {}, leg {}): {pinned}",
+                r.address, r.allocation, r.leg
+            );
+        }
         if a.paths.is_empty() {
             continue;
         }

@@ -412,6 +412,7 @@ mod tests {
                 ..PathEventStatus::default()
             }],
             events_recorded: 40,
+            relay: None,
         };
         NodeStatus {
             node: NodeInfo {

@@ -61,6 +61,12 @@ fn sample() -> NodeStatus {
                     ..PathEventStatus::default()
                 }],
                 events_recorded: 3,
+                relay: Some(RelayLegStatus {
+                    address: "203.0.113.5:40000".to_owned(),
+                    allocation: 1,
+                    leg: 0,
+                    pinned: vec!["fiber".to_owned()],
+                }),
             },
             AssociationStatus {
                 id: None,
@@ -172,6 +178,7 @@ fn metrics_are_labelled_and_escaped() {
         "quotes are escaped"
     );
     assert!(text.contains("transitloom_association_up{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 1"));
+    assert!(text.contains("transitloom_relay_leg_bound{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\",uplink=\"fiber\"} 1"));
     let path = "node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\",path=\"0\",kind=\"direct-public\",uplink=\"fiber\",remote=\"198.51.100.7:40112\"";
     for sample in [
         format!("transitloom_path_weight{{{path}}} 1"),
