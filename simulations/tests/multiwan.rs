@@ -295,5 +295,7 @@ fn tl_sim_table_is_only_for_a_scenario_with_cases() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no named cases"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("has no table"), "{stderr}");
+    assert!(stderr.contains("multiwan") && stderr.contains("nat-matrix"), "{stderr}");
 }
