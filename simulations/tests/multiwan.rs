@@ -297,5 +297,8 @@ fn tl_sim_table_is_only_for_a_scenario_with_cases() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no table"), "{stderr}");
-    assert!(stderr.contains("multiwan") && stderr.contains("nat-matrix"), "{stderr}");
+    assert!(
+        stderr.contains("multiwan") && stderr.contains("nat-matrix"),
+        "{stderr}"
+    );
 }
