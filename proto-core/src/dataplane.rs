@@ -1125,6 +1125,19 @@ impl DataPlane {
         }
         let (path_id, remote) = (path.id, path.remote);
         tracing::debug!(assoc = %id, path = %path_id, %remote, ?deadline, "path failed");
+        // Our own NAT may have moved us (a rebinding, a new public
+        // address): ask the reflectors again and bind the relay leg again
+        // at once, instead of at their refresh, so the peer learns the new
+        // address and the relay follows it within a round trip.
+        if let Some(mesh) = assoc.mesh.get_mut(&key.0) {
+            for slot in &mut mesh.reflect {
+                slot.answered_at = None;
+            }
+        }
+        if let Some(leg) = assoc.relay.as_mut().and_then(|r| r.legs.get_mut(&key.0)) {
+            leg.pinned = false;
+        }
+        self.timers.set(Timer::Probe(id), now);
         self.outputs.push_back(Output::Event(DataEvent::PathFailed {
             assoc: id,
             path: path_id,
@@ -1230,8 +1243,11 @@ impl DataPlane {
                 assoc.first_probe = Some(now);
             }
         }
-        self.reflect(now, id);
+        // The relay bind first: behind a sequential NAT a new relay
+        // mapping taken after the reflectors' would shift the ports they
+        // let us predict.
         self.bind_relay(now, id, None);
+        self.reflect(now, id);
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
         self.observe(now, id);

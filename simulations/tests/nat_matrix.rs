@@ -16,6 +16,9 @@
 //! - with one reflector address only, endpoint-independent NATs still
 //!   meet directly (the reflexive address is offered as it is).
 //!
+//! - a NAT that forgets its mappings, or gets a new public address,
+//!   mid-flow costs the flow less than a second, and cone NATs end on a
+//!   direct path again;
 //! - cutting the direct path mid-flow moves the data onto the relay within
 //!   300 ms (round trips here are 40 ms), restoring it brings the data back
 //!   after the 2 s hold, and a direct path that flaps every 500 ms moves
@@ -28,7 +31,7 @@ use std::time::Duration;
 
 use transitloom_simulations::nat::{Allocation, Mapping};
 use transitloom_simulations::scenario::nat_traversal::{
-    all_sides, direct_expected, run_pair, Cut, PairOptions, PairOutcome, Side,
+    all_sides, direct_expected, longest_gap_after, run_pair, Cut, PairOptions, PairOutcome, Side,
 };
 
 const SEEDS: [u64; 2] = [1, 2];
@@ -233,6 +236,56 @@ fn one_reflector_address_is_enough_between_endpoint_independent_nats() {
                 a.label(),
                 b.label()
             );
+        }
+    }
+}
+
+#[test]
+fn a_rebinding_or_renumbered_nat_loses_the_flow_for_less_than_a_second() {
+    let side = |label: &str| {
+        all_sides()
+            .into_iter()
+            .find(|s| s.label() == label)
+            .expect("in the matrix")
+    };
+    let at = Duration::from_secs(3);
+    // A sequential NAT that rebinds or renumbers mid-flow ends on the
+    // relay: alpha's pings to the failed direct path take the first new
+    // mapping, below the ports the reflectors then let it predict.
+    for (a, b, direct) in [
+        ("eim/apdf/random", "eim/apdf/random", true),
+        ("apdm/apdf/random", "apdm/apdf/random", false),
+        ("apdm/apdf/sequential", "eim/apdf/preserving", false),
+    ] {
+        for renumber in [false, true] {
+            let out = run_pair(
+                1,
+                &side(a),
+                &side(b),
+                PairOptions {
+                    duration: Duration::from_secs(8),
+                    rebind_at: (!renumber).then_some(at),
+                    renumber_at: renumber.then_some(at),
+                    ..PairOptions::default()
+                },
+            )
+            .expect("the world builds");
+            let what = format!("{a} ↔ {b}, renumbered {renumber}");
+            let gap = longest_gap_after(&out.arrivals, at).expect("arrivals after the event");
+            assert!(gap < Duration::from_secs(1), "{what}: gap {gap:?}");
+            assert!(
+                out.delivered + 60 >= out.sent,
+                "{what}: {} of {}",
+                out.delivered,
+                out.sent
+            );
+            if direct {
+                assert_eq!(
+                    out.ends_relayed,
+                    Some(false),
+                    "{what}: back on a direct path"
+                );
+            }
         }
     }
 }

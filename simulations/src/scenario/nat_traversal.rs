@@ -118,6 +118,18 @@ const PARAMS: &[ParamSpec] = &[
         allowed: Range(0.0, 60_000.0),
     },
     ParamSpec {
+        name: "rebind_at_s",
+        default: "0",
+        about: "alpha's NAT forgets every mapping at this time (0: never)",
+        allowed: Range(0.0, 600.0),
+    },
+    ParamSpec {
+        name: "renumber_at_s",
+        default: "0",
+        about: "alpha's NAT gets a new public address at this time (0: never)",
+        allowed: Range(0.0, 600.0),
+    },
+    ParamSpec {
         name: "delay_ms",
         default: "10",
         about: "one-way delay of each access link",
@@ -265,6 +277,10 @@ pub struct PairOptions {
     /// When the direct path between the NATs is cut, and restored; with a
     /// flap period it goes down and up in turn in between.
     pub cut: Option<Cut>,
+    /// When alpha's NAT forgets every mapping.
+    pub rebind_at: Option<Duration>,
+    /// When alpha's NAT gets a new public address.
+    pub renumber_at: Option<Duration>,
 }
 
 /// A cut of the direct path between the two nodes' public addresses.
@@ -288,6 +304,8 @@ impl Default for PairOptions {
             delay: Duration::from_millis(10),
             duration: Duration::from_secs(6),
             cut: None,
+            rebind_at: None,
+            renumber_at: None,
         }
     }
 }
@@ -308,6 +326,8 @@ pub fn run_pair(
         delay,
         duration,
         cut,
+        rebind_at,
+        renumber_at,
     } = options;
     let mut world = World::new(seed);
     let mut drbg = Drbg::from_u64(world.fork_seed());
@@ -333,6 +353,7 @@ pub fn run_pair(
     let ingress = SocketAddr::new(ip(127, 0, 0, 1), 41_000);
     let service_addr = SocketAddr::new(ip(127, 0, 0, 2), 51_820);
     let mut hosts = Vec::new();
+    let mut alpha_nat = None;
     for (i, (name, peer, side)) in [("alpha", "beta", a), ("beta", "alpha", b)]
         .into_iter()
         .enumerate()
@@ -345,13 +366,16 @@ pub fn run_pair(
             None => (public, internet),
             Some(params) => {
                 let lan = world.add_segment(&format!("{name}-lan"));
-                world.add_nat(
+                let nat = world.add_nat(
                     &format!("{name}-nat"),
                     params.clone(),
                     public,
                     internet,
                     lan,
                 )?;
+                if i == 0 {
+                    alpha_nat = Some(nat);
+                }
                 (ip(10, 0, k, 2), lan)
             }
         };
@@ -394,6 +418,18 @@ pub fn run_pair(
     let [(alpha, alpha_service), (beta, beta_service)] = [hosts[0], hosts[1]];
     if let Some(cut) = cut {
         schedule_cut(&mut world, internet, cut, duration);
+    }
+    if let (Some(at), Some(nat)) = (rebind_at, alpha_nat) {
+        world.at(at, move |w| {
+            let now = w.now();
+            w.nat_mut(nat).rebind(now);
+        });
+    }
+    if let (Some(at), Some(nat)) = (renumber_at, alpha_nat) {
+        world.at(at, move |w| {
+            w.set_nat_public_ip(nat, RENUMBERED)
+                .expect("the new address is free");
+        });
     }
     let epoch = world.epoch();
     let start = Duration::from_secs(1);
@@ -487,6 +523,9 @@ pub fn run_pair(
     })
 }
 
+/// Alpha's NAT's public address after `renumber_at_s`.
+const RENUMBERED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 101, 77));
+
 /// The nodes' public addresses: alpha's and beta's (their NAT's, or their
 /// own when public).
 fn public_ips() -> [IpAddr; 2] {
@@ -534,6 +573,8 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             delay: Duration::from_secs_f64(p.f64("delay_ms") / 1e3),
             duration: Duration::from_secs_f64(p.f64("duration_s")),
             cut: cut_of(p),
+            rebind_at: secs(p.f64("rebind_at_s")),
+            renumber_at: secs(p.f64("renumber_at_s")),
         },
     )?;
     let mut summary = Summary::default();
@@ -568,6 +609,18 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     );
     summary.row("datagrams sent", out.sent);
     summary.row("datagrams delivered", out.delivered);
+    for (name, at) in [
+        ("alpha's NAT rebinding", secs(p.f64("rebind_at_s"))),
+        ("alpha's new public address", secs(p.f64("renumber_at_s"))),
+    ] {
+        let Some(at) = at else {
+            continue;
+        };
+        summary.row(
+            &format!("longest gap between arrivals after {name}"),
+            longest_gap_after(&out.arrivals, at).map_or("-".to_owned(), ms),
+        );
+    }
     if let Some(cut) = cut_of(p) {
         let after = |from: Duration, relayed: bool| {
             out.switches
@@ -599,6 +652,23 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     summary.trace_hash = out.trace.0;
     summary.events = out.trace.1;
     Ok(summary)
+}
+
+fn secs(s: f64) -> Option<Duration> {
+    (s > 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// The longest time between two arrivals (or from `at` to the first one)
+/// after `at`.
+pub fn longest_gap_after(arrivals: &[Duration], at: Duration) -> Option<Duration> {
+    let mut last = at;
+    let mut longest = None;
+    for &t in arrivals.iter().filter(|&&t| t >= at) {
+        let gap = t - last;
+        longest = Some(longest.map_or(gap, |l: Duration| l.max(gap)));
+        last = t;
+    }
+    longest
 }
 
 fn cut_of(p: &Params) -> Option<Cut> {
