@@ -139,6 +139,17 @@ pub struct AssociationStatus {
     /// Its leg of the coordinator's relay, when one is offered.
     #[serde(default)]
     pub relay: Option<RelayLegStatus>,
+    /// The peer's candidate addresses the coordinator passed on
+    /// (reflexive, predicted, host).
+    #[serde(default)]
+    pub candidates: u64,
+    /// Candidate pairs (uplink, remote address) tried: every path, peer
+    /// reflexive ones and the relay's included.
+    #[serde(default)]
+    pub pairs_tried: u64,
+    /// Of those, the pairs that ever answered a probe.
+    #[serde(default)]
+    pub pairs_answered: u64,
 }
 
 /// This node's leg of an association's relay allocation.
@@ -359,6 +370,9 @@ impl AssociationStatus {
             },
             events,
             events_recorded: history.recorded(),
+            candidates: spec.remotes.len() as u64,
+            pairs_tried: view.paths().count() as u64,
+            pairs_answered: view.paths().filter(|p| p.pongs > 0).count() as u64,
             relay: view.relay().map(|(offer, pinned)| RelayLegStatus {
                 address: offer.relay.to_string(),
                 allocation: offer.allocation,

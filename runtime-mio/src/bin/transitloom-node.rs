@@ -332,6 +332,13 @@ fn table(status: &NodeStatus) -> String {
             "\nassociation {id}  {} -> {}  ingress {ingress}  {}  {}",
             a.service, a.peer, a.state, a.mode
         );
+        if a.id.is_some() {
+            let _ = writeln!(
+                out,
+                "candidates {} from the coordinator; {} pairs tried, {} answered",
+                a.candidates, a.pairs_tried, a.pairs_answered
+            );
+        }
         if let Some(r) = &a.relay {
             let pinned = if r.pinned.is_empty() {
                 "not bound yet".to_owned()

@@ -413,6 +413,9 @@ mod tests {
             }],
             events_recorded: 40,
             relay: None,
+            candidates: 2,
+            pairs_tried: 2,
+            pairs_answered: 2,
         };
         NodeStatus {
             node: NodeInfo {

@@ -61,6 +61,9 @@ fn sample() -> NodeStatus {
                     ..PathEventStatus::default()
                 }],
                 events_recorded: 3,
+                candidates: 9,
+                pairs_tried: 10,
+                pairs_answered: 1,
                 relay: Some(RelayLegStatus {
                     address: "203.0.113.5:40000".to_owned(),
                     allocation: 1,
