@@ -1,7 +1,7 @@
 //! The coordinator as a relay host (DESIGN §7): one [`Relay`] allocation
-//! per live association whose nodes may use relays, made when the
-//! association is first pushed to an end and released when it is
-//! withdrawn. Each end is told its leg with [`Message::RelayAllocation`]
+//! per live association (every association's policy is `allow` for now),
+//! made when the association is first pushed to an end and released when
+//! it is withdrawn. Each end is told its leg with [`Message::RelayAllocation`]
 //! once the allocation's port is open; the nodes bind their legs from
 //! their mesh sockets and probe the relay path like any other, and their
 //! schedulers prefer a direct path whenever one is usable.
