@@ -1376,10 +1376,10 @@ impl DataPlane {
                     continue;
                 }
                 let txid = self.rng.next_u64();
-                let was_settled = slot.tries == reflexive::SILENT_AFTER - 1;
+                let last_try = slot.tries == reflexive::SILENT_AFTER - 1;
                 slot.pending = Some((txid, now));
                 slot.tries = slot.tries.saturating_add(1);
-                if was_settled && slot.observed.is_none() {
+                if last_try && slot.observed.is_none() {
                     // Silent long enough: offer what the others said.
                     silent = true;
                 }

@@ -247,16 +247,24 @@ pub(super) fn install_hub(
     log: Vec<Op>,
     seed: Drbg,
 ) -> Result<(), SimError> {
+    let coordinator = hub_coordinator(config, &log, seed)?;
+    install_coordinator(world, hub, coordinator, log);
+    Ok(())
+}
+
+/// A coordinator whose registry is `log` replayed.
+pub(super) fn hub_coordinator(
+    config: &CoordinatorConfig,
+    log: &[Op],
+    seed: Drbg,
+) -> Result<Coordinator, SimError> {
     let mut registry = Registry::new();
-    for op in &log {
+    for op in log {
         registry
             .apply(op)
             .map_err(|e| SimError::Topology(format!("the log does not replay: {e}")))?;
     }
-    let coordinator = Coordinator::new(config.clone(), registry, seed)
-        .map_err(|e| SimError::Topology(e.to_string()))?;
-    install_coordinator(world, hub, coordinator, log);
-    Ok(())
+    Coordinator::new(config.clone(), registry, seed).map_err(|e| SimError::Topology(e.to_string()))
 }
 
 /// Installs `coordinator`, built from `log`, on `hub`.

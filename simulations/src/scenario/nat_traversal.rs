@@ -17,8 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use transitloom_proto_core::coordinator::registry::Registry;
-use transitloom_proto_core::coordinator::{Coordinator, RelayHosting};
+use transitloom_proto_core::coordinator::RelayHosting;
 use transitloom_proto_core::csprng::Drbg;
 use transitloom_proto_core::dataplane::DataEvent;
 use transitloom_proto_core::node::{Node, NodeEvent, ServiceSpec};
@@ -26,7 +25,9 @@ use transitloom_proto_core::relay::RelayConfig;
 use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::ServiceId;
 
-use super::control_plane::{hub_config, install_coordinator, ip, make_pki, UNIX_START};
+use super::control_plane::{
+    hub_config, hub_coordinator, install_coordinator, ip, make_pki, UNIX_START,
+};
 use super::params::Allowed::{OneOf, Range};
 use super::reconnect_storm::{enrolled, node_config};
 use super::{ms, ParamSpec, Params, Scenario, Summary};
@@ -394,14 +395,7 @@ pub fn run_pair(
         );
         hosts.push((node, service));
     }
-    let mut registry = Registry::new();
-    for op in &log {
-        registry
-            .apply(op)
-            .map_err(|e| SimError::Topology(format!("the log does not replay: {e}")))?;
-    }
-    let mut coordinator = Coordinator::new(config, registry, drbg.fork())
-        .map_err(|e| SimError::Topology(e.to_string()))?;
+    let mut coordinator = hub_coordinator(&config, &log, drbg.fork())?;
     if extra_reflector {
         coordinator.set_reflectors(&[SocketAddr::new(extra_ip, 7443)]);
     }
