@@ -846,13 +846,12 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
-        // The relay's own answers are signed with the allocation's key;
-        // everything else from its address is the peer's, relayed.
-        if let Some(binding) = assoc
-            .relay
-            .as_ref()
-            .filter(|b| b.offer.relay == datagram.src)
-        {
+        // The relay's own answers (bind-sized) are signed with the
+        // allocation's key; everything else from its address is the
+        // peer's, relayed, and takes no second tag check.
+        if let Some(binding) = assoc.relay.as_ref().filter(|b| {
+            b.offer.relay == datagram.src && datagram.payload.len() == crate::relay::BIND_LEN
+        }) {
             if let Classified::Control(repr) = classify(datagram.payload, &binding.key) {
                 self.on_relay_ack(now, id, uplink, repr);
                 return;
