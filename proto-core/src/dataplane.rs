@@ -32,6 +32,7 @@ use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::rng::Rng;
 use crate::time::WallClock;
 use crate::timer::TimerTable;
+use crate::wire::control::{PING_BACKUP, PING_METERED};
 use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
 use association::{Association, Learned, MeshSocket};
 
@@ -94,6 +95,29 @@ pub struct UplinkPolicy {
     pub metered: bool,
     /// The operator's capacity hint, bits per second.
     pub capacity_bps: Option<u64>,
+}
+
+/// The policy bits a ping from an uplink's socket carries, so the peer
+/// learns it (its traffic to that address follows the same policy).
+fn ping_policy(policy: UplinkPolicy) -> u8 {
+    let backup = match policy.priority {
+        UplinkPriority::Primary => 0,
+        UplinkPriority::Backup => PING_BACKUP,
+    };
+    backup | if policy.metered { PING_METERED } else { 0 }
+}
+
+/// How a path is scheduled: by the local uplink's policy, made a backup or
+/// metered too when the peer's uplink at the far end is one. Both ends of a
+/// backup or metered uplink then keep their traffic off it alike (the peer's
+/// ACKs included).
+fn path_policy(local: UplinkPolicy, remote: u8) -> UplinkPolicy {
+    let mut policy = local;
+    if remote & PING_BACKUP != 0 {
+        policy.priority = UplinkPriority::Backup;
+    }
+    policy.metered |= remote & PING_METERED != 0;
+    policy
 }
 
 /// An association as the coordinator installs it.
@@ -948,7 +972,7 @@ impl DataPlane {
             return;
         };
         match repr.body {
-            ControlBody::Ping { .. } => {
+            ControlBody::Ping { policy, .. } => {
                 // The peer reaches us from `src`: a peer-reflexive candidate.
                 // The pong is never larger than the ping (no amplification).
                 let known = assoc.paths.contains_key(&(uplink, src));
@@ -956,6 +980,7 @@ impl DataPlane {
                 let mut unvalidated = false;
                 if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
+                    path.remote_policy = policy & (PING_BACKUP | PING_METERED);
                     // The peer reaches us here and we do not know it
                     // answers yet: check at once rather than at the next
                     // tick (the peer just became reachable, e.g. its relay
@@ -1087,6 +1112,7 @@ impl DataPlane {
             timestamp_us: wall,
             body: ControlBody::Ping {
                 pad: ADDR_LEN as u16,
+                policy: ping_policy(assoc.policy(key.0)),
             },
         };
         let payload = ping.to_bytes(&assoc.key);

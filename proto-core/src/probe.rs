@@ -309,6 +309,7 @@ impl Prober {
                 timestamp_us: self.config.wall_clock.unix_us(now),
                 body: ControlBody::Ping {
                     pad: ADDR_LEN as u16,
+                    policy: 0,
                 },
             };
             self.counters.pings_sent += 1;

@@ -92,7 +92,7 @@ const SCHEDULER_TARGETS: &[Target] = &[
                 / number(s, "data bytes carried (alpha's ingress)").max(1.0);
             check(share <= 1.0, format!("{share:.2} % of the data"))
         },
-        met: false,
+        met: true,
     },
     Target {
         case: "e-metered",
@@ -102,7 +102,7 @@ const SCHEDULER_TARGETS: &[Target] = &[
             let share = 100.0 * number(s, "uplink 2 ack bytes while uplink 1 active") / acks.max(1.0);
             check(share <= 1.0, format!("{share:.2} % of the ACK bytes"))
         },
-        met: false,
+        met: true,
     },
 ];
 

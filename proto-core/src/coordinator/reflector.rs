@@ -196,6 +196,7 @@ mod tests {
             timestamp_us: t,
             body: ControlBody::Ping {
                 pad: crate::wire::ADDR_LEN as u16,
+                policy: 0,
             },
         }
         .to_bytes(&AuthKey::new(&KEY));

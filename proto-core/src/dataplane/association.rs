@@ -286,6 +286,11 @@ impl Association {
         true
     }
 
+    /// The operator's policy of an uplink.
+    pub(crate) fn policy(&self, uplink: UplinkId) -> UplinkPolicy {
+        self.policies.get(&uplink).copied().unwrap_or_default()
+    }
+
     /// The scheduler's view of every path, in path-table order.
     fn candidates(
         &mut self,
@@ -303,7 +308,10 @@ impl Association {
             .iter_mut()
             .map(|(&key, p)| Candidate {
                 key,
-                policy: policies.get(&key.0).copied().unwrap_or_default(),
+                policy: super::path_policy(
+                    policies.get(&key.0).copied().unwrap_or_default(),
+                    p.remote_policy,
+                ),
                 active: p.state == PathState::Active,
                 relay: p.kind.is_relay(),
                 settling: on_relay

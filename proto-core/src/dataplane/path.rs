@@ -135,6 +135,10 @@ pub struct Path {
     pub(crate) lane: Lane,
     /// Since when it has been active without failing.
     pub(crate) active_since: Option<Instant>,
+    /// The peer's uplink policy at the remote address, as its pings tell
+    /// ([`crate::wire::control::PING_BACKUP`], `PING_METERED` bits): a path
+    /// to a peer's backup or metered uplink is scheduled as one.
+    pub remote_policy: u8,
 }
 
 impl Path {
@@ -164,6 +168,7 @@ impl Path {
             last_data: None,
             lane: Lane::new(policy, config),
             active_since: None,
+            remote_policy: 0,
         }
     }
 

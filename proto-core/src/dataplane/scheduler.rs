@@ -530,11 +530,17 @@ pub(crate) fn eligibility<K>(
             .collect();
     };
     // Metered paths of the chosen tier are used only when every unmetered
-    // one there is saturated (or there is none).
+    // one there is saturated (or there is none): its modelled queue is long
+    // and, unless its rate is the operator's hint, the measured one too (a
+    // model planned at the initial guess fills long before a faster link
+    // does).
     let unmetered_saturated = candidates
         .iter()
         .filter(|c| usable(c) && tier(c) == best_tier && !c.policy.metered)
-        .all(|c| c.lane.backlog(now) >= METERED_OVERFLOW);
+        .all(|c| {
+            c.lane.backlog(now) >= METERED_OVERFLOW
+                && (c.lane.est.hinted || !c.lane.queue_is_short())
+        });
     // Paths much slower than the fastest of the tier are left out: spilling
     // onto them reorders by their whole delay spread whenever the model's
     // queue is off, which costs TCP more than their capacity brings.

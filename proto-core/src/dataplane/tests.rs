@@ -60,12 +60,19 @@ impl Net {
     /// Node 0 on 192.0.2.1; node 1 on 198.51.100.2 and, with `intranet`,
     /// also on 10.0.0.2.
     fn new(intranet: bool) -> Self {
+        Self::with_intranet_policy(intranet, UplinkPolicy::default())
+    }
+
+    /// As [`Net::new`], node 1's intranet uplink with `policy`.
+    fn with_intranet_policy(intranet: bool, policy: UplinkPolicy) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, 1_760_000_000_000_000);
         let mut b_uplinks = vec![uplink(0, "198.51.100.2")];
         let mut b_remotes = vec!["198.51.100.2:40000"];
         if intranet {
-            b_uplinks.push(uplink(1, "10.0.0.2"));
+            let mut lan = uplink(1, "10.0.0.2");
+            lan.policy = policy;
+            b_uplinks.push(lan);
             b_remotes.push("10.0.0.2:40000");
         }
         let mut a = DataPlane::new(DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall));
@@ -366,6 +373,46 @@ fn a_reachable_intranet_path_is_preferred() {
 }
 
 #[test]
+fn a_peer_uplinks_policy_is_learned_from_its_pings() {
+    // Node 1's intranet uplink is metered: its pings say so, and node 0
+    // (whose own uplink is unmetered) keeps data off that address too.
+    let metered = UplinkPolicy {
+        metered: true,
+        ..UplinkPolicy::default()
+    };
+    let mut net = Net::with_intranet_policy(true, metered);
+    net.advance(Duration::from_millis(50));
+    let lan = net
+        .view(0)
+        .paths()
+        .find(|p| p.kind == PathKind::DirectIntranet)
+        .map(|p| (p.state, p.remote_policy));
+    assert_eq!(lan, Some((PathState::Active, PING_METERED)));
+    let target = net.nodes[0].target;
+    for i in 0..50 {
+        net.service_sends(0, target, &payload(i));
+    }
+    let current = net.view(0).current_path().unwrap();
+    let chosen = net.view(0).paths().find(|p| p.id == current).unwrap().kind;
+    assert_eq!(chosen, PathKind::DirectPublic);
+    let now = net.now;
+    let reasons: Vec<Reason> = net.nodes[0]
+        .plane
+        .path_choices(now, ASSOC)
+        .unwrap()
+        .iter()
+        .map(|c| c.reason)
+        .collect();
+    assert_eq!(reasons, vec![Reason::Metered, Reason::Carrying]);
+    let lan_data = net
+        .view(0)
+        .paths()
+        .find(|p| p.kind == PathKind::DirectIntranet)
+        .map(|p| p.tx.packets);
+    assert_eq!(lan_data, Some(0), "no data to the peer's metered uplink");
+}
+
+#[test]
 fn withdrawal_closes_sockets_and_stops_forwarding() {
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
@@ -410,7 +457,7 @@ fn replayed_and_foreign_key_control_packets_are_not_obeyed() {
     let ping = ControlRepr {
         txid: 1,
         timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(now),
-        body: ControlBody::Ping { pad: 19 },
+        body: ControlBody::Ping { pad: 19, policy: 0 },
     };
     let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let src = addr("192.0.2.1:40000");
@@ -517,7 +564,7 @@ fn a_spoofed_source_is_challenged_once_per_datagram_and_never_probed() {
     let ping = ControlRepr {
         txid: 9,
         timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(net.now),
-        body: ControlBody::Ping { pad: 19 },
+        body: ControlBody::Ping { pad: 19, policy: 0 },
     }
     .to_bytes(&AuthKey::new(&[3; 32]));
     let now = net.now;

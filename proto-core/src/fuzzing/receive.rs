@@ -530,6 +530,7 @@ impl Rig {
         let body = match kind % 4 {
             0 => ControlBody::Ping {
                 pad: r.u16() % 1_401,
+                policy: (kind >> 2) & 3,
             },
             1 | 2 => ControlBody::Pong {
                 observed: AddrRepr(src),
@@ -646,7 +647,7 @@ impl Rig {
         let ping = ControlRepr {
             txid: 0,
             timestamp_us: self.wall.unix_us(self.now) + 13_000_000,
-            body: ControlBody::Ping { pad: 19 },
+            body: ControlBody::Ping { pad: 19, policy: 0 },
         }
         .to_bytes(&self.sides[n].key);
         let socket = self.mesh_socket(n);

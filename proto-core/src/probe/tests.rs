@@ -204,7 +204,7 @@ fn replayed_pings_are_refused() {
     let ping = ControlRepr {
         txid: 99,
         timestamp_us: WallClock::new(now, 1_700_000_000_000_000).unix_us(now),
-        body: ControlBody::Ping { pad: 19 },
+        body: ControlBody::Ping { pad: 19, policy: 0 },
     }
     .to_bytes(&AuthKey::new(&[7; 32]));
     for _ in 0..3 {

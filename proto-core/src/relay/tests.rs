@@ -332,7 +332,7 @@ fn every_payload_from_1_to_1400_bytes_crosses_unchanged_both_ways() {
     let ping = ControlRepr {
         txid: 9,
         timestamp_us: UNIX_START_US,
-        body: ControlBody::Ping { pad: 36 },
+        body: ControlBody::Ping { pad: 36, policy: 0 },
     }
     .to_bytes(&AuthKey::new(&KEY));
     assert_eq!(ping.len(), BIND_LEN);

@@ -36,6 +36,13 @@ const KIND_RELAY_BIND: u8 = 5;
 const KIND_RELAY_BIND_ACK: u8 = 6;
 const KIND_PATH_STATS: u8 = 7;
 
+/// A ping's policy bit: the sending socket's uplink is a backup, so the
+/// peer sends to it only when no primary path can carry (DESIGN §8).
+pub const PING_BACKUP: u8 = 0x01;
+/// A ping's policy bit: the sending socket's uplink is metered, so the peer
+/// sends no bulk to it while unmetered paths suffice.
+pub const PING_METERED: u8 = 0x02;
+
 /// Body of a relay bind or its acknowledgement before the observed address:
 /// allocation, leg, cookie.
 const RELAY_FIELDS_LEN: usize = 17;
@@ -114,11 +121,16 @@ impl<T: AsRef<[u8]>> ControlPacket<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ControlBody {
-    /// A path probe. The body is padding of `pad` bytes (at least
-    /// [`ADDR_LEN`]) so the pong is never larger than the ping.
+    /// A path probe. The body is `pad` bytes (at least [`ADDR_LEN`]) so
+    /// the pong is never larger than the ping; its first byte tells the
+    /// sending socket's uplink policy ([`PING_BACKUP`], [`PING_METERED`]),
+    /// the rest is zero padding.
     Ping {
-        /// Padding length.
+        /// Body length.
         pad: u16,
+        /// The sender's uplink policy bits (0 from builds before them:
+        /// primary, unmetered).
+        policy: u8,
     },
     /// The answer to a ping, carrying the address the ping came from.
     Pong {
@@ -191,7 +203,7 @@ impl ControlBody {
 
     fn len(&self) -> usize {
         match self {
-            Self::Ping { pad } | Self::ReflectRequest { pad, .. } => {
+            Self::Ping { pad, .. } | Self::ReflectRequest { pad, .. } => {
                 usize::from(*pad).max(ADDR_LEN)
             }
             Self::Pong { .. } | Self::ReflectResponse { .. } => ADDR_LEN,
@@ -221,7 +233,10 @@ impl ControlBody {
                 // new_checked bounds the body by MAX_BODY, so this fits.
                 let pad = body.len() as u16;
                 if kind == KIND_PING {
-                    Self::Ping { pad }
+                    Self::Ping {
+                        pad,
+                        policy: body[0],
+                    }
                 } else {
                     Self::ReflectRequest {
                         assoc: u64_at(0),
@@ -271,7 +286,7 @@ impl ControlBody {
     fn emit(&self, body: &mut [u8]) {
         body.fill(0);
         match *self {
-            Self::Ping { .. } => {}
+            Self::Ping { policy, .. } => body[0] = policy,
             Self::ReflectRequest { assoc, .. } => body[..8].copy_from_slice(&assoc.to_be_bytes()),
             Self::Pong { observed } | Self::ReflectResponse { observed } => observed.emit(body),
             Self::RelayBind {

@@ -140,8 +140,19 @@ fn metered_paths_carry_only_what_unmetered_ones_cannot() {
     let t0 = crate::test_epoch();
     let light = setup.send(t0, 1_000, 1_400, gap_at(10.0));
     assert_eq!(light, vec![1_000, 0], "the unmetered path suffices");
+    // More than its planned 20 Mbit/s, but the path measures no queue: the
+    // plan was a guess below what the link carries, so it still suffices.
     let t1 = t0 + Duration::from_secs(10);
-    let heavy = setup.send(t1, 20_000, 1_400, gap_at(60.0));
+    let guessed = setup.send(t1, 20_000, 1_400, gap_at(60.0));
+    assert_eq!(
+        guessed,
+        vec![20_000, 0],
+        "no queue measured on the unmetered path"
+    );
+    // Its measured queue grows: it is saturated, and overflow goes metered.
+    setup.lanes[0].est.fwd_us = Some(20_000 + 10_000);
+    let t2 = t1 + Duration::from_secs(10);
+    let heavy = setup.send(t2, 20_000, 1_400, gap_at(60.0));
     assert!(heavy[1] > 0, "overflow goes to the metered path: {heavy:?}");
     assert!(
         heavy[0] > heavy[1] / 3,

@@ -75,7 +75,7 @@ fn the_previous_key_is_refused_after_its_grace_period() {
     let ping = ControlRepr {
         txid: 77,
         timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(now),
-        body: ControlBody::Ping { pad: 19 },
+        body: ControlBody::Ping { pad: 19, policy: 0 },
     };
     let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let old = ping.to_bytes(&AuthKey::new(&[3; 32]));

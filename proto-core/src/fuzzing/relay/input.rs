@@ -131,6 +131,7 @@ impl Rig {
                     }
                     _ => ControlBody::Ping {
                         pad: 36 + (u16::from(r.byte()) % 4) * 100,
+                        policy: 0,
                     },
                 };
                 self.control(body, key, skew_us, txid).to_vec()

@@ -26,7 +26,8 @@ fn addr_strategy() -> impl Strategy<Value = AddrRepr> {
 
 fn body_strategy() -> impl Strategy<Value = ControlBody> {
     prop_oneof![
-        (ADDR_LEN as u16..=MAX_BODY as u16).prop_map(|pad| ControlBody::Ping { pad }),
+        (ADDR_LEN as u16..=MAX_BODY as u16, any::<u8>())
+            .prop_map(|(pad, policy)| ControlBody::Ping { pad, policy }),
         addr_strategy().prop_map(|observed| ControlBody::Pong { observed }),
         (any::<u64>(), ADDR_LEN as u16..=MAX_BODY as u16)
             .prop_map(|(assoc, pad)| ControlBody::ReflectRequest { assoc, pad }),
@@ -112,7 +113,7 @@ proptest! {
 
     #[test]
     fn responses_are_never_larger_than_their_requests(pad in ADDR_LEN as u16..=MAX_BODY as u16, observed in addr_strategy()) {
-        let ping = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::Ping { pad } };
+        let ping = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::Ping { pad, policy: PING_METERED } };
         let pong = ControlRepr { txid: 1, timestamp_us: 3, body: ControlBody::Pong { observed } };
         prop_assert!(pong.buffer_len() <= ping.buffer_len());
         let request = ControlRepr { txid: 1, timestamp_us: 2, body: ControlBody::ReflectRequest { assoc: 5, pad } };
@@ -147,7 +148,7 @@ fn framing_errors_are_named() {
     let ping = ControlRepr {
         txid: 5,
         timestamp_us: 6,
-        body: ControlBody::Ping { pad: 19 },
+        body: ControlBody::Ping { pad: 19, policy: 0 },
     };
     let bytes = ping.to_bytes(&k).to_vec();
     assert_eq!(
