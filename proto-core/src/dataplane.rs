@@ -848,6 +848,8 @@ impl DataPlane {
             return;
         };
         path.tx.count(datagram.payload.len());
+        let span = path.srtt.unwrap_or_default() + self.config.scheduler.stats_interval;
+        path.lane.on_sent(now, path.tx, span);
         assoc.counters.ingress.count(datagram.payload.len());
         if assoc.current != Some(path.id) {
             let event = DataEvent::PathSwitched {

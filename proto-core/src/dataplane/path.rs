@@ -216,7 +216,7 @@ impl Path {
     pub(crate) fn on_probe(&mut self, txid: u64, now: Instant) {
         if self.pending.len() == MAX_PENDING {
             self.pending.pop_front();
-            self.lane.on_probe_outcome(false);
+            self.lane.on_probe_outcome(now, false);
         }
         self.pending.push_back((txid, now));
         self.pings += 1;
@@ -238,9 +238,9 @@ impl Path {
         // Everything older than the answered ping is lost; drop it so a late
         // path does not count as missing forever.
         for _ in self.pending.drain(..at) {
-            self.lane.on_probe_outcome(false);
+            self.lane.on_probe_outcome(now, false);
         }
-        self.lane.on_probe_outcome(true);
+        self.lane.on_probe_outcome(now, true);
         let rtt = now.saturating_duration_since(sent);
         self.sample_rtt(rtt);
         self.unproven = false;

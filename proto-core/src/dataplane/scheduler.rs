@@ -19,8 +19,10 @@
 //! A hysteresis margin keeps an idle previous path while it is within a
 //! millisecond of the best (so estimates' noise does not move a light flow
 //! back and forth), bounded so the reordering it may add stays under the
-//! configured reorder bound (in packets, inside WireGuard's replay window). Backup uplinks are used only when no primary path is usable;
-//! metered uplinks only when every unmetered path is saturated.
+//! configured reorder bound (in packets, inside WireGuard's replay window).
+//! Backup uplinks are used only when no primary path is usable; metered
+//! uplinks only when every unmetered path is saturated; paths that lose
+//! probes (not to their queue) only when no clean path is usable.
 //!
 //! The estimates: forward one-way delay (plus the clocks' offset, which
 //! cancels between paths) from each pong's timestamp; its minimum is the
@@ -35,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use super::path::{Traffic, MAX_PENDING};
+use super::path::Traffic;
 use super::UplinkPolicy;
 use super::UplinkPriority;
 use crate::time::WallClock;
@@ -95,17 +97,35 @@ const MAX_WINDOW: Duration = Duration::from_secs(5);
 const MIN_WINDOW: Duration = Duration::from_secs(10);
 /// Queueing above this means the path is congested.
 const CONGESTED_QUEUE: Duration = Duration::from_millis(5);
+/// Loss is not counted this long after a forward-delay sample last showed
+/// congestion: drops at a full queue are the flow's own congestion, and the
+/// reports and probe outcomes that tell of them arrive after the queue (and
+/// its smoothed measure) may have drained.
+const CONGESTION_GRACE: Duration = Duration::from_secs(1);
 /// Lowest capacity estimate, bytes per second (64 kbit/s).
 const MIN_RATE: f64 = 8_000.0;
 /// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
 /// TCP inside the tunnel suffers from any loss, so a lossy path is used only
 /// for what the clean ones cannot carry.
 const LOSS_POWER: i32 = 60;
-/// Tx snapshots kept per path to match receiver reports (one per tick).
-const HISTORY: usize = 64;
-/// Loss is sampled over windows of this many packets sent, or this long.
+/// Tx snapshots kept per path to match receiver reports: taken as data is
+/// sent, at most one per `HISTORY_SPAN / HISTORY` (at least 1 ms), so a
+/// report is matched to within about a millisecond of sending however
+/// bursty the flow, and they reach back twice the span reports need (a
+/// round trip and a report interval).
+const HISTORY: usize = 128;
+/// Data loss is sampled over windows of this many packets sent, or this
+/// long: long enough that the matching error at their edges (a few
+/// packets) is small against what was sent in them.
 const LOSS_WINDOW_PACKETS: u64 = 1_000;
 const LOSS_WINDOW: Duration = Duration::from_secs(2);
+/// Probe-loss evidence fades by this factor per probe outcome: about the
+/// last 16 probes (0.8 s on a path carrying data, 4 s on an idle one).
+const PROBE_LOSS_DECAY: f64 = 15.0 / 16.0;
+/// Probes a lossy path must answer in a row to be clean again: 16 s at the
+/// idle probe interval. A path losing 5 % of round trips does that about
+/// once in 30 tries, one losing 1 % about every other.
+pub const CLEAN_RUN: u32 = 64;
 /// Loss below this is not held against a path: estimates are never exact,
 /// and a small error on one of two matched paths would unbalance them (and
 /// the reordering that follows costs TCP more than the loss).
@@ -134,9 +154,20 @@ pub struct Estimates {
     pub hinted: bool,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
-    /// Loss not caused by a queue, 0 to 1: the larger of what reports and
-    /// probes measure.
+    /// Loss not caused by a queue, 0 to 1: the larger of what reports
+    /// measure (data, one way, over windows of 1,000 packets or 2 s) and
+    /// [`Estimates::probe_loss`].
     pub loss: f64,
+    /// Probes lost not to a queue, 0 to 1, of about the last 16 round
+    /// trips, less one lost probe's worth (one loss alone is not held
+    /// against a path, two are). Exact (each probe is answered or not), so
+    /// it judges a path lossy.
+    pub probe_loss: f64,
+    /// Lossy: its probe loss went past 2 %, and it has not answered
+    /// [`CLEAN_RUN`] probes in a row since (hysteresis: a path losing a
+    /// few per cent answers most probes, and must not win data back each
+    /// time its few losses fade from the estimate).
+    pub lossy: bool,
     /// Receiver reports taken.
     pub reports: u64,
 }
@@ -155,6 +186,8 @@ impl Estimates {
             hinted,
             delivery: 0.0,
             loss: 0.0,
+            probe_loss: 0.0,
+            lossy: false,
             reports: 0,
         }
     }
@@ -206,14 +239,17 @@ pub(crate) struct Lane {
     pub(crate) stats_seq: u32,
     pub(crate) reported: u64,
     pub(crate) stats_at: Option<Instant>,
-    /// Loss measured by probes and by receiver reports: the estimate is
-    /// the larger (a path that collapsed a flow carries too little data to
-    /// measure, its probes still tell).
-    probe_loss: f64,
+    /// Loss measured by receiver reports; the estimate is the larger of it
+    /// and the probes' (a path that collapsed a flow carries too little
+    /// data to measure, its probes still tell).
     data_loss: f64,
-    /// Probe outcomes of the current window.
-    probes_answered: u64,
-    probes_counted: u64,
+    /// Probe outcomes, faded with age: sent and unanswered.
+    probes_sent: f64,
+    probes_lost: f64,
+    /// Probes answered in a row.
+    answered_run: u32,
+    /// When a forward-delay sample last showed a congested queue.
+    congested_at: Option<Instant>,
 }
 
 impl Lane {
@@ -229,10 +265,11 @@ impl Lane {
             stats_seq: 0,
             reported: 0,
             stats_at: None,
-            probe_loss: 0.0,
             data_loss: 0.0,
-            probes_answered: 0,
-            probes_counted: 0,
+            probes_sent: 0.0,
+            probes_lost: 0.0,
+            answered_run: 0,
+            congested_at: None,
         }
     }
 
@@ -252,31 +289,65 @@ impl Lane {
             *window = (now, sample, Some(window.1));
         }
         window.1 = window.1.min(sample);
-        self.est.fwd_min_us = Some(window.2.map_or(window.1, |prev| prev.min(window.1)));
+        let min = window.2.map_or(window.1, |prev| prev.min(window.1));
+        self.est.fwd_min_us = Some(min);
+        if sample.saturating_sub(min) > CONGESTED_QUEUE.as_micros() as i64 {
+            self.congested_at = Some(now);
+        }
     }
 
     /// A probe was answered (`true`) or given up on: the loss estimate when
     /// no data flows to measure it.
-    pub(crate) fn on_probe_outcome(&mut self, answered: bool) {
-        self.probes_counted += 1;
-        self.probes_answered += u64::from(answered);
-        if self.probes_counted >= MAX_PENDING as u64 {
-            let sample = 1.0 - self.probes_answered as f64 / self.probes_counted as f64;
-            if self.queue_is_short() {
-                self.probe_loss = 0.75 * self.probe_loss + 0.25 * sample;
-                self.est.loss = self.probe_loss.max(self.data_loss);
-            }
-            self.probes_counted = 0;
-            self.probes_answered = 0;
+    /// A probe lost to a full queue says nothing of the path's own loss,
+    /// and is not counted.
+    pub(crate) fn on_probe_outcome(&mut self, now: Instant, answered: bool) {
+        if self.congested_lately(now) {
+            return;
+        }
+        self.probes_sent = self.probes_sent * PROBE_LOSS_DECAY + 1.0;
+        self.probes_lost = self.probes_lost * PROBE_LOSS_DECAY + f64::from(!answered);
+        self.answered_run = if answered { self.answered_run + 1 } else { 0 };
+        self.update_loss();
+        self.est.lossy = if self.est.lossy {
+            self.answered_run < CLEAN_RUN
+        } else {
+            self.est.probe_loss > LOSS_FLOOR
+        };
+    }
+
+    fn update_loss(&mut self) {
+        self.est.probe_loss = if self.probes_sent > 0.0 {
+            ((self.probes_lost - 1.0).max(0.0) / self.probes_sent).min(1.0)
+        } else {
+            0.0
+        };
+        self.est.loss = self.data_loss.max(self.est.probe_loss);
+    }
+
+    /// Data of the path's cumulative count `tx` goes out at `now`: sampled
+    /// when the last sample is at least a 64th of `span` (a round trip and
+    /// a report interval) old, and at least a millisecond.
+    pub(crate) fn on_sent(&mut self, now: Instant, tx: Traffic, span: Duration) {
+        let spacing = (span / (HISTORY as u32 / 2)).max(Duration::from_millis(1));
+        if self
+            .history
+            .back()
+            .is_none_or(|&(at, _)| now.saturating_duration_since(at) >= spacing)
+        {
+            self.record(now, tx);
         }
     }
 
-    /// Samples what has been sent, once a tick.
-    pub(crate) fn snapshot(&mut self, now: Instant, tx: Traffic) {
+    fn record(&mut self, now: Instant, tx: Traffic) {
         if self.history.len() == HISTORY {
             self.history.pop_front();
         }
         self.history.push_back((now, tx));
+    }
+
+    /// Samples what has been sent, once a tick.
+    pub(crate) fn snapshot(&mut self, now: Instant, tx: Traffic) {
+        self.record(now, tx);
     }
 
     /// What had been sent by `at`, interpolated between the snapshots
@@ -301,6 +372,14 @@ impl Lane {
             packets: lerp(tx0.packets, tx1.packets),
             bytes: lerp(tx0.bytes, tx1.bytes),
         })
+    }
+
+    /// True when the queue was congested within the grace before `now`.
+    fn congested_lately(&self, now: Instant) -> bool {
+        !self.queue_is_short()
+            || self
+                .congested_at
+                .is_some_and(|at| now.saturating_duration_since(at) < CONGESTION_GRACE)
     }
 
     fn queue_is_short(&self) -> bool {
@@ -341,17 +420,17 @@ impl Lane {
             return;
         };
         self.est.reports += 1;
-        let congested = !self.queue_is_short();
         // Loss over windows long enough that the matching error at their
-        // edges is small against what was sent in them.
+        // edges is small against what was sent in them. Drops at a full
+        // queue are the flow's congestion, not the path's loss.
         let sent = tx.packets.saturating_sub(start.tx.packets);
         let long = now.saturating_duration_since(start.tx_at) >= LOSS_WINDOW;
         if sent >= LOSS_WINDOW_PACKETS || (long && sent >= 50) {
             let got = rx.packets.saturating_sub(start.rx.packets);
-            if !congested {
+            if !self.congested_lately(now) {
                 let sample = (1.0 - got as f64 / sent as f64).clamp(0.0, 1.0);
                 self.data_loss = 0.5 * self.data_loss + 0.5 * sample;
-                self.est.loss = self.probe_loss.max(self.data_loss);
+                self.update_loss();
             }
             self.loss_window = Some(report);
         } else if long {
@@ -424,6 +503,9 @@ pub enum Reason {
     Metered,
     /// Its forward delay is more than 10 ms above the fastest path's.
     Slow,
+    /// It lost more than 2 % of its probes lately (not to its queue; see
+    /// [`Estimates::lossy`]) and a clean path is usable.
+    Lossy,
     /// Through a relay: a direct path is usable.
     Relayed,
     /// Direct, validated lately while data goes through a relay: it takes
@@ -441,6 +523,7 @@ impl Reason {
             Self::Backup => "backup: a primary path is usable",
             Self::Metered => "metered: unmetered paths have capacity left",
             Self::Slow => "slow: more than 10 ms behind the fastest path",
+            Self::Lossy => "lossy: lost over 2 % of its probes lately and a clean path is usable",
             Self::Relayed => "relayed: a direct path is usable",
             Self::Settling => "settling: validated lately; the relay carries until it has held",
         }
@@ -455,6 +538,7 @@ impl Reason {
             Self::Backup => "backup",
             Self::Metered => "metered",
             Self::Slow => "slow",
+            Self::Lossy => "lossy",
             Self::Relayed => "relayed",
             Self::Settling => "settling",
         }
@@ -529,32 +613,46 @@ pub(crate) fn eligibility<K>(
             })
             .collect();
     };
+    let in_tier = |c: &Candidate<'_, K>| usable(c) && tier(c) == best_tier;
     // Metered paths of the chosen tier are used only when every unmetered
     // one there is saturated (or there is none): its modelled queue is long
     // and, unless its rate is the operator's hint, the measured one too (a
     // model planned at the initial guess fills long before a faster link
     // does).
+    let saturated = |c: &Candidate<'_, K>| {
+        c.lane.backlog(now) >= METERED_OVERFLOW && (c.lane.est.hinted || !c.lane.queue_is_short())
+    };
+    let lossy = |c: &Candidate<'_, K>| c.lane.est.lossy;
     let unmetered_saturated = candidates
         .iter()
-        .filter(|c| usable(c) && tier(c) == best_tier && !c.policy.metered)
-        .all(|c| {
-            c.lane.backlog(now) >= METERED_OVERFLOW
-                && (c.lane.est.hinted || !c.lane.queue_is_short())
-        });
+        .filter(|c| in_tier(c) && !c.policy.metered)
+        .all(saturated);
+    // Lossy paths are used only when the tier has no clean one: not even
+    // as overflow, since TCP inside the tunnel backs off for every loss,
+    // and what a lossy path adds costs the flow more than it brings.
+    let any_clean = candidates.iter().any(|c| in_tier(c) && !lossy(c));
     // Paths much slower than the fastest of the tier are left out: spilling
     // onto them reorders by their whole delay spread whenever the model's
     // queue is off, which costs TCP more than their capacity brings.
-    let in_tier = |c: &Candidate<'_, K>| usable(c) && tier(c) == best_tier;
     let timed = candidates
         .iter()
         .filter(|c| in_tier(c))
         .all(|c| c.lane.est.fwd_min_us.is_some());
     let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
-    // The fastest of the paths that carry first (unmetered ones, if any).
-    let any_unmetered = candidates.iter().any(|c| in_tier(c) && !c.policy.metered);
+    // The fastest of the paths that carry first: unmetered and clean ones
+    // if any, else unmetered ones, else any.
+    let first = |c: &Candidate<'_, K>| in_tier(c) && !c.policy.metered && !lossy(c);
+    let unmetered = |c: &Candidate<'_, K>| in_tier(c) && !c.policy.metered;
+    let pool: &dyn Fn(&Candidate<'_, K>) -> bool = if candidates.iter().any(first) {
+        &first
+    } else if candidates.iter().any(unmetered) {
+        &unmetered
+    } else {
+        &in_tier
+    };
     let fastest = candidates
         .iter()
-        .filter(|c| in_tier(c) && (!c.policy.metered || !any_unmetered))
+        .filter(|c| pool(c))
         .map(delay)
         .min()
         .unwrap_or(0);
@@ -575,6 +673,8 @@ pub(crate) fn eligibility<K>(
                 Reason::Slow
             } else if c.policy.metered && !unmetered_saturated {
                 Reason::Metered
+            } else if lossy(c) && any_clean {
+                Reason::Lossy
             } else {
                 Reason::Carrying
             }

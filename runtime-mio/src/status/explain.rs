@@ -274,14 +274,25 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             others(&|q| q.state == "active" && q.last_heard_ms.is_some_and(|ms| ms <= 500))
         ),
         "backup" => format!(
-            "0 (backup): uplink {} is a backup and primary paths carry: {}",
+            "0 (backup): uplink {} (or the peer's uplink at {}, as its pings say) is a backup \
+             and primary paths carry: {}",
             p.uplink,
+            p.remote,
             others(&|q| q.reason == "carrying")
         ),
         "metered" => format!(
-            "0 (metered): uplink {} is metered and the unmetered paths have room (it takes \
-             traffic once their modelled queues pass 20 ms): {}",
+            "0 (metered): uplink {} (or the peer's uplink at {}, as its pings say) is metered \
+             and the unmetered paths have room (it takes traffic once they are saturated: \
+             planned queues past 20 ms and a measured queue): {}",
             p.uplink,
+            p.remote,
+            others(&|q| q.reason == "carrying")
+        ),
+        "lossy" => format!(
+            "0 (lossy): it lost more than 2 % of its probes lately (loss {}), not to a full \
+             queue, and a clean path carries: {}; it is used again after 64 probes answered \
+             in a row, or if the clean paths fail",
+            format!("{:.1} %", p.loss * 100.0),
             others(&|q| q.reason == "carrying")
         ),
         "slow" => format!(

@@ -169,6 +169,60 @@ fn a_lossy_path_is_de_weighted() {
 }
 
 #[test]
+fn a_path_losing_probes_is_lossy_until_it_answers_a_long_run() {
+    let mut lane = lane(50.0, 20, 0.0);
+    let t0 = crate::test_epoch();
+    for _ in 0..16 {
+        lane.on_probe_outcome(t0, true);
+    }
+    lane.on_probe_outcome(t0, false);
+    assert!(!lane.est.lossy, "one lost probe is not held against a path");
+    lane.on_probe_outcome(t0, true);
+    lane.on_probe_outcome(t0, false);
+    assert!(lane.est.lossy, "two in about 16 are: {:?}", lane.est);
+    for _ in 1..CLEAN_RUN {
+        lane.on_probe_outcome(t0, true);
+    }
+    assert!(lane.est.lossy, "not clean before the whole run");
+    assert!(lane.est.probe_loss <= LOSS_FLOOR, "{:?}", lane.est);
+    lane.on_probe_outcome(t0, true);
+    assert!(!lane.est.lossy);
+}
+
+#[test]
+fn probes_lost_to_a_congested_queue_are_not_held_against_the_path() {
+    let mut lane = lane(50.0, 20, 0.0);
+    let t0 = crate::test_epoch();
+    // A forward-delay sample 30 ms above the minimum: the queue is full.
+    lane.on_timing(t0, 1_000_000, 1_000_000 + 20_000);
+    lane.on_timing(t0, 2_000_000, 2_000_000 + 50_000);
+    for _ in 0..8 {
+        lane.on_probe_outcome(t0 + Duration::from_millis(500), false);
+    }
+    assert!(!lane.est.lossy, "{:?}", lane.est);
+    // Past the grace, with the queue drained, losses count.
+    lane.on_timing(t0 + Duration::from_secs(2), 3_000_000, 3_000_000 + 20_000);
+    lane.est.fwd_us = lane.est.fwd_min_us;
+    for _ in 0..8 {
+        lane.on_probe_outcome(t0 + Duration::from_secs(3), false);
+    }
+    assert!(lane.est.lossy, "{:?}", lane.est);
+}
+
+#[test]
+fn a_lossy_path_carries_only_when_no_clean_one_is_usable() {
+    let mut lossy = lane(100.0, 20, 0.0);
+    lossy.est.lossy = true;
+    let mut setup = Setup::new(vec![lossy, lane(20.0, 20, 0.0)]);
+    let t0 = crate::test_epoch();
+    // Even saturated, the clean path takes everything.
+    setup.lanes[1].est.fwd_us = Some(20_000 + 30_000);
+    assert_eq!(setup.send(t0, 2_000, 1_400, gap_at(60.0)), vec![0, 2_000]);
+    setup.active[1] = false;
+    assert_eq!(setup.send(t0, 100, 1_400, gap_at(60.0)), vec![100, 0]);
+}
+
+#[test]
 fn forward_delay_tracks_queueing_above_its_minimum() {
     let mut lane = lane(50.0, 0, 0.0);
     lane.est.fwd_us = None;
