@@ -289,10 +289,10 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             others(&|q| q.reason == "carrying")
         ),
         "lossy" => format!(
-            "0 (lossy): it lost more than 2 % of its probes lately (loss {}), not to a full \
+            "0 (lossy): it lost more than 2 % of its probes lately (loss {:.1} %), not to a full \
              queue, and a clean path carries: {}; it is used again after 64 probes answered \
              in a row, or if the clean paths fail",
-            format!("{:.1} %", p.loss * 100.0),
+            p.loss * 100.0,
             others(&|q| q.reason == "carrying")
         ),
         "slow" => format!(
