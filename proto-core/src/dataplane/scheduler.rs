@@ -201,9 +201,12 @@ impl Estimates {
     }
 
     /// The rate the scheduler plans with: the capacity estimate lowered for
-    /// loss.
+    /// probe loss. Not for the receiver reports' loss: matched to what was
+    /// sent by departure times that are off by the queue's changes, it
+    /// showed 4 % on a path that lost nothing in the simulator, and
+    /// planning with it put a 100 Mbit/s path's model 75 ms behind reality.
     pub fn effective_rate(&self) -> f64 {
-        let loss = (self.loss - LOSS_FLOOR).clamp(0.0, 1.0);
+        let loss = (self.probe_loss - LOSS_FLOOR).clamp(0.0, 1.0);
         (self.rate * (1.0 - loss).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
     }
 }

@@ -12,6 +12,7 @@ fn lane(mbps: f64, fwd_ms: i64, loss: f64) -> Lane {
     lane.est.fwd_us = Some(fwd_ms * 1_000);
     lane.est.fwd_min_us = Some(fwd_ms * 1_000);
     lane.est.loss = loss;
+    lane.est.probe_loss = loss;
     lane
 }
 

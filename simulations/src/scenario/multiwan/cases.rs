@@ -65,6 +65,30 @@ pub const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "b-one-link",
+        about: "b's baseline: the same TCP over link 1 alone (link 2 dead before the flow starts)",
+        params: &[
+            "rate1_mbps=100",
+            "delay1_ms=20",
+            "rate2_mbps=50",
+            "delay2_ms=50",
+            "cut2_at_s=0.5",
+            "duration_s=5",
+        ],
+    },
+    Case {
+        name: "b-fit",
+        about: "as b, with a window link 1 holds (0.32 BDP of the sum, 1.2 of link 1's)",
+        params: &[
+            "rate1_mbps=100",
+            "delay1_ms=20",
+            "rate2_mbps=50",
+            "delay2_ms=50",
+            "window_bdp=0.32",
+            "duration_s=5",
+        ],
+    },
+    Case {
         name: "c",
         about: "as a, and link 2 dies at 3 s",
         params: &[
