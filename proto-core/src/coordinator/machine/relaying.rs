@@ -29,7 +29,8 @@ impl Coordinator {
     /// Hosts a relay for the nodes (DESIGN §7): an association no relaying
     /// node can take gets an allocation here, announced to both ends, which
     /// keep the relay path validated beside their direct ones. Call before
-    /// the first [`poll_output`].
+    /// the first [`poll_output`], or later: associations placed before keep
+    /// their place.
     ///
     /// [`poll_output`]: crate::machine::StateMachine::poll_output
     pub fn host_relay(&mut self, hosting: RelayHosting) {
