@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use transitloom_simulations::nat::{Allocation, Filtering, Mapping, NatParams};
 use transitloom_simulations::scenario::nat_traversal::{
-    longest_gap_after, run_pair, PairOptions, Side, GAMMA_IP,
+    longest_gap_after, run_pair, PairOptions, PairOutcome, Side, GAMMA_IP,
 };
 
 const SEEDS: [u64; 3] = [1, 2, 3];
@@ -31,20 +31,33 @@ fn hard() -> Side {
     }
 }
 
-fn over_gamma(revoke: Option<(Duration, &'static str)>, coordinator_relay: bool) -> PairOptions {
-    PairOptions {
+/// One run of two hard NATs with gamma relaying, over 6 s; no invariant
+/// may be violated.
+fn over_gamma(
+    seed: u64,
+    revoke: Option<(Duration, &'static str)>,
+    coordinator_relay: bool,
+) -> PairOutcome {
+    let options = PairOptions {
         relay: coordinator_relay,
         relay_node: true,
         revoke,
         duration: Duration::from_secs(6),
         ..PairOptions::default()
-    }
+    };
+    let out = run_pair(seed, &hard(), &hard(), options).unwrap();
+    assert!(
+        out.violations.is_empty(),
+        "seed {seed}: {:?}",
+        out.violations
+    );
+    out
 }
 
 #[test]
 fn two_hard_nats_meet_over_a_node_relay() {
     for seed in SEEDS {
-        let out = run_pair(seed, &hard(), &hard(), over_gamma(None, false)).unwrap();
+        let out = over_gamma(seed, None, false);
         assert_eq!(out.first_direct, None, "seed {seed}");
         assert_eq!(out.ends_kind, Some("node-relay"), "seed {seed}");
         assert_eq!(out.remote.map(|r| r.ip()), Some(GAMMA_IP), "seed {seed}");
@@ -53,11 +66,6 @@ fn two_hard_nats_meet_over_a_node_relay() {
         let (bytes, allocations) = out.gamma.unwrap();
         assert_eq!(allocations, 1, "seed {seed}");
         assert!(bytes >= out.delivered * 200, "seed {seed}: {bytes}");
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}: {:?}",
-            out.violations
-        );
     }
 }
 
@@ -65,18 +73,7 @@ fn two_hard_nats_meet_over_a_node_relay() {
 fn a_revoked_end_leaves_the_node_relay_forwarding_nothing() {
     let at = Duration::from_secs(3);
     for seed in SEEDS {
-        let out = run_pair(
-            seed,
-            &hard(),
-            &hard(),
-            over_gamma(Some((at, "beta")), false),
-        )
-        .unwrap();
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}: {:?}",
-            out.violations
-        );
+        let out = over_gamma(seed, Some((at, "beta")), false);
         assert_eq!(out.gamma, Some((0, 0)), "seed {seed}");
         let late = out
             .arrivals
@@ -94,18 +91,7 @@ fn a_revoked_end_leaves_the_node_relay_forwarding_nothing() {
 fn a_revoked_relay_node_hands_the_pair_to_the_coordinator_relay() {
     let at = Duration::from_secs(3);
     for seed in SEEDS {
-        let out = run_pair(
-            seed,
-            &hard(),
-            &hard(),
-            over_gamma(Some((at, "gamma")), true),
-        )
-        .unwrap();
-        assert!(
-            out.violations.is_empty(),
-            "seed {seed}: {:?}",
-            out.violations
-        );
+        let out = over_gamma(seed, Some((at, "gamma")), true);
         assert_eq!(
             out.remote.map(|r| r.ip()),
             Some(GAMMA_IP),

@@ -718,6 +718,21 @@ fn reap(mut child: Child) {
     let _ = child.wait();
 }
 
+/// Polls `check` every 20 ms until it holds.
+///
+/// # Panics
+/// When `timeout` passes first, naming `what` (for tests).
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// A port on `ip` that is free for both UDP and TCP right now (the
 /// coordinator listens on UDP, status servers on TCP). Another process may
 /// take it before it is used; tests accept that small race.

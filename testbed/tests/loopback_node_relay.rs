@@ -14,10 +14,10 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use transitloom_testbed::{
-    free_port, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
+    free_port, wait_for, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
 };
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -33,17 +33,6 @@ fn get_json(addr: SocketAddr) -> serde_json::Value {
     stream.read_to_string(&mut response).unwrap();
     let (_, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
     serde_json::from_str(body).expect("JSON")
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// The `node-relay` paths in `node`'s status: (remote, state).
