@@ -129,6 +129,9 @@ struct Mesh {
     /// Datagrams from the first address to the second are dropped (a
     /// direct path that cannot work, e.g. two symmetric NATs).
     blocked: BTreeSet<(IpAddr, IpAddr)>,
+    /// A node's socket asked for at one of these addresses fails to bind
+    /// (the port is taken).
+    taken: BTreeSet<SocketAddr>,
 }
 
 impl Mesh {
@@ -246,6 +249,7 @@ impl Mesh {
             hub_bound: BTreeMap::new(),
             hub_next_port: 30_000,
             blocked: BTreeSet::new(),
+            taken: BTreeSet::new(),
         }
     }
 
@@ -374,6 +378,11 @@ impl Mesh {
             while let Some(output) = self.hosts[n].node.poll_output() {
                 let host = &mut self.hosts[n];
                 match output {
+                    Output::BindSocket { socket, local } if self.taken.contains(&local) => {
+                        let reason = std::io::ErrorKind::AddrInUse;
+                        host.node
+                            .handle_input(now, Input::SocketFailed { socket, reason });
+                    }
                     Output::BindSocket { socket, mut local } => {
                         if local.port() == 0 {
                             local = SocketAddr::new(host.public, host.next_port);

@@ -31,7 +31,15 @@ fn hosting(wall: WallClock, ip: IpAddr, seed: u64, ports: (u16, u16)) -> RelayHo
 /// Alpha and beta (one association, no direct path between them) and
 /// gamma, which relays; run until the association is up.
 fn relayed_mesh() -> Mesh {
-    let mut mesh = Mesh::with_nodes(vec![
+    let mut mesh = relay_nodes(&[]);
+    mesh.run(Duration::from_secs(10));
+    mesh
+}
+
+/// Alpha, beta and gamma as in [`relayed_mesh`], and `more` relaying
+/// nodes (name, address) after gamma; not started.
+fn relay_nodes(more: &[(&str, &str)]) -> Mesh {
+    let mut nodes = vec![
         (
             "alpha",
             "192.0.2.10",
@@ -53,12 +61,16 @@ fn relayed_mesh() -> Mesh {
             )],
         ),
         ("gamma", GAMMA, Vec::new()),
-    ]);
+    ];
+    nodes.extend(more.iter().map(|&(name, ip)| (name, ip, Vec::new())));
+    let mut mesh = Mesh::with_nodes(nodes);
     let (a, b) = (mesh.hosts[0].public, mesh.hosts[1].public);
     mesh.blocked.extend([(a, b), (b, a)]);
-    let hosting = hosting(wall(&mesh), mesh.hosts[2].public, 7, (45_000, 45_099));
-    mesh.hosts[2].node.host_relay(hosting);
-    mesh.run(Duration::from_secs(10));
+    for i in 2..mesh.hosts.len() {
+        let ports = (45_000 + 100 * i as u16, 45_099 + 100 * i as u16);
+        let hosting = hosting(wall(&mesh), mesh.hosts[i].public, i as u64, ports);
+        mesh.hosts[i].node.host_relay(hosting);
+    }
     mesh
 }
 
@@ -234,4 +246,38 @@ fn a_relay_node_that_disconnects_hands_its_associations_on() {
         let view = mesh.assoc(host, "wg0", peer).unwrap();
         assert!(view.relay().is_none(), "host {host}");
     }
+}
+
+#[test]
+fn a_relaying_node_whose_port_fails_hands_the_allocation_to_another() {
+    // Gamma is asked first (it is online first), but none of its ports
+    // opens: the allocation goes to delta, the other relaying node.
+    let mut mesh = relay_nodes(&[("delta", "203.0.113.40")]);
+    let gamma = mesh.hosts[2].public;
+    mesh.taken
+        .extend((45_200..=45_299).map(|port| SocketAddr::new(gamma, port)));
+    mesh.run(Duration::from_secs(10));
+    let failed = mesh.hosts[2].events.iter().any(|e| {
+        matches!(
+            e,
+            NodeEvent::Relay(crate::relay::RelayEvent::AllocationFailed { .. })
+        )
+    });
+    assert!(failed, "gamma was asked first: {:?}", mesh.hosts[2].events);
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node.as_deref(), Some("delta"));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    let relay = placements[0].addr.unwrap();
+    assert_eq!(relay.ip(), mesh.hosts[3].public);
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        let paths = relay_paths(&mesh, host, peer);
+        assert!(
+            paths
+                .iter()
+                .any(|&(k, r, s)| k == PathKind::NodeRelay && r == relay && s == PathState::Active),
+            "host {host}: {paths:?}"
+        );
+    }
+    assert!(carries(&mut mesh, 5));
 }
