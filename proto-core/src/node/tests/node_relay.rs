@@ -85,6 +85,21 @@ fn relay_paths(mesh: &Mesh, host: usize, peer: &str) -> Vec<(PathKind, SocketAdd
         .unwrap_or_default()
 }
 
+/// Both ends of the association are up with an active path of `kind`
+/// through `relay`.
+fn both_ends_active_on(mesh: &Mesh, kind: PathKind, relay: SocketAddr) {
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        let paths = relay_paths(mesh, host, peer);
+        assert!(
+            paths
+                .iter()
+                .any(|&(k, r, s)| k == kind && r == relay && s == PathState::Active),
+            "host {host}: {paths:?}"
+        );
+        assert!(mesh.assoc(host, "wg0", peer).unwrap().is_up());
+    }
+}
+
 /// Alpha's service sends `n` distinct datagrams; true when beta's service
 /// got exactly them, in order, from its ingress.
 fn carries(mesh: &mut Mesh, n: u8) -> bool {
@@ -133,16 +148,7 @@ fn traffic_crosses_a_node_relay_byte_for_byte() {
     assert_eq!(allocs.len(), 1);
     assert!(allocs[0].is_ready(), "both legs bound");
     assert_eq!(allocs[0].id(), placements[0].allocation);
-    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
-        let paths = relay_paths(&mesh, host, peer);
-        assert!(
-            paths
-                .iter()
-                .any(|&(k, r, s)| k == PathKind::NodeRelay && r == relay && s == PathState::Active),
-            "host {host}: {paths:?}"
-        );
-        assert!(mesh.assoc(host, "wg0", peer).unwrap().is_up());
-    }
+    both_ends_active_on(&mesh, PathKind::NodeRelay, relay);
     let before = forwarded_bytes(&mesh, 2);
     assert!(carries(&mut mesh, 20), "{:?}", mesh.hosts[1].local.len());
     assert!(
@@ -188,13 +194,8 @@ fn revoking_the_relay_node_moves_the_association_to_the_coordinator_relay() {
                 .all(|&(k, _, _)| k == PathKind::CoordinatorRelay),
             "host {host}: gamma's path is gone: {paths:?}"
         );
-        assert!(
-            paths
-                .iter()
-                .any(|&(_, r, s)| r == relay && s == PathState::Active),
-            "host {host}: {paths:?}"
-        );
     }
+    both_ends_active_on(&mesh, PathKind::CoordinatorRelay, relay);
     assert!(carries(&mut mesh, 10));
     assert_eq!(forwarded_bytes(&mesh, 2), forwarded);
     let hub = mesh.coordinator.relay().unwrap();
@@ -270,14 +271,6 @@ fn a_relaying_node_whose_port_fails_hands_the_allocation_to_another() {
     assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
     let relay = placements[0].addr.unwrap();
     assert_eq!(relay.ip(), mesh.hosts[3].public);
-    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
-        let paths = relay_paths(&mesh, host, peer);
-        assert!(
-            paths
-                .iter()
-                .any(|&(k, r, s)| k == PathKind::NodeRelay && r == relay && s == PathState::Active),
-            "host {host}: {paths:?}"
-        );
-    }
+    both_ends_active_on(&mesh, PathKind::NodeRelay, relay);
     assert!(carries(&mut mesh, 5));
 }
