@@ -7,14 +7,15 @@ mod lapse;
 pub mod machine;
 pub mod reflector;
 pub mod registry;
-mod relay_host;
+mod relay_place;
 mod throttle;
 
 #[cfg(test)]
 mod tests;
 
+pub use crate::relay::RelayHosting;
+pub use machine::RelayPlacement;
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
 };
-pub use relay_host::RelayHosting;
 pub use throttle::HandshakeLimit;

@@ -476,6 +476,29 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Drops this node's leg of an association's relay allocation (the
+    /// coordinator released it) and the relay's paths; true when it was
+    /// that allocation.
+    pub fn drop_relay(&mut self, id: AssocId, allocation: u64) -> bool {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return false;
+        };
+        if assoc
+            .relay
+            .as_ref()
+            .is_none_or(|r| r.offer.allocation != allocation)
+        {
+            return false;
+        }
+        if let Some(old) = assoc.relay.take() {
+            assoc
+                .paths
+                .retain(|&(_, remote), _| remote != old.offer.relay);
+            tracing::debug!(assoc = %id, relay = %old.offer.relay, allocation, "relay leg dropped");
+        }
+        true
+    }
+
     /// The reflector addresses in use.
     pub fn reflectors(&self) -> &[SocketAddr] {
         &self.reflectors
@@ -1359,7 +1382,7 @@ impl DataPlane {
             assoc.counters.unexpected_control += 1;
             return;
         }
-        let relay = binding.offer.relay;
+        let (relay, kind) = (binding.offer.relay, binding.offer.kind);
         let Some(state) = binding.legs.get_mut(&uplink) else {
             assoc.counters.unexpected_control += 1;
             return;
@@ -1373,7 +1396,7 @@ impl DataPlane {
             tracing::debug!(assoc = %id, %uplink, %relay, "relay leg pinned");
             if assoc.add_path(uplink, relay, Learned::Trusted) {
                 if let Some(path) = assoc.paths.get_mut(&(uplink, relay)) {
-                    path.kind = PathKind::CoordinatorRelay;
+                    path.kind = kind;
                 }
                 self.ping(now, id, (uplink, relay));
             }

@@ -9,6 +9,7 @@
 //! ([`renewal`]) as [`NodeEvent::Renewed`].
 
 mod reconfigure;
+mod relaying;
 pub mod renewal;
 mod session;
 #[cfg(test)]
@@ -149,6 +150,8 @@ pub enum NodeEvent {
     },
     /// Something in the data plane.
     Data(DataEvent),
+    /// What the relay it hosts for other nodes reports.
+    Relay(crate::relay::RelayEvent),
 }
 
 /// What the node remembers of an installed association.
@@ -171,6 +174,8 @@ pub struct Node {
     bound: Option<SocketAddr>,
     /// Installed associations: the local service name and the peer.
     installed: BTreeMap<AssocId, Installed>,
+    /// The relay it hosts for other nodes, if it does (DESIGN §7).
+    relay: Option<crate::relay::RelayHost>,
 }
 
 /// Why a node could not be built.
@@ -234,6 +239,7 @@ impl Node {
             outputs,
             bound: None,
             installed: BTreeMap::new(),
+            relay: None,
         })
     }
 
@@ -352,6 +358,7 @@ impl Node {
         for effect in effects {
             self.apply(now, effect);
         }
+        self.relay_follows_session(now);
         // Before draining QUIC: a bound mesh socket queues its candidates.
         self.pump_plane(now);
         self.drain_transport(now);
@@ -377,7 +384,19 @@ impl Node {
     fn apply(&mut self, now: Instant, effect: session::Effect) {
         use session::Effect;
         match effect {
+            Effect::Event(NodeEvent::Session(state)) => {
+                self.session_changed(now, state);
+                self.outputs
+                    .push_back(Output::Event(NodeEvent::Session(state)));
+            }
             Effect::Event(event) => self.outputs.push_back(Output::Event(event)),
+            Effect::HostAllocate {
+                allocation,
+                assoc,
+                key,
+                nodes,
+            } => self.host_allocate(now, allocation, assoc, key, nodes),
+            Effect::RelayRelease { assoc, allocation } => self.relay_released(assoc, allocation),
             Effect::Install {
                 assoc,
                 service,
@@ -453,6 +472,10 @@ impl Node {
                 }
             }
             Effect::WithdrawAll => {
+                // Revoked: the relay it hosts forwards nothing more either.
+                if let Some(host) = self.relay.as_mut() {
+                    host.release_all();
+                }
                 for assoc in std::mem::take(&mut self.installed).into_keys() {
                     let _ = self.plane.withdraw(assoc);
                     self.outputs
@@ -517,6 +540,14 @@ impl StateMachine for Node {
             Input::SocketFailed { socket, reason } if socket == CONTROL_SOCKET => {
                 tracing::error!(?reason, "the control socket could not be bound");
             }
+            input if self.hosts(&input) => {
+                if let Some(host) = self.relay.as_mut() {
+                    host.handle_input(now, input);
+                }
+                self.drain_relay(now);
+                self.drain_transport(now);
+                return;
+            }
             data @ Input::Datagram(_) => {
                 // The hot path: a datagram for the data plane touches no
                 // control state, so the session is not driven for it (that
@@ -534,6 +565,10 @@ impl StateMachine for Node {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
+        if let Some(host) = self.relay.as_mut() {
+            host.handle_timeout(now);
+        }
+        self.drain_relay(now);
         if self.plane.poll_timeout().is_some_and(|at| at <= now) {
             self.plane.handle_timeout(now);
         }
@@ -549,6 +584,7 @@ impl StateMachine for Node {
             self.transport.poll_timeout(),
             self.plane.poll_timeout(),
             self.session.poll_timeout(),
+            self.relay.as_ref().and_then(|h| h.poll_timeout()),
         ]
         .into_iter()
         .flatten()

@@ -31,6 +31,7 @@ mod allocation;
 mod bucket;
 mod config;
 mod event;
+mod host;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub use allocation::{AllocationCounters, DropReason, RelayLeg, Traffic, BIND_REP
 pub use bucket::RateLimit;
 pub use config::{AllocationSpec, RelayConfig};
 pub use event::{RelayError, RelayEvent, ReleaseReason};
+pub use host::RelayHosting;
+pub(crate) use host::{HostNote, RelayHost};
 
 use crate::id::{AssocId, NodeId, SocketId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};

@@ -100,3 +100,29 @@ fn relay_receive_seeds_are_in_the_corpus() {
         assert_eq!(kept, input, "{} is not the current seed", file.display());
     }
 }
+
+/// The seeds of the relay-hosting messages (`seed-48` … `seed-52`) decode
+/// to those messages, so the fuzzer starts from inside their bodies.
+#[test]
+fn relay_hosting_message_seeds_decode() {
+    use transitloom_proto_core::control::msg::{FrameDecoder, Message};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/control_message");
+    let mut names = Vec::new();
+    for n in 48..=52 {
+        let data = std::fs::read(dir.join(format!("seed-{n}"))).expect("seed");
+        let mut decoder = FrameDecoder::new();
+        decoder.push(&data[1..]);
+        let msg: Message = decoder.next().expect("decodes").expect("whole");
+        names.push(msg.name());
+    }
+    assert_eq!(
+        names,
+        [
+            "RelayHostOffer",
+            "RelayAllocate",
+            "RelayOpened",
+            "RelayRelease",
+            "RelayAllocation"
+        ]
+    );
+}

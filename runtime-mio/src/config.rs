@@ -2,6 +2,7 @@
 //! mistake is refused at start-up with the file, the key and the reason.
 
 mod ingress;
+pub mod relay;
 pub mod toml_walk;
 
 use std::collections::BTreeMap;
@@ -208,8 +209,8 @@ pub struct NodeConfig {
     pub advertise_private: bool,
     /// The uplinks.
     pub uplinks: Vec<UplinkConfig>,
-    /// Whether this node relays data for others.
-    pub relay_data: bool,
+    /// Whether and where this node relays data for others (`[relay]`).
+    pub relay: relay::RelaySettings,
     /// The local services.
     pub services: Vec<ServiceConfig>,
     /// The associations this node consents to.
@@ -346,12 +347,14 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         ));
     }
 
-    let relay_data = match root.opt_table("relay")? {
-        Some(relay) => {
-            relay.only(&["data"])?;
-            relay.opt_bool("data")?.unwrap_or(false)
-        }
-        None => false,
+    // Relay ports bind, by default, where the first fixed uplink does.
+    let uplink_ip = uplinks.iter().find_map(|u| match u.source {
+        UplinkSource::Bind(ip) if !ip.is_unspecified() => Some(ip),
+        _ => None,
+    });
+    let relay = match root.opt_table("relay")? {
+        Some(relay) => relay::parse_relay(&relay, uplink_ip)?,
+        None => relay::RelaySettings::default(),
     };
 
     let services = root
@@ -418,7 +421,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         status_listen,
         advertise_private: root.opt_bool("advertise_private")?.unwrap_or(false),
         uplinks,
-        relay_data,
+        relay,
         services,
         associations,
     })

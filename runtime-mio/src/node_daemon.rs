@@ -121,6 +121,13 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
                 .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
         }
     }
+    if let Some(hosting) = setup.relay_hosting()? {
+        tracing::info!(
+            bind = %hosting.bind_ip, advertise = %hosting.advertise_ip,
+            ports = ?hosting.ports, "relaying for other nodes"
+        );
+        node.host_relay(hosting);
+    }
     // QUIC first; TCP to the same address and port when UDP is blocked.
     node.set_tcp_fallback(Some(TcpFallback::default()));
     let mut driver = MioDriver::new(node)

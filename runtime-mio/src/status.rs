@@ -20,6 +20,9 @@ pub struct NodeStatus {
     /// Configuration reloads (SIGHUP) since the node started.
     #[serde(default)]
     pub reload: ReloadStatus,
+    /// The relay this node hosts for others (`[relay] data = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<relay::RelayStatus>,
 }
 
 /// Configuration reloads since the node started.
@@ -686,6 +689,9 @@ impl NodeStatus {
             "Data bytes received on the path.",
             path_samples(&|p| Some(p.rx_bytes as f64)),
         );
+        if let Some(relay) = &self.relay {
+            relay.write_metrics(&node, &mut out);
+        }
         out
     }
 
@@ -728,6 +734,7 @@ impl NodeStatus {
 }
 
 pub mod explain;
+pub mod relay;
 
 #[cfg(test)]
 mod tests;

@@ -127,7 +127,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
     coordinator.set_node_cert_lifetime(settings.node_cert_lifetime_s);
     coordinator.set_reflectors(&settings.reflectors);
     if settings.relay.data {
-        let (bind_ip, advertise_ip) = settings.relay.addresses(settings.listen);
+        let (bind_ip, advertise_ip) = settings.relay.addresses(settings.listen.ip());
         let mut relay = RelayConfig::new(wall_clock_now(), os_seeded()?.next_u64());
         relay.own_ips = vec![bind_ip, advertise_ip, settings.listen.ip()];
         coordinator.host_relay(RelayHosting {

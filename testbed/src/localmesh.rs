@@ -196,6 +196,8 @@ pub struct LocalMesh {
     nodes: Vec<RunningNode>,
     /// Appended to the coordinator's configuration file.
     coordinator_extra: String,
+    /// Appended to a node's configuration file, by node name.
+    node_extra: std::collections::BTreeMap<String, String>,
 }
 
 impl LocalMesh {
@@ -214,6 +216,19 @@ impl LocalMesh {
         spec: MeshSpec,
         extra: &str,
     ) -> Result<Self, Error> {
+        Self::start_with_configs(dir, bins, spec, extra, &[])
+    }
+
+    /// As [`start_with_coordinator_config`](Self::start_with_coordinator_config),
+    /// with TOML lines appended to some nodes' configurations as well
+    /// (node name, lines; such as `[relay]` tables).
+    pub fn start_with_configs(
+        dir: &Path,
+        bins: Binaries,
+        spec: MeshSpec,
+        extra: &str,
+        node_extra: &[(&str, &str)],
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut mesh = Self {
             dir: dir.to_path_buf(),
@@ -222,6 +237,10 @@ impl LocalMesh {
             coordinator_child: None,
             nodes: Vec::new(),
             coordinator_extra: extra.to_owned(),
+            node_extra: node_extra
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect(),
         };
         mesh.make_pki()?;
         mesh.start_coordinator()?;
@@ -616,6 +635,9 @@ impl LocalMesh {
                 "\n[[association]]\nservice = \"{service}\"\npeer = \"{peer}\"\n"
             );
         }
+        if let Some(extra) = self.node_extra.get(name) {
+            let _ = write!(text, "\n{extra}\n");
+        }
         let path = self.dir.join(format!("{name}.toml"));
         write(&path, &text)?;
         Ok(path)
@@ -694,6 +716,21 @@ fn reap(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Polls `check` every 20 ms until it holds.
+///
+/// # Panics
+/// When `timeout` passes first, naming `what` (for tests).
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
 }
 
 /// A port on `ip` that is free for both UDP and TCP right now (the

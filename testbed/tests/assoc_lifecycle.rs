@@ -9,18 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::{Binaries, LocalMesh, LoopbackPair};
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use transitloom_testbed::{wait_for, Binaries, LocalMesh, LoopbackPair};
 
 fn tlctl(mesh: &LocalMesh, args: &[&str]) -> String {
     let out = mesh.tlctl().args(args).output().unwrap();

@@ -8,21 +8,10 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::{Binaries, LocalMesh, LoopbackPair};
+use transitloom_testbed::{wait_for, Binaries, LocalMesh, LoopbackPair};
 
 /// The coordinator's node certificate lifetime here (its minimum).
 const LIFETIME_S: u64 = 60;
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
 
 fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();

@@ -7,10 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use transitloom_testbed::{
-    free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
+    free_port, wait_for, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec,
+    ServiceSpec,
 };
 
 const WAN1: [u8; 4] = [127, 0, 0, 1];
@@ -85,17 +86,6 @@ impl Drop for Traffic {
             let _ = t.join();
         }
     }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn ip(a: [u8; 4]) -> String {

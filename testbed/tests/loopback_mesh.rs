@@ -6,18 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use transitloom_testbed::{Binaries, LocalMesh, LoopbackPair};
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
-}
+use transitloom_testbed::{wait_for, Binaries, LocalMesh, LoopbackPair};
 
 fn assoc_state(mesh: &LocalMesh, node: &str) -> Option<String> {
     let status = mesh.status(node).ok()?;

@@ -44,6 +44,10 @@
 //! | `0x15` | `RelayAllocation` | coordinator → node |
 //! | `0x16` | `Revoked` | coordinator → node |
 //! | `0x17` | `Reflectors` | coordinator → node |
+//! | `0x18` | `RelayHostOffer` | node → coordinator |
+//! | `0x19` | `RelayAllocate` | coordinator → relaying node |
+//! | `0x1a` | `RelayOpened` | relaying node → coordinator |
+//! | `0x1b` | `RelayRelease` | coordinator → relaying node or end; relaying node → coordinator |
 //! | `0x20` | `Keepalive` | both ways |
 //! | `0x21` | `KeepaliveAck` | both ways |
 //! | `0x40` | `AdminRequest` | `tlctl` → coordinator |
@@ -57,7 +61,7 @@
 //! (1 `Invited`, 2 `Done`, 3 `Nodes`, 4 `Assocs`, 5 `Status`, 6 `Created`,
 //! with the new association's id as a u64) and 1 for an [`AdminError`].
 //! The codes of [`RejectCode`], [`CandidateKind`], [`Mode`],
-//! [`RelayPolicy`], [`WithdrawReason`], [`AdmissionState`],
+//! [`RelayPolicy`], [`RelaySite`], [`WithdrawReason`], [`AdmissionState`],
 //! [`AssocOrigin`] and [`AssocState`] start at 1 in declaration order.
 //!
 //! Any decoding error ends the session: the stream can no longer be trusted
@@ -69,7 +73,7 @@ mod frame;
 mod node;
 mod prim;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 
@@ -79,8 +83,8 @@ pub use admin::{
 };
 pub use frame::{encode, FrameDecoder};
 pub use node::{
-    Candidate, CandidateKind, Mode, RejectCode, RelayPolicy, ServiceDecl, WithdrawReason,
-    MAX_CANDIDATES, MAX_PEERS, MAX_SERVICES,
+    Candidate, CandidateKind, Mode, RejectCode, RelayPolicy, RelaySite, ServiceDecl,
+    WithdrawReason, MAX_CANDIDATES, MAX_PEERS, MAX_SERVICES,
 };
 pub use prim::{Name, PeerRef, MAX_NAME_LEN};
 
@@ -337,6 +341,46 @@ pub enum Message {
         leg: u8,
         /// The key that authenticates relay binds.
         key: [u8; KEY_LEN],
+        /// What hosts the allocation.
+        site: RelaySite,
+    },
+    /// The node relays for others (DESIGN §7, node relay): sent after
+    /// every `Welcome`; the coordinator may then ask it for allocations.
+    RelayHostOffer {
+        /// The address other nodes send to (each allocation gets its own
+        /// port); on the wire an address with port 0.
+        ip: IpAddr,
+        /// Allocations it holds at most.
+        max_allocations: u32,
+        /// Allocations one node may take part in at once.
+        quota_per_node: u32,
+    },
+    /// Asks a relaying node to open an allocation.
+    RelayAllocate {
+        /// The allocation (the coordinator's id).
+        allocation: u64,
+        /// The association it carries.
+        assoc: AssocId,
+        /// The key both ends sign their binds with.
+        key: [u8; KEY_LEN],
+        /// The nodes of leg 0 and leg 1.
+        nodes: [NodeId; 2],
+    },
+    /// A relaying node opened an allocation's port.
+    RelayOpened {
+        /// The allocation.
+        allocation: u64,
+        /// Where the ends send to.
+        relay: SocketAddr,
+    },
+    /// An allocation is gone: to the relaying node, drop it; to an end,
+    /// drop the leg; from the relaying node, it was refused, its port
+    /// failed or it expired.
+    RelayRelease {
+        /// The association it carried.
+        assoc: AssocId,
+        /// The allocation.
+        allocation: u64,
     },
     /// The coordinator's other reflector addresses, sent after `Welcome`.
     /// A node asks the reflector at the address its session uses and at

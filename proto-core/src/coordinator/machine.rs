@@ -17,7 +17,7 @@ use super::assoc::{desired_for, AssocTable, Ends, LiveAssoc, Reconciled};
 use super::lapse::Lapses;
 use super::reflector;
 use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
-use super::relay_host::RelayHost;
+use super::relay_place::Relays;
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
     self, AdminCommand, AdminError, AdminReply, AdmissionState, FrameDecoder, Message, Mode, Name,
@@ -50,6 +50,9 @@ pub use issue::{DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE
 mod edge;
 mod issue;
 mod lifecycle;
+mod relaying;
+
+pub use relaying::RelayPlacement;
 
 /// How a coordinator is set up.
 #[derive(Debug, Clone)]
@@ -220,8 +223,9 @@ pub struct Coordinator {
     node_cert_lifetime_s: u64,
     /// Extra reflector addresses, besides the control socket.
     reflectors: Vec<ExtraReflector>,
-    /// The relay it hosts for its nodes, if it does.
-    relay: Option<RelayHost>,
+    /// Where relay allocations live: its own relay, if it hosts one, and
+    /// the nodes that offered relaying.
+    relays: Relays,
 }
 
 /// A reflector socket besides the control socket.
@@ -309,7 +313,7 @@ impl Coordinator {
             lapses: Lapses::default(),
             node_cert_lifetime_s: DEFAULT_NODE_CERT_LIFETIME_S,
             reflectors: Vec::new(),
-            relay: None,
+            relays: Relays::default(),
         };
         Ok(coordinator)
     }
@@ -434,6 +438,13 @@ impl Coordinator {
         projected.check(op, now_unix_s)
     }
 
+    /// Writes `op` as an admin command would (tests drive revocations
+    /// without an admin session).
+    #[cfg(test)]
+    pub(crate) fn append_for_test(&mut self, op: Op) {
+        self.append(op, Waiting::Own);
+    }
+
     fn append(&mut self, op: Op, waiting: Waiting) {
         self.waiting.push_back((op.clone(), waiting));
         self.outputs
@@ -517,9 +528,7 @@ impl Coordinator {
         withdrawn: Vec<(Ends, LiveAssoc)>,
     ) {
         for (ends, live) in withdrawn {
-            if let Some(host) = self.relay.as_mut() {
-                host.release(live.id);
-            }
+            self.release_relay(now, live.id);
             // The old delete forgot the record; now a delete keeps it.
             let deleted = self.registry.assoc(live.id).is_none_or(|r| r.deleted);
             let reason = match (
@@ -695,6 +704,9 @@ impl Coordinator {
                 }
             }
         }
+        // Before the transmits: both queue control messages.
+        self.sweep_relay_nodes(now);
+        self.drain_relay(now);
         while let Some(t) = self.transport.poll_transmit(now) {
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket: CONTROL_SOCKET,
@@ -705,7 +717,6 @@ impl Coordinator {
         while let Some(command) = self.transport.poll_stream_command() {
             self.outputs.push_back(command.into_output());
         }
-        self.drain_relay(now);
     }
 
     fn on_connected(
@@ -818,6 +829,19 @@ impl Coordinator {
             ) => {
                 let name = name.clone();
                 self.forward_candidates(now, &name, assoc, candidates);
+            }
+            (
+                Peer::Node {
+                    welcomed: true,
+                    name,
+                    ..
+                },
+                message @ (Message::RelayHostOffer { .. }
+                | Message::RelayOpened { .. }
+                | Message::RelayRelease { .. }),
+            ) => {
+                let name = name.clone();
+                self.on_relay_message(now, &name, message);
             }
             // Any session may probe liveness: a TCP session's transport
             // writes keepalives on its own, before a hello or in an admin
@@ -1220,9 +1244,9 @@ impl StateMachine for Coordinator {
             Input::SocketBound { socket, .. } | Input::SocketFailed { socket, .. } => Some(*socket),
             _ => None,
         }
-        .is_some_and(|s| self.relay.as_ref().is_some_and(|h| h.owns(s)));
+        .is_some_and(|s| self.relays.own.as_ref().is_some_and(|h| h.owns(s)));
         if for_relay {
-            if let Some(host) = self.relay.as_mut() {
+            if let Some(host) = self.relays.own.as_mut() {
                 host.handle_input(now, input);
             }
             self.drain_relay(now);
@@ -1335,7 +1359,7 @@ impl StateMachine for Coordinator {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.transport.handle_timeout(now);
-        if let Some(host) = self.relay.as_mut() {
+        if let Some(host) = self.relays.own.as_mut() {
             host.handle_timeout(now);
         }
         self.expire_tokens(now);
@@ -1349,7 +1373,7 @@ impl StateMachine for Coordinator {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
-        let relay = self.relay.as_ref().and_then(RelayHost::poll_timeout);
+        let relay = self.relays.own.as_ref().and_then(|h| h.poll_timeout());
         let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
         [self.transport.poll_timeout(), lapse, relay, rekey]
             .into_iter()

@@ -252,8 +252,8 @@ impl Association {
         let policy = self.policies.get(&uplink).copied().unwrap_or_default();
         let mut path = Path::new(id, uplink, remote, &policy, &self.sched);
         path.unproven = learned == Learned::FromData;
-        if self.relay.as_ref().is_some_and(|r| r.offer.relay == remote) {
-            path.kind = super::PathKind::CoordinatorRelay;
+        if let Some(r) = self.relay.as_ref().filter(|r| r.offer.relay == remote) {
+            path.kind = r.offer.kind;
         }
         self.paths.insert((uplink, remote), path);
         true

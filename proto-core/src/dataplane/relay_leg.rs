@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::reflexive::{settled, NatAllocation, NatClass, NatMapping, Slot};
+use super::PathKind;
 use crate::id::UplinkId;
 use crate::wire::{AuthKey, KEY_LEN};
 
@@ -51,6 +52,9 @@ pub struct RelayOffer {
     pub leg: u8,
     /// The key that signs binds and their acknowledgements.
     pub key: [u8; KEY_LEN],
+    /// What its path is labelled: [`PathKind::CoordinatorRelay`] or
+    /// [`PathKind::NodeRelay`].
+    pub kind: PathKind,
 }
 
 /// One mesh socket's leg state.

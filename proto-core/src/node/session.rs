@@ -24,7 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{backoff, renewal, Credentials, NodeConfig, NodeEvent};
 use crate::control::msg::{
-    self, Candidate, CandidateKind, FrameDecoder, Message, Name, RejectCode,
+    self, Candidate, CandidateKind, FrameDecoder, Message, Name, RejectCode, RelaySite,
 };
 use crate::control::quic::CloseReason;
 use crate::control::tls_config::{client_config, TlsIdentity};
@@ -122,6 +122,18 @@ pub(super) enum Effect {
     Relay {
         assoc: AssocId,
         offer: RelayOffer,
+    },
+    /// Open an allocation on the relay this node hosts.
+    HostAllocate {
+        allocation: u64,
+        assoc: AssocId,
+        key: [u8; KEY_LEN],
+        nodes: [crate::id::NodeId; 2],
+    },
+    /// An allocation is gone: the hosted one, or this node's leg of it.
+    RelayRelease {
+        assoc: AssocId,
+        allocation: u64,
     },
 }
 
@@ -253,6 +265,18 @@ impl Session {
             if let Err(err) = quic.send(now, conn, &buf) {
                 tracing::debug!(%err, "control send failed");
             }
+        }
+    }
+
+    /// Sends a message on the live session (nothing otherwise).
+    pub(super) fn send_live(
+        &mut self,
+        now: Instant,
+        quic: &mut ControlTransport,
+        message: &Message,
+    ) {
+        if self.state == SessionState::Live {
+            self.send(now, quic, message);
         }
     }
 
@@ -736,6 +760,7 @@ impl Session {
                 allocation,
                 leg,
                 key,
+                site,
             } => effects.push(Effect::Relay {
                 assoc,
                 offer: RelayOffer {
@@ -743,8 +768,26 @@ impl Session {
                     allocation,
                     leg,
                     key,
+                    kind: match site {
+                        RelaySite::Coordinator => PathKind::CoordinatorRelay,
+                        RelaySite::Node => PathKind::NodeRelay,
+                    },
                 },
             }),
+            Message::RelayAllocate {
+                allocation,
+                assoc,
+                key,
+                nodes,
+            } => effects.push(Effect::HostAllocate {
+                allocation,
+                assoc,
+                key,
+                nodes,
+            }),
+            Message::RelayRelease { assoc, allocation } => {
+                effects.push(Effect::RelayRelease { assoc, allocation })
+            }
             Message::Reflectors { extra } => effects.push(Effect::Reflectors(
                 self.remote.into_iter().chain(extra).collect(),
             )),

@@ -5,6 +5,7 @@
 //! can block a node's UDP to the coordinator, for the TCP fallback's tests
 //! in [`tcp_fallback`].
 
+mod node_relay;
 mod rekey;
 mod renewal;
 mod tcp_fallback;
@@ -122,12 +123,30 @@ struct Mesh {
     udp_blocked: BTreeSet<usize>,
     /// Every stream byte and close is lost (a dead peer or path).
     streams_dead: bool,
+    /// The coordinator's sockets besides its control socket (its relay).
+    hub_bound: BTreeMap<SocketId, SocketAddr>,
+    hub_next_port: u16,
+    /// Datagrams from the first address to the second are dropped (a
+    /// direct path that cannot work, e.g. two symmetric NATs).
+    blocked: BTreeSet<(IpAddr, IpAddr)>,
+    /// A node's socket asked for at one of these addresses fails to bind
+    /// (the port is taken).
+    taken: BTreeSet<SocketAddr>,
 }
 
 impl Mesh {
     /// A coordinator that has enrolled and admitted alpha and beta, and the
     /// two nodes with these services.
     fn new(alpha: Vec<ServiceSpec>, beta: Vec<ServiceSpec>) -> Self {
+        Self::with_nodes(vec![
+            ("alpha", "192.0.2.10", alpha),
+            ("beta", "198.51.100.20", beta),
+        ])
+    }
+
+    /// A coordinator that has enrolled and admitted these nodes (name,
+    /// public address, services), and the nodes.
+    fn with_nodes(nodes: Vec<(&str, &str, Vec<ServiceSpec>)>) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, UNIX_NOW * 1_000_000);
         let (root_key, _) = key(1);
@@ -151,13 +170,7 @@ impl Mesh {
         let listen = addr("203.0.113.1:7443");
         let mut registry = Registry::new();
         let mut hosts = Vec::new();
-        for (i, (name, public, services)) in [
-            ("alpha", "192.0.2.10", alpha),
-            ("beta", "198.51.100.20", beta),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, (name, public, services)) in nodes.into_iter().enumerate() {
             let (node_key, node_pub) = key(10 + i as u8);
             let cert =
                 pki::sign_node(&inter, &inter_key, &node_pub, &terms(name, 10 + i as u8)).unwrap();
@@ -233,6 +246,10 @@ impl Mesh {
             seq: 0,
             udp_blocked: BTreeSet::new(),
             streams_dead: false,
+            hub_bound: BTreeMap::new(),
+            hub_next_port: 30_000,
+            blocked: BTreeSet::new(),
+            taken: BTreeSet::new(),
         }
     }
 
@@ -307,6 +324,9 @@ impl Mesh {
     }
 
     fn send(&mut self, dst: SocketAddr, src: SocketAddr, payload: Bytes) {
+        if self.blocked.contains(&(src.ip(), dst.ip())) {
+            return;
+        }
         self.seq += 1;
         self.in_flight
             .insert((self.now + DELAY, self.seq), (dst, src, payload));
@@ -316,12 +336,29 @@ impl Mesh {
         let now = self.now;
         while let Some(output) = self.coordinator.poll_output() {
             match output {
-                Output::BindSocket { socket, local } => {
+                Output::BindSocket { socket, local }
+                    if socket == crate::coordinator::machine::CONTROL_SOCKET =>
+                {
                     self.hub_socket = Some(socket);
                     self.coordinator
                         .handle_input(now, Input::SocketBound { socket, local });
                 }
-                Output::Transmit(t) => self.send(t.dst, self.listen, t.payload),
+                Output::BindSocket { socket, mut local } => {
+                    if local.port() == 0 {
+                        local = SocketAddr::new(self.listen.ip(), self.hub_next_port);
+                        self.hub_next_port += 1;
+                    }
+                    self.hub_bound.insert(socket, local);
+                    self.coordinator
+                        .handle_input(now, Input::SocketBound { socket, local });
+                }
+                Output::CloseSocket { socket } => {
+                    self.hub_bound.remove(&socket);
+                }
+                Output::Transmit(t) => {
+                    let src = self.hub_bound.get(&t.socket).copied();
+                    self.send(t.dst, src.unwrap_or(self.listen), t.payload)
+                }
                 Output::Event(CoordinatorEvent::Append(_)) => self.coordinator.committed(now),
                 Output::ListenStream { listener, local } => {
                     self.hub_listener = Some(listener);
@@ -341,6 +378,11 @@ impl Mesh {
             while let Some(output) = self.hosts[n].node.poll_output() {
                 let host = &mut self.hosts[n];
                 match output {
+                    Output::BindSocket { socket, local } if self.taken.contains(&local) => {
+                        let reason = std::io::ErrorKind::AddrInUse;
+                        host.node
+                            .handle_input(now, Input::SocketFailed { socket, reason });
+                    }
                     Output::BindSocket { socket, mut local } => {
                         if local.port() == 0 {
                             local = SocketAddr::new(host.public, host.next_port);
@@ -401,7 +443,11 @@ impl Mesh {
                     src,
                     payload: &payload,
                 };
-                if dst == self.listen {
+                let hub = self.hub_bound.iter().find(|(_, &a)| a == dst);
+                if let Some((&socket, _)) = hub {
+                    self.coordinator
+                        .handle_input(now, Input::Datagram(d(socket)));
+                } else if dst == self.listen {
                     if let Some(socket) = self.hub_socket {
                         self.coordinator
                             .handle_input(now, Input::Datagram(d(socket)));

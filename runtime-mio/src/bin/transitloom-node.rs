@@ -389,5 +389,29 @@ fn table(status: &NodeStatus) -> String {
             );
         }
     }
+    if let Some(relay) = &status.relay {
+        let _ = writeln!(
+            out,
+            "\nRELAY ALLOCATION  ASSOCIATION  PORT                     READY  FORWARDED BYTES   DROPPED"
+        );
+        for a in &relay.allocations {
+            let _ = writeln!(
+                out,
+                "{:<17} {:<12} {:<24} {:<6} {:<17} {}",
+                a.id,
+                a.assoc,
+                a.local.as_deref().unwrap_or("-"),
+                if a.ready { "yes" } else { "no" },
+                a.forwarded_bytes[0] + a.forwarded_bytes[1],
+                a.dropped
+            );
+        }
+        let _ = writeln!(
+            out,
+            "relaying for other nodes: {} allocations open, {} refused",
+            relay.allocations.len(),
+            relay.refused_allocations
+        );
+    }
     out
 }

@@ -90,6 +90,35 @@ fn the_design_example_parses() {
     assert!(config.uplinks[0].enabled && !config.uplinks[1].enabled);
 }
 
+#[test]
+fn relay_binds_where_the_first_fixed_uplink_does_unless_told() {
+    let config = parse(&mutate("[relay]\ndata = false", "[relay]\ndata = true")).unwrap();
+    assert!(config.relay.data);
+    let uplink: IpAddr = "192.0.2.10".parse().unwrap();
+    assert_eq!(config.relay.addresses(uplink), (uplink, uplink));
+    let config = parse(&mutate(
+        "[relay]\ndata = false",
+        "[relay]\ndata = true\nlisten_ip = \"0.0.0.0\"\nadvertise_ip = \"203.0.113.9\"\nport_range = \"40000-40099\"",
+    ))
+    .unwrap();
+    let any: IpAddr = "0.0.0.0".parse().unwrap();
+    let public: IpAddr = "203.0.113.9".parse().unwrap();
+    assert_eq!(config.relay.addresses(uplink), (any, public));
+    assert_eq!(
+        config.relay.port_range,
+        Some(relay::PortRange {
+            low: 40_000,
+            high: 40_099
+        })
+    );
+    // With only interface uplinks there is no address to default to.
+    let only_interfaces = mutate("bind = \"192.0.2.10\"", "interface = \"eth0\"")
+        .replace("priority = \"backup\"", "priority = \"primary\"")
+        .replace("[relay]\ndata = false", "[relay]\ndata = true");
+    let err = parse(&only_interfaces).unwrap_err();
+    assert_eq!(err.key, "relay.advertise_ip", "{err}");
+}
+
 /// Replaces the first occurrence of `from` in the good config.
 fn mutate(from: &str, to: &str) -> String {
     assert!(GOOD.contains(from), "{from:?} is not in the good config");
@@ -146,6 +175,10 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("relay = \"allow\"", "relay = \"sometimes\""), "association[0].relay", "not one of"),
         (mutate("mode = \"whole-packet\"", "mode = \"striped\""), "association[0].mode", "not one of"),
         (mutate("[relay]\ndata = false", "[relay]\ndata = false\nports = 3"), "relay.ports", "unknown key"),
+        (mutate("[relay]\ndata = false", "[relay]\ndata = true\nlisten_ip = \"0.0.0.0\""), "relay.advertise_ip", "nodes cannot send there"),
+        (mutate("[relay]\ndata = false", "[relay]\ndata = true\nadvertise_ip = \"224.0.0.1\""), "relay.advertise_ip", "unicast"),
+        (mutate("[relay]\ndata = false", "[relay]\nport_range = \"41000-40000\""), "relay.port_range", "ascending"),
+        (mutate("[relay]\ndata = false", "[relay]\nlisten_ip = \"fiber\""), "relay.listen_ip", ""),
         (mutate("name = \"alpha\"", "name = \"alpha"), "(syntax)", "TOML parse error"),
     ];
     assert!(cases.len() >= 20);

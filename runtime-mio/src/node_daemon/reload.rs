@@ -104,8 +104,22 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
             old.advertise_private.to_string(),
         ));
     }
-    if old.relay_data != new.relay_data {
-        return Err(changed("relay.data", old.relay_data.to_string()));
+    let (was, now) = (&old.relay, &new.relay);
+    let show = |ip: Option<std::net::IpAddr>| ip.map_or("unset".to_owned(), |ip| ip.to_string());
+    if was.data != now.data {
+        return Err(changed("relay.data", was.data.to_string()));
+    }
+    if was.listen_ip != now.listen_ip {
+        return Err(changed("relay.listen_ip", show(was.listen_ip)));
+    }
+    if was.advertise_ip != now.advertise_ip {
+        return Err(changed("relay.advertise_ip", show(was.advertise_ip)));
+    }
+    if was.port_range != now.port_range {
+        let range = was
+            .port_range
+            .map_or("unset".to_owned(), |r| format!("{}-{}", r.low, r.high));
+        return Err(changed("relay.port_range", range));
     }
     if old.uplinks.len() != new.uplinks.len() {
         return Err(changed(

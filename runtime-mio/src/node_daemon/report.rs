@@ -223,6 +223,7 @@ pub(crate) fn node_status(
         uplinks,
         associations,
         reload: ReloadStatus::default(),
+        relay: node.relay().map(crate::status::relay::RelayStatus::of),
     }
 }
 

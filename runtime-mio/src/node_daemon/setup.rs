@@ -111,13 +111,6 @@ pub(crate) fn refuse_unsupported(config: &NodeConfig) -> Result<(), ConfigError>
             "mixing IPv4 and IPv6 coordinator addresses is not supported yet (the control socket binds one family)",
         ));
     }
-    if config.relay_data {
-        return Err(refused(
-            config,
-            "relay.data".to_owned(),
-            "relaying data for other nodes is not supported yet",
-        ));
-    }
     for (i, a) in config.associations.iter().enumerate() {
         if a.mode == Mode::Segmented {
             return Err(refused(
@@ -284,4 +277,46 @@ fn create_data_dir(dir: &Path) -> io::Result<()> {
         );
     }
     Ok(())
+}
+
+impl Setup {
+    /// How the node relays for others (`[relay] data = true`), if it does:
+    /// the same relay the coordinator hosts, on this node's UDP ports.
+    ///
+    /// # Errors
+    /// When the operating system has no randomness for the relay's cookie
+    /// secret.
+    pub(crate) fn relay_hosting(
+        &self,
+    ) -> Result<Option<transitloom_proto_core::relay::RelayHosting>, DaemonError> {
+        use transitloom_proto_core::relay::{RelayConfig, RelayHosting};
+        let settings = &self.config.relay;
+        if !settings.data {
+            return Ok(None);
+        }
+        let default_ip = self
+            .uplinks
+            .iter()
+            .map(|u| u.bind)
+            .find(|ip| !ip.is_unspecified())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let (bind_ip, advertise_ip) = settings.addresses(default_ip);
+        let seed = super::identity::os_seed()?;
+        let mut relay = RelayConfig::new(
+            crate::clock::wall_clock_now(),
+            u64::from_be_bytes(seed[..8].try_into().unwrap_or_default()),
+        );
+        // A datagram from any of this node's addresses on a relay port is
+        // its own, never forwarded (one hop at most).
+        relay.own_ips = [bind_ip, advertise_ip]
+            .into_iter()
+            .chain(self.uplinks.iter().map(|u| u.bind))
+            .collect();
+        Ok(Some(RelayHosting {
+            relay,
+            bind_ip,
+            advertise_ip,
+            ports: settings.port_range.map(|r| (r.low, r.high)),
+        }))
+    }
 }

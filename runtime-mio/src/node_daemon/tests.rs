@@ -113,14 +113,10 @@ fn admission_follows_the_certificate_the_session_and_refusals() {
 #[test]
 fn settings_this_build_cannot_honour_are_refused_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [("[relay]\ndata = true", "bind = \"127.0.0.1\"", "relay.data")];
-    for (extra, uplink, key) in cases {
-        // Sections must follow the top-level keys.
-        let config = write_config(dir.path(), "", &format!("{uplink}\n{extra}"));
-        let err = refuse_unsupported(&config).expect_err(key);
-        assert!(err.key.starts_with(key), "{err}");
-        assert!(err.reason.contains("not supported yet"), "{err}");
-    }
+    // Relaying for other nodes is honoured now (a node relay).
+    let relaying = write_config(dir.path(), "", "bind = \"127.0.0.1\"\n[relay]\ndata = true");
+    assert!(relaying.relay.data);
+    refuse_unsupported(&relaying).unwrap();
     let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
     refuse_unsupported(&config).unwrap();
     // The scheduler honours backup and metered uplinks.

@@ -88,7 +88,45 @@ fn sample() -> NodeStatus {
             last_unix_s: Some(1_760_000_000),
             last_detail: Some("node.toml: name: changed".to_owned()),
         },
+        relay: Some(relay::RelayStatus {
+            allocations: vec![relay::RelayAllocationStatus {
+                id: 7,
+                assoc: "assoc#9".to_owned(),
+                local: Some("192.0.2.10:45000".to_owned()),
+                ready: true,
+                forwarded_bytes: [1_200, 800],
+                forwarded_packets: [10, 8],
+                dropped: 3,
+            }],
+            refused_allocations: 1,
+        }),
     }
+}
+
+#[test]
+fn a_relaying_node_shows_its_allocations_like_the_coordinator() {
+    let status = sample();
+    let json = serde_json::to_value(&status).unwrap();
+    let alloc = &json["relay"]["allocations"][0];
+    assert_eq!(alloc["assoc"], "assoc#9");
+    assert_eq!(alloc["forwarded_bytes"][1], 800);
+    assert_eq!(alloc["dropped"], 3);
+    let text = status.metrics();
+    for line in [
+        "transitloom_relay_allocations{node=\"alpha\",state=\"ready\"} 1",
+        "transitloom_relay_forwarded_bytes_total{node=\"alpha\",assoc=\"assoc#9\",allocation=\"7\"} 2000",
+        "transitloom_relay_dropped_total{node=\"alpha\",assoc=\"assoc#9\",allocation=\"7\"} 3",
+        "transitloom_relay_refused_allocations_total{node=\"alpha\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+    let without = NodeStatus {
+        relay: None,
+        ..status
+    };
+    assert!(!without.metrics().contains("transitloom_relay_allocations"));
+    let json = serde_json::to_value(&without).unwrap();
+    assert!(json.get("relay").is_none(), "absent unless relaying");
 }
 
 #[test]

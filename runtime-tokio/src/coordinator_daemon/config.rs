@@ -23,7 +23,7 @@
 //!
 //! Relative paths resolve against the configuration file's folder.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use transitloom_proto_core::control::msg::MAX_REFLECTORS;
@@ -35,6 +35,8 @@ use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
 use transitloom_runtime_mio::config::ConfigError;
 
+use transitloom_runtime_mio::config::relay::parse_relay;
+pub use transitloom_runtime_mio::config::relay::{PortRange, RelaySettings};
 use transitloom_runtime_mio::config::toml_walk::{key_error, KeyError, KeyResult, Section};
 
 /// Default `status_listen` (the node's default is 7480).
@@ -51,38 +53,6 @@ pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
 pub const DEFAULT_HANDSHAKES_PER_S: u32 = HandshakeLimit::DEFAULT_PER_S;
 /// The highest handshake admission limit accepted.
 pub const MAX_HANDSHAKES_PER_S: u32 = 100_000;
-
-/// A UDP port range, both ends included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    /// First port.
-    pub low: u16,
-    /// Last port.
-    pub high: u16,
-}
-
-/// The `[relay]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelaySettings {
-    /// Relay data for nodes.
-    pub data: bool,
-    /// Where relay ports bind.
-    pub listen_ip: Option<IpAddr>,
-    /// The address nodes send to (a public address in front of
-    /// `listen_ip`); `listen_ip` when absent.
-    pub advertise_ip: Option<IpAddr>,
-    /// Which ports relay allocations use, in turn.
-    pub port_range: Option<PortRange>,
-}
-
-impl RelaySettings {
-    /// Where allocation ports bind and the address nodes reach them at,
-    /// given the control address (checked at parse time to be usable).
-    pub fn addresses(&self, listen: SocketAddr) -> (IpAddr, IpAddr) {
-        let bind = self.listen_ip.unwrap_or(listen.ip());
-        (bind, self.advertise_ip.unwrap_or(bind))
-    }
-}
 
 /// A whole, validated coordinator configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,7 +233,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         .unwrap_or(DEFAULT_ASSOC_KEY_LIFETIME_S);
 
     let relay = match root.opt_table("relay")? {
-        Some(relay) => parse_relay(&relay, listen)?,
+        Some(relay) => parse_relay(&relay, Some(listen.ip()))?,
         None => RelaySettings::default(),
     };
 
@@ -329,60 +299,6 @@ fn parse_reflectors(root: &Section<'_>, listen: SocketAddr) -> KeyResult<Vec<Soc
     Ok(out)
 }
 
-fn parse_relay(relay: &Section<'_>, listen: SocketAddr) -> KeyResult<RelaySettings> {
-    relay.only(&["data", "listen_ip", "advertise_ip", "port_range"])?;
-    let listen_ip = relay.opt_ip("listen_ip")?;
-    if let Some(ip) = listen_ip.filter(|ip| ip.is_multicast()) {
-        return Err(key_error(
-            relay.key("listen_ip"),
-            format!("{ip} is a multicast address"),
-        ));
-    }
-    let port_range = relay
-        .opt_str("port_range")?
-        .map(|text| parse_port_range(&relay.key("port_range"), text))
-        .transpose()?;
-    let advertise_ip = relay.opt_ip("advertise_ip")?;
-    if let Some(ip) = advertise_ip.filter(|ip| ip.is_multicast() || ip.is_unspecified()) {
-        return Err(key_error(
-            relay.key("advertise_ip"),
-            format!("{ip}: nodes send to this address, so it must be a unicast one"),
-        ));
-    }
-    let data = relay.opt_bool("data")?.unwrap_or(false);
-    let settings = RelaySettings {
-        data,
-        listen_ip,
-        advertise_ip,
-        port_range,
-    };
-    if data && settings.addresses(listen).1.is_unspecified() {
-        return Err(key_error(
-            relay.key("advertise_ip"),
-            format!(
-                "the relay binds to {} and nodes cannot send there; set advertise_ip \
-                 (or listen_ip) to an address nodes reach",
-                settings.addresses(listen).0
-            ),
-        ));
-    }
-    Ok(settings)
-}
-
-fn parse_port_range(key: &str, text: &str) -> KeyResult<PortRange> {
-    let bad = || key_error(key, format!("{text:?} is not a range like 40000-40999"));
-    let (low, high) = text.split_once('-').ok_or_else(bad)?;
-    let low: u16 = low.trim().parse().map_err(|_| bad())?;
-    let high: u16 = high.trim().parse().map_err(|_| bad())?;
-    if low == 0 || low > high {
-        return Err(key_error(
-            key,
-            format!("{low}-{high} is not an ascending range of non-zero ports"),
-        ));
-    }
-    Ok(PortRange { low, high })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,7 +347,7 @@ mod tests {
         let s = parse_in(dir.path(), &format!("{GOOD}[relay]\ndata = true\n")).unwrap();
         assert!(s.relay.data);
         let listen = s.listen;
-        assert_eq!(s.relay.addresses(listen), (listen.ip(), listen.ip()));
+        assert_eq!(s.relay.addresses(listen.ip()), (listen.ip(), listen.ip()));
         let err = parse_in(
             dir.path(),
             &format!("{GOOD}[relay]\ndata = true\nlisten_ip = \"0.0.0.0\"\n"),
@@ -446,7 +362,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.relay.addresses(listen),
+            s.relay.addresses(listen.ip()),
             ("0.0.0.0".parse().unwrap(), "127.0.0.9".parse().unwrap())
         );
         for bad in ["\"1-\"", "\"9-8\"", "\"0-10\"", "\"a-b\"", "5"] {

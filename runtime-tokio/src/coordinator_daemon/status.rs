@@ -31,6 +31,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 use transitloom_runtime_mio::status::label;
+use transitloom_runtime_mio::status::relay::RelayStatus;
 
 use serde_json::{json, Value};
 use transitloom_proto_core::control::msg::RejectCode;
@@ -115,21 +116,17 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "assoc_rekeys": counters.assoc_rekeys,
         },
         "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "relay": coordinator.relay().map(|relay| json!({
-            "allocations": relay.allocations().map(|a| {
-                let c = a.counters();
-                json!({
-                    "id": a.id(),
-                    "assoc": a.assoc().to_string(),
-                    "local": a.local().map(|l| l.to_string()),
-                    "ready": a.is_ready(),
-                    "forwarded_bytes": [c.forwarded[0].bytes, c.forwarded[1].bytes],
-                    "forwarded_packets": [c.forwarded[0].packets, c.forwarded[1].packets],
-                    "dropped": c.dropped_total(),
-                })
-            }).collect::<Vec<_>>(),
-            "refused_allocations": relay.counters().refused_allocations,
-        })),
+        "relay": coordinator.relay().map(RelayStatus::of),
+        "relay_nodes": coordinator.relay_nodes().into_iter().map(|(node, ip)| json!({
+            "node": node,
+            "advertise_ip": ip.to_string(),
+        })).collect::<Vec<_>>(),
+        "relay_placements": coordinator.relay_placements().into_iter().map(|p| json!({
+            "assoc": p.assoc.to_string(),
+            "allocation": p.allocation,
+            "site": p.node.as_deref().unwrap_or("coordinator"),
+            "relay": p.addr.map(|a| a.to_string()),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -168,52 +165,6 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "Sessions refused or ended by the coordinator, by reject code.",
         &refused,
     );
-    if let Some(relay) = coordinator.relay() {
-        let allocations: Vec<_> = relay.allocations().collect();
-        family(
-            "transitloom_relay_allocations",
-            "gauge",
-            "Relay allocations open (one port each), and how many have both legs bound.",
-            &[
-                (format!("{base},state=\"open\""), allocations.len() as u64),
-                (
-                    format!("{base},state=\"ready\""),
-                    allocations.iter().filter(|a| a.is_ready()).count() as u64,
-                ),
-            ],
-        );
-        let bytes: Vec<(String, u64)> = allocations
-            .iter()
-            .map(|a| {
-                let c = a.counters();
-                (
-                    format!("{base},assoc=\"{}\",allocation=\"{}\"", a.assoc(), a.id()),
-                    c.forwarded[0].bytes + c.forwarded[1].bytes,
-                )
-            })
-            .collect();
-        family(
-            "transitloom_relay_forwarded_bytes_total",
-            "counter",
-            "Bytes the relay forwarded between the legs of an allocation, both ways.",
-            &bytes,
-        );
-        let dropped: Vec<(String, u64)> = allocations
-            .iter()
-            .map(|a| {
-                (
-                    format!("{base},assoc=\"{}\",allocation=\"{}\"", a.assoc(), a.id()),
-                    a.counters().dropped_total(),
-                )
-            })
-            .collect();
-        family(
-            "transitloom_relay_dropped_total",
-            "counter",
-            "Datagrams an allocation's port dropped (unknown source, unbound peer, rate limit, refused binds).",
-            &dropped,
-        );
-    }
     family(
         "transitloom_coordinator_reflected_total",
         "counter",
@@ -348,7 +299,10 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "transitloom_coordinator_operations_total",
         "counter",
         "Operations in the durable log (replayed ones included).",
-        &[(base, registry.applied())],
+        &[(base.clone(), registry.applied())],
     );
+    if let Some(relay) = coordinator.relay() {
+        RelayStatus::of(relay).write_metrics(&base, &mut out);
+    }
     out
 }

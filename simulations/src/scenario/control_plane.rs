@@ -253,6 +253,48 @@ pub(super) fn install_hub(
 }
 
 /// A coordinator whose registry is `log` replayed.
+/// An admin host (`ops`, at 192.0.2.99) with the admin certificate of
+/// `pki`, talking to the coordinator at `listen`.
+pub(super) fn add_admin(
+    world: &mut World,
+    pki: &Pki,
+    (segment, link): (crate::world::SegmentId, &LinkParams),
+    listen: SocketAddr,
+    wall: WallClock,
+    seed: Drbg,
+) -> Result<HostId, SimError> {
+    let ops_ip = ip(192, 0, 2, 99);
+    let ops = world.add_host("ops");
+    world.add_iface(ops, ops_ip, segment, link.clone(), link.clone())?;
+    let admin = AdminClient::new(
+        SocketAddr::new(ops_ip, 0),
+        listen,
+        COORDINATOR,
+        CertificateDer::from(pki.root.clone()),
+        identity(&[&pki.admin], &pki.admin_key),
+        wall,
+        seed,
+    )
+    .map_err(|e| SimError::Topology(e.to_string()))?;
+    world.install(ops, admin);
+    Ok(ops)
+}
+
+/// The admin on `ops` revokes `node` at `at`.
+pub(super) fn revoke_at_time(world: &mut World, ops: HostId, at: Duration, node: &'static str) {
+    world.at(at, move |w| {
+        let now = w.now();
+        let admin = &mut w.app::<AdminClient>(ops).expect("installed").machine;
+        admin.request(
+            now,
+            AdminCommand::Revoke {
+                node: Name::new(node).expect("a valid name"),
+            },
+        );
+        w.wake(ops);
+    });
+}
+
 pub(super) fn hub_coordinator(
     config: &CoordinatorConfig,
     log: &[Op],
@@ -319,20 +361,14 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     install_hub(&mut world, hub, &config, Vec::new(), drbg.fork())?;
 
     // The admin invites both nodes.
-    let ops_ip = ip(192, 0, 2, 99);
-    let ops = world.add_host("ops");
-    world.add_iface(ops, ops_ip, internet, link.clone(), link.clone())?;
-    let admin = AdminClient::new(
-        SocketAddr::new(ops_ip, 0),
+    let ops = add_admin(
+        &mut world,
+        &pki,
+        (internet, &link),
         listen,
-        COORDINATOR,
-        root.clone(),
-        identity(&[&pki.admin], &pki.admin_key),
         wall,
         drbg.fork(),
-    )
-    .map_err(|e| SimError::Topology(e.to_string()))?;
-    world.install(ops, admin);
+    )?;
     world.at(Duration::from_millis(10), move |w| {
         let now = w.now();
         let admin = &mut w.app::<AdminClient>(ops).expect("installed").machine;
@@ -447,17 +483,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     }
     let revoke_at = Duration::from_secs_f64(p.f64("revoke_at_s"));
     if revoke_at > Duration::ZERO {
-        world.at(revoke_at, move |w| {
-            let now = w.now();
-            let admin = &mut w.app::<AdminClient>(ops).expect("installed").machine;
-            admin.request(
-                now,
-                AdminCommand::Revoke {
-                    node: Name::new("beta").expect("a valid name"),
-                },
-            );
-            w.wake(ops);
-        });
+        revoke_at_time(&mut world, ops, revoke_at, "beta");
         // DESIGN §4: no revoked node is carried after the revoke bound.
         let bound = revoke_at + Duration::from_secs(1);
         world.add_invariant("nothing carried after the revoke bound", move |w| {

@@ -26,7 +26,8 @@ use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::ServiceId;
 
 use super::control_plane::{
-    hub_config, hub_coordinator, install_coordinator, ip, make_pki, UNIX_START,
+    add_admin, hub_config, hub_coordinator, install_coordinator, ip, make_pki, revoke_at_time,
+    UNIX_START,
 };
 use super::params::Allowed::{OneOf, Range};
 use super::reconnect_storm::{enrolled, node_config};
@@ -36,6 +37,10 @@ use crate::link::LinkParams;
 use crate::nat::{Allocation, Filtering, Mapping, NatParams};
 use crate::world::{HostId, SegmentId, World};
 use crate::SimError;
+
+mod relay_node;
+
+pub use relay_node::GAMMA_IP;
 
 pub(super) const SCENARIO: Scenario = Scenario {
     name: "nat-pair",
@@ -99,6 +104,24 @@ const PARAMS: &[ParamSpec] = &[
         default: "1",
         about: "whether the coordinator hosts a relay for the association (1) or not (0)",
         allowed: Range(0.0, 1.0),
+    },
+    ParamSpec {
+        name: "relay_node",
+        default: "0",
+        about: "whether a third node, gamma, on a public address relays for the pair (1: the coordinator places the allocation there) or not (0)",
+        allowed: Range(0.0, 1.0),
+    },
+    ParamSpec {
+        name: "revoke",
+        default: "none",
+        about: "the node an admin revokes at revoke_at_s (beta: an end; gamma: the relay node)",
+        allowed: OneOf(&["none", "beta", "gamma"]),
+    },
+    ParamSpec {
+        name: "revoke_at_s",
+        default: "4",
+        about: "when `revoke` is revoked",
+        allowed: Range(0.0, 600.0),
     },
     ParamSpec {
         name: "cut_at_s",
@@ -252,6 +275,11 @@ pub struct PairOutcome {
     pub remote: Option<SocketAddr>,
     /// Whether the path carrying alpha's data at the end is relayed.
     pub ends_relayed: Option<bool>,
+    /// The kind of that path (`direct-public`, `node-relay`, …).
+    pub ends_kind: Option<&'static str>,
+    /// Gamma's relay at the end (with `relay_node`): bytes forwarded and
+    /// allocations held.
+    pub gamma: Option<(u64, usize)>,
     /// When alpha's data moved, and whether onto a relay.
     pub switches: Vec<(Duration, bool)>,
     /// Arrival times at beta's service.
@@ -260,6 +288,8 @@ pub struct PairOutcome {
     pub sent: u64,
     /// Datagrams delivered.
     pub delivered: u64,
+    /// Invariant violations (the relay-node invariant with `revoke`).
+    pub violations: Vec<String>,
     /// The run's trace hash and events, for the summary.
     trace: (u64, u64),
 }
@@ -271,6 +301,10 @@ pub struct PairOptions {
     pub extra_reflector: bool,
     /// The coordinator hosts a relay.
     pub relay: bool,
+    /// A third node, gamma, relays for the pair.
+    pub relay_node: bool,
+    /// An admin revokes this node (`beta` or `gamma`) at this time.
+    pub revoke: Option<(Duration, &'static str)>,
     /// One-way delay of each access link.
     pub delay: Duration,
     /// Virtual run time.
@@ -302,6 +336,8 @@ impl Default for PairOptions {
         Self {
             extra_reflector: true,
             relay: true,
+            relay_node: false,
+            revoke: None,
             delay: Duration::from_millis(10),
             duration: Duration::from_secs(6),
             cut: None,
@@ -324,6 +360,8 @@ pub fn run_pair(
     let PairOptions {
         extra_reflector,
         relay,
+        relay_node,
+        revoke,
         delay,
         duration,
         cut,
@@ -395,6 +433,20 @@ pub fn run_pair(
         );
         hosts.push((node, service));
     }
+    let gamma = if relay_node {
+        let (host, ops) = relay_node::add_relay_node(
+            &mut world,
+            &pki,
+            &mut drbg,
+            (internet, &link),
+            listen,
+            wall,
+        )?;
+        log.extend(ops);
+        Some(host)
+    } else {
+        None
+    };
     let mut coordinator = hub_coordinator(&config, &log, drbg.fork())?;
     if extra_reflector {
         coordinator.set_reflectors(&[SocketAddr::new(extra_ip, 7443)]);
@@ -408,6 +460,21 @@ pub fn run_pair(
         });
     }
     install_coordinator(&mut world, hub, coordinator, log);
+    if let Some((at, node)) = revoke {
+        let ops = add_admin(
+            &mut world,
+            &pki,
+            (internet, &link),
+            listen,
+            wall,
+            drbg.fork(),
+        )?;
+        revoke_at_time(&mut world, ops, at, node);
+        if let Some(gamma) = gamma {
+            // The revoke crosses two control round trips at most.
+            relay_node::nothing_forwarded_after(&mut world, gamma, at + Duration::from_secs(1));
+        }
+    }
 
     let [(alpha, alpha_service), (beta, beta_service)] = [hosts[0], hosts[1]];
     if let Some(cut) = cut {
@@ -448,7 +515,7 @@ pub fn run_pair(
     let validated = |direct_only: bool| {
         node(alpha).events.iter().find_map(|(at, e)| match e {
             NodeEvent::Data(DataEvent::PathValidated { remote, .. })
-                if !direct_only || remote.ip() != hub_ip =>
+                if !direct_only || (remote.ip() != hub_ip && !relay_node::is_gamma(*remote)) =>
             {
                 Some((*at, *remote))
             }
@@ -457,16 +524,14 @@ pub fn run_pair(
     };
     let first = validated(false);
     let first_direct = validated(true);
-    let ends_relayed = node(alpha)
+    let ends_kind = node(alpha)
         .machine
         .data_plane()
         .associations()
         .next()
         .and_then(|a| {
             let current = a.current_path()?;
-            a.paths()
-                .find(|p| p.id == current)
-                .map(|p| p.kind.is_relay())
+            a.paths().find(|p| p.id == current).map(|p| p.kind)
         });
     let saw = |host: HostId| {
         let plane = node(host).machine.data_plane();
@@ -507,12 +572,15 @@ pub fn run_pair(
         first_direct: first_direct
             .zip(both)
             .map(|((at, _), installed)| at.saturating_sub(installed)),
-        ends_relayed,
+        ends_relayed: ends_kind.map(|k| k.is_relay()),
+        ends_kind: ends_kind.map(|k| k.as_str()),
+        gamma: gamma.map(|g| relay_node::gamma_relay(&world, g)),
         switches,
         arrivals,
         remote: first.map(|(_, r)| r),
         sent,
         delivered: sink.packets,
+        violations: world.violations().to_vec(),
         trace: (world.trace().value(), world.events_run()),
     })
 }
@@ -564,6 +632,13 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         PairOptions {
             extra_reflector: p.u64("extra_reflector") == 1,
             relay: p.u64("relay") == 1,
+            relay_node: p.u64("relay_node") == 1,
+            revoke: match p.word("revoke") {
+                "beta" => Some("beta"),
+                "gamma" => Some("gamma"),
+                _ => None,
+            }
+            .map(|node| (Duration::from_secs_f64(p.f64("revoke_at_s")), node)),
             delay: Duration::from_secs_f64(p.f64("delay_ms") / 1e3),
             duration: Duration::from_secs_f64(p.f64("duration_s")),
             cut: cut_of(p),
@@ -590,12 +665,17 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     );
     summary.row(
         "data goes at the end through",
-        match out.ends_relayed {
+        match out.ends_kind {
             None => "nothing",
-            Some(true) => "the coordinator's relay",
-            Some(false) => "a direct path",
+            Some("coordinator-relay") => "the coordinator's relay",
+            Some("node-relay") => "gamma's relay (a node relay)",
+            Some(_) => "a direct path",
         },
     );
+    if let Some((bytes, allocations)) = out.gamma {
+        summary.row("gamma's relay at the end: allocations", allocations);
+        summary.row("gamma's relay at the end: bytes forwarded", bytes);
+    }
     let (expected, why) = direct_expected(&a, &b);
     summary.row(
         "direct path expected",
@@ -645,6 +725,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     }
     summary.trace_hash = out.trace.0;
     summary.events = out.trace.1;
+    summary.violations = out.violations;
     Ok(summary)
 }
 

@@ -1,13 +1,15 @@
 //! Message bodies: the type codes and each message's fields in order.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 
 use super::admin::AdminResult;
 use super::prim::{list_len, name_len, text_len, Codec, Reader, Writer};
 use super::{
-    AdminCommand, Message, MsgError, RejectCode, WithdrawReason, LEN_PREFIX, MAX_CANDIDATES,
-    MAX_CHAIN, MAX_DER_LEN, MAX_REASON_LEN, MAX_REFLECTORS, MAX_SERVICES, MAX_TOKEN_LEN,
-    MAX_TOKEN_TEXT_LEN,
+    AdminCommand, Message, MsgError, RejectCode, RelaySite, WithdrawReason, LEN_PREFIX,
+    MAX_CANDIDATES, MAX_CHAIN, MAX_DER_LEN, MAX_REASON_LEN, MAX_REFLECTORS, MAX_SERVICES,
+    MAX_TOKEN_LEN, MAX_TOKEN_TEXT_LEN,
 };
 use crate::id::{AssocId, NodeId};
 use crate::wire::{ADDR_LEN, KEY_LEN};
@@ -29,6 +31,10 @@ const PUNCH: u8 = 0x14;
 const RELAY_ALLOCATION: u8 = 0x15;
 const REVOKED: u8 = 0x16;
 const REFLECTORS: u8 = 0x17;
+const RELAY_HOST_OFFER: u8 = 0x18;
+const RELAY_ALLOCATE: u8 = 0x19;
+const RELAY_OPENED: u8 = 0x1a;
+const RELAY_RELEASE: u8 = 0x1b;
 const KEEPALIVE: u8 = 0x20;
 const KEEPALIVE_ACK: u8 = 0x21;
 const ADMIN_REQUEST: u8 = 0x40;
@@ -55,6 +61,10 @@ impl Message {
             Self::RelayAllocation { .. } => RELAY_ALLOCATION,
             Self::Revoked { .. } => REVOKED,
             Self::Reflectors { .. } => REFLECTORS,
+            Self::RelayHostOffer { .. } => RELAY_HOST_OFFER,
+            Self::RelayAllocate { .. } => RELAY_ALLOCATE,
+            Self::RelayOpened { .. } => RELAY_OPENED,
+            Self::RelayRelease { .. } => RELAY_RELEASE,
             Self::Keepalive { .. } => KEEPALIVE,
             Self::KeepaliveAck { .. } => KEEPALIVE_ACK,
             Self::AdminRequest { .. } => ADMIN_REQUEST,
@@ -81,6 +91,10 @@ impl Message {
             Self::Punch { .. } => "Punch",
             Self::RelayAllocation { .. } => "RelayAllocation",
             Self::Reflectors { .. } => "Reflectors",
+            Self::RelayHostOffer { .. } => "RelayHostOffer",
+            Self::RelayAllocate { .. } => "RelayAllocate",
+            Self::RelayOpened { .. } => "RelayOpened",
+            Self::RelayRelease { .. } => "RelayRelease",
             Self::Revoked { .. } => "Revoked",
             Self::Keepalive { .. } => "Keepalive",
             Self::KeepaliveAck { .. } => "KeepaliveAck",
@@ -116,7 +130,11 @@ impl Message {
             }
             Self::AssociationWithdrawn { .. } => 8 + 1,
             Self::Punch { .. } => 8 + 8,
-            Self::RelayAllocation { .. } => 8 + ADDR_LEN + 8 + 1 + KEY_LEN,
+            Self::RelayAllocation { .. } => 8 + ADDR_LEN + 8 + 1 + KEY_LEN + 1,
+            Self::RelayHostOffer { .. } => ADDR_LEN + 4 + 4,
+            Self::RelayAllocate { .. } => 8 + 8 + KEY_LEN + 8 + 8,
+            Self::RelayOpened { .. } => 8 + ADDR_LEN,
+            Self::RelayRelease { .. } => 8 + 8,
             Self::Revoked { reason } => text_len(reason.as_bytes()),
             Self::Reflectors { extra } => 2 + extra.len() * ADDR_LEN,
             Self::Keepalive { .. } | Self::KeepaliveAck { .. } => 8,
@@ -209,12 +227,43 @@ impl Message {
                 allocation,
                 leg,
                 key,
+                site,
             } => {
                 w.u64(assoc.0);
                 w.addr(*relay);
                 w.u64(*allocation);
                 w.u8(*leg);
                 w.key(key);
+                site.put(w)?;
+            }
+            Self::RelayHostOffer {
+                ip,
+                max_allocations,
+                quota_per_node,
+            } => {
+                w.addr(SocketAddr::new(*ip, 0));
+                w.u32(*max_allocations);
+                w.u32(*quota_per_node);
+            }
+            Self::RelayAllocate {
+                allocation,
+                assoc,
+                key,
+                nodes,
+            } => {
+                w.u64(*allocation);
+                w.u64(assoc.0);
+                w.key(key);
+                w.u64(nodes[0].0);
+                w.u64(nodes[1].0);
+            }
+            Self::RelayOpened { allocation, relay } => {
+                w.u64(*allocation);
+                w.addr(*relay);
+            }
+            Self::RelayRelease { assoc, allocation } => {
+                w.u64(assoc.0);
+                w.u64(*allocation);
             }
             Self::Revoked { reason } => w.text("Revoked.reason", reason, MAX_REASON_LEN)?,
             Self::Reflectors { extra } => {
@@ -307,6 +356,38 @@ impl Message {
                 allocation: r.u64("RelayAllocation.allocation")?,
                 leg: r.u8("RelayAllocation.leg")?,
                 key: r.key("RelayAllocation.key")?,
+                site: RelaySite::take(r)?,
+            },
+            RELAY_HOST_OFFER => Self::RelayHostOffer {
+                ip: {
+                    let addr = r.addr("RelayHostOffer.ip")?;
+                    // One encoding per value: the port is always 0.
+                    if addr.port() != 0 {
+                        return Err(MsgError::BadAddress {
+                            field: "RelayHostOffer.ip",
+                        });
+                    }
+                    addr.ip()
+                },
+                max_allocations: r.u32("RelayHostOffer.max_allocations")?,
+                quota_per_node: r.u32("RelayHostOffer.quota_per_node")?,
+            },
+            RELAY_ALLOCATE => Self::RelayAllocate {
+                allocation: r.u64("RelayAllocate.allocation")?,
+                assoc: AssocId(r.u64("RelayAllocate.assoc")?),
+                key: r.key("RelayAllocate.key")?,
+                nodes: [
+                    NodeId(r.u64("RelayAllocate.nodes")?),
+                    NodeId(r.u64("RelayAllocate.nodes")?),
+                ],
+            },
+            RELAY_OPENED => Self::RelayOpened {
+                allocation: r.u64("RelayOpened.allocation")?,
+                relay: r.addr("RelayOpened.relay")?,
+            },
+            RELAY_RELEASE => Self::RelayRelease {
+                assoc: AssocId(r.u64("RelayRelease.assoc")?),
+                allocation: r.u64("RelayRelease.allocation")?,
             },
             REVOKED => Self::Revoked {
                 reason: r.text("Revoked.reason", MAX_REASON_LEN)?,
@@ -357,6 +438,10 @@ impl Message {
                 | RELAY_ALLOCATION
                 | REVOKED
                 | REFLECTORS
+                | RELAY_HOST_OFFER
+                | RELAY_ALLOCATE
+                | RELAY_OPENED
+                | RELAY_RELEASE
                 | KEEPALIVE
                 | KEEPALIVE_ACK
                 | ADMIN_REQUEST

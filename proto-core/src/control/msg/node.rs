@@ -98,6 +98,16 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// What hosts a relay allocation: the ends label the path with it.
+    RelaySite {
+        /// The coordinator's own relay.
+        Coordinator = 1 => "coordinator",
+        /// A node that relays for others (`[relay] data = true`).
+        Node = 2 => "node",
+    }
+}
+
+wire_enum! {
     /// Why an association was withdrawn.
     WithdrawReason {
         /// One endpoint was revoked.

@@ -177,7 +177,7 @@ proptest! {
 
 const TYPE_CODES: &[u8] = &[
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16,
-    0x17, 0x20, 0x21, 0x40, 0x41,
+    0x17, 0x18, 0x19, 0x1a, 0x1b, 0x20, 0x21, 0x40, 0x41,
 ];
 
 #[test]
@@ -277,6 +277,7 @@ fn type_codes_are_stable() {
                 allocation: 1,
                 leg: 0,
                 key,
+                site: RelaySite::Coordinator,
             },
             0x15,
         ),
@@ -287,6 +288,37 @@ fn type_codes_are_stable() {
             0x16,
         ),
         (Message::Reflectors { extra: vec![relay] }, 0x17),
+        (
+            Message::RelayHostOffer {
+                ip: relay.ip(),
+                max_allocations: 1,
+                quota_per_node: 1,
+            },
+            0x18,
+        ),
+        (
+            Message::RelayAllocate {
+                allocation: 1,
+                assoc: AssocId(1),
+                key,
+                nodes: [NodeId(1), NodeId(2)],
+            },
+            0x19,
+        ),
+        (
+            Message::RelayOpened {
+                allocation: 1,
+                relay,
+            },
+            0x1a,
+        ),
+        (
+            Message::RelayRelease {
+                assoc: AssocId(1),
+                allocation: 1,
+            },
+            0x1b,
+        ),
         (Message::Keepalive { seq: 1 }, 0x20),
         (Message::KeepaliveAck { seq: 1 }, 0x21),
         (

@@ -26,7 +26,15 @@ fn each_malformation_has_its_error() {
         body[20] = tail;
         body.extend_from_slice(&[0, 80]);
         body.extend_from_slice(&[0; 8 + 1 + 32]);
+        body.push(1);
         frame(0x15, &body)
+    };
+    let host_offer = |port: u8| {
+        let mut body = vec![4, 192, 0, 2, 9];
+        body.extend_from_slice(&[0; 12]);
+        body.extend_from_slice(&[0, port]);
+        body.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 2]);
+        frame(0x18, &body)
     };
     let admin_request = |tail: &[u8]| {
         let mut body = vec![0, 0, 0, 1];
@@ -327,6 +335,44 @@ fn each_malformation_has_its_error() {
             relay(4, 1),
             MsgError::BadAddress {
                 field: "RelayAllocation.relay",
+            },
+            "",
+        ),
+        (
+            "relay host offer with a port",
+            host_offer(1),
+            MsgError::BadAddress {
+                field: "RelayHostOffer.ip",
+            },
+            "RelayHostOffer.ip is not a valid socket address",
+        ),
+        (
+            "unknown relay site",
+            {
+                let mut bytes = relay(4, 0);
+                *bytes.last_mut().unwrap() = 3;
+                bytes
+            },
+            MsgError::UnknownCode {
+                kind: "RelaySite",
+                value: 3,
+            },
+            "unknown RelaySite 3",
+        ),
+        (
+            "relay allocate without its second node",
+            frame(0x19, &[0; 8 + 8 + 32 + 8]),
+            MsgError::Truncated {
+                field: "RelayAllocate.nodes",
+            },
+            "",
+        ),
+        (
+            "relay release with trailing bytes",
+            frame(0x1b, &[0; 17]),
+            MsgError::TrailingBytes {
+                message: "RelayRelease",
+                count: 1,
             },
             "",
         ),

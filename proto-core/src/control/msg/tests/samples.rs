@@ -110,6 +110,26 @@ pub(super) fn samples() -> Vec<Message> {
             allocation: 77,
             leg: 1,
             key,
+            site: RelaySite::Node,
+        },
+        Message::RelayHostOffer {
+            ip: v6.ip(),
+            max_allocations: 1024,
+            quota_per_node: 16,
+        },
+        Message::RelayAllocate {
+            allocation: 77,
+            assoc: AssocId(9),
+            key,
+            nodes: [NodeId(3), NodeId(4)],
+        },
+        Message::RelayOpened {
+            allocation: 77,
+            relay: v4,
+        },
+        Message::RelayRelease {
+            assoc: AssocId(9),
+            allocation: 77,
         },
         Message::Revoked {
             reason: "revoked by admin".into(),

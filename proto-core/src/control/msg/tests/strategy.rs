@@ -210,16 +210,49 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
             any::<u64>(),
             any::<u8>(),
             any::<[u8; 32]>(),
+            prop::sample::select(RelaySite::ALL),
         )
             .prop_map(
-                |(id, relay, allocation, leg, key)| Message::RelayAllocation {
+                |(id, relay, allocation, leg, key, site)| Message::RelayAllocation {
                     assoc: AssocId(id),
                     relay,
                     allocation,
                     leg,
                     key,
+                    site,
                 },
             )
+            .boxed(),
+        (addr(), any::<u32>(), any::<u32>())
+            .prop_map(
+                |(addr, max_allocations, quota_per_node)| Message::RelayHostOffer {
+                    ip: addr.ip(),
+                    max_allocations,
+                    quota_per_node,
+                },
+            )
+            .boxed(),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            any::<[u64; 2]>(),
+        )
+            .prop_map(|(allocation, assoc, key, nodes)| Message::RelayAllocate {
+                allocation,
+                assoc: AssocId(assoc),
+                key,
+                nodes: nodes.map(NodeId),
+            })
+            .boxed(),
+        (any::<u64>(), addr())
+            .prop_map(|(allocation, relay)| Message::RelayOpened { allocation, relay })
+            .boxed(),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(assoc, allocation)| Message::RelayRelease {
+                assoc: AssocId(assoc),
+                allocation,
+            })
             .boxed(),
         text(MAX_REASON_LEN)
             .prop_map(|reason| Message::Revoked { reason })

@@ -1,0 +1,276 @@
+//! Node relays (DESIGN §7): a real coordinator, two nodes that cannot
+//! reach each other directly, and a third node that hosts the same relay
+//! machine as the coordinator. The coordinator places the association's
+//! allocation on the relaying node, announces it only once the node
+//! reported the port open, moves it when the relaying node is revoked, and
+//! has it released at once when an end is revoked.
+
+use super::*;
+use crate::coordinator::registry::Op;
+use crate::coordinator::RelayHosting;
+use crate::dataplane::PathKind;
+use crate::relay::RelayConfig;
+
+const GAMMA: &str = "203.0.113.30";
+
+fn wall(mesh: &Mesh) -> WallClock {
+    WallClock::new(mesh.now, UNIX_NOW * 1_000_000)
+}
+
+fn hosting(wall: WallClock, ip: IpAddr, seed: u64, ports: (u16, u16)) -> RelayHosting {
+    let mut relay = RelayConfig::new(wall, seed);
+    relay.own_ips = vec![ip];
+    RelayHosting {
+        relay,
+        bind_ip: ip,
+        advertise_ip: ip,
+        ports: Some(ports),
+    }
+}
+
+/// Alpha and beta (one association, no direct path between them) and
+/// gamma, which relays; run until the association is up.
+fn relayed_mesh() -> Mesh {
+    let mut mesh = relay_nodes(&[]);
+    mesh.run(Duration::from_secs(10));
+    mesh
+}
+
+/// Alpha, beta and gamma as in [`relayed_mesh`], and `more` relaying
+/// nodes (name, address) after gamma; not started.
+fn relay_nodes(more: &[(&str, &str)]) -> Mesh {
+    let mut nodes = vec![
+        (
+            "alpha",
+            "192.0.2.10",
+            vec![service(
+                1,
+                "wg0",
+                "127.0.0.1:51820",
+                &[("beta/wg0", "127.0.0.1:41000")],
+            )],
+        ),
+        (
+            "beta",
+            "198.51.100.20",
+            vec![service(
+                1,
+                "wg0",
+                "127.0.0.1:51820",
+                &[("alpha/wg0", "127.0.0.1:41000")],
+            )],
+        ),
+        ("gamma", GAMMA, Vec::new()),
+    ];
+    nodes.extend(more.iter().map(|&(name, ip)| (name, ip, Vec::new())));
+    let mut mesh = Mesh::with_nodes(nodes);
+    let (a, b) = (mesh.hosts[0].public, mesh.hosts[1].public);
+    mesh.blocked.extend([(a, b), (b, a)]);
+    for i in 2..mesh.hosts.len() {
+        let ports = (45_000 + 100 * i as u16, 45_099 + 100 * i as u16);
+        let hosting = hosting(wall(&mesh), mesh.hosts[i].public, i as u64, ports);
+        mesh.hosts[i].node.host_relay(hosting);
+    }
+    mesh
+}
+
+fn relay_paths(mesh: &Mesh, host: usize, peer: &str) -> Vec<(PathKind, SocketAddr, PathState)> {
+    mesh.assoc(host, "wg0", peer)
+        .map(|v| {
+            v.paths()
+                .filter(|p| p.kind.is_relay())
+                .map(|p| (p.kind, p.remote, p.state))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Both ends of the association are up with an active path of `kind`
+/// through `relay`.
+fn both_ends_active_on(mesh: &Mesh, kind: PathKind, relay: SocketAddr) {
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        let paths = relay_paths(mesh, host, peer);
+        assert!(
+            paths
+                .iter()
+                .any(|&(k, r, s)| k == kind && r == relay && s == PathState::Active),
+            "host {host}: {paths:?}"
+        );
+        assert!(mesh.assoc(host, "wg0", peer).unwrap().is_up());
+    }
+}
+
+/// Alpha's service sends `n` distinct datagrams; true when beta's service
+/// got exactly them, in order, from its ingress.
+fn carries(mesh: &mut Mesh, n: u8) -> bool {
+    let before = mesh.hosts[1].local.len();
+    let sent: Vec<Vec<u8>> = (0..n)
+        .map(|i| (0..200u16).map(|j| (j as u8) ^ i).collect())
+        .collect();
+    for payload in &sent {
+        mesh.service_sends(0, "wg0", "beta/wg0", payload);
+        mesh.run(Duration::from_millis(20));
+    }
+    mesh.run(Duration::from_millis(100));
+    let got: Vec<&[u8]> = mesh.hosts[1].local[before..]
+        .iter()
+        .map(|(from, to, payload)| {
+            assert_eq!(*from, addr("127.0.0.1:41000"));
+            assert_eq!(*to, addr("127.0.0.1:51820"));
+            &payload[..]
+        })
+        .collect();
+    got == sent.iter().map(Vec::as_slice).collect::<Vec<_>>()
+}
+
+fn forwarded_bytes(mesh: &Mesh, host: usize) -> u64 {
+    mesh.hosts[host]
+        .node
+        .relay()
+        .map(|r| {
+            r.allocations()
+                .map(|a| a.counters().forwarded.iter().map(|c| c.bytes).sum::<u64>())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn traffic_crosses_a_node_relay_byte_for_byte() {
+    let mut mesh = relayed_mesh();
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node.as_deref(), Some("gamma"));
+    let relay = placements[0].addr.expect("the port is open");
+    assert_eq!(relay.ip(), mesh.hosts[2].public);
+    let gamma = mesh.hosts[2].node.relay().unwrap();
+    let allocs: Vec<_> = gamma.allocations().collect();
+    assert_eq!(allocs.len(), 1);
+    assert!(allocs[0].is_ready(), "both legs bound");
+    assert_eq!(allocs[0].id(), placements[0].allocation);
+    both_ends_active_on(&mesh, PathKind::NodeRelay, relay);
+    let before = forwarded_bytes(&mesh, 2);
+    assert!(carries(&mut mesh, 20), "{:?}", mesh.hosts[1].local.len());
+    assert!(
+        forwarded_bytes(&mesh, 2) >= before + 20 * 200,
+        "the data crossed gamma"
+    );
+}
+
+#[test]
+fn revoking_the_relay_node_moves_the_association_to_the_coordinator_relay() {
+    let mut mesh = relayed_mesh();
+    assert_eq!(
+        mesh.coordinator.relay_placements()[0].node.as_deref(),
+        Some("gamma")
+    );
+    // Only now the coordinator relays too: placements made before stay.
+    let ip = mesh.listen.ip();
+    let hosting = hosting(wall(&mesh), ip, 8, (30_000, 30_099));
+    mesh.coordinator.host_relay(hosting);
+    mesh.run(Duration::from_secs(1));
+    assert_eq!(
+        mesh.coordinator.relay_placements()[0].node.as_deref(),
+        Some("gamma")
+    );
+    mesh.coordinator.append_for_test(Op::Revoke {
+        node: "gamma".to_owned(),
+    });
+    mesh.run(Duration::from_millis(200));
+    // The revoked relay dropped everything at once and forwards nothing.
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    let forwarded = forwarded_bytes(&mesh, 2);
+    mesh.run(Duration::from_secs(5));
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node, None, "on the coordinator's relay");
+    let relay = placements[0].addr.expect("open");
+    assert_eq!(relay.ip(), ip);
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        let paths = relay_paths(&mesh, host, peer);
+        assert!(
+            paths
+                .iter()
+                .all(|&(k, _, _)| k == PathKind::CoordinatorRelay),
+            "host {host}: gamma's path is gone: {paths:?}"
+        );
+    }
+    both_ends_active_on(&mesh, PathKind::CoordinatorRelay, relay);
+    assert!(carries(&mut mesh, 10));
+    assert_eq!(forwarded_bytes(&mesh, 2), forwarded);
+    let hub = mesh.coordinator.relay().unwrap();
+    assert_eq!(hub.allocations().count(), 1);
+}
+
+#[test]
+fn revoking_an_end_releases_the_allocation_at_the_relay_node_at_once() {
+    let mut mesh = relayed_mesh();
+    assert!(carries(&mut mesh, 3));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 1);
+    mesh.coordinator.append_for_test(Op::Revoke {
+        node: "beta".to_owned(),
+    });
+    // One control message away, not an idle expiry.
+    mesh.run(Duration::from_millis(100));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    assert!(mesh.coordinator.relay_placements().is_empty());
+    let released = mesh.hosts[2].events.iter().any(|e| {
+        matches!(
+            e,
+            NodeEvent::Relay(crate::relay::RelayEvent::Released {
+                reason: crate::relay::ReleaseReason::Released,
+                ..
+            })
+        )
+    });
+    assert!(released, "{:?}", mesh.hosts[2].events);
+}
+
+#[test]
+fn a_relay_node_that_disconnects_hands_its_associations_on() {
+    let mut mesh = relayed_mesh();
+    let first = mesh.coordinator.relay_placements()[0].clone();
+    // Gamma's control session ends (its daemon stops).
+    let now = mesh.now;
+    mesh.hosts[2].node.shut_down(now);
+    mesh.run(Duration::from_millis(300));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    let placements = mesh.coordinator.relay_placements();
+    assert!(
+        placements.iter().all(|p| p.allocation != first.allocation),
+        "{placements:?}"
+    );
+    // No other relay: the ends dropped the leg rather than keep a dead one.
+    assert!(placements.is_empty(), "{placements:?}");
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        assert!(relay_paths(&mesh, host, peer).is_empty(), "host {host}");
+        let view = mesh.assoc(host, "wg0", peer).unwrap();
+        assert!(view.relay().is_none(), "host {host}");
+    }
+}
+
+#[test]
+fn a_relaying_node_whose_port_fails_hands_the_allocation_to_another() {
+    // Gamma is asked first (it is online first), but none of its ports
+    // opens: the allocation goes to delta, the other relaying node.
+    let mut mesh = relay_nodes(&[("delta", "203.0.113.40")]);
+    let gamma = mesh.hosts[2].public;
+    mesh.taken
+        .extend((45_200..=45_299).map(|port| SocketAddr::new(gamma, port)));
+    mesh.run(Duration::from_secs(10));
+    let failed = mesh.hosts[2].events.iter().any(|e| {
+        matches!(
+            e,
+            NodeEvent::Relay(crate::relay::RelayEvent::AllocationFailed { .. })
+        )
+    });
+    assert!(failed, "gamma was asked first: {:?}", mesh.hosts[2].events);
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node.as_deref(), Some("delta"));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    let relay = placements[0].addr.unwrap();
+    assert_eq!(relay.ip(), mesh.hosts[3].public);
+    both_ends_active_on(&mesh, PathKind::NodeRelay, relay);
+    assert!(carries(&mut mesh, 5));
+}

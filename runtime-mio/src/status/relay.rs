@@ -1,0 +1,112 @@
+//! The status of a relay, the same shape on a relaying node's `/status`
+//! and `/metrics` as on the coordinator's (its allocations, the bytes each
+//! forwarded, what each dropped).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use transitloom_proto_core::relay::Relay;
+
+/// A relay's allocations and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    /// Every open allocation, in socket order.
+    pub allocations: Vec<RelayAllocationStatus>,
+    /// Allocations refused for a quota or the table's bound.
+    pub refused_allocations: u64,
+}
+
+/// One allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayAllocationStatus {
+    /// Its id (the coordinator's).
+    pub id: u64,
+    /// The association it carries.
+    pub assoc: String,
+    /// Where its port is bound, once it is.
+    pub local: Option<String>,
+    /// Both legs are bound: data flows.
+    pub ready: bool,
+    /// Bytes forwarded from leg 0 and from leg 1.
+    pub forwarded_bytes: [u64; 2],
+    /// Datagrams forwarded from leg 0 and from leg 1.
+    pub forwarded_packets: [u64; 2],
+    /// Datagrams dropped, every reason together.
+    pub dropped: u64,
+}
+
+impl RelayStatus {
+    /// The status of `relay` now.
+    pub fn of(relay: &Relay) -> Self {
+        Self {
+            allocations: relay
+                .allocations()
+                .map(|a| {
+                    let c = a.counters();
+                    RelayAllocationStatus {
+                        id: a.id(),
+                        assoc: a.assoc().to_string(),
+                        local: a.local().map(|l| l.to_string()),
+                        ready: a.is_ready(),
+                        forwarded_bytes: [c.forwarded[0].bytes, c.forwarded[1].bytes],
+                        forwarded_packets: [c.forwarded[0].packets, c.forwarded[1].packets],
+                        dropped: c.dropped_total(),
+                    }
+                })
+                .collect(),
+            refused_allocations: relay.counters().refused_allocations,
+        }
+    }
+
+    /// Appends the relay's metric families, each sample labelled `base`
+    /// (`coordinator="…"` or `node="…"`) and by allocation.
+    pub fn write_metrics(&self, base: &str, out: &mut String) {
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
+        let ready = self.allocations.iter().filter(|a| a.ready).count() as u64;
+        family(
+            "transitloom_relay_allocations",
+            "gauge",
+            "Relay allocations open (one port each), and how many have both legs bound.",
+            &[
+                (
+                    format!("{base},state=\"open\""),
+                    self.allocations.len() as u64,
+                ),
+                (format!("{base},state=\"ready\""), ready),
+            ],
+        );
+        let per_allocation = |value: fn(&RelayAllocationStatus) -> u64| {
+            self.allocations
+                .iter()
+                .map(|a| {
+                    let labels = format!("{base},assoc=\"{}\",allocation=\"{}\"", a.assoc, a.id);
+                    (labels, value(a))
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            "transitloom_relay_forwarded_bytes_total",
+            "counter",
+            "Bytes the relay forwarded between the legs of an allocation, both ways.",
+            &per_allocation(|a| a.forwarded_bytes[0] + a.forwarded_bytes[1]),
+        );
+        family(
+            "transitloom_relay_dropped_total",
+            "counter",
+            "Datagrams an allocation's port dropped (unknown source, unbound peer, rate limit, refused binds).",
+            &per_allocation(|a| a.dropped),
+        );
+        family(
+            "transitloom_relay_refused_allocations_total",
+            "counter",
+            "Allocations the relay refused for a quota or its table's bound.",
+            &[(base.to_owned(), self.refused_allocations)],
+        );
+    }
+}
