@@ -15,6 +15,7 @@ mod tests;
 
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
+    PUNCH_LEAD_MAX, PUNCH_LEAD_MIN,
 };
 pub use relay_host::RelayHosting;
 pub use throttle::HandshakeLimit;

@@ -10,6 +10,7 @@
 mod association;
 mod events;
 mod path;
+mod punch;
 pub mod reflexive;
 mod relay_leg;
 pub mod scheduler;
@@ -23,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
+pub use punch::{PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
@@ -130,6 +132,8 @@ pub struct DataPlaneConfig {
     pub failed_after: u32,
     /// How data is spread across paths.
     pub scheduler: SchedulerConfig,
+    /// How candidates are punched and paced.
+    pub punch: PunchConfig,
     /// Seed of the machine's randomness (transaction ids).
     pub seed: u64,
     /// Wall-clock anchor for control packet timestamps.
@@ -145,6 +149,7 @@ impl DataPlaneConfig {
             probe_interval: Duration::from_millis(250),
             failed_after: 3,
             scheduler: SchedulerConfig::default(),
+            punch: PunchConfig::default(),
             seed,
             wall_clock,
         }
@@ -254,6 +259,10 @@ enum Timer {
     /// Time to probe busy paths, check their liveness and report
     /// statistics, while an association carries data.
     Tick(AssocId),
+    /// The coordinated moment to start probing the peer's candidates.
+    Punch(AssocId),
+    /// Time for the next paced candidate probe.
+    Pace(AssocId),
 }
 
 /// An association is busy (its paths probed fast and measured) for this
@@ -619,6 +628,8 @@ impl DataPlane {
             .ok_or(DataPlaneError::NotInstalled(id))?;
         self.timers.stop(Timer::Probe(id));
         self.timers.stop(Timer::Tick(id));
+        self.timers.stop(Timer::Punch(id));
+        self.timers.stop(Timer::Pace(id));
         let sockets =
             std::iter::once(assoc.ingress_socket).chain(assoc.mesh.values().map(|m| m.socket));
         for socket in sockets {
@@ -705,7 +716,9 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Adds candidate addresses of the peer (from the coordinator).
+    /// Adds candidate addresses of the peer (from the coordinator). New
+    /// ones are probed from the coordinator's punch (see [`Self::punch`]),
+    /// or after [`PunchConfig::wait`] if none comes.
     ///
     /// # Errors
     /// When the association is not installed.
@@ -715,17 +728,54 @@ impl DataPlane {
         id: AssocId,
         remotes: &[SocketAddr],
     ) -> Result<(), DataPlaneError> {
+        let wait = self.config.punch.wait;
         let assoc = self
             .assocs
             .get_mut(&id)
             .ok_or(DataPlaneError::NotInstalled(id))?;
+        let mut new = false;
         for &remote in remotes {
             if !assoc.spec.remotes.contains(&remote) {
                 assoc.spec.remotes.push(remote);
+                new = true;
             }
             assoc.add_remote(remote);
         }
+        if new {
+            assoc.pacer.hold(now, wait);
+            if let Some(until) = assoc.pacer.hold_until {
+                if self.timers.get(Timer::Punch(id)).is_none_or(|at| at > until) {
+                    self.timers.set(Timer::Punch(id), until);
+                }
+            }
+        }
         self.timers.set(Timer::Probe(id), now);
+        Ok(())
+    }
+
+    /// The coordinator's punch (DESIGN §7): at `at_unix_ms` (by this
+    /// node's wall clock; at once if that is past or more than
+    /// [`PUNCH_SKEW_LIMIT`] ahead) every unvalidated candidate pair of the
+    /// association is probed, paced, the peer doing the same at the same
+    /// moment.
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn punch(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        at_unix_ms: u64,
+    ) -> Result<(), DataPlaneError> {
+        let start = punch::start_at(now, at_unix_ms, &self.config.wall_clock);
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        assoc.pacer.hold_until = Some(start);
+        assoc.pacer.punches += 1;
+        tracing::debug!(assoc = %id, in_ms = start.saturating_duration_since(now).as_millis() as u64, "punch");
+        self.timers.set(Timer::Punch(id), start);
         Ok(())
     }
 
@@ -1221,27 +1271,27 @@ impl DataPlane {
     }
 
     fn probe(&mut self, now: Instant, id: AssocId) {
-        let Some(assoc) = self.assocs.get(&id) else {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
         // Addresses that only sent data are challenged when they send, not
         // pinged on a timer (a spoofed source must not aim us at a victim).
-        let keys: Vec<(UplinkId, SocketAddr)> = assoc
-            .paths
-            .iter()
-            .filter(|(_, p)| !p.unproven)
-            .map(|(&key, _)| key)
-            .collect();
-        let relay = assoc.relay.as_ref().map(|r| r.offer.relay);
-        let probes_peer = keys.iter().any(|k| Some(k.1) != relay);
-        for key in keys {
-            self.ping(now, id, key);
-        }
-        if let Some(assoc) = self.assocs.get_mut(&id) {
-            if probes_peer && assoc.first_probe.is_none() {
-                assoc.first_probe = Some(now);
+        // Active and relay paths are pinged now; the candidates queue for
+        // the pacer, those never probed only once the punch is on.
+        let holding = assoc.pacer.holding(now);
+        let mut now_keys = Vec::new();
+        for key in assoc.candidate_order() {
+            let path = &assoc.paths[&key];
+            if path.state == PathState::Active || path.kind.is_relay() {
+                now_keys.push(key);
+            } else if !(holding && path.pings == 0) {
+                assoc.pacer.enqueue(key);
             }
         }
+        for key in now_keys {
+            self.ping(now, id, key);
+        }
+        self.pace(now, id);
         // The relay bind first: behind a sequential NAT a new relay
         // mapping taken after the reflectors' would shift the ports they
         // let us predict.
@@ -1250,6 +1300,57 @@ impl DataPlane {
         self.timers
             .set(Timer::Probe(id), now + self.config.probe_interval);
         self.observe(now, id);
+    }
+
+    /// The punch is on: every unvalidated candidate pair queues for a
+    /// paced probe now.
+    fn start_punch(&mut self, now: Instant, id: AssocId) {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        assoc.pacer.hold_until = None;
+        for key in assoc.candidate_order() {
+            let path = &assoc.paths[&key];
+            if path.state != PathState::Active && !path.kind.is_relay() {
+                assoc.pacer.enqueue(key);
+            }
+        }
+        self.pace(now, id);
+    }
+
+    /// Sends the next queued candidate probe if the pace and the cap allow
+    /// it, and sets the timer for the one after.
+    fn pace(&mut self, now: Instant, id: AssocId) {
+        let config = self.config.punch;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let mut due = None;
+        if assoc.pacer.next_at(now, &config) <= now {
+            while let Some(key) = assoc.pacer.queue.pop_front() {
+                let wanted = assoc
+                    .paths
+                    .get(&key)
+                    .is_some_and(|p| p.state != PathState::Active && !p.unproven);
+                if wanted {
+                    due = Some(key);
+                    break;
+                }
+            }
+        }
+        if due.is_some() {
+            assoc.pacer.sent(now, config.max_probes_per_s);
+            assoc.first_probe.get_or_insert(now);
+        }
+        if assoc.pacer.queue.is_empty() {
+            self.timers.stop(Timer::Pace(id));
+        } else {
+            let at = assoc.pacer.next_at(now, &config);
+            self.timers.set(Timer::Pace(id), at);
+        }
+        if let Some(key) = due {
+            self.ping(now, id, key);
+        }
     }
 
     /// Sends a relay bind from every mesh socket whose leg is due (or only
@@ -1439,6 +1540,8 @@ impl StateMachine for DataPlane {
             match timer {
                 Timer::Probe(id) => self.probe(now, id),
                 Timer::Tick(id) => self.tick(now, id),
+                Timer::Punch(id) => self.start_punch(now, id),
+                Timer::Pace(id) => self.pace(now, id),
             }
         }
     }

@@ -468,6 +468,11 @@ impl Node {
                 self.config.credentials = Credentials::Enrolled(identity);
             }
             Effect::Reflectors(reflectors) => self.plane.set_reflectors(now, reflectors),
+            Effect::Punch { assoc, at_unix_ms } => {
+                if self.installed.contains_key(&assoc) {
+                    let _ = self.plane.punch(now, assoc, at_unix_ms);
+                }
+            }
             Effect::Relay { assoc, offer } => {
                 if self.installed.contains_key(&assoc) {
                     let _ = self.plane.add_relay(now, assoc, offer);

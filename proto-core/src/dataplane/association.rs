@@ -112,6 +112,8 @@ pub(crate) struct Association {
     pub(crate) relay: Option<super::relay_leg::RelayBinding>,
     /// When the peer's candidates were first probed.
     pub(crate) first_probe: Option<Instant>,
+    /// The coordinated punch and the pacing of candidate probes.
+    pub(crate) pacer: super::punch::Pacer,
     /// What happened to its paths lately, for operators.
     pub(crate) history: PathHistory,
 }
@@ -155,6 +157,7 @@ impl Association {
             last_ingress: None,
             relay: None,
             first_probe: None,
+            pacer: super::punch::Pacer::default(),
             history: PathHistory::default(),
         }
     }
@@ -361,6 +364,24 @@ impl Association {
                 reason,
             })
             .collect()
+    }
+
+    /// Its paths that may be probed on a timer (not those only learned
+    /// from data), the peer's candidates first in the order the peer gave
+    /// them (so both ends probe alike), then the addresses learned since.
+    pub(crate) fn candidate_order(&self) -> Vec<(UplinkId, SocketAddr)> {
+        let mut keys: Vec<(UplinkId, SocketAddr)> = self
+            .paths
+            .iter()
+            .filter(|(_, p)| !p.unproven)
+            .map(|(&key, _)| key)
+            .collect();
+        let remotes = &self.spec.remotes;
+        keys.sort_by_key(|key| {
+            let rank = remotes.iter().position(|r| *r == key.1);
+            (rank.is_none(), rank, *key)
+        });
+        keys
     }
 
     /// True when the local service sent data within `busy`.

@@ -2,6 +2,7 @@
 //! harness that exercises install, binding, validation, forwarding,
 //! rebinding, failure and withdrawal.
 
+mod punch;
 mod rekey;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,11 @@ impl Net {
     /// Node 0 on 192.0.2.1; node 1 on 198.51.100.2 and, with `intranet`,
     /// also on 10.0.0.2.
     fn new(intranet: bool) -> Self {
+        Self::with(intranet, |_| {})
+    }
+
+    /// As [`Net::new`], both planes' configuration adjusted by `adjust`.
+    fn with(intranet: bool, adjust: impl Fn(&mut DataPlaneConfig)) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, 1_760_000_000_000_000);
         let mut b_uplinks = vec![uplink(0, "198.51.100.2")];
@@ -68,8 +74,12 @@ impl Net {
             b_uplinks.push(uplink(1, "10.0.0.2"));
             b_remotes.push("10.0.0.2:40000");
         }
-        let mut a = DataPlane::new(DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall));
-        let mut b = DataPlane::new(DataPlaneConfig::new(b_uplinks, 2, wall));
+        let mut a_config = DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall);
+        let mut b_config = DataPlaneConfig::new(b_uplinks, 2, wall);
+        adjust(&mut a_config);
+        adjust(&mut b_config);
+        let mut a = DataPlane::new(a_config);
+        let mut b = DataPlane::new(b_config);
         a.install(spec("127.0.0.1:41000", "127.0.0.1:51820", &b_remotes))
             .unwrap();
         b.install(spec(

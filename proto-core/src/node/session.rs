@@ -123,6 +123,11 @@ pub(super) enum Effect {
         assoc: AssocId,
         offer: RelayOffer,
     },
+    /// Start probing an association's candidates at this wall-clock time.
+    Punch {
+        assoc: AssocId,
+        at_unix_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -767,6 +772,9 @@ impl Session {
                 assoc,
                 remotes: candidates.iter().map(|c| c.addr).collect(),
             }),
+            Message::Punch { assoc, at_unix_ms } => {
+                effects.push(Effect::Punch { assoc, at_unix_ms });
+            }
             Message::Revoked { .. } => {
                 self.revoked = true;
                 self.token = None;
