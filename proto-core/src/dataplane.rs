@@ -1292,13 +1292,14 @@ impl DataPlane {
             self.ping(now, id, key);
         }
         self.pace(now, id);
+        // Set before the relay bind, which may want a round sooner.
+        self.timers
+            .set(Timer::Probe(id), now + self.config.probe_interval);
         // The relay bind first: behind a sequential NAT a new relay
         // mapping taken after the reflectors' would shift the ports they
         // let us predict.
         self.bind_relay(now, id, None);
         self.reflect(now, id);
-        self.timers
-            .set(Timer::Probe(id), now + self.config.probe_interval);
         self.observe(now, id);
     }
 
@@ -1369,6 +1370,13 @@ impl DataPlane {
             return;
         };
         let deferred = !binding.may_bind(now, direct_up, assoc.first_probe);
+        if deferred {
+            // Bind the moment it may, not at the next probe round.
+            let from = binding.bind_from(assoc.first_probe);
+            if self.timers.get(Timer::Probe(id)).is_none_or(|at| at > from) {
+                self.timers.set(Timer::Probe(id), from);
+            }
+        }
         for (&uplink, mesh) in &assoc.mesh {
             let Some(local) = mesh.local else {
                 continue;

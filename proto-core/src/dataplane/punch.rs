@@ -31,15 +31,53 @@ pub struct PunchConfig {
     /// How long new candidates wait for the coordinator's `Punch` before
     /// they are probed anyway.
     pub wait: Duration,
+    /// Birthday probing towards or from a hard NAT (`None`: off).
+    pub birthday: Option<BirthdayConfig>,
 }
 
 impl Default for PunchConfig {
-    /// 5 ms apart, 100 a second, 500 ms for the punch.
+    /// 5 ms apart, 100 a second, 500 ms for the punch, no birthday
+    /// probing.
     fn default() -> Self {
         Self {
             pace: Duration::from_millis(5),
             max_probes_per_s: 100,
             wait: Duration::from_millis(500),
+            birthday: None,
+        }
+    }
+}
+
+/// Bounded birthday probing (DESIGN §7's opt-in for one hard side), see
+/// [`super::birthday`]. Both ends must have it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BirthdayConfig {
+    /// On a hard side: temporary sockets opened, each of which gets its
+    /// own outside port towards the peer.
+    pub sockets: u16,
+    /// On the easy side: probes to random ports of the hard side's
+    /// address, per attempt.
+    pub probes: u32,
+    /// At most this many birthday probes (easy side) or socket pings
+    /// (hard side) per second.
+    pub rate_per_s: u32,
+    /// How long after the punch without a direct path an attempt starts.
+    pub after: Duration,
+    /// How long an attempt lasts (the hard side's sockets stay open).
+    pub lifetime: Duration,
+}
+
+impl Default for BirthdayConfig {
+    /// 256 sockets, 1,024 probes at 200 a second, starting 1 s after the
+    /// punch and lasting 15 s: about a 98 % chance against a NAT that
+    /// draws from the whole port range.
+    fn default() -> Self {
+        Self {
+            sockets: 256,
+            probes: 1_024,
+            rate_per_s: 200,
+            after: Duration::from_secs(1),
+            lifetime: Duration::from_secs(15),
         }
     }
 }
@@ -133,7 +171,7 @@ mod tests {
         let config = PunchConfig {
             pace: Duration::from_millis(5),
             max_probes_per_s: 3,
-            wait: Duration::from_millis(500),
+            ..PunchConfig::default()
         };
         let cap = config.max_probes_per_s;
         let mut pacer = Pacer::default();
