@@ -8,6 +8,7 @@
 //! carries what is installed, and nothing else.
 
 mod association;
+mod birthday;
 mod events;
 mod path;
 mod punch;
@@ -24,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
-pub use punch::{PunchConfig, PUNCH_SKEW_LIMIT};
+pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
@@ -263,6 +264,8 @@ enum Timer {
     Punch(AssocId),
     /// Time for the next paced candidate probe.
     Pace(AssocId),
+    /// Time to start, continue or end birthday probing.
+    Birthday(AssocId),
 }
 
 /// An association is busy (its paths probed fast and measured) for this
@@ -288,6 +291,8 @@ pub struct DataPlane {
     uplinks_down: BTreeSet<UplinkId>,
     /// Reflector addresses: the coordinator's session address first.
     reflectors: Vec<SocketAddr>,
+    /// Birthday probing's temporary sockets: their association and uplink.
+    birthday_sockets: BTreeMap<SocketId, (AssocId, UplinkId)>,
 }
 
 /// A read-only view of an installed association, for status.
@@ -409,7 +414,14 @@ impl DataPlane {
             arena: BytesMut::new(),
             uplinks_down: BTreeSet::new(),
             reflectors: Vec::new(),
+            birthday_sockets: BTreeMap::new(),
         }
+    }
+
+    /// Sets how candidates are punched and paced, and whether birthday
+    /// probing is on, for the punches from now on.
+    pub fn set_punch(&mut self, punch: PunchConfig) {
+        self.config.punch = punch;
     }
 
     /// Sets the reflectors every mesh socket asks for its outside address
@@ -573,6 +585,7 @@ impl DataPlane {
         tracing::info!(uplink = %spec.name, address = ?bind, "uplink address changed");
         let ids: Vec<AssocId> = self.assocs.keys().copied().collect();
         for id in ids {
+            self.close_birthday(id, Some(uplink));
             let assoc = self.assocs.get_mut(&id).expect("listed above");
             let was_up = assoc.is_up();
             if let Some(mesh) = assoc.mesh.remove(&uplink) {
@@ -622,6 +635,7 @@ impl DataPlane {
     /// # Errors
     /// When it is not installed.
     pub fn withdraw(&mut self, id: AssocId) -> Result<(), DataPlaneError> {
+        self.close_birthday(id, None);
         let assoc = self
             .assocs
             .remove(&id)
@@ -630,6 +644,7 @@ impl DataPlane {
         self.timers.stop(Timer::Tick(id));
         self.timers.stop(Timer::Punch(id));
         self.timers.stop(Timer::Pace(id));
+        self.timers.stop(Timer::Birthday(id));
         let sockets =
             std::iter::once(assoc.ingress_socket).chain(assoc.mesh.values().map(|m| m.socket));
         for socket in sockets {
@@ -841,7 +856,11 @@ impl DataPlane {
         match self.sockets.get(&datagram.socket) {
             Some(&SocketRole::Ingress(id)) => self.on_ingress(now, id, datagram),
             Some(&SocketRole::Mesh(id, uplink)) => self.on_mesh(now, id, uplink, datagram),
-            None => {}
+            None => {
+                if let Some(&(id, uplink)) = self.birthday_sockets.get(&datagram.socket) {
+                    self.on_mesh(now, id, uplink, datagram);
+                }
+            }
         }
     }
 
@@ -867,12 +886,13 @@ impl DataPlane {
             self.timers.set(Timer::Tick(id), now);
         }
         assoc.last_ingress = Some(now);
-        let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
+        let Some(mesh_socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
             return;
         };
         let Some(path) = assoc.paths.get_mut(&key) else {
             return;
         };
+        let socket = path.via.unwrap_or(mesh_socket);
         path.tx.count(datagram.payload.len());
         assoc.counters.ingress.count(datagram.payload.len());
         if assoc.current != Some(path.id) {
@@ -1004,8 +1024,17 @@ impl DataPlane {
                 let known = assoc.paths.contains_key(&(uplink, src));
                 let learned = assoc.add_path(uplink, src, Learned::Trusted) && !known;
                 let mut unvalidated = false;
+                let mut rerouted = false;
+                let temporary = self.birthday_sockets.contains_key(&socket);
                 if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
+                    // Birthday probing found a port: the path leaves from
+                    // the temporary socket that was reached.
+                    if temporary && path.state != PathState::Active && path.via != Some(socket) {
+                        tracing::debug!(assoc = %id, remote = %src, "a birthday probe got through");
+                        path.via = Some(socket);
+                        rerouted = true;
+                    }
                     // The peer reaches us here and we do not know it
                     // answers yet: check at once rather than at the next
                     // tick (the peer just became reachable, e.g. its relay
@@ -1026,7 +1055,7 @@ impl DataPlane {
                     dst: src,
                     payload,
                 }));
-                if learned || unvalidated {
+                if learned || unvalidated || rerouted {
                     // A triggered check: validate the path now rather than
                     // at the next probe tick. Our ping is no larger than
                     // the authentic ping that taught us the address.
@@ -1131,6 +1160,7 @@ impl DataPlane {
         let Some(path) = assoc.paths.get_mut(&key) else {
             return;
         };
+        let socket = path.via.unwrap_or(socket);
         path.on_probe(txid, now);
         let ping = ControlRepr {
             txid,
@@ -1234,6 +1264,7 @@ impl DataPlane {
                 let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
                     continue;
                 };
+                let socket = path.via.unwrap_or(socket);
                 path.lane.stats_seq += 1;
                 path.lane.reported = path.rx.packets;
                 path.lane.stats_at = Some(now);
@@ -1317,6 +1348,7 @@ impl DataPlane {
             }
         }
         self.pace(now, id);
+        self.plan_birthday(now, id);
     }
 
     /// Sends the next queued candidate probe if the pace and the cap allow
@@ -1525,9 +1557,13 @@ impl StateMachine for DataPlane {
             Input::SocketBound { socket, local } => {
                 if let Some(&role) = self.sockets.get(&socket) {
                     self.on_bound(now, role, local);
+                } else {
+                    self.birthday_bound(now, socket, local);
                 }
             }
             Input::SocketFailed { socket, reason } => {
+                // A temporary socket that could not be bound just stays out.
+                self.birthday_sockets.remove(&socket);
                 if let Some(&role) = self.sockets.get(&socket) {
                     tracing::warn!(?role, ?reason, "socket could not be bound");
                     self.outputs
@@ -1550,6 +1586,7 @@ impl StateMachine for DataPlane {
                 Timer::Tick(id) => self.tick(now, id),
                 Timer::Punch(id) => self.start_punch(now, id),
                 Timer::Pace(id) => self.pace(now, id),
+                Timer::Birthday(id) => self.birthday_tick(now, id),
             }
         }
     }

@@ -245,6 +245,12 @@ impl Node {
         self.after(now);
     }
 
+    /// Sets how the data plane punches and paces its candidates, and
+    /// whether it probes birthday-style (see [`crate::dataplane::PunchConfig`]).
+    pub fn set_punch(&mut self, punch: crate::dataplane::PunchConfig) {
+        self.plane.set_punch(punch);
+    }
+
     /// The data plane, for status.
     pub fn data_plane(&self) -> &DataPlane {
         &self.plane

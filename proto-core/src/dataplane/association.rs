@@ -52,6 +52,11 @@ pub struct AssocCounters {
     /// Data from a new address dropped unchallenged: the probe interval's
     /// budget of challenges for addresses learned from data was spent.
     pub challenges_suppressed: u64,
+    /// Birthday probes sent (easy side), or pings from temporary sockets
+    /// (hard side).
+    pub birthday_probes: u64,
+    /// Temporary sockets opened for birthday probing.
+    pub birthday_sockets: u64,
 }
 
 /// Challenges to new addresses learned from data, per probe interval.
@@ -114,6 +119,8 @@ pub(crate) struct Association {
     pub(crate) first_probe: Option<Instant>,
     /// The coordinated punch and the pacing of candidate probes.
     pub(crate) pacer: super::punch::Pacer,
+    /// The current or last birthday probing attempt.
+    pub(crate) birthday: Option<super::birthday::Attempt>,
     /// What happened to its paths lately, for operators.
     pub(crate) history: PathHistory,
 }
@@ -158,6 +165,7 @@ impl Association {
             relay: None,
             first_probe: None,
             pacer: super::punch::Pacer::default(),
+            birthday: None,
             history: PathHistory::default(),
         }
     }

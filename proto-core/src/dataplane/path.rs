@@ -135,6 +135,9 @@ pub struct Path {
     pub(crate) lane: Lane,
     /// Since when it has been active without failing.
     pub(crate) active_since: Option<Instant>,
+    /// The socket it leaves from when not its uplink's mesh socket (one
+    /// that birthday probing opened).
+    pub(crate) via: Option<crate::id::SocketId>,
 }
 
 impl Path {
@@ -164,6 +167,7 @@ impl Path {
             last_data: None,
             lane: Lane::new(policy, config),
             active_since: None,
+            via: None,
         }
     }
 

@@ -68,14 +68,14 @@ pub struct BirthdayConfig {
 }
 
 impl Default for BirthdayConfig {
-    /// 256 sockets, 1,024 probes at 200 a second, starting 1 s after the
-    /// punch and lasting 15 s: about a 98 % chance against a NAT that
-    /// draws from the whole port range.
+    /// 256 sockets, 2,048 probes at 250 a second, starting 1 s after the
+    /// punch and lasting 15 s: all probes go within about 8 s, with a
+    /// 99.97 % chance against a NAT that draws from the whole port range.
     fn default() -> Self {
         Self {
             sockets: 256,
-            probes: 1_024,
-            rate_per_s: 200,
+            probes: 2_048,
+            rate_per_s: 250,
             after: Duration::from_secs(1),
             lifetime: Duration::from_secs(15),
         }
