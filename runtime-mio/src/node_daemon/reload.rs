@@ -107,6 +107,9 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
     if old.relay_data != new.relay_data {
         return Err(changed("relay.data", old.relay_data.to_string()));
     }
+    if old.punch != new.punch {
+        return Err(changed("nat", format!("{:?}", old.punch)));
+    }
     if old.uplinks.len() != new.uplinks.len() {
         return Err(changed(
             "uplink",
