@@ -759,7 +759,11 @@ impl DataPlane {
         if new {
             assoc.pacer.hold(now, wait);
             if let Some(until) = assoc.pacer.hold_until {
-                if self.timers.get(Timer::Punch(id)).is_none_or(|at| at > until) {
+                if self
+                    .timers
+                    .get(Timer::Punch(id))
+                    .is_none_or(|at| at > until)
+                {
                     self.timers.set(Timer::Punch(id), until);
                 }
             }

@@ -33,10 +33,14 @@
 //!   delivered to the router itself, and conntrack keeps an entry for it;
 //!   the host's own packet to the peer then clashes with that entry and
 //!   leaves from another outside port, and both entries are refreshed by
-//!   the probes, so the direct path may never form. Checked: the NATs
-//!   still classify as `endpoint-independent/preserving`, and whichever
-//!   path the status says carries data (direct or relay) carries the
-//!   pings and the transfer.
+//!   the probes, so the direct path may never form. The coordinator's
+//!   punch starts both nodes at one moment, but two processes wake tens
+//!   of microseconds or more apart and a packet crosses these veths in a
+//!   few, so one NAT still hears the peer first (docs/performance.md).
+//!   Checked: the NATs still classify as
+//!   `endpoint-independent/preserving`, and whichever path the status
+//!   says carries data (direct or relay) carries the pings and the
+//!   transfer.
 //!
 //! The figures (time from the association's install to its first
 //! validated path, goodput direct and relayed, the stall when the direct

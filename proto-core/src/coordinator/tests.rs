@@ -521,7 +521,10 @@ fn punches(inbox: &[Message], assoc: AssocId) -> Vec<u64> {
     inbox
         .iter()
         .filter_map(|m| match m {
-            Message::Punch { assoc: a, at_unix_ms } if *a == assoc => Some(*at_unix_ms),
+            Message::Punch {
+                assoc: a,
+                at_unix_ms,
+            } if *a == assoc => Some(*at_unix_ms),
             _ => None,
         })
         .collect()
@@ -550,7 +553,10 @@ fn both_ends_are_told_one_punch_time_once_both_reported_and_again_on_a_change() 
         );
     };
     report(&mut lab, a, "203.0.113.9:40000");
-    assert!(punches(&lab.clients[a].inbox, assoc).is_empty(), "beta has not reported");
+    assert!(
+        punches(&lab.clients[a].inbox, assoc).is_empty(),
+        "beta has not reported"
+    );
     let before_unix_ms = lab.config.wall_clock.unix_us(lab.now) / 1_000;
     report(&mut lab, b, "198.51.100.7:40000");
     let (at_a, at_b) = (

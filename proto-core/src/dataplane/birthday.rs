@@ -229,7 +229,8 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
-        assoc.counters.birthday_sockets += u64::from(config.sockets) * u64::from(role == Role::Hard);
+        assoc.counters.birthday_sockets +=
+            u64::from(config.sockets) * u64::from(role == Role::Hard);
         assoc.birthday = Some(attempt);
         self.timers.set(Timer::Birthday(id), now);
     }
@@ -250,7 +251,11 @@ impl DataPlane {
             attempt.unpinged.push_back(socket);
         }
         // The tick keeps the rate; it only needs to look now.
-        if self.timers.get(Timer::Birthday(id)).is_none_or(|at| at > now) {
+        if self
+            .timers
+            .get(Timer::Birthday(id))
+            .is_none_or(|at| at > now)
+        {
             self.timers.set(Timer::Birthday(id), now);
         }
     }
@@ -301,5 +306,41 @@ impl DataPlane {
                 self.timers.stop(Timer::Birthday(id));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(mapping: NatMapping, allocation: NatAllocation) -> NatClass {
+        NatClass {
+            mapping,
+            allocation,
+            reflexive: None,
+        }
+    }
+
+    #[test]
+    fn only_a_random_per_destination_nat_is_hard_and_only_a_single_mapping_is_easy() {
+        use NatAllocation::{Preserving, Random, Sequential, Unknown};
+        use NatMapping::{EndpointDependent, EndpointIndependent};
+        assert_eq!(role_of(&class(EndpointDependent, Random)), Some(Role::Hard));
+        assert_eq!(
+            role_of(&class(EndpointIndependent, Unknown)),
+            Some(Role::Easy)
+        );
+        assert_eq!(
+            role_of(&class(EndpointIndependent, Random)),
+            Some(Role::Easy)
+        );
+        // Predictable or unclassified: the punch's own business.
+        assert_eq!(
+            role_of(&class(EndpointDependent, Sequential { step: 1 })),
+            None
+        );
+        assert_eq!(role_of(&class(EndpointDependent, Preserving)), None);
+        assert_eq!(role_of(&class(NatMapping::Unknown, Unknown)), None);
+        assert_eq!(role_of(&class(NatMapping::None, Unknown)), None);
     }
 }

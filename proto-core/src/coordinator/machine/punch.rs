@@ -26,9 +26,7 @@ const MARGIN: Duration = Duration::from_millis(10);
 /// trips: the slower one's full round trip (its message takes about half)
 /// plus a margin, within [`PUNCH_LEAD_MIN`] ..= [`PUNCH_LEAD_MAX`].
 pub fn lead(a: Option<Duration>, b: Option<Duration>) -> Duration {
-    let slower = a
-        .unwrap_or(UNMEASURED_RTT)
-        .max(b.unwrap_or(UNMEASURED_RTT));
+    let slower = a.unwrap_or(UNMEASURED_RTT).max(b.unwrap_or(UNMEASURED_RTT));
     (slower + MARGIN).clamp(PUNCH_LEAD_MIN, PUNCH_LEAD_MAX)
 }
 
