@@ -384,3 +384,54 @@ fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing
     println!("birthday probing: slowest first direct path {slowest:?} (bound {bound:?})");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn birthday_probes_keep_their_rate_and_stop_with_the_attempt() {
+    // One temporary socket: the easy side most likely misses it (and the
+    // hard side's own mesh mapping towards it) and probes until its rate
+    // and the attempt's lifetime stop it; if it hits, it stops there.
+    let caps = BirthdayConfig {
+        sockets: 1,
+        probes: 2_048,
+        rate_per_s: 100,
+        ..BirthdayConfig::default()
+    };
+    let mut missed = 0;
+    let (hard, easy) = birthday_pairs().remove(0);
+    // Pairs of one seed draw the same ports: vary the seed instead.
+    for seed in 1..=4 {
+        let out = run_pair(
+            seed,
+            &hard,
+            &easy,
+            PairOptions {
+                duration: caps.after + caps.lifetime + Duration::from_secs(4),
+                birthday: Some(caps),
+                ..PairOptions::default()
+            },
+        )
+        .expect("the world builds");
+        let label = format!("{} ↔ {} (seed {seed})", hard.label(), easy.label());
+        let [hard_probes, easy_probes] = out.birthday_probes;
+        let rate = u64::from(caps.rate_per_s);
+        // Probing runs at most from a second after the install to the
+        // end of the attempt, or to the hit.
+        let span = out.first_direct.unwrap_or(caps.after + caps.lifetime);
+        assert!(
+            easy_probes <= rate * span.as_millis() as u64 / 1_000 + 1,
+            "{label}: {easy_probes} probes within {span:?} at {rate} a second"
+        );
+        assert_eq!(out.birthday_sockets, [1, 0], "{label}");
+        assert_eq!(hard_probes, 1, "{label}: one ping per socket and candidate");
+        if out.first_direct.is_none() {
+            missed += 1;
+            let by_rate = rate * caps.lifetime.as_secs();
+            assert!(
+                easy_probes >= by_rate * 9 / 10,
+                "{label}: only {easy_probes} probes in the attempt"
+            );
+            assert_eq!(out.ends_relayed, Some(true), "{label}: the relay carries");
+        }
+    }
+    assert!(missed > 0, "every attempt hit one socket");
+}
