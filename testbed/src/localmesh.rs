@@ -166,6 +166,8 @@ pub struct NodeSpec {
     /// Associations as (local service, peer `node/service`).
     pub associations: Vec<(String, String)>,
     pub advertise_private: bool,
+    /// TOML appended to the node's config as it is (e.g. a `[nat]` table).
+    pub extra: String,
 }
 
 /// A whole mesh.
@@ -616,6 +618,10 @@ impl LocalMesh {
                 "\n[[association]]\nservice = \"{service}\"\npeer = \"{peer}\"\n"
             );
         }
+        if !node.extra.is_empty() {
+            text.push('\n');
+            text.push_str(&node.extra);
+        }
         let path = self.dir.join(format!("{name}.toml"));
         write(&path, &text)?;
         Ok(path)
@@ -808,6 +814,7 @@ impl LoopbackPair {
                 }],
                 associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
                 advertise_private: true,
+                extra: String::new(),
             });
         }
         let coordinator_status = SocketAddr::new(lo, free_port(lo)?);
