@@ -17,5 +17,6 @@ pub use crate::relay::RelayHosting;
 pub use machine::RelayPlacement;
 pub use machine::{
     Coordinator, CoordinatorConfig, CoordinatorCounters, CoordinatorError, CoordinatorEvent,
+    PUNCH_LEAD_MAX, PUNCH_LEAD_MIN,
 };
 pub use throttle::HandshakeLimit;

@@ -8,8 +8,10 @@
 //! carries what is installed, and nothing else.
 
 mod association;
+mod birthday;
 mod events;
 mod path;
+mod punch;
 pub mod reflexive;
 mod relay_leg;
 pub mod scheduler;
@@ -23,6 +25,7 @@ use bytes::{Bytes, BytesMut};
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
+pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
@@ -154,6 +157,8 @@ pub struct DataPlaneConfig {
     pub failed_after: u32,
     /// How data is spread across paths.
     pub scheduler: SchedulerConfig,
+    /// How candidates are punched and paced.
+    pub punch: PunchConfig,
     /// Seed of the machine's randomness (transaction ids).
     pub seed: u64,
     /// Wall-clock anchor for control packet timestamps.
@@ -169,6 +174,7 @@ impl DataPlaneConfig {
             probe_interval: Duration::from_millis(250),
             failed_after: 3,
             scheduler: SchedulerConfig::default(),
+            punch: PunchConfig::default(),
             seed,
             wall_clock,
         }
@@ -278,6 +284,12 @@ enum Timer {
     /// Time to probe busy paths, check their liveness and report
     /// statistics, while an association carries data.
     Tick(AssocId),
+    /// The coordinated moment to start probing the peer's candidates.
+    Punch(AssocId),
+    /// Time for the next paced candidate probe.
+    Pace(AssocId),
+    /// Time to start, continue or end birthday probing.
+    Birthday(AssocId),
 }
 
 /// An association is busy (its paths probed fast and measured) for this
@@ -303,6 +315,8 @@ pub struct DataPlane {
     uplinks_down: BTreeSet<UplinkId>,
     /// Reflector addresses: the coordinator's session address first.
     reflectors: Vec<SocketAddr>,
+    /// Birthday probing's temporary sockets: their association and uplink.
+    birthday_sockets: BTreeMap<SocketId, (AssocId, UplinkId)>,
 }
 
 /// A read-only view of an installed association, for status.
@@ -424,7 +438,14 @@ impl DataPlane {
             arena: BytesMut::new(),
             uplinks_down: BTreeSet::new(),
             reflectors: Vec::new(),
+            birthday_sockets: BTreeMap::new(),
         }
+    }
+
+    /// Sets how candidates are punched and paced, and whether birthday
+    /// probing is on, for the punches from now on.
+    pub fn set_punch(&mut self, punch: PunchConfig) {
+        self.config.punch = punch;
     }
 
     /// Sets the reflectors every mesh socket asks for its outside address
@@ -611,6 +632,7 @@ impl DataPlane {
         tracing::info!(uplink = %spec.name, address = ?bind, "uplink address changed");
         let ids: Vec<AssocId> = self.assocs.keys().copied().collect();
         for id in ids {
+            self.close_birthday(id, Some(uplink));
             let assoc = self.assocs.get_mut(&id).expect("listed above");
             let was_up = assoc.is_up();
             if let Some(mesh) = assoc.mesh.remove(&uplink) {
@@ -660,12 +682,16 @@ impl DataPlane {
     /// # Errors
     /// When it is not installed.
     pub fn withdraw(&mut self, id: AssocId) -> Result<(), DataPlaneError> {
+        self.close_birthday(id, None);
         let assoc = self
             .assocs
             .remove(&id)
             .ok_or(DataPlaneError::NotInstalled(id))?;
         self.timers.stop(Timer::Probe(id));
         self.timers.stop(Timer::Tick(id));
+        self.timers.stop(Timer::Punch(id));
+        self.timers.stop(Timer::Pace(id));
+        self.timers.stop(Timer::Birthday(id));
         let sockets =
             std::iter::once(assoc.ingress_socket).chain(assoc.mesh.values().map(|m| m.socket));
         for socket in sockets {
@@ -752,7 +778,9 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Adds candidate addresses of the peer (from the coordinator).
+    /// Adds candidate addresses of the peer (from the coordinator). New
+    /// ones are probed from the coordinator's punch (see [`Self::punch`]),
+    /// or after [`PunchConfig::wait`] if none comes.
     ///
     /// # Errors
     /// When the association is not installed.
@@ -762,17 +790,58 @@ impl DataPlane {
         id: AssocId,
         remotes: &[SocketAddr],
     ) -> Result<(), DataPlaneError> {
+        let wait = self.config.punch.wait;
         let assoc = self
             .assocs
             .get_mut(&id)
             .ok_or(DataPlaneError::NotInstalled(id))?;
+        let mut new = false;
         for &remote in remotes {
             if !assoc.spec.remotes.contains(&remote) {
                 assoc.spec.remotes.push(remote);
+                new = true;
             }
             assoc.add_remote(remote);
         }
+        if new {
+            assoc.pacer.hold(now, wait);
+            if let Some(until) = assoc.pacer.hold_until {
+                if self
+                    .timers
+                    .get(Timer::Punch(id))
+                    .is_none_or(|at| at > until)
+                {
+                    self.timers.set(Timer::Punch(id), until);
+                }
+            }
+        }
         self.timers.set(Timer::Probe(id), now);
+        Ok(())
+    }
+
+    /// The coordinator's punch (DESIGN §7): at `at_unix_ms` (by this
+    /// node's wall clock; at once if that is past or more than
+    /// [`PUNCH_SKEW_LIMIT`] ahead) every unvalidated candidate pair of the
+    /// association is probed, paced, the peer doing the same at the same
+    /// moment.
+    ///
+    /// # Errors
+    /// When the association is not installed.
+    pub fn punch(
+        &mut self,
+        now: Instant,
+        id: AssocId,
+        at_unix_ms: u64,
+    ) -> Result<(), DataPlaneError> {
+        let start = punch::start_at(now, at_unix_ms, &self.config.wall_clock);
+        let assoc = self
+            .assocs
+            .get_mut(&id)
+            .ok_or(DataPlaneError::NotInstalled(id))?;
+        assoc.pacer.hold_until = Some(start);
+        assoc.pacer.punches += 1;
+        tracing::debug!(assoc = %id, in_ms = start.saturating_duration_since(now).as_millis() as u64, "punch");
+        self.timers.set(Timer::Punch(id), start);
         Ok(())
     }
 
@@ -838,7 +907,11 @@ impl DataPlane {
         match self.sockets.get(&datagram.socket) {
             Some(&SocketRole::Ingress(id)) => self.on_ingress(now, id, datagram),
             Some(&SocketRole::Mesh(id, uplink)) => self.on_mesh(now, id, uplink, datagram),
-            None => {}
+            None => {
+                if let Some(&(id, uplink)) = self.birthday_sockets.get(&datagram.socket) {
+                    self.on_mesh(now, id, uplink, datagram);
+                }
+            }
         }
     }
 
@@ -864,12 +937,13 @@ impl DataPlane {
             self.timers.set(Timer::Tick(id), now);
         }
         assoc.last_ingress = Some(now);
-        let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
+        let Some(mesh_socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
             return;
         };
         let Some(path) = assoc.paths.get_mut(&key) else {
             return;
         };
+        let socket = path.via.unwrap_or(mesh_socket);
         path.tx.count(datagram.payload.len());
         let span = path.srtt.unwrap_or_default() + self.config.scheduler.stats_interval;
         path.lane.on_sent(now, path.tx, span);
@@ -1003,9 +1077,18 @@ impl DataPlane {
                 let known = assoc.paths.contains_key(&(uplink, src));
                 let learned = assoc.add_path(uplink, src, Learned::Trusted) && !known;
                 let mut unvalidated = false;
+                let mut rerouted = false;
+                let temporary = self.birthday_sockets.contains_key(&socket);
                 if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
                     path.remote_policy = policy & (PING_BACKUP | PING_METERED);
+                    // Birthday probing found a port: the path leaves from
+                    // the temporary socket that was reached.
+                    if temporary && path.state != PathState::Active && path.via != Some(socket) {
+                        tracing::debug!(assoc = %id, remote = %src, "a birthday probe got through");
+                        path.via = Some(socket);
+                        rerouted = true;
+                    }
                     // The peer reaches us here and we do not know it
                     // answers yet: check at once rather than at the next
                     // tick (the peer just became reachable, e.g. its relay
@@ -1026,7 +1109,7 @@ impl DataPlane {
                     dst: src,
                     payload,
                 }));
-                if learned || unvalidated {
+                if learned || unvalidated || rerouted {
                     // A triggered check: validate the path now rather than
                     // at the next probe tick. Our ping is no larger than
                     // the authentic ping that taught us the address.
@@ -1131,6 +1214,7 @@ impl DataPlane {
         let Some(path) = assoc.paths.get_mut(&key) else {
             return;
         };
+        let socket = path.via.unwrap_or(socket);
         path.on_probe(txid, now);
         let ping = ControlRepr {
             txid,
@@ -1235,6 +1319,7 @@ impl DataPlane {
                 let Some(socket) = assoc.mesh.get(&key.0).map(|m| m.socket) else {
                     continue;
                 };
+                let socket = path.via.unwrap_or(socket);
                 path.lane.stats_seq += 1;
                 path.lane.reported = path.rx.packets;
                 path.lane.stats_at = Some(now);
@@ -1272,35 +1357,88 @@ impl DataPlane {
     }
 
     fn probe(&mut self, now: Instant, id: AssocId) {
-        let Some(assoc) = self.assocs.get(&id) else {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
         // Addresses that only sent data are challenged when they send, not
         // pinged on a timer (a spoofed source must not aim us at a victim).
-        let keys: Vec<(UplinkId, SocketAddr)> = assoc
-            .paths
-            .iter()
-            .filter(|(_, p)| !p.unproven)
-            .map(|(&key, _)| key)
-            .collect();
-        let relay = assoc.relay.as_ref().map(|r| r.offer.relay);
-        let probes_peer = keys.iter().any(|k| Some(k.1) != relay);
-        for key in keys {
-            self.ping(now, id, key);
-        }
-        if let Some(assoc) = self.assocs.get_mut(&id) {
-            if probes_peer && assoc.first_probe.is_none() {
-                assoc.first_probe = Some(now);
+        // Active and relay paths are pinged now; the candidates queue for
+        // the pacer, those never probed only once the punch is on.
+        let holding = assoc.pacer.holding(now);
+        let mut now_keys = Vec::new();
+        for key in assoc.candidate_order() {
+            let path = &assoc.paths[&key];
+            if path.state == PathState::Active || path.kind.is_relay() {
+                now_keys.push(key);
+            } else if !(holding && path.pings == 0) {
+                assoc.pacer.enqueue(key);
             }
         }
+        for key in now_keys {
+            self.ping(now, id, key);
+        }
+        self.pace(now, id);
+        // Set before the relay bind, which may want a round sooner.
+        self.timers
+            .set(Timer::Probe(id), now + self.config.probe_interval);
         // The relay bind first: behind a sequential NAT a new relay
         // mapping taken after the reflectors' would shift the ports they
         // let us predict.
         self.bind_relay(now, id, None);
         self.reflect(now, id);
-        self.timers
-            .set(Timer::Probe(id), now + self.config.probe_interval);
         self.observe(now, id);
+    }
+
+    /// The punch is on: every unvalidated candidate pair queues for a
+    /// paced probe now.
+    fn start_punch(&mut self, now: Instant, id: AssocId) {
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        assoc.pacer.hold_until = None;
+        for key in assoc.candidate_order() {
+            let path = &assoc.paths[&key];
+            if path.state != PathState::Active && !path.kind.is_relay() {
+                assoc.pacer.enqueue(key);
+            }
+        }
+        self.pace(now, id);
+        self.plan_birthday(now, id);
+    }
+
+    /// Sends the next queued candidate probe if the pace and the cap allow
+    /// it, and sets the timer for the one after.
+    fn pace(&mut self, now: Instant, id: AssocId) {
+        let config = self.config.punch;
+        let Some(assoc) = self.assocs.get_mut(&id) else {
+            return;
+        };
+        let mut due = None;
+        if assoc.pacer.next_at(now, &config) <= now {
+            while let Some(key) = assoc.pacer.queue.pop_front() {
+                let wanted = assoc
+                    .paths
+                    .get(&key)
+                    .is_some_and(|p| p.state != PathState::Active && !p.unproven);
+                if wanted {
+                    due = Some(key);
+                    break;
+                }
+            }
+        }
+        if due.is_some() {
+            assoc.pacer.sent(now, config.max_probes_per_s);
+            assoc.first_probe.get_or_insert(now);
+        }
+        if assoc.pacer.queue.is_empty() {
+            self.timers.stop(Timer::Pace(id));
+        } else {
+            let at = assoc.pacer.next_at(now, &config);
+            self.timers.set(Timer::Pace(id), at);
+        }
+        if let Some(key) = due {
+            self.ping(now, id, key);
+        }
     }
 
     /// Sends a relay bind from every mesh socket whose leg is due (or only
@@ -1319,6 +1457,13 @@ impl DataPlane {
             return;
         };
         let deferred = !binding.may_bind(now, direct_up, assoc.first_probe);
+        if deferred {
+            // Bind the moment it may, not at the next probe round.
+            let from = binding.bind_from(assoc.first_probe);
+            if self.timers.get(Timer::Probe(id)).is_none_or(|at| at > from) {
+                self.timers.set(Timer::Probe(id), from);
+            }
+        }
         for (&uplink, mesh) in &assoc.mesh {
             let Some(local) = mesh.local else {
                 continue;
@@ -1467,9 +1612,13 @@ impl StateMachine for DataPlane {
             Input::SocketBound { socket, local } => {
                 if let Some(&role) = self.sockets.get(&socket) {
                     self.on_bound(now, role, local);
+                } else {
+                    self.birthday_bound(now, socket, local);
                 }
             }
             Input::SocketFailed { socket, reason } => {
+                // A temporary socket that could not be bound just stays out.
+                self.birthday_sockets.remove(&socket);
                 if let Some(&role) = self.sockets.get(&socket) {
                     tracing::warn!(?role, ?reason, "socket could not be bound");
                     self.outputs
@@ -1490,6 +1639,9 @@ impl StateMachine for DataPlane {
             match timer {
                 Timer::Probe(id) => self.probe(now, id),
                 Timer::Tick(id) => self.tick(now, id),
+                Timer::Punch(id) => self.start_punch(now, id),
+                Timer::Pace(id) => self.pace(now, id),
+                Timer::Birthday(id) => self.birthday_tick(now, id),
             }
         }
     }

@@ -251,6 +251,12 @@ impl Node {
         self.after(now);
     }
 
+    /// Sets how the data plane punches and paces its candidates, and
+    /// whether it probes birthday-style (see [`crate::dataplane::PunchConfig`]).
+    pub fn set_punch(&mut self, punch: crate::dataplane::PunchConfig) {
+        self.plane.set_punch(punch);
+    }
+
     /// The data plane, for status.
     pub fn data_plane(&self) -> &DataPlane {
         &self.plane
@@ -491,6 +497,11 @@ impl Node {
                 self.config.credentials = Credentials::Enrolled(identity);
             }
             Effect::Reflectors(reflectors) => self.plane.set_reflectors(now, reflectors),
+            Effect::Punch { assoc, at_unix_ms } => {
+                if self.installed.contains_key(&assoc) {
+                    let _ = self.plane.punch(now, assoc, at_unix_ms);
+                }
+            }
             Effect::Relay { assoc, offer } => {
                 if self.installed.contains_key(&assoc) {
                     let _ = self.plane.add_relay(now, assoc, offer);

@@ -2,6 +2,7 @@
 //! mistake is refused at start-up with the file, the key and the reason.
 
 mod ingress;
+pub mod nat;
 pub mod relay;
 pub mod toml_walk;
 
@@ -215,6 +216,8 @@ pub struct NodeConfig {
     pub services: Vec<ServiceConfig>,
     /// The associations this node consents to.
     pub associations: Vec<AssociationConfig>,
+    /// `[nat]`: punch pacing and birthday probing.
+    pub punch: transitloom_proto_core::dataplane::PunchConfig,
 }
 
 /// Default `status_listen`.
@@ -281,6 +284,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         "relay",
         "service",
         "association",
+        "nat",
     ])?;
     let name = root.str("name")?;
     check_name("name", name)?;
@@ -424,6 +428,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         relay,
         services,
         associations,
+        punch: nat::parse(root)?,
     })
 }
 

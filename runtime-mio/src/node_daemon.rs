@@ -114,6 +114,7 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let (credentials, enrolled) = identity::credentials(&setup.config)?;
     let mut node = Node::new(node_config(&setup, root, credentials)?)
         .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
+    node.set_punch(setup.config.punch);
     // Uplinks without an address yet carry nothing until it appears.
     for u in setup.watch.uplinks() {
         if u.reach.address().is_none() {

@@ -153,6 +153,13 @@ pub struct AssociationStatus {
     /// Of those, the pairs that ever answered a probe.
     #[serde(default)]
     pub pairs_answered: u64,
+    /// Birthday probes sent (or pings from temporary sockets), `[nat]
+    /// birthday`.
+    #[serde(default)]
+    pub birthday_probes: u64,
+    /// Temporary sockets opened for birthday probing.
+    #[serde(default)]
+    pub birthday_sockets: u64,
 }
 
 /// This node's leg of an association's relay allocation.
@@ -376,6 +383,8 @@ impl AssociationStatus {
             candidates: spec.remotes.len() as u64,
             pairs_tried: view.paths().count() as u64,
             pairs_answered: view.paths().filter(|p| p.pongs > 0).count() as u64,
+            birthday_probes: c.birthday_probes,
+            birthday_sockets: c.birthday_sockets,
             relay: view.relay().map(|(offer, pinned)| RelayLegStatus {
                 address: offer.relay.to_string(),
                 allocation: offer.allocation,

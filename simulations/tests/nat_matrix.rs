@@ -24,14 +24,22 @@
 //!   after the 2 s hold, and a direct path that flaps every 500 ms moves
 //!   the data no more than a cut and a restore would.
 //!
+//! - with birthday probing off, a hard side against an
+//!   endpoint-independent, address-and-port filtering side stays on the
+//!   relay and no birthday packet is sent; with it on (default caps) every
+//!   such pair goes direct within the time its probes take at their rate,
+//!   and neither side exceeds its socket or probe cap.
+//!
 //! How many pairs with one hard side meet directly anyway is printed
 //! (`-- --nocapture`).
 
 use std::time::Duration;
 
+use transitloom_proto_core::dataplane::BirthdayConfig;
 use transitloom_simulations::nat::{Allocation, Mapping};
 use transitloom_simulations::scenario::nat_traversal::{
     all_sides, direct_expected, longest_gap_after, run_pair, Cut, PairOptions, PairOutcome, Side,
+    BIRTHDAY_RUN,
 };
 
 const SEEDS: [u64; 2] = [1, 2];
@@ -288,4 +296,142 @@ fn a_rebinding_or_renumbered_nat_loses_the_flow_for_less_than_a_second() {
             }
         }
     }
+}
+
+/// The pairs birthday probing is for: a hard side (maps per destination,
+/// random ports) against an easy side that maps independently of the
+/// destination but filters by address and port.
+fn birthday_pairs() -> Vec<(Side, Side)> {
+    let sides = all_sides();
+    let hard: Vec<&Side> = sides
+        .iter()
+        .filter(|s| {
+            s.nat.as_ref().is_some_and(|n| {
+                n.mapping != Mapping::EndpointIndependent && n.allocation == Allocation::Random
+            })
+        })
+        .collect();
+    let easy: Vec<&Side> = sides
+        .iter()
+        .filter(|s| s.label().starts_with("eim/apdf/"))
+        .collect();
+    assert_eq!((hard.len(), easy.len()), (6, 3));
+    hard.iter()
+        .flat_map(|h| easy.iter().map(move |e| ((*h).clone(), (*e).clone())))
+        .collect()
+}
+
+#[test]
+fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing_when_off() {
+    let caps = BirthdayConfig::default();
+    // Starts a second after the punch, spends its probes at the rate.
+    let bound = Duration::from_secs(2)
+        + Duration::from_secs_f64(f64::from(caps.probes) / f64::from(caps.rate_per_s));
+    let mut failures = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for (hard, easy) in birthday_pairs() {
+        for seed in SEEDS {
+            let label = format!("{} ↔ {} (seed {seed})", hard.label(), easy.label());
+            let run = |birthday| {
+                run_pair(
+                    seed,
+                    &hard,
+                    &easy,
+                    PairOptions {
+                        duration: BIRTHDAY_RUN,
+                        birthday,
+                        ..PairOptions::default()
+                    },
+                )
+                .expect("the world builds")
+            };
+            let off = run(None);
+            if off.first_direct.is_some() {
+                failures.push(format!("{label}: direct without birthday probing"));
+            }
+            if off.birthday_probes != [0, 0] || off.birthday_sockets != [0, 0] {
+                failures.push(format!("{label}: birthday packets while it is off"));
+            }
+            let on = run(Some(caps));
+            match on.first_direct {
+                Some(t) if t <= bound => slowest = slowest.max(t),
+                other => failures.push(format!("{label}: first direct path {other:?}")),
+            }
+            if on.ends_relayed != Some(false) {
+                failures.push(format!("{label}: data ends relayed {:?}", on.ends_relayed));
+            }
+            // Alpha is the hard side: temporary sockets, one ping to each
+            // of the easy side's public candidates (one here) from each.
+            let [hard_probes, easy_probes] = on.birthday_probes;
+            if on.birthday_sockets != [u64::from(caps.sockets), 0]
+                || hard_probes > u64::from(caps.sockets)
+                || easy_probes > u64::from(caps.probes)
+                || easy_probes == 0
+            {
+                failures.push(format!(
+                    "{label}: sockets {:?}, probes {:?} against caps {caps:?}",
+                    on.birthday_sockets, on.birthday_probes
+                ));
+            }
+            if on.delivered + 2 < on.sent {
+                failures.push(format!(
+                    "{label}: {} of {} delivered",
+                    on.delivered, on.sent
+                ));
+            }
+        }
+    }
+    println!("birthday probing: slowest first direct path {slowest:?} (bound {bound:?})");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn birthday_probes_keep_their_rate_and_stop_with_the_attempt() {
+    // One temporary socket: the easy side most likely misses it (and the
+    // hard side's own mesh mapping towards it) and probes until its rate
+    // and the attempt's lifetime stop it; if it hits, it stops there.
+    let caps = BirthdayConfig {
+        sockets: 1,
+        probes: 2_048,
+        rate_per_s: 100,
+        ..BirthdayConfig::default()
+    };
+    let mut missed = 0;
+    let (hard, easy) = birthday_pairs().remove(0);
+    // Pairs of one seed draw the same ports: vary the seed instead.
+    for seed in 1..=4 {
+        let out = run_pair(
+            seed,
+            &hard,
+            &easy,
+            PairOptions {
+                duration: caps.after + caps.lifetime + Duration::from_secs(4),
+                birthday: Some(caps),
+                ..PairOptions::default()
+            },
+        )
+        .expect("the world builds");
+        let label = format!("{} ↔ {} (seed {seed})", hard.label(), easy.label());
+        let [hard_probes, easy_probes] = out.birthday_probes;
+        let rate = u64::from(caps.rate_per_s);
+        // Probing runs at most from a second after the install to the
+        // end of the attempt, or to the hit.
+        let span = out.first_direct.unwrap_or(caps.after + caps.lifetime);
+        assert!(
+            easy_probes <= rate * span.as_millis() as u64 / 1_000 + 1,
+            "{label}: {easy_probes} probes within {span:?} at {rate} a second"
+        );
+        assert_eq!(out.birthday_sockets, [1, 0], "{label}");
+        assert_eq!(hard_probes, 1, "{label}: one ping per socket and candidate");
+        if out.first_direct.is_none() {
+            missed += 1;
+            let by_rate = rate * caps.lifetime.as_secs();
+            assert!(
+                easy_probes >= by_rate * 9 / 10,
+                "{label}: only {easy_probes} probes in the attempt"
+            );
+            assert_eq!(out.ends_relayed, Some(true), "{label}: the relay carries");
+        }
+    }
+    assert!(missed > 0, "every attempt hit one socket");
 }

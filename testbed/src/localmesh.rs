@@ -166,6 +166,8 @@ pub struct NodeSpec {
     /// Associations as (local service, peer `node/service`).
     pub associations: Vec<(String, String)>,
     pub advertise_private: bool,
+    /// TOML appended to the node's config as it is (e.g. a `[nat]` table).
+    pub extra: String,
 }
 
 /// A whole mesh.
@@ -196,8 +198,6 @@ pub struct LocalMesh {
     nodes: Vec<RunningNode>,
     /// Appended to the coordinator's configuration file.
     coordinator_extra: String,
-    /// Appended to a node's configuration file, by node name.
-    node_extra: std::collections::BTreeMap<String, String>,
 }
 
 impl LocalMesh {
@@ -216,19 +216,6 @@ impl LocalMesh {
         spec: MeshSpec,
         extra: &str,
     ) -> Result<Self, Error> {
-        Self::start_with_configs(dir, bins, spec, extra, &[])
-    }
-
-    /// As [`start_with_coordinator_config`](Self::start_with_coordinator_config),
-    /// with TOML lines appended to some nodes' configurations as well
-    /// (node name, lines; such as `[relay]` tables).
-    pub fn start_with_configs(
-        dir: &Path,
-        bins: Binaries,
-        spec: MeshSpec,
-        extra: &str,
-        node_extra: &[(&str, &str)],
-    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut mesh = Self {
             dir: dir.to_path_buf(),
@@ -237,10 +224,6 @@ impl LocalMesh {
             coordinator_child: None,
             nodes: Vec::new(),
             coordinator_extra: extra.to_owned(),
-            node_extra: node_extra
-                .iter()
-                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-                .collect(),
         };
         mesh.make_pki()?;
         mesh.start_coordinator()?;
@@ -635,8 +618,9 @@ impl LocalMesh {
                 "\n[[association]]\nservice = \"{service}\"\npeer = \"{peer}\"\n"
             );
         }
-        if let Some(extra) = self.node_extra.get(name) {
-            let _ = write!(text, "\n{extra}\n");
+        if !node.extra.is_empty() {
+            text.push('\n');
+            text.push_str(&node.extra);
         }
         let path = self.dir.join(format!("{name}.toml"));
         write(&path, &text)?;
@@ -845,6 +829,7 @@ impl LoopbackPair {
                 }],
                 associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
                 advertise_private: true,
+                extra: String::new(),
             });
         }
         let coordinator_status = SocketAddr::new(lo, free_port(lo)?);

@@ -145,6 +145,7 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
                 .map(|(peer, _)| ("demo".to_owned(), format!("{peer}/demo")))
                 .collect(),
             advertise_private: true,
+            extra: String::new(),
         });
     }
     let spec = MeshSpec {

@@ -35,6 +35,7 @@ fn mesh(dir: &std::path::Path, services: &[UdpSocket; 2]) -> LocalMesh {
         }],
         associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
         advertise_private: true,
+        extra: String::new(),
     };
     let spec = MeshSpec {
         coordinator: CoordinatorSpec {

@@ -52,6 +52,9 @@ fn node_relay_paths(mesh: &LocalMesh, node: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Gamma's relay table.
+const RELAY: &str = "[relay]\ndata = true\nport_range = \"43900-43949\"";
+
 #[test]
 fn an_association_gets_a_validated_path_through_a_relaying_node() {
     let tmp = tempfile::tempdir().unwrap();
@@ -83,6 +86,11 @@ fn an_association_gets_a_validated_path_through_a_relaying_node() {
             services,
             associations,
             advertise_private: true,
+            extra: if peer.is_empty() {
+                RELAY.to_owned()
+            } else {
+                String::new()
+            },
         });
     }
     let coordinator_status = SocketAddr::new(LO, free_port(LO).unwrap());
@@ -94,15 +102,7 @@ fn an_association_gets_a_validated_path_through_a_relaying_node() {
         },
         nodes,
     };
-    let relay = "[relay]\ndata = true\nport_range = \"43900-43949\"";
-    let mut mesh = LocalMesh::start_with_configs(
-        tmp.path(),
-        Binaries::for_tests().unwrap(),
-        spec,
-        "",
-        &[("gamma", relay)],
-    )
-    .unwrap();
+    let mut mesh = LocalMesh::start(tmp.path(), Binaries::for_tests().unwrap(), spec).unwrap();
     mesh.wait_up(Duration::from_secs(20)).unwrap();
 
     wait_for(

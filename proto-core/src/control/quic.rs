@@ -531,6 +531,11 @@ impl QuicEndpoint {
     pub fn counters(&self) -> QuicCounters {
         self.core.counters
     }
+
+    /// A session's smoothed round-trip time, as QUIC measures it.
+    pub fn rtt(&self, conn: ConnId) -> Option<std::time::Duration> {
+        self.core.sessions.get(&conn).map(|s| s.conn.rtt())
+    }
 }
 
 impl Core {

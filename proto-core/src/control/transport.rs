@@ -445,6 +445,15 @@ impl ControlTransport {
         }
     }
 
+    /// A live session's round-trip time: QUIC's estimate; `None` over TCP
+    /// (not measured) or for an unknown session.
+    pub fn rtt(&self, session: SessionId) -> Option<std::time::Duration> {
+        match self.routes.get(&session)? {
+            Route::Quic(conn) => self.quic.rtt(*conn),
+            Route::Tcp(_) => None,
+        }
+    }
+
     /// Feeds a QUIC datagram that arrived on `local` from `src`.
     pub fn handle_datagram(
         &mut self,

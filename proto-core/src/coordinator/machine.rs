@@ -50,8 +50,10 @@ pub use issue::{DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE
 mod edge;
 mod issue;
 mod lifecycle;
+mod punch;
 mod relaying;
 
+pub use punch::{PUNCH_LEAD_MAX, PUNCH_LEAD_MIN};
 pub use relaying::RelayPlacement;
 
 /// How a coordinator is set up.
@@ -143,6 +145,8 @@ pub struct CoordinatorCounters {
     /// ends): by an admin, at readmission, or at the end of the key
     /// lifetime.
     pub assoc_rekeys: u64,
+    /// Punches sent (each to both ends of an association).
+    pub punches: u64,
 }
 
 #[derive(Debug)]
@@ -1076,6 +1080,7 @@ impl Coordinator {
         if ends.0.node != from && ends.1.node != from {
             return;
         }
+        let changed = live.candidates.get(from) != Some(&candidates);
         live.candidates.insert(from.to_owned(), candidates.clone());
         let other = if ends.0.node == from {
             ends.1.node.clone()
@@ -1084,6 +1089,9 @@ impl Coordinator {
         };
         if let Some(&conn) = self.online.get(&other) {
             self.send(now, conn, &Message::Candidates { assoc, candidates });
+        }
+        if changed {
+            self.punch(now, assoc);
         }
     }
 

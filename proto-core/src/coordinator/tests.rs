@@ -516,6 +516,71 @@ fn enrollment_tokens_and_mutual_consent_install_one_association_on_both_ends() {
     }));
 }
 
+/// The `Punch` times in a client's inbox for `assoc`.
+fn punches(inbox: &[Message], assoc: AssocId) -> Vec<u64> {
+    inbox
+        .iter()
+        .filter_map(|m| match m {
+            Message::Punch {
+                assoc: a,
+                at_unix_ms,
+            } if *a == assoc => Some(*at_unix_ms),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn both_ends_are_told_one_punch_time_once_both_reported_and_again_on_a_change() {
+    let mut lab = Lab::new();
+    let alpha = lab.enroll("alpha", true);
+    let beta = lab.enroll("beta", true);
+    let a = lab.session(&alpha, "alpha", &["beta"]);
+    let b = lab.session(&beta, "beta", &["alpha"]);
+    let (assoc, _) = installed(&lab.clients[a].inbox)[0];
+    let candidate = |addr: &str| msg::Candidate {
+        addr: addr.parse().unwrap(),
+        kind: msg::CandidateKind::ServerReflexive,
+        uplink: Name::new("fiber").unwrap(),
+    };
+    let report = |lab: &mut Lab, client: usize, addr: &str| {
+        lab.send(
+            client,
+            Message::Candidates {
+                assoc,
+                candidates: vec![candidate(addr)],
+            },
+        );
+    };
+    report(&mut lab, a, "203.0.113.9:40000");
+    assert!(
+        punches(&lab.clients[a].inbox, assoc).is_empty(),
+        "beta has not reported"
+    );
+    let before_unix_ms = lab.config.wall_clock.unix_us(lab.now) / 1_000;
+    report(&mut lab, b, "198.51.100.7:40000");
+    let (at_a, at_b) = (
+        punches(&lab.clients[a].inbox, assoc),
+        punches(&lab.clients[b].inbox, assoc),
+    );
+    assert_eq!(at_a.len(), 1);
+    assert_eq!(at_a, at_b, "one moment for both ends");
+    // Ahead of the report by the lead, plus the report's own way there
+    // (within the 100 ms the lab runs after each send).
+    let ahead = Duration::from_millis(at_a[0] - before_unix_ms);
+    assert!(
+        (PUNCH_LEAD_MIN..=PUNCH_LEAD_MAX + Duration::from_millis(100)).contains(&ahead),
+        "{ahead:?} ahead"
+    );
+    // The same candidates again: no new punch; new ones: another.
+    report(&mut lab, b, "198.51.100.7:40000");
+    assert_eq!(punches(&lab.clients[b].inbox, assoc).len(), 1);
+    report(&mut lab, b, "198.51.100.7:40001");
+    assert_eq!(punches(&lab.clients[a].inbox, assoc).len(), 2);
+    assert_eq!(punches(&lab.clients[b].inbox, assoc).len(), 2);
+    assert_eq!(lab.coordinator.counters().punches, 2);
+}
+
 #[test]
 fn a_one_sided_declaration_forms_nothing() {
     let mut lab = Lab::new();

@@ -52,6 +52,11 @@ pub struct AssocCounters {
     /// Data from a new address dropped unchallenged: the probe interval's
     /// budget of challenges for addresses learned from data was spent.
     pub challenges_suppressed: u64,
+    /// Birthday probes sent (easy side), or pings from temporary sockets
+    /// (hard side).
+    pub birthday_probes: u64,
+    /// Temporary sockets opened for birthday probing.
+    pub birthday_sockets: u64,
 }
 
 /// Challenges to new addresses learned from data, per probe interval.
@@ -112,6 +117,10 @@ pub(crate) struct Association {
     pub(crate) relay: Option<super::relay_leg::RelayBinding>,
     /// When the peer's candidates were first probed.
     pub(crate) first_probe: Option<Instant>,
+    /// The coordinated punch and the pacing of candidate probes.
+    pub(crate) pacer: super::punch::Pacer,
+    /// The current or last birthday probing attempt.
+    pub(crate) birthday: Option<super::birthday::Attempt>,
     /// What happened to its paths lately, for operators.
     pub(crate) history: PathHistory,
 }
@@ -155,6 +164,8 @@ impl Association {
             last_ingress: None,
             relay: None,
             first_probe: None,
+            pacer: super::punch::Pacer::default(),
+            birthday: None,
             history: PathHistory::default(),
         }
     }
@@ -369,6 +380,24 @@ impl Association {
                 reason,
             })
             .collect()
+    }
+
+    /// Its paths that may be probed on a timer (not those only learned
+    /// from data), the peer's candidates first in the order the peer gave
+    /// them (so both ends probe alike), then the addresses learned since.
+    pub(crate) fn candidate_order(&self) -> Vec<(UplinkId, SocketAddr)> {
+        let mut keys: Vec<(UplinkId, SocketAddr)> = self
+            .paths
+            .iter()
+            .filter(|(_, p)| !p.unproven)
+            .map(|(&key, _)| key)
+            .collect();
+        let remotes = &self.spec.remotes;
+        keys.sort_by_key(|key| {
+            let rank = remotes.iter().position(|r| *r == key.1);
+            (rank.is_none(), rank, *key)
+        });
+        keys
     }
 
     /// True when the local service sent data within `busy`.

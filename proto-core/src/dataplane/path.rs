@@ -139,6 +139,9 @@ pub struct Path {
     /// ([`crate::wire::control::PING_BACKUP`], `PING_METERED` bits): a path
     /// to a peer's backup or metered uplink is scheduled as one.
     pub remote_policy: u8,
+    /// The socket it leaves from when not its uplink's mesh socket (one
+    /// that birthday probing opened).
+    pub(crate) via: Option<crate::id::SocketId>,
 }
 
 impl Path {
@@ -169,6 +172,7 @@ impl Path {
             lane: Lane::new(policy, config),
             active_since: None,
             remote_policy: 0,
+            via: None,
         }
     }
 

@@ -123,9 +123,13 @@ impl RelayBinding {
         direct_up: bool,
         first_probe: Option<Instant>,
     ) -> bool {
-        direct_up
-            || first_probe.is_some_and(|at| now.saturating_duration_since(at) >= RELAY_DEFER)
-            || now.saturating_duration_since(self.offered_at) >= RELAY_DEFER_MAX
+        direct_up || now >= self.bind_from(first_probe)
+    }
+
+    /// When binding may start if no direct path answers first.
+    pub(crate) fn bind_from(&self, first_probe: Option<Instant>) -> Instant {
+        let latest = self.offered_at + RELAY_DEFER_MAX;
+        first_probe.map_or(latest, |at| (at + RELAY_DEFER).min(latest))
     }
 }
 

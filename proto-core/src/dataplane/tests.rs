@@ -2,6 +2,7 @@
 //! harness that exercises install, binding, validation, forwarding,
 //! rebinding, failure and withdrawal.
 
+mod punch;
 mod rekey;
 
 use std::collections::BTreeMap;
@@ -60,23 +61,25 @@ impl Net {
     /// Node 0 on 192.0.2.1; node 1 on 198.51.100.2 and, with `intranet`,
     /// also on 10.0.0.2.
     fn new(intranet: bool) -> Self {
-        Self::with_intranet_policy(intranet, UplinkPolicy::default())
+        Self::with(intranet, |_| {})
     }
 
-    /// As [`Net::new`], node 1's intranet uplink with `policy`.
-    fn with_intranet_policy(intranet: bool, policy: UplinkPolicy) -> Self {
+    /// As [`Net::new`], both planes' configuration adjusted by `adjust`.
+    fn with(intranet: bool, adjust: impl Fn(&mut DataPlaneConfig)) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, 1_760_000_000_000_000);
         let mut b_uplinks = vec![uplink(0, "198.51.100.2")];
         let mut b_remotes = vec!["198.51.100.2:40000"];
         if intranet {
-            let mut lan = uplink(1, "10.0.0.2");
-            lan.policy = policy;
-            b_uplinks.push(lan);
+            b_uplinks.push(uplink(1, "10.0.0.2"));
             b_remotes.push("10.0.0.2:40000");
         }
-        let mut a = DataPlane::new(DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall));
-        let mut b = DataPlane::new(DataPlaneConfig::new(b_uplinks, 2, wall));
+        let mut a_config = DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall);
+        let mut b_config = DataPlaneConfig::new(b_uplinks, 2, wall);
+        adjust(&mut a_config);
+        adjust(&mut b_config);
+        let mut a = DataPlane::new(a_config);
+        let mut b = DataPlane::new(b_config);
         a.install(spec("127.0.0.1:41000", "127.0.0.1:51820", &b_remotes))
             .unwrap();
         b.install(spec(
@@ -380,7 +383,13 @@ fn a_peer_uplinks_policy_is_learned_from_its_pings() {
         metered: true,
         ..UplinkPolicy::default()
     };
-    let mut net = Net::with_intranet_policy(true, metered);
+    let mut net = Net::with(true, |config| {
+        for uplink in &mut config.uplinks {
+            if uplink.bind.to_string() == "10.0.0.2" {
+                uplink.policy = metered;
+            }
+        }
+    });
     net.advance(Duration::from_millis(50));
     let lan = net
         .view(0)

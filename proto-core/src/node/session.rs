@@ -135,6 +135,11 @@ pub(super) enum Effect {
         assoc: AssocId,
         allocation: u64,
     },
+    /// Start probing an association's candidates at this wall-clock time.
+    Punch {
+        assoc: AssocId,
+        at_unix_ms: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -810,6 +815,9 @@ impl Session {
                 assoc,
                 remotes: candidates.iter().map(|c| c.addr).collect(),
             }),
+            Message::Punch { assoc, at_unix_ms } => {
+                effects.push(Effect::Punch { assoc, at_unix_ms });
+            }
             Message::Revoked { .. } => {
                 self.revoked = true;
                 self.token = None;

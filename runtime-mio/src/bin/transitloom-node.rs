@@ -339,6 +339,13 @@ fn table(status: &NodeStatus) -> String {
                 a.candidates, a.pairs_tried, a.pairs_answered
             );
         }
+        if a.birthday_sockets > 0 || a.birthday_probes > 0 {
+            let _ = writeln!(
+                out,
+                "birthday probing: {} probes sent, {} temporary sockets opened",
+                a.birthday_probes, a.birthday_sockets
+            );
+        }
         if let Some(r) = &a.relay {
             let pinned = if r.pinned.is_empty() {
                 "not bound yet".to_owned()

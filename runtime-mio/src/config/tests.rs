@@ -180,6 +180,14 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("[relay]\ndata = false", "[relay]\nport_range = \"41000-40000\""), "relay.port_range", "ascending"),
         (mutate("[relay]\ndata = false", "[relay]\nlisten_ip = \"fiber\""), "relay.listen_ip", ""),
         (mutate("name = \"alpha\"", "name = \"alpha"), "(syntax)", "TOML parse error"),
+        (format!("{GOOD}\n[nat]\npunch_pace = 5\n"), "nat.punch_pace", "unknown key"),
+        (format!("{GOOD}\n[nat]\npunch_pace_ms = 5000\n"), "nat.punch_pace_ms", "outside 0 to 1000"),
+        (format!("{GOOD}\n[nat]\npunch_max_probes_per_s = 0\n"), "nat.punch_max_probes_per_s", "outside 1 to 1000"),
+        (format!("{GOOD}\n[nat]\nbirthday = \"yes\"\n"), "nat.birthday", "expected true or false"),
+        (format!("{GOOD}\n[nat]\nbirthday = true\nbirthday_sockets = 5000\n"), "nat.birthday_sockets", "outside 1 to 1024"),
+        (format!("{GOOD}\n[nat]\nbirthday = true\nbirthday_probes = 0\n"), "nat.birthday_probes", "outside 1 to 16384"),
+        (format!("{GOOD}\n[nat]\nbirthday = true\nbirthday_rate = 100000\n"), "nat.birthday_rate", "outside 1 to 1000"),
+        (format!("{GOOD}\n[nat]\nbirthday_probes = 100\n"), "nat.birthday_probes", "no effect without birthday = true"),
     ];
     assert!(cases.len() >= 20);
     for (text, key, reason) in cases {
@@ -192,6 +200,27 @@ fn every_bad_config_names_the_key_and_the_reason() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn nat_punch_pacing_and_birthday_probing_are_read_with_defaults() {
+    use transitloom_proto_core::dataplane::{BirthdayConfig, PunchConfig};
+    assert_eq!(parse(GOOD).unwrap().punch, PunchConfig::default());
+    let config = parse(&format!(
+        "{GOOD}\n[nat]\npunch_pace_ms = 2\npunch_max_probes_per_s = 50\nbirthday = true\nbirthday_probes = 300\n"
+    ))
+    .unwrap();
+    assert_eq!(config.punch.pace, std::time::Duration::from_millis(2));
+    assert_eq!(config.punch.max_probes_per_s, 50);
+    assert_eq!(
+        config.punch.birthday,
+        Some(BirthdayConfig {
+            probes: 300,
+            ..BirthdayConfig::default()
+        })
+    );
+    let off = parse(&format!("{GOOD}\n[nat]\nbirthday = false\n")).unwrap();
+    assert_eq!(off.punch.birthday, None);
 }
 
 #[test]

@@ -121,6 +121,9 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
             .map_or("unset".to_owned(), |r| format!("{}-{}", r.low, r.high));
         return Err(changed("relay.port_range", range));
     }
+    if old.punch != new.punch {
+        return Err(changed("nat", format!("{:?}", old.punch)));
+    }
     if old.uplinks.len() != new.uplinks.len() {
         return Err(changed(
             "uplink",

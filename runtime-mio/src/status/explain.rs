@@ -427,6 +427,8 @@ mod tests {
             candidates: 2,
             pairs_tried: 2,
             pairs_answered: 2,
+            birthday_probes: 0,
+            birthday_sockets: 0,
         };
         NodeStatus {
             node: NodeInfo {

@@ -64,6 +64,8 @@ fn sample() -> NodeStatus {
                 candidates: 9,
                 pairs_tried: 10,
                 pairs_answered: 1,
+                birthday_probes: 0,
+                birthday_sockets: 0,
                 relay: Some(RelayLegStatus {
                     address: "203.0.113.5:40000".to_owned(),
                     allocation: 1,

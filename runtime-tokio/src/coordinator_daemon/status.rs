@@ -15,7 +15,7 @@
 //!                 "handshakes_started": 7, "handshakes_throttled": 0,
 //!                 "admissions_lapsed": 0,
 //!                 "tokens_granted": 2, "enrollments": 2, "enrollments_repeated": 0,
-//!                 "renewals": 1, "renewals_refused": 0, "assoc_rekeys": 0,
+//!                 "renewals": 1, "renewals_refused": 0, "assoc_rekeys": 0, "punches": 1,
 //!                 "reflected": 12, "reflect_refused": {} },
 //!   "reflectors": ["203.0.113.6:7443"] }
 //! ```
@@ -114,6 +114,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "reflected": counters.reflected,
             "reflect_refused": counters.reflect_refused,
             "assoc_rekeys": counters.assoc_rekeys,
+            "punches": counters.punches,
         },
         "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
         "relay": coordinator.relay().map(RelayStatus::of),
@@ -294,6 +295,12 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
         "counter",
         "Keys of installed associations replaced by a new epoch (admin, readmission, key lifetime).",
         &[(base.clone(), counters.assoc_rekeys)],
+    );
+    family(
+        "transitloom_coordinator_punches_total",
+        "counter",
+        "Punches sent: one moment for both ends of an association to start probing.",
+        &[(base.clone(), counters.punches)],
     );
     family(
         "transitloom_coordinator_operations_total",

@@ -19,7 +19,7 @@ use std::time::Duration;
 use rustls_pki_types::CertificateDer;
 use transitloom_proto_core::coordinator::RelayHosting;
 use transitloom_proto_core::csprng::Drbg;
-use transitloom_proto_core::dataplane::DataEvent;
+use transitloom_proto_core::dataplane::{BirthdayConfig, DataEvent, PunchConfig};
 use transitloom_proto_core::node::{Node, NodeEvent, ServiceSpec};
 use transitloom_proto_core::relay::RelayConfig;
 use transitloom_proto_core::time::WallClock;
@@ -152,6 +152,12 @@ const PARAMS: &[ParamSpec] = &[
         default: "0",
         about: "alpha's NAT gets a new public address at this time (0: never)",
         allowed: Range(0.0, 600.0),
+    },
+    ParamSpec {
+        name: "birthday",
+        default: "0",
+        about: "whether both nodes do bounded birthday probing (1) or not (0), with its default caps",
+        allowed: Range(0.0, 1.0),
     },
     ParamSpec {
         name: "delay_ms",
@@ -290,6 +296,12 @@ pub struct PairOutcome {
     pub delivered: u64,
     /// Invariant violations (the relay-node invariant with `revoke`).
     pub violations: Vec<String>,
+    /// Birthday probes (or temporary socket pings) each node sent.
+    pub birthday_probes: [u64; 2],
+    /// Temporary sockets each node opened for birthday probing.
+    pub birthday_sockets: [u64; 2],
+    /// The first direct path's remote address, as alpha saw it.
+    pub direct_remote: Option<SocketAddr>,
     /// The run's trace hash and events, for the summary.
     trace: (u64, u64),
 }
@@ -316,6 +328,8 @@ pub struct PairOptions {
     pub rebind_at: Option<Duration>,
     /// When alpha's NAT gets a new public address.
     pub renumber_at: Option<Duration>,
+    /// Both nodes do birthday probing with these caps (`None`: off).
+    pub birthday: Option<BirthdayConfig>,
 }
 
 /// A cut of the direct path between the two nodes' public addresses.
@@ -343,6 +357,7 @@ impl Default for PairOptions {
             cut: None,
             rebind_at: None,
             renumber_at: None,
+            birthday: None,
         }
     }
 }
@@ -367,6 +382,7 @@ pub fn run_pair(
         cut,
         rebind_at,
         renumber_at,
+        birthday,
     } = options;
     let mut world = World::new(seed);
     let mut drbg = Drbg::from_u64(world.fork_seed());
@@ -427,10 +443,12 @@ pub fn run_pair(
             target: service_addr,
             peers: BTreeMap::from([(format!("{peer}/wg0"), ingress)]),
         }];
-        world.install(
-            node,
-            Node::new(config).map_err(|e| SimError::Topology(e.to_string()))?,
-        );
+        let mut machine = Node::new(config).map_err(|e| SimError::Topology(e.to_string()))?;
+        machine.set_punch(PunchConfig {
+            birthday,
+            ..PunchConfig::default()
+        });
+        world.install(node, machine);
         hosts.push((node, service));
     }
     let gamma = if relay_node {
@@ -563,6 +581,16 @@ pub fn run_pair(
     let sent = world
         .app_ref::<UdpSource>(alpha_service)
         .map_or(0, |s| s.machine.sent());
+    let counters = |host: HostId| {
+        node(host)
+            .machine
+            .data_plane()
+            .associations()
+            .next()
+            .map(|a| a.counters())
+            .unwrap_or_default()
+    };
+    let (ca, cb) = (counters(alpha), counters(beta));
     Ok(PairOutcome {
         alpha_saw: saw(alpha),
         beta_saw: saw(beta),
@@ -578,6 +606,9 @@ pub fn run_pair(
         switches,
         arrivals,
         remote: first.map(|(_, r)| r),
+        direct_remote: first_direct.map(|(_, r)| r),
+        birthday_probes: [ca.birthday_probes, cb.birthday_probes],
+        birthday_sockets: [ca.birthday_sockets, cb.birthday_sockets],
         sent,
         delivered: sink.packets,
         violations: world.violations().to_vec(),
@@ -644,6 +675,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             cut: cut_of(p),
             rebind_at: secs(p.f64("rebind_at_s")),
             renumber_at: secs(p.f64("renumber_at_s")),
+            birthday: (p.u64("birthday") == 1).then(BirthdayConfig::default),
         },
     )?;
     let mut summary = Summary::default();
@@ -681,6 +713,16 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         "direct path expected",
         format!("{} ({why})", if expected { "yes" } else { "no" }),
     );
+    if p.u64("birthday") == 1 {
+        summary.row(
+            "birthday probes sent (alpha, beta)",
+            format!("{}, {}", out.birthday_probes[0], out.birthday_probes[1]),
+        );
+        summary.row(
+            "temporary sockets opened (alpha, beta)",
+            format!("{}, {}", out.birthday_sockets[0], out.birthday_sockets[1]),
+        );
+    }
     summary.row("datagrams sent", out.sent);
     summary.row("datagrams delivered", out.delivered);
     for (name, at) in [
@@ -787,7 +829,15 @@ pub struct Cell {
     pub runs: usize,
     /// Time to the first path of each run that had one.
     pub times: Vec<Duration>,
+    /// Runs with a direct path once both nodes probe birthday-style
+    /// (default caps, runs of [`BIRTHDAY_RUN`]); `None` where every run
+    /// was direct without it.
+    pub birthday_direct: Option<usize>,
 }
+
+/// How long a matrix run with birthday probing lasts: the attempt starts
+/// a second after the punch and spends its probes within about 8 s.
+pub const BIRTHDAY_RUN: Duration = Duration::from_secs(12);
 
 /// Runs every unordered pair of [`all_sides`] with each seed.
 ///
@@ -804,6 +854,7 @@ pub fn cells(seeds: &[u64]) -> Result<Vec<Cell>, SimError> {
                 connected: 0,
                 runs: 0,
                 times: Vec::new(),
+                birthday_direct: None,
             };
             for &seed in seeds {
                 let o = run_pair(seed, a, b, PairOptions::default())?;
@@ -815,6 +866,20 @@ pub fn cells(seeds: &[u64]) -> Result<Vec<Cell>, SimError> {
                     cell.connected += 1;
                     cell.times.push(t);
                 }
+            }
+            if cell.direct < cell.runs {
+                let mut direct = 0;
+                for &seed in seeds {
+                    let options = PairOptions {
+                        birthday: Some(BirthdayConfig::default()),
+                        duration: BIRTHDAY_RUN,
+                        ..PairOptions::default()
+                    };
+                    if run_pair(seed, a, b, options)?.first_direct.is_some() {
+                        direct += 1;
+                    }
+                }
+                cell.birthday_direct = Some(direct);
             }
             out.push(cell);
         }
@@ -831,9 +896,9 @@ pub fn matrix(seeds: &[u64]) -> Result<String, SimError> {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| alpha | beta | outcome | direct runs | connected runs | median time to first path | direct guaranteed |"
+        "| alpha | beta | outcome | direct runs | connected runs | median time to first path | direct guaranteed | direct runs with birthday probing |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|");
     for c in &cells {
         let mut times = c.times.clone();
         times.sort();
@@ -853,9 +918,12 @@ pub fn matrix(seeds: &[u64]) -> Result<String, SimError> {
         } else {
             "direct or relay"
         };
+        let birthday = c
+            .birthday_direct
+            .map_or("-".to_owned(), |d| format!("{d}/{}", c.runs));
         let _ = writeln!(
             t,
-            "| {} | {} | {outcome} | {}/{} | {}/{} | {median} | {expected} |",
+            "| {} | {} | {outcome} | {}/{} | {}/{} | {median} | {expected} | {birthday} |",
             c.pair.0.label(),
             c.pair.1.label(),
             c.direct,

@@ -91,6 +91,19 @@ impl NatPair {
     /// # Errors
     /// When a namespace, link, address, route or rule cannot be made.
     pub fn build(run: &str, nat: Masquerade, firewall: Firewall) -> Result<Self, Error> {
+        Self::build_sides(run, [nat, nat], firewall)
+    }
+
+    /// As [`build`](Self::build), alpha's NAT masquerading as `nats[0]`
+    /// and beta's as `nats[1]`.
+    ///
+    /// # Errors
+    /// When a namespace, link, address, route or rule cannot be made.
+    pub fn build_sides(
+        run: &str,
+        nats: [Masquerade; 2],
+        firewall: Firewall,
+    ) -> Result<Self, Error> {
         let inet = Namespace::create(&format!("{run}-inet"))?;
         let nat_a = Namespace::create(&format!("{run}-na"))?;
         let nat_b = Namespace::create(&format!("{run}-nb"))?;
@@ -101,10 +114,10 @@ impl NatPair {
         }
         inet.enable_forwarding()?;
         let sites = [
-            (&nat_a, "na", [198, 51, 100], &a, 1),
-            (&nat_b, "nb", [192, 0, 2], &b, 2),
+            (&nat_a, "na", [198, 51, 100], &a, 1, nats[0]),
+            (&nat_b, "nb", [192, 0, 2], &b, 2, nats[1]),
         ];
-        for (router, inet_dev, [p0, p1, p2], host, lan) in sites {
+        for (router, inet_dev, [p0, p1, p2], host, lan, nat) in sites {
             let outside = |h: u8| IpAddr::V4(Ipv4Addr::new(p0, p1, p2, h));
             let inside = |h: u8| IpAddr::V4(Ipv4Addr::new(192, 168, lan, h));
             veth(&inet, inet_dev, router, "wan")?;

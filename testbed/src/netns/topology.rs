@@ -457,6 +457,7 @@ pub fn wg_node(
         }],
         associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
         advertise_private: true,
+        extra: String::new(),
     }
 }
 

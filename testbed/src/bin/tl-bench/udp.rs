@@ -229,6 +229,7 @@ fn mesh_spec(sender: SocketAddr, receiver: SocketAddr, pid: u32) -> Result<MeshS
             }],
             associations: vec![(SERVICE.to_owned(), format!("{peer}/{SERVICE}"))],
             advertise_private: true,
+            extra: String::new(),
         })
     };
     Ok(MeshSpec {

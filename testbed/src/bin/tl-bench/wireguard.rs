@@ -185,6 +185,7 @@ fn node(name: &str, ns: &Namespace, uplink: IpAddr, peer: &str, range: &str) -> 
         }],
         associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
         advertise_private: true,
+        extra: String::new(),
     }
 }
 
