@@ -218,6 +218,9 @@ pub struct NodeConfig {
     pub associations: Vec<AssociationConfig>,
     /// `[nat]`: punch pacing and birthday probing.
     pub punch: transitloom_proto_core::dataplane::PunchConfig,
+    /// When the control session falls back to TCP, and how often QUIC is
+    /// tried again (`tcp_fallback_after_ms`, `quic_retry_s`).
+    pub tcp_fallback: transitloom_proto_core::node::TcpFallback,
 }
 
 /// Default `status_listen`.
@@ -270,6 +273,19 @@ fn resolve(base: &Path, path: &str) -> PathBuf {
     }
 }
 
+/// `tcp_fallback_after_ms` (100 ms to 60 s) and `quic_retry_s` (5 s to
+/// 1 hour), defaults filled in.
+fn parse_tcp_fallback(root: &Section<'_>) -> KeyResult<transitloom_proto_core::node::TcpFallback> {
+    let mut fallback = transitloom_proto_core::node::TcpFallback::default();
+    if let Some(ms) = root.opt_u64("tcp_fallback_after_ms", 100, 60_000)? {
+        fallback.quic_bound = std::time::Duration::from_millis(ms);
+    }
+    if let Some(s) = root.opt_u64("quic_retry_s", 5, 3_600)? {
+        fallback.quic_retry = std::time::Duration::from_secs(s);
+    }
+    Ok(fallback)
+}
+
 fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeConfig> {
     root.only(&[
         "name",
@@ -285,6 +301,8 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         "service",
         "association",
         "nat",
+        "tcp_fallback_after_ms",
+        "quic_retry_s",
     ])?;
     let name = root.str("name")?;
     check_name("name", name)?;
@@ -429,6 +447,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         services,
         associations,
         punch: nat::parse(root)?,
+        tcp_fallback: parse_tcp_fallback(root)?,
     })
 }
 

@@ -32,9 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::dataplane::{DataEvent, SocketRole};
-use transitloom_proto_core::node::{
-    self, Credentials, Node, NodeEvent, ServiceSpec, SessionState, TcpFallback,
-};
+use transitloom_proto_core::node::{self, Credentials, Node, NodeEvent, ServiceSpec, SessionState};
 use transitloom_proto_core::ServiceId;
 
 pub use identity::{CERT_FILE, KEY_FILE};
@@ -130,7 +128,7 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
         node.host_relay(hosting);
     }
     // QUIC first; TCP to the same address and port when UDP is blocked.
-    node.set_tcp_fallback(Some(TcpFallback::default()));
+    node.set_tcp_fallback(Some(setup.config.tcp_fallback));
     let mut driver = MioDriver::new(node)
         .map_err(|e| DaemonError::Runtime(format!("the event loop cannot start: {e}")))?;
     let mut daemon = Daemon {

@@ -289,3 +289,28 @@ fn a_corrupt_ingress_file_is_refused_with_its_path() {
 }
 
 const INGRESS_FILE_NAME: &str = ingress::INGRESS_FILE;
+
+#[test]
+fn the_tcp_fallback_timings_are_read_with_defaults_and_bounds() {
+    use std::time::Duration;
+    use transitloom_proto_core::node::TcpFallback;
+    assert_eq!(parse(GOOD).unwrap().tcp_fallback, TcpFallback::default());
+    let set = |lines: &str| {
+        mutate(
+            "root_ca = \"root.crt\"",
+            &format!("root_ca = \"root.crt\"\n{lines}"),
+        )
+    };
+    let config = parse(&set("tcp_fallback_after_ms = 1500\nquic_retry_s = 300")).unwrap();
+    assert_eq!(config.tcp_fallback.quic_bound, Duration::from_millis(1_500));
+    assert_eq!(config.tcp_fallback.quic_retry, Duration::from_secs(300));
+    for (lines, key) in [
+        ("tcp_fallback_after_ms = 50", "tcp_fallback_after_ms"),
+        ("tcp_fallback_after_ms = 60001", "tcp_fallback_after_ms"),
+        ("quic_retry_s = 4", "quic_retry_s"),
+        ("quic_retry_s = \"60\"", "quic_retry_s"),
+    ] {
+        let err = parse(&set(lines)).unwrap_err();
+        assert_eq!(err.key, key, "{lines}: {err}");
+    }
+}

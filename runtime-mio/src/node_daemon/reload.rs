@@ -124,6 +124,18 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
     if old.punch != new.punch {
         return Err(changed("nat", format!("{:?}", old.punch)));
     }
+    if old.tcp_fallback.quic_bound != new.tcp_fallback.quic_bound {
+        return Err(changed(
+            "tcp_fallback_after_ms",
+            old.tcp_fallback.quic_bound.as_millis().to_string(),
+        ));
+    }
+    if old.tcp_fallback.quic_retry != new.tcp_fallback.quic_retry {
+        return Err(changed(
+            "quic_retry_s",
+            old.tcp_fallback.quic_retry.as_secs().to_string(),
+        ));
+    }
     if old.uplinks.len() != new.uplinks.len() {
         return Err(changed(
             "uplink",

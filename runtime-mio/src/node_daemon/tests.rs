@@ -332,6 +332,12 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
         ),
         ("coordinator_name = \"hub2\"", uplink, "coordinator_name"),
         ("advertise_private = true", uplink, "advertise_private"),
+        (
+            "tcp_fallback_after_ms = 1000",
+            uplink,
+            "tcp_fallback_after_ms",
+        ),
+        ("quic_retry_s = 30", uplink, "quic_retry_s"),
         ("", "interface = \"lo\"", "uplink[0]"),
         ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0]"),
     ];
