@@ -552,6 +552,13 @@ impl Coordinator {
                 _ if deleted => WithdrawReason::Deleted,
                 _ => WithdrawReason::ServiceRemoved,
             };
+            // The key that was withdrawn is never installed again: the
+            // next epoch's is written now, into the log, so a coordinator
+            // restarted before the pair returns pushes a fresh key too
+            // (a deleted record takes none; its return writes one).
+            if !deleted {
+                self.write_key(now, live.id);
+            }
             for end in [&ends.0, &ends.1] {
                 if let Some(&conn) = self.online.get(&end.node) {
                     self.send(

@@ -229,3 +229,41 @@ fn creating_a_deleted_pair_allows_it_again_as_an_admin_association() {
     lab.admin(AdminCommand::AssocDelete { assoc }).unwrap();
     assert_eq!(list(&mut lab)[0].state, AssocState::Deleted);
 }
+
+#[test]
+fn a_key_withdrawn_by_a_removed_service_is_not_pushed_again_after_a_restart() {
+    let mut lab = Lab::new();
+    let (alpha, beta, a, _, assoc) = consenting_pair(&mut lab);
+    let first = installed(&lab.clients[a].inbox)[0];
+    // Alpha stops declaring beta: the association is withdrawn.
+    lab.send(
+        a,
+        Message::RegisterServices {
+            services: vec![ServiceDecl {
+                name: Name::new("wg0").unwrap(),
+                peers: Vec::new(),
+            }],
+        },
+    );
+    assert!(
+        lab.clients[a].inbox.iter().any(|m| matches!(
+            m,
+            Message::AssociationWithdrawn {
+                reason: WithdrawReason::ServiceRemoved,
+                ..
+            }
+        )),
+        "{:?}",
+        lab.clients[a].inbox
+    );
+    // The coordinator restarts before the pair comes back.
+    lab.restart();
+    let a = lab.session(&alpha, "alpha", &["beta"]);
+    let b = lab.session(&beta, "beta", &["alpha"]);
+    let again = installed(&lab.clients[a].inbox);
+    assert_eq!(again, installed(&lab.clients[b].inbox));
+    assert_eq!(again.len(), 1, "{:?}", lab.clients[a].inbox);
+    assert_eq!(again[0].0, assoc, "the same id");
+    assert_ne!(again[0].1, first.1, "never the withdrawn key");
+    assert_eq!(epochs(&lab.clients[a].inbox), [2]);
+}
