@@ -109,10 +109,10 @@ const MIN_RATE: f64 = 8_000.0;
 /// for what the clean ones cannot carry.
 const LOSS_POWER: i32 = 60;
 /// Tx snapshots kept per path to match receiver reports: taken as data is
-/// sent, at most one per `HISTORY_SPAN / HISTORY` (at least 1 ms), so a
-/// report is matched to within about a millisecond of sending however
-/// bursty the flow, and they reach back twice the span reports need (a
-/// round trip and a report interval).
+/// sent, at most one per 64th of a round trip and a report interval (at
+/// least 1 ms apart), so a report is matched to within about a millisecond
+/// of sending however bursty the flow, and they reach back twice the span
+/// reports need.
 const HISTORY: usize = 128;
 /// Data loss is sampled over windows of this many packets sent, or this
 /// long: long enough that the matching error at their edges (a few
