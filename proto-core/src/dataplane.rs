@@ -1449,10 +1449,7 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
-        let direct_up = assoc
-            .paths
-            .values()
-            .any(|p| p.state == PathState::Active && !p.kind.is_relay());
+        let direct_up = assoc.direct_up();
         let Some(binding) = assoc.relay.as_mut() else {
             return;
         };

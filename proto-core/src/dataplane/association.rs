@@ -410,6 +410,13 @@ impl Association {
     pub(crate) fn is_up(&self) -> bool {
         self.paths.values().any(|p| p.state == PathState::Active)
     }
+
+    /// True when a direct (not relayed) path is active.
+    pub(crate) fn direct_up(&self) -> bool {
+        self.paths
+            .values()
+            .any(|p| p.state == PathState::Active && !p.kind.is_relay())
+    }
 }
 
 impl DataPlane {

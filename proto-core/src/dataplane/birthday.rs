@@ -29,7 +29,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::path::PathState;
 use super::reflexive::{NatAllocation, NatClass, NatMapping};
 use super::{DataPlane, PathKind, Timer, ADDR_LEN};
 use crate::id::{AssocId, SocketId, UplinkId};
@@ -106,10 +105,7 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return;
         };
-        let direct_up = assoc
-            .paths
-            .values()
-            .any(|p| p.state == PathState::Active && !p.kind.is_relay());
+        let direct_up = assoc.direct_up();
         // The policy bits the probes carry, like every ping from the uplink.
         let policy = assoc
             .birthday
