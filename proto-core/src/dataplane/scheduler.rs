@@ -514,6 +514,9 @@ pub enum Reason {
     /// Direct, validated lately while data goes through a relay: it takes
     /// over once it has held for the return hold.
     Settling,
+    /// Through a relay allocation being replaced: the new allocation's
+    /// path is usable.
+    Retiring,
 }
 
 impl Reason {
@@ -529,6 +532,7 @@ impl Reason {
             Self::Lossy => "lossy: lost over 2 % of its probes lately and a clean path is usable",
             Self::Relayed => "relayed: a direct path is usable",
             Self::Settling => "settling: validated lately; the relay carries until it has held",
+            Self::Retiring => "retiring: its relay allocation is being replaced by one that works",
         }
     }
 
@@ -544,6 +548,7 @@ impl Reason {
             Self::Lossy => "lossy",
             Self::Relayed => "relayed",
             Self::Settling => "settling",
+            Self::Retiring => "retiring",
         }
     }
 }
@@ -565,6 +570,9 @@ pub(crate) struct Candidate<'a, K> {
     /// A direct path validated less than the return hold ago while data
     /// goes through a relay: it waits (hysteresis).
     pub(crate) settling: bool,
+    /// Crosses a relay allocation that is being replaced: used only when
+    /// no other path of its priority is (make-before-break).
+    pub(crate) retiring: bool,
     /// Forward delay fallback (half the smoothed RTT) when a path has no
     /// timed pong yet.
     pub(crate) half_rtt: Duration,
@@ -583,13 +591,14 @@ fn base_delay<K>(c: &Candidate<'_, K>, timed: bool) -> i64 {
 }
 
 /// The tier a path is in: lower tiers are used first. A relay path comes
-/// after the direct paths of its uplink's priority.
+/// after the direct paths of its uplink's priority, and a retiring relay
+/// path after the relay path replacing it.
 fn tier<K>(c: &Candidate<'_, K>) -> u8 {
     let priority = match c.policy.priority {
         UplinkPriority::Primary => 0,
-        UplinkPriority::Backup => 2,
+        UplinkPriority::Backup => 3,
     };
-    priority + u8::from(c.relay)
+    priority + u8::from(c.relay) + u8::from(c.retiring)
 }
 
 /// Why each candidate is (or is not) eligible, in the order given.
@@ -668,6 +677,8 @@ pub(crate) fn eligibility<K>(
                 Reason::Settling
             } else if !usable(c) {
                 Reason::Stale
+            } else if tier(c) > best_tier && c.retiring {
+                Reason::Retiring
             } else if tier(c) > best_tier && c.relay {
                 Reason::Relayed
             } else if tier(c) > best_tier {

@@ -53,6 +53,7 @@ impl Setup {
                 penalty: Duration::ZERO,
                 relay: false,
                 settling: false,
+                retiring: false,
                 half_rtt: Duration::from_millis(10),
             })
             .collect()
