@@ -852,7 +852,8 @@ impl Coordinator {
                 | Message::RelayRelease { .. }),
             ) => {
                 let name = name.clone();
-                self.on_relay_message(now, &name, message);
+                let seen = session.remote.ip();
+                self.on_relay_message(now, &name, seen, message);
             }
             // Any session may probe liveness: a TCP session's transport
             // writes keepalives on its own, before a hello or in an admin
@@ -1379,6 +1380,7 @@ impl StateMachine for Coordinator {
         }
         self.expire_tokens(now);
         self.rekey_due(now);
+        self.retire_relays(now);
         self.flush(now);
     }
 
@@ -1390,7 +1392,8 @@ impl StateMachine for Coordinator {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
         let relay = self.relays.own.as_ref().and_then(|h| h.poll_timeout());
         let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
-        [self.transport.poll_timeout(), lapse, relay, rekey]
+        let retire = self.next_relay_retire();
+        [self.transport.poll_timeout(), lapse, relay, rekey, retire]
             .into_iter()
             .flatten()
             .min()
