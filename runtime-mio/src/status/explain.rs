@@ -296,10 +296,9 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             others(&|q| q.reason == "carrying")
         ),
         "slow" => format!(
-            "0 (slow): its forward delay is {} above the fastest path's, whose rate is not \
-             known yet (no capacity_mbps, not yet measured under a standing queue), so a \
-             spill onto it could not be timed; it carries overflow once that rate is \
-             measured, and takes over if the faster paths fail",
+            "0 (slow): its forward delay is {} above the fastest path's (more than 10 ms \
+             reorders packets more than TCP in the tunnel tolerates); it takes over if the \
+             faster paths fail",
             p.fwd_delay_ms
                 .map_or("unknown".to_owned(), |d| format!("{d:.1} ms"))
         ),
@@ -351,9 +350,6 @@ fn measured_words(p: &PathStatus) -> String {
     parts.push(format!("queue {:.1} ms", p.queue_ms));
     parts.push(format!("delivery {:.1} Mbit/s", p.delivery_mbps));
     parts.push(format!("planned {:.1} Mbit/s", p.plan_mbps));
-    if let Some(capacity) = p.capacity_mbps {
-        parts.push(format!("measured capacity {capacity:.1} Mbit/s"));
-    }
     parts.push(format!("sent {} B, received {} B", p.tx_bytes, p.rx_bytes));
     parts.join(", ")
 }
