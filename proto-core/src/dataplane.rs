@@ -27,7 +27,7 @@ pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
-pub use relay_leg::{RelayOffer, RELAY_REFRESH, RELAY_RETIRE_MAX};
+pub use relay_leg::{RelayOffer, RELAY_REFRESH};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
@@ -473,12 +473,7 @@ impl DataPlane {
     /// Takes this node's leg of an association's relay allocation (from
     /// the coordinator): every mesh socket binds it, and once pinned the
     /// relay's address is a path like the others, scheduled below the
-    /// direct ones. A new allocation at another address replaces the old
-    /// one, which retires: its paths stay, used only while the new one's
-    /// are not, until the coordinator releases it ([`drop_relay`]), so a
-    /// move between relays loses nothing (make-before-break).
-    ///
-    /// [`drop_relay`]: Self::drop_relay
+    /// direct ones. A new allocation replaces the old one and its paths.
     ///
     /// # Errors
     /// When the association is not installed.
@@ -496,25 +491,9 @@ impl DataPlane {
             return Ok(());
         }
         if let Some(old) = assoc.relay.take() {
-            if old.offer.relay == offer.relay {
-                assoc
-                    .paths
-                    .retain(|&(_, remote), _| remote != old.offer.relay);
-            } else {
-                if let Some(older) = assoc.retiring.replace(old) {
-                    assoc
-                        .paths
-                        .retain(|&(_, remote), _| remote != older.offer.relay);
-                }
-                tracing::debug!(assoc = %id, relay = %offer.relay, "relay leg retires for a new one");
-            }
-        }
-        if assoc
-            .retiring
-            .as_ref()
-            .is_some_and(|r| r.offer.relay == offer.relay)
-        {
-            assoc.retiring = None;
+            assoc
+                .paths
+                .retain(|&(_, remote), _| remote != old.offer.relay);
         }
         tracing::debug!(assoc = %id, relay = %offer.relay, leg = offer.leg, "relay leg offered");
         assoc.relay = Some(relay_leg::RelayBinding::new(now, offer));
@@ -529,13 +508,6 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return false;
         };
-        if let Some(old) = assoc.retiring.take_if(|r| r.offer.allocation == allocation) {
-            assoc
-                .paths
-                .retain(|&(_, remote), _| remote != old.offer.relay);
-            tracing::debug!(assoc = %id, relay = %old.offer.relay, allocation, "retired relay leg dropped");
-            return true;
-        }
         if assoc
             .relay
             .as_ref()
@@ -1509,13 +1481,6 @@ impl DataPlane {
         let Some(binding) = assoc.relay.as_mut() else {
             return;
         };
-        let retired_by = binding.offered_at + relay_leg::RELAY_RETIRE_MAX;
-        if let Some(old) = assoc.retiring.take_if(|_| now >= retired_by) {
-            assoc
-                .paths
-                .retain(|&(_, remote), _| remote != old.offer.relay);
-            tracing::debug!(assoc = %id, relay = %old.offer.relay, "retired relay leg never released; dropped");
-        }
         let deferred = !binding.may_bind(now, direct_up, assoc.first_probe);
         if deferred {
             // Bind the moment it may, not at the next probe round.

@@ -852,8 +852,7 @@ impl Coordinator {
                 | Message::RelayRelease { .. }),
             ) => {
                 let name = name.clone();
-                let seen = session.remote.ip();
-                self.on_relay_message(now, &name, seen, message);
+                self.on_relay_message(now, &name, message);
             }
             // Any session may probe liveness: a TCP session's transport
             // writes keepalives on its own, before a hello or in an admin
@@ -1380,7 +1379,6 @@ impl StateMachine for Coordinator {
         }
         self.expire_tokens(now);
         self.rekey_due(now);
-        self.retire_relays(now);
         self.flush(now);
     }
 
@@ -1392,8 +1390,7 @@ impl StateMachine for Coordinator {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
         let relay = self.relays.own.as_ref().and_then(|h| h.poll_timeout());
         let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
-        let retire = self.next_relay_retire();
-        [self.transport.poll_timeout(), lapse, relay, rekey, retire]
+        [self.transport.poll_timeout(), lapse, relay, rekey]
             .into_iter()
             .flatten()
             .min()

@@ -413,18 +413,11 @@ fn table(status: &NodeStatus) -> String {
                 a.dropped
             );
         }
-        let l = &relay.limits;
-        let rate = l.rate_limit_mbps.map_or("no rate limit".to_owned(), |r| {
-            format!("{r} Mbit/s per path and direction")
-        });
         let _ = writeln!(
             out,
-            "relaying for other nodes: {} of {} allocations open ({} per node), {} refused; {rate}; idle expiry {} s",
+            "relaying for other nodes: {} allocations open, {} refused",
             relay.allocations.len(),
-            l.max_allocations,
-            l.quota_per_node,
-            relay.refused_allocations,
-            l.idle_timeout_s
+            relay.refused_allocations
         );
     }
     out

@@ -54,7 +54,6 @@ impl Setup {
                 relay: false,
                 redundant: false,
                 settling: false,
-                retiring: false,
                 half_rtt: Duration::from_millis(10),
             })
             .collect()
