@@ -457,11 +457,7 @@ impl DataPlane {
             return;
         }
         self.reflectors = reflectors;
-        let slots: Vec<reflexive::Slot> = self
-            .reflectors
-            .iter()
-            .map(|&r| reflexive::Slot::towards(r))
-            .collect();
+        let slots = vec![reflexive::Slot::default(); self.reflectors.len()];
         for (&id, assoc) in &mut self.assocs {
             for mesh in assoc.mesh.values_mut() {
                 mesh.reflect = slots.clone();
@@ -602,11 +598,7 @@ impl DataPlane {
             MeshSocket {
                 socket,
                 local: None,
-                reflect: self
-                    .reflectors
-                    .iter()
-                    .map(|&r| reflexive::Slot::towards(r))
-                    .collect(),
+                reflect: vec![reflexive::Slot::default(); self.reflectors.len()],
             },
         );
     }

@@ -467,13 +467,7 @@ pub fn run_pair(
     };
     let mut coordinator = hub_coordinator(&config, &log, drbg.fork())?;
     if extra_reflector {
-        // A second address, and a second port of the first: together they
-        // tell endpoint-independent, address-dependent and
-        // address-and-port-dependent mapping apart.
-        coordinator.set_reflectors(&[
-            SocketAddr::new(extra_ip, 7443),
-            SocketAddr::new(hub_ip, 7444),
-        ]);
+        coordinator.set_reflectors(&[SocketAddr::new(extra_ip, 7443)]);
     }
     if relay {
         coordinator.host_relay(RelayHosting {
