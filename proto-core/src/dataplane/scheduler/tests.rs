@@ -52,7 +52,6 @@ impl Setup {
                 fresh: true,
                 penalty: Duration::ZERO,
                 relay: false,
-                redundant: false,
                 settling: false,
                 half_rtt: Duration::from_millis(10),
             })
