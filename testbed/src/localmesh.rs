@@ -273,12 +273,15 @@ impl LocalMesh {
                     break;
                 }
                 if Instant::now() >= deadline {
+                    // On stderr, which a test prints when it fails: the
+                    // logs may be gone by the time anyone looks.
+                    eprintln!("{}", self.report(&node.spec.name));
                     return Err(Error::Timeout(
                         timeout,
                         format!(
-                            "node {} to be admitted with {want} association(s) up (see {})",
+                            "node {} to be admitted with {want} association(s) up \
+                             (its status and the end of every log are on stderr)",
                             node.spec.name,
-                            self.dir.join(format!("{}.log", node.spec.name)).display()
                         ),
                     ));
                 }
@@ -286,6 +289,39 @@ impl LocalMesh {
             }
         }
         Ok(())
+    }
+
+    /// What a failed wait shows: the node's status and the end of every
+    /// log, since the directory holding them is usually a temporary one
+    /// that goes when the test fails.
+    pub fn report(&self, node: &str) -> String {
+        const TAIL: usize = 40;
+        let mut out = String::new();
+        match self.status(node) {
+            Ok(status) => {
+                let _ = writeln!(out, "status of {node}: {status}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "status of {node}: {e}");
+            }
+        }
+        let names = std::iter::once("coordinator").chain(self.node_names());
+        for name in names {
+            let path = self.dir.join(format!("{name}.log"));
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let _ = writeln!(
+                out,
+                "--- last {} of {} line(s) of {}",
+                lines.len().min(TAIL),
+                lines.len(),
+                path.display()
+            );
+            for line in &lines[lines.len().saturating_sub(TAIL)..] {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        out
     }
 
     /// The node's status document (`transitloom-node status --json`).
