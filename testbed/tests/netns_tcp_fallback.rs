@@ -69,15 +69,20 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
     let net = HubAndTwo::build(&run, 77).unwrap();
     let (ns_a, ns_b) = (&net.a, &net.b);
     // Alpha's UDP to the coordinator's port goes nowhere; its TCP to the
-    // same port, and all its UDP to beta, pass.
+    // same port, and all its UDP to beta, pass. QUIC (a long header: the
+    // first bit of the payload set) is counted apart from the node's
+    // reflector probes (control packets, whose first byte is zero), which
+    // go to the same port whenever the node refreshes its address.
     ns_a.nft(&format!(
         "table inet {PREFIX} {{\n\
            counter udp_dropped {{}}\n\
+           counter udp_other {{}}\n\
            counter tcp_control {{}}\n\
            counter udp_to_beta {{}}\n\
            chain output {{\n\
              type filter hook output priority 0; policy accept;\n\
-             ip daddr 10.77.1.1 udp dport {COORDINATOR_PORT} counter name udp_dropped drop\n\
+             ip daddr 10.77.1.1 udp dport {COORDINATOR_PORT} @th,64,1 1 counter name udp_dropped drop\n\
+             ip daddr 10.77.1.1 udp dport {COORDINATOR_PORT} counter name udp_other drop\n\
              ip daddr 10.77.1.1 tcp dport {COORDINATOR_PORT} counter name tcp_control\n\
              ip daddr 10.77.2.2 meta l4proto udp counter name udp_to_beta\n\
            }}\n\
