@@ -1009,12 +1009,13 @@ impl DataPlane {
             return;
         };
         let key = (uplink, datagram.src);
-        if let Some(path) = assoc
-            .paths
-            .get_mut(&key)
+        let from = assoc.path_from(uplink, datagram.src);
+        if let Some(path) = from
+            .and_then(|k| assoc.paths.get_mut(&k))
             .filter(|p| p.state == PathState::Active)
         {
             path.rx.count(datagram.payload.len());
+            path.data_from = Some(datagram.src);
             path.last_heard = Some(now);
             let idle = path
                 .last_data
@@ -1072,14 +1073,24 @@ impl DataPlane {
         };
         match repr.body {
             ControlBody::Ping { policy, .. } => {
-                // The peer reaches us from `src`: a peer-reflexive candidate.
+                // The peer reaches us from `src`: a peer-reflexive candidate,
+                // unless `src` is where a path of ours already hears the
+                // peer from (its NAT maps per destination: a path to `src`
+                // would only teach it yet another mapping of ours).
                 // The pong is never larger than the ping (no amplification).
+                let temporary = self.birthday_sockets.contains_key(&socket);
+                let answering = assoc
+                    .path_from(uplink, src)
+                    .filter(|k| k.1 != src && !temporary);
                 let known = assoc.paths.contains_key(&(uplink, src));
-                let learned = assoc.add_path(uplink, src, Learned::Trusted) && !known;
+                let learned =
+                    answering.is_none() && assoc.add_path(uplink, src, Learned::Trusted) && !known;
                 let mut unvalidated = false;
                 let mut rerouted = false;
-                let temporary = self.birthday_sockets.contains_key(&socket);
-                if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
+                if let Some(path) = answering.and_then(|k| assoc.paths.get_mut(&k)) {
+                    path.last_heard = Some(now);
+                    path.remote_policy = policy & (PING_BACKUP | PING_METERED);
+                } else if let Some(path) = assoc.paths.get_mut(&(uplink, src)) {
                     path.last_heard = Some(now);
                     path.remote_policy = policy & (PING_BACKUP | PING_METERED);
                     // Birthday probing found a port: the path leaves from
@@ -1118,7 +1129,10 @@ impl DataPlane {
             }
             ControlBody::Pong { .. } => {
                 let was_up = assoc.is_up();
-                let Some(path) = assoc.paths.get_mut(&(uplink, src)) else {
+                let Some(path) = assoc
+                    .pinged(uplink, src, repr.txid)
+                    .and_then(|k| assoc.paths.get_mut(&k))
+                else {
                     assoc.counters.unexpected_control += 1;
                     return;
                 };
@@ -1126,16 +1140,21 @@ impl DataPlane {
                     assoc.counters.unexpected_control += 1;
                     return;
                 };
+                let answers_from = (src != path.remote).then_some(src);
+                if path.answers_from != answers_from {
+                    tracing::debug!(assoc = %id, remote = %path.remote, answers = %src, "the peer answers from another port");
+                    path.answers_from = answers_from;
+                }
                 let sent_us = self.config.wall_clock.unix_us(sent);
                 path.lane.on_timing(now, sent_us, repr.timestamp_us);
                 if validated {
-                    let path = path.id;
-                    tracing::debug!(assoc = %id, %path, remote = %src, ?rtt, "path validated");
+                    let (path, remote) = (path.id, path.remote);
+                    tracing::debug!(assoc = %id, %path, %remote, answers = %src, ?rtt, "path validated");
                     self.outputs
                         .push_back(Output::Event(DataEvent::PathValidated {
                             assoc: id,
                             path,
-                            remote: src,
+                            remote,
                             rtt,
                         }));
                     if !was_up {
@@ -1152,8 +1171,8 @@ impl DataPlane {
                 last_rx_us,
             } => {
                 let Some(path) = assoc
-                    .paths
-                    .get_mut(&(uplink, src))
+                    .path_from(uplink, src)
+                    .and_then(|k| assoc.paths.get_mut(&k))
                     .filter(|p| p.state == PathState::Active)
                 else {
                     assoc.counters.unexpected_control += 1;
@@ -1336,9 +1355,10 @@ impl DataPlane {
                         last_rx_us,
                     },
                 };
+                // Back to where the data came from.
                 self.outputs.push_back(Output::Transmit(Transmit {
                     socket,
-                    dst: key.1,
+                    dst: path.data_from.unwrap_or(key.1),
                     payload: stats.to_bytes(&assoc.key),
                 }));
             }

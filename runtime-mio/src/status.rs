@@ -242,7 +242,8 @@ pub struct PathStatus {
     /// Data bytes received.
     pub rx_bytes: u64,
     /// Why the scheduler gives it that weight: `carrying`, `not-validated`,
-    /// `stale`, `backup`, `metered`, `slow`.
+    /// `stale`, `backup`, `metered`, `slow`, `lossy`, `relayed`,
+    /// `settling`, `redundant`.
     #[serde(default)]
     pub reason: String,
     /// The reason in words.
@@ -279,6 +280,10 @@ pub struct PathStatus {
     /// Milliseconds since anything authentic came from its remote address.
     #[serde(default)]
     pub last_heard_ms: Option<u64>,
+    /// Where the peer answers this path from, when not its remote address
+    /// (the peer's NAT maps each destination to a new port).
+    #[serde(default)]
+    pub answers_from: Option<String>,
 }
 
 impl AssociationStatus {
@@ -336,6 +341,7 @@ impl AssociationStatus {
                     last_heard_ms: p
                         .last_heard
                         .map(|at| now.saturating_duration_since(at).as_millis() as u64),
+                    answers_from: p.answers_from.map(|a| a.to_string()),
                 }
             })
             .collect();

@@ -3,7 +3,7 @@
 //! replay cache, and its paths.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
@@ -270,6 +270,79 @@ impl Association {
         true
     }
 
+    /// The path the peer's traffic from `src` belongs to: the path to `src`
+    /// when the peer answers it from there, else an active path whose
+    /// answers come from `src` (the peer's NAT maps per destination), else
+    /// the path to `src` whatever it is.
+    pub(crate) fn path_from(
+        &self,
+        uplink: UplinkId,
+        src: SocketAddr,
+    ) -> Option<(UplinkId, SocketAddr)> {
+        let key = (uplink, src);
+        let exact = self.paths.get(&key);
+        if exact.is_some_and(|p| p.answers_from.is_none()) {
+            return Some(key);
+        }
+        self.paths
+            .iter()
+            .filter(|(k, p)| k.0 == uplink && p.answers_from == Some(src))
+            .max_by_key(|(_, p)| p.state == PathState::Active)
+            .map(|(k, _)| *k)
+            .or(exact.map(|_| key))
+    }
+
+    /// Marks the paths that duplicate another. Where the peer's NAT maps
+    /// per destination, every candidate port of it that lets a ping in
+    /// validates, its answer leaving from yet another mapping, and all of
+    /// them lead through the same two NATs: counted as separate paths,
+    /// they would be scheduled as separate capacity. Of the paths heard
+    /// within `fresh` to one peer address from one uplink, one carries: one
+    /// answered from its own address if any (those are never marked), else
+    /// the one active longest. The others stand by, validated.
+    pub(crate) fn mark_redundant(&mut self, now: Instant, fresh: Duration) {
+        let mut carrier: BTreeMap<(UplinkId, IpAddr), (bool, Option<Instant>, PathId)> =
+            BTreeMap::new();
+        let heard = |p: &Path| {
+            p.state == PathState::Active
+                && !p.kind.is_relay()
+                && p.last_heard
+                    .is_some_and(|at| now.saturating_duration_since(at) <= fresh)
+        };
+        for p in self.paths.values().filter(|p| heard(p)) {
+            let rank = (p.answers_from.is_some(), p.active_since, p.id);
+            carrier
+                .entry((p.uplink, p.remote.ip()))
+                .and_modify(|best| *best = (*best).min(rank))
+                .or_insert(rank);
+        }
+        for p in self.paths.values_mut() {
+            p.redundant = p.answers_from.is_some()
+                && carrier
+                    .get(&(p.uplink, p.remote.ip()))
+                    .is_some_and(|best| best.2 != p.id);
+        }
+    }
+
+    /// The path that sent the ping `txid`: the one to `src`, or one to
+    /// another port of the same address (the peer's answer left from a new
+    /// mapping of a NAT that maps per destination).
+    pub(crate) fn pinged(
+        &self,
+        uplink: UplinkId,
+        src: SocketAddr,
+        txid: u64,
+    ) -> Option<(UplinkId, SocketAddr)> {
+        let key = (uplink, src);
+        if self.paths.get(&key).is_some_and(|p| p.awaits(txid)) {
+            return Some(key);
+        }
+        self.paths
+            .iter()
+            .find(|(k, p)| k.0 == uplink && k.1.ip() == src.ip() && p.awaits(txid))
+            .map(|(k, _)| *k)
+    }
+
     /// Drops the path least worth keeping, so a flood of sources cannot
     /// lock the peer out of a new address (NAT rebinding): never an active
     /// path; first addresses that only sent data, then those that never
@@ -324,6 +397,7 @@ impl Association {
                     p.remote_policy,
                 ),
                 active: p.state == PathState::Active,
+                redundant: p.redundant,
                 relay: p.kind.is_relay(),
                 settling: on_relay
                     && !p.kind.is_relay()
@@ -367,6 +441,7 @@ impl Association {
 
     /// Each path's planned share and why, in path-table order.
     pub(crate) fn choices(&mut self, now: Instant, fresh: Duration) -> Vec<PathChoice> {
+        self.mark_redundant(now, fresh);
         let ids: Vec<PathId> = self.paths.values().map(|p| p.id).collect();
         let candidates = self.candidates(now, fresh);
         let reasons = scheduler::eligibility(now, &candidates);

@@ -142,6 +142,19 @@ pub struct Path {
     /// The socket it leaves from when not its uplink's mesh socket (one
     /// that birthday probing opened).
     pub(crate) via: Option<crate::id::SocketId>,
+    /// Where the peer's answers on this path come from when not its remote
+    /// address: behind a NAT that maps per destination, the peer's pong
+    /// leaves from a new mapping (DESIGN §7). The ping got through, so the
+    /// path carries data; the peer's data, reports and pings may arrive
+    /// from here too.
+    pub answers_from: Option<SocketAddr>,
+    /// Where the data counted in `rx` last came from: the receiver's
+    /// reports go back there, so they leave through the peer's NAT the
+    /// way the data came in.
+    pub(crate) data_from: Option<SocketAddr>,
+    /// Another path leads through the same two NATs and carries instead
+    /// (see [`Association::mark_redundant`](super::association::Association)).
+    pub(crate) redundant: bool,
 }
 
 impl Path {
@@ -173,6 +186,9 @@ impl Path {
             active_since: None,
             remote_policy: 0,
             via: None,
+            answers_from: None,
+            data_from: None,
+            redundant: false,
         }
     }
 
@@ -231,6 +247,11 @@ impl Path {
         self.pending
             .back()
             .is_some_and(|&(_, at)| now.saturating_duration_since(at) < gap)
+    }
+
+    /// True when the ping `txid` is outstanding.
+    pub(crate) fn awaits(&self, txid: u64) -> bool {
+        self.pending.iter().any(|&(id, _)| id == txid)
     }
 
     /// Matches a pong; returns when its ping was sent, the RTT, and whether

@@ -514,6 +514,9 @@ pub enum Reason {
     /// Direct, validated lately while data goes through a relay: it takes
     /// over once it has held for the return hold.
     Settling,
+    /// The peer answers it from another port, and another path to the
+    /// same peer address through the same uplink carries.
+    Redundant,
 }
 
 impl Reason {
@@ -521,7 +524,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Carrying => "carrying: placed by earliest arrival",
-            Self::NotValidated => "not validated: no pong from this exact address",
+            Self::NotValidated => "not validated: no authentic pong to its pings",
             Self::Stale => "stale: a fresher path to the peer exists",
             Self::Backup => "backup: a primary path is usable",
             Self::Metered => "metered: unmetered paths have capacity left",
@@ -529,6 +532,9 @@ impl Reason {
             Self::Lossy => "lossy: lost over 2 % of its probes lately and a clean path is usable",
             Self::Relayed => "relayed: a direct path is usable",
             Self::Settling => "settling: validated lately; the relay carries until it has held",
+            Self::Redundant => {
+                "redundant: answered from another port; a path to the same peer address carries"
+            }
         }
     }
 
@@ -544,6 +550,7 @@ impl Reason {
             Self::Lossy => "lossy",
             Self::Relayed => "relayed",
             Self::Settling => "settling",
+            Self::Redundant => "redundant",
         }
     }
 }
@@ -562,6 +569,8 @@ pub(crate) struct Candidate<'a, K> {
     pub(crate) penalty: Duration,
     /// Crosses a relay: used only when no direct path of its priority is.
     pub(crate) relay: bool,
+    /// Leads through the same NATs as another path, which carries.
+    pub(crate) redundant: bool,
     /// A direct path validated less than the return hold ago while data
     /// goes through a relay: it waits (hysteresis).
     pub(crate) settling: bool,
@@ -598,7 +607,8 @@ pub(crate) fn eligibility<K>(
     candidates: &[Candidate<'_, K>],
 ) -> SmallVec<[Reason; 8]> {
     let any_fresh = candidates.iter().any(|c| c.active && c.fresh);
-    let usable = |c: &Candidate<'_, K>| c.active && !c.settling && (c.fresh || !any_fresh);
+    let usable =
+        |c: &Candidate<'_, K>| c.active && !c.redundant && !c.settling && (c.fresh || !any_fresh);
     let Some(best_tier) = candidates
         .iter()
         .filter(|c| usable(c))
@@ -664,6 +674,8 @@ pub(crate) fn eligibility<K>(
         .map(|c| {
             if !c.active {
                 Reason::NotValidated
+            } else if c.redundant {
+                Reason::Redundant
             } else if c.settling {
                 Reason::Settling
             } else if !usable(c) {

@@ -38,6 +38,40 @@ struct Net {
     blackhole: bool,
     /// Packets and bytes sent to each mesh destination.
     sent_to: BTreeMap<SocketAddr, (u64, u64)>,
+    /// A NAT in front of each node's mesh sockets, when set.
+    nats: Option<[PerDestinationNat; 2]>,
+}
+
+/// A NAT that maps every destination to a new outside port, in sequence
+/// from 50,000, on the node's own address, and lets in only what comes
+/// from an address a mapping has sent to (RFC 4787's address-and-port
+/// dependent mapping, address-dependent filtering).
+#[derive(Default)]
+struct PerDestinationNat {
+    /// (inside, destination) -> outside port.
+    mappings: BTreeMap<(SocketAddr, SocketAddr), u16>,
+}
+
+impl PerDestinationNat {
+    fn outbound(&mut self, inside: SocketAddr, dst: SocketAddr) -> SocketAddr {
+        let next = 50_000 + self.mappings.len() as u16;
+        let port = *self.mappings.entry((inside, dst)).or_insert(next);
+        SocketAddr::new(inside.ip(), port)
+    }
+
+    /// The inside address `dst` leads to, if `src` may come in.
+    fn inbound(&self, dst: SocketAddr, src: SocketAddr) -> Option<SocketAddr> {
+        let mut mapping = self
+            .mappings
+            .iter()
+            .filter(|(&(inside, _), &port)| inside.ip() == dst.ip() && port == dst.port());
+        let inside = mapping.next().map(|(&(inside, _), _)| inside)?;
+        let sent_there = self
+            .mappings
+            .iter()
+            .any(|(&(i, to), &port)| i == inside && port == dst.port() && to.ip() == src.ip());
+        sent_there.then_some(inside)
+    }
 }
 
 fn uplink(id: u16, bind: &str) -> UplinkSpec {
@@ -66,13 +100,33 @@ impl Net {
 
     /// As [`Net::new`], both planes' configuration adjusted by `adjust`.
     fn with(intranet: bool, adjust: impl Fn(&mut DataPlaneConfig)) -> Self {
+        let mut b_remotes = vec!["198.51.100.2:40000"];
+        if intranet {
+            b_remotes.push("10.0.0.2:40000");
+        }
+        Self::build(intranet, &b_remotes, &["192.0.2.1:40000"], adjust)
+    }
+
+    /// Node 0 and node 1 each behind a [`PerDestinationNat`]. Node 0 is
+    /// given node 1's first mapping, towards node 0's mesh socket, as the
+    /// predicted candidate; node 1 only node 0's inside address.
+    fn behind_nats() -> Self {
+        let mut net = Self::build(false, &["198.51.100.2:50000"], &["192.0.2.1:40000"], |_| {});
+        net.nats = Some(Default::default());
+        net
+    }
+
+    fn build(
+        intranet: bool,
+        a_remotes: &[&str],
+        b_remotes: &[&str],
+        adjust: impl Fn(&mut DataPlaneConfig),
+    ) -> Self {
         let now = crate::test_epoch();
         let wall = WallClock::new(now, 1_760_000_000_000_000);
         let mut b_uplinks = vec![uplink(0, "198.51.100.2")];
-        let mut b_remotes = vec!["198.51.100.2:40000"];
         if intranet {
             b_uplinks.push(uplink(1, "10.0.0.2"));
-            b_remotes.push("10.0.0.2:40000");
         }
         let mut a_config = DataPlaneConfig::new(vec![uplink(0, "192.0.2.1")], 1, wall);
         let mut b_config = DataPlaneConfig::new(b_uplinks, 2, wall);
@@ -80,14 +134,10 @@ impl Net {
         adjust(&mut b_config);
         let mut a = DataPlane::new(a_config);
         let mut b = DataPlane::new(b_config);
-        a.install(spec("127.0.0.1:41000", "127.0.0.1:51820", &b_remotes))
+        a.install(spec("127.0.0.1:41000", "127.0.0.1:51820", a_remotes))
             .unwrap();
-        b.install(spec(
-            "127.0.0.1:41000",
-            "127.0.0.1:51820",
-            &["192.0.2.1:40000"],
-        ))
-        .unwrap();
+        b.install(spec("127.0.0.1:41000", "127.0.0.1:51820", b_remotes))
+            .unwrap();
         let node = |plane, target| Node {
             plane,
             bound: BTreeMap::new(),
@@ -103,6 +153,7 @@ impl Net {
             rebind: None,
             blackhole: false,
             sent_to: BTreeMap::new(),
+            nats: None,
         }
     }
 
@@ -136,8 +187,9 @@ impl Net {
                     if self.blackhole {
                         continue;
                     }
-                    let src = match (n, self.rebind) {
-                        (0, Some(rebound)) => rebound,
+                    let src = match (n, self.rebind, self.nats.as_mut()) {
+                        (_, _, Some(nats)) => nats[n].outbound(local, t.dst),
+                        (0, Some(rebound), _) => rebound,
                         _ => local,
                     };
                     self.seq += 1;
@@ -187,7 +239,11 @@ impl Net {
             self.now = next;
             if next_packet == Some(next) {
                 let (_, (dst, src, payload)) = self.in_flight.pop_first().unwrap();
-                if let Some((n, socket)) = self.owner(dst) {
+                let dst = match self.nats.as_ref() {
+                    Some(nats) => nats.iter().find_map(|nat| nat.inbound(dst, src)),
+                    None => Some(dst),
+                };
+                if let Some((n, socket)) = dst.and_then(|dst| self.owner(dst)) {
                     let d = Datagram {
                         socket,
                         src,
@@ -312,6 +368,62 @@ fn a_rebound_peer_is_challenged_and_revalidated_within_one_interval() {
     net.service_sends(1, target, b"reply");
     net.advance(Duration::from_millis(30));
     assert_eq!(net.nodes[0].delivered, vec![Bytes::from_static(b"reply")]);
+}
+
+#[test]
+fn a_peer_that_answers_from_a_new_mapping_still_gets_a_path() {
+    // Both NATs map per destination: every answer leaves from a mapping
+    // the pinger never sent to, so no pong comes from the address its ping
+    // went to. Each ping got through all the same.
+    let mut net = Net::behind_nats();
+    net.advance(Duration::from_secs(1));
+    assert!(net.view(0).is_up() && net.view(1).is_up());
+    for n in 0..2 {
+        let path = net.view(n).paths().find(|p| p.state == PathState::Active);
+        let path = path.expect("an active path");
+        let answers = path.answers_from.expect("answers from another port");
+        assert_eq!(answers.ip(), path.remote.ip());
+        assert_ne!(answers, path.remote);
+    }
+    // Data crosses both ways, byte for byte, and the receivers' reports
+    // reach the senders.
+    let target = net.nodes[0].target;
+    let sent: Vec<Vec<u8>> = (0..300).map(payload).collect();
+    for p in &sent {
+        net.service_sends(0, target, p);
+        net.service_sends(1, target, p);
+        net.advance(Duration::from_millis(2));
+    }
+    net.advance(Duration::from_millis(500));
+    for n in 0..2 {
+        let got: Vec<Vec<u8>> = net.nodes[n].delivered.iter().map(|b| b.to_vec()).collect();
+        assert_eq!(got, sent, "node {n} got everything");
+        assert_eq!(net.view(n).counters().unvalidated, 0);
+        let reports: u64 = net.view(n).paths().map(|p| p.estimates().reports).sum();
+        assert!(reports > 0, "node {n} heard reports");
+    }
+    // However many of them validated, one carries: they all lead through
+    // the same two NATs.
+    let now = net.now;
+    for n in 0..2 {
+        let choices = net.nodes[n].plane.path_choices(now, ASSOC).unwrap();
+        let carrying = choices.iter().filter(|c| c.reason == Reason::Carrying);
+        assert_eq!(carrying.count(), 1, "node {n}: {choices:?}");
+        let active = net.view(n).paths().filter(|p| p.state == PathState::Active);
+        let redundant = choices.iter().filter(|c| c.reason == Reason::Redundant);
+        assert_eq!(
+            redundant.count(),
+            active.count() - 1,
+            "node {n}: {choices:?}"
+        );
+    }
+    // Answering from a new mapping does not teach the peer a new path each
+    // time: a handful of mappings, not one per ping.
+    let nats = net.nats.as_ref().unwrap();
+    for (n, nat) in nats.iter().enumerate() {
+        assert!(net.view(n).paths().count() <= 3, "node {n}'s paths");
+        assert!(nat.mappings.len() <= 4, "node {n}'s mappings");
+    }
 }
 
 #[test]

@@ -255,7 +255,7 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             text
         }
         "not-validated" => format!(
-            "0 (not validated): no authentic pong from {} on this uplink{}",
+            "0 (not validated): no authentic pong to its pings to {} on this uplink{}",
             p.remote,
             if p.state == "failed" {
                 " since it failed"
@@ -305,6 +305,14 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
         "relayed" => format!(
             "0 (relayed): it crosses the coordinator's relay and a direct path carries: {}; \
              it takes over within about 300 ms if they fail",
+            others(&|q| q.reason == "carrying")
+        ),
+        "redundant" => format!(
+            "0 (redundant): the peer answers it from {} (its NAT maps each destination to a \
+             new port), and a path to the same address through uplink {} carries: {}; it \
+             stands by, validated",
+            p.answers_from.as_deref().unwrap_or("another port"),
+            p.uplink,
             others(&|q| q.reason == "carrying")
         ),
         "settling" => String::from(

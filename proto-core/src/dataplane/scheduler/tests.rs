@@ -52,6 +52,7 @@ impl Setup {
                 fresh: true,
                 penalty: Duration::ZERO,
                 relay: false,
+                redundant: false,
                 settling: false,
                 half_rtt: Duration::from_millis(10),
             })
