@@ -457,7 +457,11 @@ impl DataPlane {
             return;
         }
         self.reflectors = reflectors;
-        let slots = vec![reflexive::Slot::default(); self.reflectors.len()];
+        let slots: Vec<reflexive::Slot> = self
+            .reflectors
+            .iter()
+            .map(|&r| reflexive::Slot::towards(r))
+            .collect();
         for (&id, assoc) in &mut self.assocs {
             for mesh in assoc.mesh.values_mut() {
                 mesh.reflect = slots.clone();
@@ -598,7 +602,11 @@ impl DataPlane {
             MeshSocket {
                 socket,
                 local: None,
-                reflect: vec![reflexive::Slot::default(); self.reflectors.len()],
+                reflect: self
+                    .reflectors
+                    .iter()
+                    .map(|&r| reflexive::Slot::towards(r))
+                    .collect(),
             },
         );
     }

@@ -204,6 +204,14 @@ fn reflectors_classify_each_nat_as_configured() {
                 // A preserving NAT keeps the first mapping's port; the
                 // second one (port taken) comes from its sequential
                 // fallback.
+                // The coordinator's own address reflects on two ports: an
+                // address-dependent NAT maps both to one port.
+                (Mapping::AddressDependent, Allocation::Preserving | Allocation::Sequential) => {
+                    "address-dependent/sequential".to_owned()
+                }
+                (Mapping::AddressDependent, Allocation::Random) => {
+                    "address-dependent/random".to_owned()
+                }
                 (_, Allocation::Preserving | Allocation::Sequential) => {
                     "endpoint-dependent/sequential".to_owned()
                 }

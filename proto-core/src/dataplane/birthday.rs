@@ -1,7 +1,9 @@
 //! Bounded birthday probing (DESIGN §7), an opt-in for one *hard* side: a
 //! NAT that maps per destination and picks ports at random, facing an
-//! *easy* side whose NAT maps independently of the destination but
-//! filters by address and port. The hard side's mapping towards the easy
+//! *easy* side whose NAT keeps one mapping for every port of the hard
+//! side's address (it maps independently of the destination, or per
+//! destination address with ports it allocates predictably) but filters
+//! by address and port. The hard side's mapping towards the easy
 //! side cannot be learnt, and the easy side's NAT lets nothing in from a
 //! port it has not sent to, so the simple punch cannot meet.
 //!
@@ -73,8 +75,14 @@ pub(crate) struct Attempt {
 /// NAT; `None` where birthday probing cannot help.
 pub(crate) fn role_of(class: &NatClass) -> Option<Role> {
     match (class.mapping, class.allocation) {
-        (NatMapping::EndpointDependent, NatAllocation::Random) => Some(Role::Hard),
+        (mapping, NatAllocation::Random) if mapping.per_destination() => Some(Role::Hard),
         (NatMapping::EndpointIndependent, _) => Some(Role::Easy),
+        // One mapping towards the hard side's address, whatever port is
+        // probed, and the hard side knows it: it was predicted.
+        (
+            NatMapping::AddressDependent,
+            NatAllocation::Sequential { .. } | NatAllocation::Preserving,
+        ) => Some(Role::Easy),
         _ => None,
     }
 }
@@ -324,7 +332,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_random_per_destination_nat_is_hard_and_only_a_single_mapping_is_easy() {
+    fn only_a_random_per_destination_nat_is_hard_and_only_one_known_mapping_is_easy() {
         use NatAllocation::{Preserving, Random, Sequential, Unknown};
         use NatMapping::{EndpointDependent, EndpointIndependent};
         assert_eq!(role_of(&class(EndpointDependent, Random)), Some(Role::Hard));
@@ -342,6 +350,17 @@ mod tests {
             None
         );
         assert_eq!(role_of(&class(EndpointDependent, Preserving)), None);
+        // Per destination address, predictably: one known mapping towards
+        // the hard side, so it can be easy; at random it is hard itself.
+        use NatMapping::AddressDependent;
+        for allocation in [Sequential { step: 2 }, Preserving] {
+            assert_eq!(
+                role_of(&class(AddressDependent, allocation)),
+                Some(Role::Easy)
+            );
+        }
+        assert_eq!(role_of(&class(AddressDependent, Random)), Some(Role::Hard));
+        assert_eq!(role_of(&class(AddressDependent, Unknown)), None);
         assert_eq!(role_of(&class(NatMapping::Unknown, Unknown)), None);
         assert_eq!(role_of(&class(NatMapping::None, Unknown)), None);
     }

@@ -11,7 +11,11 @@
 //! - every answer the same address: endpoint-independent mapping, and then
 //!   the peer can reach the socket at that address (subject to filtering);
 //! - answers differ: the mapping depends on the destination, so no peer
-//!   will see the reflexive address. Ports that grow by a small step from
+//!   will see the reflexive address. Two reflectors on one IP address
+//!   (different ports) tell more: the same answer from both means the
+//!   mapping depends on the destination's address only (one port per peer
+//!   address, whatever port of it is sent to), different answers that it
+//!   depends on the port too. Ports that grow by a small step from
 //!   one answer to the next are a sequential allocator, and the next
 //!   mappings are predicted from the last port; otherwise allocation is
 //!   random (or preserving when the first answer kept the socket's port),
@@ -40,6 +44,8 @@ pub const SEQUENTIAL_MAX_STEP: u16 = 16;
 /// One reflector's view of one mesh socket.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Slot {
+    /// The reflector's address.
+    pub(crate) reflector: Option<SocketAddr>,
     /// The address the reflector saw, once it answered.
     pub(crate) observed: Option<SocketAddr>,
     /// The transaction id of the request in flight, and when it left.
@@ -68,6 +74,14 @@ pub(crate) fn settled(slots: &[Slot]) -> bool {
 }
 
 impl Slot {
+    /// The slot of the reflector at `reflector`, nothing asked yet.
+    pub(crate) fn towards(reflector: SocketAddr) -> Self {
+        Self {
+            reflector: Some(reflector),
+            ..Self::default()
+        }
+    }
+
     /// Whether to send a request now: never answered (retry each
     /// `interval`), or the answer is older than [`REFLECT_REFRESH`].
     pub(crate) fn due(&self, now: Instant, interval: Duration) -> bool {
@@ -91,8 +105,13 @@ pub enum NatMapping {
     None,
     /// One outside address for every destination.
     EndpointIndependent,
-    /// A new outside address per destination (address or port dependent).
+    /// A new outside address per destination: per destination address
+    /// and port, or (without two reflectors on one address to tell) not
+    /// known to be per address only.
     EndpointDependent,
+    /// A new outside address per destination address; every port of one
+    /// peer address shares it.
+    AddressDependent,
 }
 
 impl NatMapping {
@@ -103,7 +122,13 @@ impl NatMapping {
             Self::None => "none",
             Self::EndpointIndependent => "endpoint-independent",
             Self::EndpointDependent => "endpoint-dependent",
+            Self::AddressDependent => "address-dependent",
         }
+    }
+
+    /// Whether another destination gets another mapping.
+    pub fn per_destination(self) -> bool {
+        matches!(self, Self::EndpointDependent | Self::AddressDependent)
     }
 }
 
@@ -157,7 +182,7 @@ impl NatClass {
     /// Classifies one socket bound at `local` from its reflectors' answers
     /// (in reflector order).
     pub(crate) fn of(local: SocketAddr, slots: &[Slot]) -> Self {
-        let seen: Vec<SocketAddr> = slots.iter().filter_map(|s| s.observed).collect();
+        let seen = mappings(slots);
         let Some(&first) = seen.first() else {
             return Self::UNKNOWN;
         };
@@ -170,7 +195,8 @@ impl NatClass {
             };
         }
         let preserving = first.port() == local.port();
-        if seen.len() < 2 {
+        let answers = slots.iter().filter(|s| s.observed.is_some()).count();
+        if answers < 2 {
             return Self {
                 mapping: NatMapping::Unknown,
                 allocation: if preserving {
@@ -181,7 +207,7 @@ impl NatClass {
                 reflexive,
             };
         }
-        if seen.iter().all(|&a| a == first) {
+        if seen.len() == 1 {
             return Self {
                 mapping: NatMapping::EndpointIndependent,
                 allocation: if preserving {
@@ -196,6 +222,19 @@ impl NatClass {
             .windows(2)
             .map(|w| w[1].port().wrapping_sub(w[0].port()))
             .collect();
+        // Two reflectors on one address: did its two ports get one mapping?
+        let mut per_address = None;
+        for (i, a) in slots.iter().enumerate() {
+            for b in &slots[i + 1..] {
+                if let (Some(ra), Some(rb), Some(oa), Some(ob)) =
+                    (a.reflector, b.reflector, a.observed, b.observed)
+                {
+                    if ra.ip() == rb.ip() && ra.port() != rb.port() {
+                        per_address = Some(per_address.unwrap_or(true) && oa == ob);
+                    }
+                }
+            }
+        }
         let allocation = if steps
             .iter()
             .all(|&s| (1..=SEQUENTIAL_MAX_STEP).contains(&s))
@@ -209,7 +248,11 @@ impl NatClass {
             NatAllocation::Random
         };
         Self {
-            mapping: NatMapping::EndpointDependent,
+            mapping: if per_address == Some(true) {
+                NatMapping::AddressDependent
+            } else {
+                NatMapping::EndpointDependent
+            },
             allocation,
             reflexive,
         }
@@ -223,7 +266,10 @@ impl NatClass {
     pub fn candidates(&self, last: Option<SocketAddr>) -> Vec<(SocketAddr, Predicted)> {
         match (self.mapping, self.allocation) {
             (NatMapping::None, _) => Vec::new(),
-            (NatMapping::EndpointDependent, NatAllocation::Sequential { step }) => {
+            (
+                NatMapping::EndpointDependent | NatMapping::AddressDependent,
+                NatAllocation::Sequential { step },
+            ) => {
                 let Some(last) = last else {
                     return Vec::new();
                 };
@@ -255,10 +301,24 @@ pub enum Predicted {
     Yes,
 }
 
-/// The last outside address the reflectors saw for a socket (the highest
-/// port, for a sequential allocator, is the newest mapping).
+/// The outside addresses the reflectors saw, in reflector order, each once
+/// (reflectors that share an address share a mapping behind a NAT that
+/// maps per destination address).
+fn mappings(slots: &[Slot]) -> Vec<SocketAddr> {
+    let mut seen: Vec<SocketAddr> = Vec::with_capacity(slots.len());
+    for observed in slots.iter().filter_map(|s| s.observed) {
+        if !seen.contains(&observed) {
+            seen.push(observed);
+        }
+    }
+    seen
+}
+
+/// The newest outside address the reflectors saw for a socket: the last
+/// mapping made, in reflector order (the highest port, for a sequential
+/// allocator).
 pub(crate) fn last_observed(slots: &[Slot]) -> Option<SocketAddr> {
-    slots.iter().rev().find_map(|s| s.observed)
+    mappings(slots).last().copied()
 }
 
 /// Whether `ip` is where a reflector answered from.
@@ -333,6 +393,56 @@ mod tests {
         assert_eq!(
             class.candidates(last_observed(&s)),
             vec![(addr("203.0.113.5:30001"), Predicted::No)]
+        );
+    }
+
+    fn towards(pairs: &[(&str, &str)]) -> Vec<Slot> {
+        pairs
+            .iter()
+            .map(|(reflector, seen)| Slot {
+                observed: Some(addr(seen)),
+                ..Slot::towards(addr(reflector))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_reflectors_on_one_address_tell_an_address_dependent_mapping() {
+        let local = addr("10.0.0.2:4000");
+        // The first and third reflectors share an address: one mapping for
+        // both, and the prediction continues after the second's.
+        let s = towards(&[
+            ("192.0.2.1:7443", "203.0.113.5:30001"),
+            ("192.0.2.9:7443", "203.0.113.5:30002"),
+            ("192.0.2.1:7444", "203.0.113.5:30001"),
+        ]);
+        let class = NatClass::of(local, &s);
+        assert_eq!(class.mapping, NatMapping::AddressDependent);
+        assert_eq!(class.allocation, NatAllocation::Sequential { step: 1 });
+        let predicted = class.candidates(last_observed(&s));
+        assert_eq!(predicted[0], (addr("203.0.113.5:30003"), Predicted::Yes));
+        // A new mapping for the other port: it depends on the port too.
+        let s = towards(&[
+            ("192.0.2.1:7443", "203.0.113.5:30001"),
+            ("192.0.2.9:7443", "203.0.113.5:30002"),
+            ("192.0.2.1:7444", "203.0.113.5:30003"),
+        ]);
+        let class = NatClass::of(local, &s);
+        assert_eq!(class.mapping, NatMapping::EndpointDependent);
+        assert_eq!(class.allocation, NatAllocation::Sequential { step: 1 });
+        assert_eq!(
+            class.candidates(last_observed(&s))[0].0,
+            addr("203.0.113.5:30004")
+        );
+        // One mapping for everything stays endpoint-independent.
+        let s = towards(&[
+            ("192.0.2.1:7443", "203.0.113.5:30001"),
+            ("192.0.2.9:7443", "203.0.113.5:30001"),
+            ("192.0.2.1:7444", "203.0.113.5:30001"),
+        ]);
+        assert_eq!(
+            NatClass::of(local, &s).mapping,
+            NatMapping::EndpointIndependent
         );
     }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::reflexive::{settled, NatAllocation, NatClass, NatMapping, Slot};
+use super::reflexive::{settled, NatAllocation, NatClass, Slot};
 use super::PathKind;
 use crate::id::UplinkId;
 use crate::wire::{AuthKey, KEY_LEN};
@@ -37,7 +37,7 @@ pub(crate) fn binds_freely(local: SocketAddr, slots: &[Slot]) -> bool {
         return false;
     }
     let class = NatClass::of(local, slots);
-    !(class.mapping == NatMapping::EndpointDependent
+    !(class.mapping.per_destination()
         && matches!(class.allocation, NatAllocation::Sequential { .. }))
 }
 

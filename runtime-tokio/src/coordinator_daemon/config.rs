@@ -11,7 +11,7 @@
 //! token_lifetime_s = 600            # optional, 60 to 86400
 //! node_cert_lifetime_s = 7776000    # optional, 60 s to 3650 days (default 90 days)
 //! handshakes_per_s = 500            # optional, 1 to 100000: new sessions per second
-//! reflectors = ["203.0.113.6:7443"] # optional, up to 4 more reflector addresses
+//! reflectors = ["203.0.113.6:7443", "203.0.113.5:7444"] # optional, up to 4 more reflector addresses
 //! assoc_key_lifetime_s = 86400      # optional, 60 s to 365 days: association keys are replaced after it
 //!
 //! [relay]                           # optional

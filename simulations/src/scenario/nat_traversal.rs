@@ -467,7 +467,13 @@ pub fn run_pair(
     };
     let mut coordinator = hub_coordinator(&config, &log, drbg.fork())?;
     if extra_reflector {
-        coordinator.set_reflectors(&[SocketAddr::new(extra_ip, 7443)]);
+        // A second address, and a second port of the first: together they
+        // tell endpoint-independent, address-dependent and
+        // address-and-port-dependent mapping apart.
+        coordinator.set_reflectors(&[
+            SocketAddr::new(extra_ip, 7443),
+            SocketAddr::new(hub_ip, 7444),
+        ]);
     }
     if relay {
         coordinator.host_relay(RelayHosting {
