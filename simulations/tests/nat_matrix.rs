@@ -7,10 +7,13 @@
 //! - every pair connects in every seed (directly, or through the
 //!   coordinator's relay), within a second of the association being
 //!   installed, and carries the flow;
-//! - every pair where neither side is *hard* (a NAT that maps per
-//!   destination and allocates ports at random) gets a direct path, and
-//!   that is the path carrying data at the end;
-//! - both hard sides end on the relay;
+//! - every pair [`direct_expected`] says meets directly gets a direct
+//!   path, and that is the path carrying data at the end: every pair where
+//!   neither side is *hard* (a NAT that maps per destination and allocates
+//!   ports at random), and those with a hard side where one side's probes
+//!   get in and the answers back (a pong from another port of the pinged
+//!   address validates the path);
+//! - every other pair gets no direct path and ends on the relay;
 //! - each node's reflectors classify its NAT's mapping (and a sequential
 //!   allocator) as configured;
 //! - with one reflector address only, endpoint-independent NATs still
@@ -24,19 +27,21 @@
 //!   after the 2 s hold, and a direct path that flaps every 500 ms moves
 //!   the data no more than a cut and a restore would.
 //!
-//! - with birthday probing off, a hard side against an
-//!   endpoint-independent, address-and-port filtering side stays on the
-//!   relay and no birthday packet is sent; with it on (default caps) every
-//!   such pair goes direct within the time its probes take at their rate,
-//!   and neither side exceeds its socket or probe cap.
+//! - with birthday probing off, a hard side against an address-and-port
+//!   filtering side with one known mapping towards it (endpoint-independent,
+//!   or address-dependent with predictable ports) stays on the relay and
+//!   no birthday packet is sent; with it on (default caps) such pairs go
+//!   direct within the time the probes take at their rate, and neither side
+//!   exceeds its socket or probe cap.
 //!
-//! How many pairs with one hard side meet directly anyway is printed
+//! How many pairs with a hard side meet directly is printed
 //! (`-- --nocapture`).
 
 use std::time::Duration;
 
+use transitloom_proto_core::dataplane::reflexive::PREDICTED_PORTS;
 use transitloom_proto_core::dataplane::BirthdayConfig;
-use transitloom_simulations::nat::{Allocation, Mapping};
+use transitloom_simulations::nat::{Allocation, Filtering, Mapping};
 use transitloom_simulations::scenario::nat_traversal::{
     all_sides, direct_expected, longest_gap_after, run_pair, Cut, PairOptions, PairOutcome, Side,
     BIRTHDAY_RUN,
@@ -84,20 +89,25 @@ fn every_pair_connects_and_every_pair_with_usable_candidates_directly() {
                             out.first_direct, out.ends_relayed
                         ));
                     }
-                } else if out.first_direct.is_some() {
-                    hard_direct += 1;
+                    if a.hard() || b.hard() {
+                        hard_direct += 1;
+                    }
                 } else {
                     hard_relayed += 1;
-                    if out.ends_relayed != Some(true) {
-                        failures.push(format!("{label} ({why}): data not on the relay"));
+                    if out.first_direct.is_some() || out.ends_relayed != Some(true) {
+                        failures.push(format!(
+                            "{label} ({why}): expected the relay, first direct path {:?}, \
+                             data ends relayed {:?}",
+                            out.first_direct, out.ends_relayed
+                        ));
                     }
                 }
             }
         }
     }
     println!(
-        "{guaranteed} runs with a usable candidate on both sides, all direct; with a hard \
-         side: {hard_direct} direct anyway, {hard_relayed} through the relay"
+        "{guaranteed} runs expected direct, all direct ({hard_direct} of them with a hard \
+         side); {hard_relayed} through the relay, as expected"
     );
     assert!(guaranteed >= 500, "the matrix shrank: {guaranteed} runs");
     assert!(hard_relayed > 0, "no run needed the relay");
@@ -307,8 +317,10 @@ fn a_rebinding_or_renumbered_nat_loses_the_flow_for_less_than_a_second() {
 }
 
 /// The pairs birthday probing is for: a hard side (maps per destination,
-/// random ports) against an easy side that maps independently of the
-/// destination but filters by address and port.
+/// random ports) against an easy side that filters by address and port
+/// but keeps one known mapping towards the hard side's address (maps
+/// independently of the destination, or per destination address with
+/// predictable ports).
 fn birthday_pairs() -> Vec<(Side, Side)> {
     let sides = all_sides();
     let hard: Vec<&Side> = sides
@@ -321,11 +333,32 @@ fn birthday_pairs() -> Vec<(Side, Side)> {
         .collect();
     let easy: Vec<&Side> = sides
         .iter()
-        .filter(|s| s.label().starts_with("eim/apdf/"))
+        .filter(|s| {
+            s.nat.as_ref().is_some_and(|n| {
+                n.filtering == Filtering::AddressPortDependent
+                    && (n.mapping == Mapping::EndpointIndependent
+                        || (n.mapping == Mapping::AddressDependent
+                            && n.allocation != Allocation::Random))
+            })
+        })
         .collect();
-    assert_eq!((hard.len(), easy.len()), (6, 3));
+    assert_eq!((hard.len(), easy.len()), (6, 5));
+    // Not yet: a hard side whose NAT maps per destination and port and
+    // filters by address at most, against an address-dependent easy side.
+    // Its temporary sockets each map once per predicted port of the easy
+    // side, and probes that land on the wrong mapping get in too; a path
+    // validates, then fails, in one seed of five (docs/nat-matrix.md).
+    let not_yet = |h: &Side, e: &Side| {
+        let (h, e) = (h.nat.as_ref(), e.nat.as_ref());
+        h.zip(e).is_some_and(|(h, e)| {
+            h.mapping == Mapping::AddressPortDependent
+                && h.filtering != Filtering::AddressPortDependent
+                && e.mapping == Mapping::AddressDependent
+        })
+    };
     hard.iter()
         .flat_map(|h| easy.iter().map(move |e| ((*h).clone(), (*e).clone())))
+        .filter(|(h, e)| !not_yet(h, e))
         .collect()
 }
 
@@ -369,10 +402,15 @@ fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing
                 failures.push(format!("{label}: data ends relayed {:?}", on.ends_relayed));
             }
             // Alpha is the hard side: temporary sockets, one ping to each
-            // of the easy side's public candidates (one here) from each.
+            // of the easy side's public candidates from each (its
+            // reflexive address, or its predicted ports).
+            let candidates = match easy.nat.as_ref().map(|n| n.mapping) {
+                Some(Mapping::AddressDependent) => u64::from(PREDICTED_PORTS),
+                _ => 1,
+            };
             let [hard_probes, easy_probes] = on.birthday_probes;
             if on.birthday_sockets != [u64::from(caps.sockets), 0]
-                || hard_probes > u64::from(caps.sockets)
+                || hard_probes > u64::from(caps.sockets) * candidates
                 || easy_probes > u64::from(caps.probes)
                 || easy_probes == 0
             {
