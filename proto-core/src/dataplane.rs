@@ -35,7 +35,7 @@ use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::rng::Rng;
 use crate::time::WallClock;
 use crate::timer::TimerTable;
-use crate::wire::control::{PING_BACKUP, PING_METERED};
+use crate::wire::control::{PING_BACKUP, PING_METERED, PING_NEWER_KEY};
 use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
 use association::{Association, Learned, MeshSocket};
 
@@ -1081,6 +1081,9 @@ impl DataPlane {
         };
         match repr.body {
             ControlBody::Ping { policy, .. } => {
+                if policy & PING_NEWER_KEY != 0 {
+                    assoc.peer_holds_newer();
+                }
                 // The peer reaches us from `src`: a peer-reflexive candidate,
                 // unless `src` is where a path of ours already hears the
                 // peer from (its NAT maps per destination: a path to `src`
@@ -1248,10 +1251,15 @@ impl DataPlane {
             timestamp_us: wall,
             body: ControlBody::Ping {
                 pad: ADDR_LEN as u16,
-                policy: ping_policy(assoc.policy(key.0)),
+                policy: ping_policy(assoc.policy(key.0))
+                    | if assoc.awaits_confirmation(now) {
+                        PING_NEWER_KEY
+                    } else {
+                        0
+                    },
             },
         };
-        let payload = ping.to_bytes(&assoc.key);
+        let payload = ping.to_bytes(assoc.send_key(now));
         self.outputs.push_back(Output::Transmit(Transmit {
             socket,
             dst: key.1,
@@ -1327,6 +1335,7 @@ impl DataPlane {
         });
         let mut to_ping = Vec::new();
         let mut to_check = Vec::new();
+        let send_key = assoc.send_key(now).clone();
         for (&key, path) in &mut assoc.paths {
             if path.state != PathState::Active {
                 continue;
@@ -1367,7 +1376,7 @@ impl DataPlane {
                 self.outputs.push_back(Output::Transmit(Transmit {
                     socket,
                     dst: path.data_from.unwrap_or(key.1),
-                    payload: stats.to_bytes(&assoc.key),
+                    payload: stats.to_bytes(&send_key),
                 }));
             }
         }

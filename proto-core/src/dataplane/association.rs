@@ -93,6 +93,12 @@ pub(crate) struct Association {
     /// key: an answer goes back under the key its request used, so a peer
     /// that has not got the new key yet keeps its paths.
     answer_previous: bool,
+    /// Whether the peer has shown it holds the current key: a packet
+    /// authentic under it, or a ping under the previous key that says its
+    /// sender holds a newer one. Until then, what this end sends on its
+    /// own goes under the previous key (during its grace), so a peer that
+    /// lags never gets a control packet it cannot tell from data.
+    peer_has_key: bool,
     pub(crate) ingress_socket: SocketId,
     pub(crate) ingress_local: Option<SocketAddr>,
     pub(crate) mesh: BTreeMap<UplinkId, MeshSocket>,
@@ -147,6 +153,7 @@ impl Association {
             key: AuthKey::new(&spec.key),
             previous_key: None,
             answer_previous: false,
+            peer_has_key: true,
             spec,
             ingress_socket,
             ingress_local: None,
@@ -178,6 +185,7 @@ impl Association {
         self.answer_previous = false;
         let current = classify(datagram, &self.key);
         if !matches!(current, Classified::Data) {
+            self.peer_has_key = true;
             return current;
         }
         let Some((previous, until)) = &self.previous_key else {
@@ -204,12 +212,42 @@ impl Association {
         }
     }
 
-    /// Switches to a new key: sent under at once, the previous one still
-    /// accepted for `grace`. Paths, sockets and counters stay.
+    /// The key to send a packet of this end's own under (a ping, a
+    /// report): the current one once the peer has shown it holds it,
+    /// until then the previous one while its grace lasts.
+    pub(crate) fn send_key(&self, now: Instant) -> &AuthKey {
+        match &self.previous_key {
+            Some((previous, _)) if self.awaits_confirmation(now) => previous,
+            _ => &self.key,
+        }
+    }
+
+    /// True while this end sends under the previous key for want of the
+    /// peer's confirmation: its pings then say it holds a newer key.
+    pub(crate) fn awaits_confirmation(&self, now: Instant) -> bool {
+        !self.peer_has_key
+            && self
+                .previous_key
+                .as_ref()
+                .is_some_and(|(_, until)| now < *until)
+    }
+
+    /// A ping under the previous key said its sender holds a newer key:
+    /// the current one.
+    pub(crate) fn peer_holds_newer(&mut self) {
+        if self.answer_previous {
+            self.peer_has_key = true;
+        }
+    }
+
+    /// Switches to a new key. The previous one is still accepted for
+    /// `grace`, and sent under until the peer shows it holds the new one
+    /// ([`send_key`](Self::send_key)). Paths, sockets and counters stay.
     pub(crate) fn rekey(&mut self, now: Instant, key: &[u8; KEY_LEN], grace: Duration) {
         let previous = std::mem::replace(&mut self.key, AuthKey::new(key));
         self.previous_key = Some((previous, now + grace));
         self.answer_previous = false;
+        self.peer_has_key = false;
         self.spec.key = *key;
     }
 

@@ -119,6 +119,7 @@ impl DataPlane {
             .birthday
             .as_ref()
             .map_or(0, |a| super::ping_policy(assoc.policy(a.uplink)));
+        let key = assoc.send_key(now).clone();
         let Some(attempt) = assoc.birthday.as_mut() else {
             if !direct_up {
                 self.start_birthday(now, id);
@@ -175,7 +176,7 @@ impl DataPlane {
             self.outputs.push_back(Output::Transmit(Transmit {
                 socket,
                 dst,
-                payload: ping.to_bytes(&assoc.key),
+                payload: ping.to_bytes(&key),
             }));
             now + gap
         } else {

@@ -42,6 +42,10 @@ pub const PING_BACKUP: u8 = 0x01;
 /// A ping's policy bit: the sending socket's uplink is metered, so the peer
 /// sends no bulk to it while unmetered paths suffice.
 pub const PING_METERED: u8 = 0x02;
+/// A ping's key bit: the sender holds a newer association key than the one
+/// this ping is under, and sends under the older one until the peer shows
+/// it holds the newer one too (a ping under it, or this bit).
+pub const PING_NEWER_KEY: u8 = 0x04;
 
 /// Body of a relay bind or its acknowledgement before the observed address:
 /// allocation, leg, cookie.
@@ -123,13 +127,14 @@ impl<T: AsRef<[u8]>> ControlPacket<T> {
 pub enum ControlBody {
     /// A path probe. The body is `pad` bytes (at least [`ADDR_LEN`]) so
     /// the pong is never larger than the ping; its first byte tells the
-    /// sending socket's uplink policy ([`PING_BACKUP`], [`PING_METERED`]),
-    /// the rest is zero padding.
+    /// sending socket's uplink policy ([`PING_BACKUP`], [`PING_METERED`])
+    /// and whether the sender holds a newer key ([`PING_NEWER_KEY`]), the
+    /// rest is zero padding.
     Ping {
         /// Body length.
         pad: u16,
-        /// The sender's uplink policy bits (0 from builds before them:
-        /// primary, unmetered).
+        /// The sender's uplink policy and key bits (0 from builds before
+        /// them: primary, unmetered, no newer key).
         policy: u8,
     },
     /// The answer to a ping, carrying the address the ping came from.
