@@ -995,10 +995,17 @@ impl DataPlane {
                 tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet not understood");
             }
             Classified::Control(repr) => {
-                if let Err(err) = assoc.replay.check(repr.timestamp_us, repr.txid) {
-                    assoc.counters.replays += 1;
-                    tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet refused");
-                    return;
+                // The replay window follows the peer's clock. A reflector's
+                // answer carries the reflector's own time, which may run
+                // well ahead of the peer's; it is taken once, by the txid
+                // of the request it answers, and stays out of the window.
+                let reflected = matches!(repr.body, ControlBody::ReflectResponse { .. });
+                if !reflected {
+                    if let Err(err) = assoc.replay.check(repr.timestamp_us, repr.txid) {
+                        assoc.counters.replays += 1;
+                        tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet refused");
+                        return;
+                    }
                 }
                 self.on_control(now, id, uplink, datagram.socket, datagram.src, repr);
             }

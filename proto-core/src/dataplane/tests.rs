@@ -608,6 +608,35 @@ fn replayed_and_foreign_key_control_packets_are_not_obeyed() {
 }
 
 #[test]
+fn a_reflector_whose_clock_runs_ahead_does_not_shut_the_peer_out() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(1));
+    let now = net.now;
+    // A reflector's answer carries the reflector's time, here 20 s ahead
+    // of the peer's (another machine, another clock). Taken into the
+    // peer's replay window, it would make every packet of the peer's look
+    // 20 s old.
+    let ahead = ControlRepr {
+        txid: 5,
+        timestamp_us: net.nodes[0].plane.config().wall_clock.unix_us(now) + 20_000_000,
+        body: ControlBody::ReflectResponse {
+            observed: AddrRepr(addr("192.0.2.1:40000")),
+        },
+    };
+    let mesh = net.nodes[0].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+    let payload = ahead.to_bytes(&AuthKey::new(&[3; 32]));
+    let d = Datagram {
+        socket: mesh,
+        src: addr("203.0.113.1:7443"),
+        payload: &payload,
+    };
+    net.nodes[0].plane.handle_input(now, Input::Datagram(d));
+    net.advance(Duration::from_millis(100));
+    assert!(net.view(0).is_up() && net.view(1).is_up());
+    assert_eq!(net.view(0).counters().replays, 0);
+}
+
+#[test]
 fn a_flood_of_sources_cannot_grow_the_path_table() {
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
