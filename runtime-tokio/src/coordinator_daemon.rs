@@ -130,6 +130,7 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
         let (bind_ip, advertise_ip) = settings.relay.addresses(settings.listen.ip());
         let mut relay = RelayConfig::new(wall_clock_now(), os_seeded()?.next_u64());
         relay.own_ips = vec![bind_ip, advertise_ip, settings.listen.ip()];
+        settings.relay.apply_limits(&mut relay);
         coordinator.host_relay(RelayHosting {
             relay,
             bind_ip,

@@ -115,6 +115,11 @@ fn bad_configurations_exit_2_naming_the_key() {
             format!("{good}[relay]\nports = 3\n"),
             "relay.ports: unknown key",
         ),
+        (
+            "relay idle expiry shorter than the binds' refresh",
+            format!("{good}[relay]\nidle_timeout_s = 5\n"),
+            "relay.idle_timeout_s: 5 is outside 20 to 3600",
+        ),
     ];
     let file = mesh.dir.path().join("bad.toml");
     for (what, text, want) in &cases {

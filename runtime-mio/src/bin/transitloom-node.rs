@@ -413,11 +413,18 @@ fn table(status: &NodeStatus) -> String {
                 a.dropped
             );
         }
+        let l = &relay.limits;
+        let rate = l.rate_limit_mbps.map_or("no rate limit".to_owned(), |r| {
+            format!("{r} Mbit/s per path and direction")
+        });
         let _ = writeln!(
             out,
-            "relaying for other nodes: {} allocations open, {} refused",
+            "relaying for other nodes: {} of {} allocations open ({} per node), {} refused; {rate}; idle expiry {} s",
             relay.allocations.len(),
-            relay.refused_allocations
+            l.max_allocations,
+            l.quota_per_node,
+            relay.refused_allocations,
+            l.idle_timeout_s
         );
     }
     out

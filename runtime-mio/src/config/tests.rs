@@ -119,6 +119,42 @@ fn relay_binds_where_the_first_fixed_uplink_does_unless_told() {
     assert_eq!(err.key, "relay.advertise_ip", "{err}");
 }
 
+#[test]
+fn relay_limits_default_to_the_relay_machine_and_are_keys() {
+    use std::time::Duration;
+    use transitloom_proto_core::relay::RelayConfig;
+    let defaults = RelayConfig::new(crate::clock::wall_clock_now(), 1);
+    let config = parse(GOOD).unwrap();
+    let mut applied = RelayConfig::new(crate::clock::wall_clock_now(), 1);
+    applied.quota_per_node = 1;
+    applied.rate_limit = None;
+    config.relay.apply_limits(&mut applied);
+    assert_eq!(applied.quota_per_node, defaults.quota_per_node);
+    assert_eq!(applied.max_allocations, defaults.max_allocations);
+    assert_eq!(applied.rate_limit, defaults.rate_limit);
+    assert_eq!(applied.idle_timeout, defaults.idle_timeout);
+
+    let config = parse(&mutate(
+        "[relay]\ndata = false",
+        "[relay]\nquota_per_node = 4\nmax_allocations = 64\nrate_limit_mbps = 50\nidle_timeout_s = 120",
+    ))
+    .unwrap();
+    config.relay.apply_limits(&mut applied);
+    assert_eq!(applied.quota_per_node, 4);
+    assert_eq!(applied.max_allocations, 64);
+    assert_eq!(applied.rate_limit.map(|r| r.bytes_per_s), Some(6_250_000));
+    assert_eq!(applied.idle_timeout, Duration::from_secs(120));
+
+    // One port per allocation: a narrow range lowers the default table.
+    let config = parse(&mutate(
+        "[relay]\ndata = false",
+        "[relay]\nport_range = \"40000-40009\"",
+    ))
+    .unwrap();
+    assert_eq!(config.relay.max_allocations, 10);
+    assert_eq!(config.relay.quota_per_node, 10);
+}
+
 /// Replaces the first occurrence of `from` in the good config.
 fn mutate(from: &str, to: &str) -> String {
     assert!(GOOD.contains(from), "{from:?} is not in the good config");
@@ -179,6 +215,16 @@ fn every_bad_config_names_the_key_and_the_reason() {
         (mutate("[relay]\ndata = false", "[relay]\ndata = true\nadvertise_ip = \"224.0.0.1\""), "relay.advertise_ip", "unicast"),
         (mutate("[relay]\ndata = false", "[relay]\nport_range = \"41000-40000\""), "relay.port_range", "ascending"),
         (mutate("[relay]\ndata = false", "[relay]\nlisten_ip = \"fiber\""), "relay.listen_ip", ""),
+        (mutate("[relay]\ndata = false", "[relay]\nquota_per_node = 0"), "relay.quota_per_node", "outside 1 to 65535"),
+        (mutate("[relay]\ndata = false", "[relay]\nquota_per_node = 20\nmax_allocations = 10"), "relay.quota_per_node", "more than max_allocations"),
+        (mutate("[relay]\ndata = false", "[relay]\nmax_allocations = 0"), "relay.max_allocations", "outside 1 to 65535"),
+        (mutate("[relay]\ndata = false", "[relay]\nmax_allocations = 70000"), "relay.max_allocations", "outside 1 to 65535"),
+        (mutate("[relay]\ndata = false", "[relay]\nmax_allocations = 200\nport_range = \"40000-40099\""), "relay.max_allocations", "port_range holds 100"),
+        (mutate("[relay]\ndata = false", "[relay]\nmax_allocations = \"many\""), "relay.max_allocations", "a whole number"),
+        (mutate("[relay]\ndata = false", "[relay]\nrate_limit_mbps = 0"), "relay.rate_limit_mbps", "outside 1 to 100000"),
+        (mutate("[relay]\ndata = false", "[relay]\nrate_limit_mbps = 1.5"), "relay.rate_limit_mbps", "a whole number"),
+        (mutate("[relay]\ndata = false", "[relay]\nidle_timeout_s = 10"), "relay.idle_timeout_s", "outside 20 to 3600"),
+        (mutate("[relay]\ndata = false", "[relay]\nidle_timeout_s = 86400"), "relay.idle_timeout_s", "outside 20 to 3600"),
         (mutate("name = \"alpha\"", "name = \"alpha"), "(syntax)", "TOML parse error"),
         (format!("{GOOD}\n[nat]\npunch_pace = 5\n"), "nat.punch_pace", "unknown key"),
         (format!("{GOOD}\n[nat]\npunch_pace_ms = 5000\n"), "nat.punch_pace_ms", "outside 0 to 1000"),

@@ -121,6 +121,33 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
             .map_or("unset".to_owned(), |r| format!("{}-{}", r.low, r.high));
         return Err(changed("relay.port_range", range));
     }
+    let limits = [
+        (
+            "relay.quota_per_node",
+            was.quota_per_node.into(),
+            now.quota_per_node.into(),
+        ),
+        (
+            "relay.max_allocations",
+            was.max_allocations.into(),
+            now.max_allocations.into(),
+        ),
+        (
+            "relay.rate_limit_mbps",
+            was.rate_limit_mbps,
+            now.rate_limit_mbps,
+        ),
+        (
+            "relay.idle_timeout_s",
+            was.idle_timeout_s,
+            now.idle_timeout_s,
+        ),
+    ];
+    for (key, was, now) in limits {
+        if was != now {
+            return Err(changed(key, was.to_string()));
+        }
+    }
     if old.punch != new.punch {
         return Err(changed("nat", format!("{:?}", old.punch)));
     }

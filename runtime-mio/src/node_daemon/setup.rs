@@ -312,6 +312,7 @@ impl Setup {
             .into_iter()
             .chain(self.uplinks.iter().map(|u| u.bind))
             .collect();
+        settings.apply_limits(&mut relay);
         Ok(Some(RelayHosting {
             relay,
             bind_ip,

@@ -340,6 +340,26 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
         ("quic_retry_s = 30", uplink, "quic_retry_s"),
         ("", "interface = \"lo\"", "uplink[0]"),
         ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0]"),
+        (
+            "",
+            "bind = \"127.0.0.1\"\n[relay]\nidle_timeout_s = 60",
+            "relay.idle_timeout_s",
+        ),
+        (
+            "",
+            "bind = \"127.0.0.1\"\n[relay]\nquota_per_node = 2",
+            "relay.quota_per_node",
+        ),
+        (
+            "",
+            "bind = \"127.0.0.1\"\n[relay]\nmax_allocations = 99",
+            "relay.max_allocations",
+        ),
+        (
+            "",
+            "bind = \"127.0.0.1\"\n[relay]\nrate_limit_mbps = 10",
+            "relay.rate_limit_mbps",
+        ),
     ];
     for (extra, uplink, key) in cases {
         let extra = format!("join_token = \"tlj1-x\"\n{extra}");

@@ -14,6 +14,22 @@ pub struct RelayStatus {
     pub allocations: Vec<RelayAllocationStatus>,
     /// Allocations refused for a quota or the table's bound.
     pub refused_allocations: u64,
+    /// The quotas, rate limit and idle expiry it applies.
+    #[serde(default)]
+    pub limits: RelayLimits,
+}
+
+/// What a relay allows (the `[relay]` limits).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayLimits {
+    /// Allocations one node may take part in at once.
+    pub quota_per_node: u64,
+    /// Allocations at most, all nodes together.
+    pub max_allocations: u64,
+    /// Each path's rate limit per direction, Mbit/s (`None`: unlimited).
+    pub rate_limit_mbps: Option<u64>,
+    /// Seconds of silence before an allocation is released.
+    pub idle_timeout_s: u64,
 }
 
 /// One allocation.
@@ -55,6 +71,15 @@ impl RelayStatus {
                 })
                 .collect(),
             refused_allocations: relay.counters().refused_allocations,
+            limits: {
+                let c = relay.config();
+                RelayLimits {
+                    quota_per_node: c.quota_per_node as u64,
+                    max_allocations: c.max_allocations as u64,
+                    rate_limit_mbps: c.rate_limit.map(|r| r.bytes_per_s / 125_000),
+                    idle_timeout_s: c.idle_timeout.as_secs(),
+                }
+            },
         }
     }
 
@@ -101,6 +126,12 @@ impl RelayStatus {
             "counter",
             "Datagrams an allocation's port dropped (unknown source, unbound peer, rate limit, refused binds).",
             &per_allocation(|a| a.dropped),
+        );
+        family(
+            "transitloom_relay_allocations_max",
+            "gauge",
+            "Allocations the relay takes at most (max_allocations).",
+            &[(base.to_owned(), self.limits.max_allocations)],
         );
         family(
             "transitloom_relay_refused_allocations_total",

@@ -101,6 +101,12 @@ fn sample() -> NodeStatus {
                 dropped: 3,
             }],
             refused_allocations: 1,
+            limits: relay::RelayLimits {
+                quota_per_node: 16,
+                max_allocations: 1_024,
+                rate_limit_mbps: Some(1_000),
+                idle_timeout_s: 30,
+            },
         }),
     }
 }
@@ -113,8 +119,11 @@ fn a_relaying_node_shows_its_allocations_like_the_coordinator() {
     assert_eq!(alloc["assoc"], "assoc#9");
     assert_eq!(alloc["forwarded_bytes"][1], 800);
     assert_eq!(alloc["dropped"], 3);
+    assert_eq!(json["relay"]["limits"]["max_allocations"], 1_024);
+    assert_eq!(json["relay"]["limits"]["rate_limit_mbps"], 1_000);
     let text = status.metrics();
     for line in [
+        "transitloom_relay_allocations_max{node=\"alpha\"} 1024",
         "transitloom_relay_allocations{node=\"alpha\",state=\"ready\"} 1",
         "transitloom_relay_forwarded_bytes_total{node=\"alpha\",assoc=\"assoc#9\",allocation=\"7\"} 2000",
         "transitloom_relay_dropped_total{node=\"alpha\",assoc=\"assoc#9\",allocation=\"7\"} 3",
@@ -129,6 +138,26 @@ fn a_relaying_node_shows_its_allocations_like_the_coordinator() {
     assert!(!without.metrics().contains("transitloom_relay_allocations"));
     let json = serde_json::to_value(&without).unwrap();
     assert!(json.get("relay").is_none(), "absent unless relaying");
+}
+
+#[test]
+fn a_relay_status_shows_the_limits_its_relay_applies() {
+    use transitloom_proto_core::relay::{RateLimit, Relay, RelayConfig};
+    let mut config = RelayConfig::new(crate::clock::wall_clock_now(), 1);
+    config.quota_per_node = 3;
+    config.max_allocations = 40;
+    config.rate_limit = Some(RateLimit::new(250 * 125_000));
+    config.idle_timeout = std::time::Duration::from_secs(90);
+    let limits = relay::RelayStatus::of(&Relay::new(config)).limits;
+    assert_eq!(
+        limits,
+        relay::RelayLimits {
+            quota_per_node: 3,
+            max_allocations: 40,
+            rate_limit_mbps: Some(250),
+            idle_timeout_s: 90,
+        }
+    );
 }
 
 #[test]

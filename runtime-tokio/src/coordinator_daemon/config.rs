@@ -19,6 +19,10 @@
 //! listen_ip = "203.0.113.5"         # where allocation ports bind (default: listen's IP)
 //! advertise_ip = "203.0.113.5"      # what nodes send to (default: listen_ip)
 //! port_range = "40000-40999"        # default: any port
+//! quota_per_node = 16               # allocations one node may take part in (1 to max_allocations)
+//! max_allocations = 1024            # allocations in all (1 to 65535, at most port_range's size)
+//! rate_limit_mbps = 1000            # each relayed path, each direction (1 to 100000)
+//! idle_timeout_s = 30               # a silent allocation is released after it (20 to 3600)
 //! ```
 //!
 //! Relative paths resolve against the configuration file's folder.
@@ -369,6 +373,53 @@ mod tests {
             let err =
                 parse_in(dir.path(), &format!("{GOOD}[relay]\nport_range = {bad}\n")).unwrap_err();
             assert_eq!(err.key, "relay.port_range", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn relay_limits_are_the_nodes_keys() {
+        let dir = fixture();
+        let text = format!(
+            "{GOOD}[relay]\ndata = true\nquota_per_node = 8\nmax_allocations = 500\nrate_limit_mbps = 200\nidle_timeout_s = 45\n"
+        );
+        let s = parse_in(dir.path(), &text).unwrap();
+        assert_eq!(
+            (
+                s.relay.quota_per_node,
+                s.relay.max_allocations,
+                s.relay.rate_limit_mbps,
+                s.relay.idle_timeout_s
+            ),
+            (8, 500, 200, 45)
+        );
+        let bad = [
+            ("quota_per_node = 0", "relay.quota_per_node", "outside"),
+            (
+                "max_allocations = 4\nquota_per_node = 5",
+                "relay.quota_per_node",
+                "more than max_allocations",
+            ),
+            (
+                "max_allocations = 20\nport_range = \"40000-40009\"",
+                "relay.max_allocations",
+                "port_range holds 10",
+            ),
+            (
+                "rate_limit_mbps = 200000",
+                "relay.rate_limit_mbps",
+                "outside",
+            ),
+            (
+                "idle_timeout_s = 5",
+                "relay.idle_timeout_s",
+                "outside 20 to 3600",
+            ),
+        ];
+        for (keys, key, reason) in bad {
+            let err = parse_in(dir.path(), &format!("{GOOD}[relay]\n{keys}\n")).unwrap_err();
+            assert_eq!(err.key, key, "{keys}: {err}");
+            assert!(err.reason.contains(reason), "{keys}: {err}");
+            assert!(err.to_string().contains(&format!(": {key}: ")), "{err}");
         }
     }
 
