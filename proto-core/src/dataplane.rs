@@ -473,7 +473,12 @@ impl DataPlane {
     /// Takes this node's leg of an association's relay allocation (from
     /// the coordinator): every mesh socket binds it, and once pinned the
     /// relay's address is a path like the others, scheduled below the
-    /// direct ones. A new allocation replaces the old one and its paths.
+    /// direct ones. A new allocation at another address replaces the old
+    /// one, which retires: its paths stay, used only while the new one's
+    /// are not, until the coordinator releases it ([`drop_relay`]), so a
+    /// move between relays loses nothing (make-before-break).
+    ///
+    /// [`drop_relay`]: Self::drop_relay
     ///
     /// # Errors
     /// When the association is not installed.
@@ -491,9 +496,25 @@ impl DataPlane {
             return Ok(());
         }
         if let Some(old) = assoc.relay.take() {
-            assoc
-                .paths
-                .retain(|&(_, remote), _| remote != old.offer.relay);
+            if old.offer.relay == offer.relay {
+                assoc
+                    .paths
+                    .retain(|&(_, remote), _| remote != old.offer.relay);
+            } else {
+                if let Some(older) = assoc.retiring.replace(old) {
+                    assoc
+                        .paths
+                        .retain(|&(_, remote), _| remote != older.offer.relay);
+                }
+                tracing::debug!(assoc = %id, relay = %offer.relay, "relay leg retires for a new one");
+            }
+        }
+        if assoc
+            .retiring
+            .as_ref()
+            .is_some_and(|r| r.offer.relay == offer.relay)
+        {
+            assoc.retiring = None;
         }
         tracing::debug!(assoc = %id, relay = %offer.relay, leg = offer.leg, "relay leg offered");
         assoc.relay = Some(relay_leg::RelayBinding::new(now, offer));
@@ -508,6 +529,13 @@ impl DataPlane {
         let Some(assoc) = self.assocs.get_mut(&id) else {
             return false;
         };
+        if let Some(old) = assoc.retiring.take_if(|r| r.offer.allocation == allocation) {
+            assoc
+                .paths
+                .retain(|&(_, remote), _| remote != old.offer.relay);
+            tracing::debug!(assoc = %id, relay = %old.offer.relay, allocation, "retired relay leg dropped");
+            return true;
+        }
         if assoc
             .relay
             .as_ref()

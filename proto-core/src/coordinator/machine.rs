@@ -1379,6 +1379,7 @@ impl StateMachine for Coordinator {
         }
         self.expire_tokens(now);
         self.rekey_due(now);
+        self.retire_relays(now);
         self.flush(now);
     }
 
@@ -1390,7 +1391,8 @@ impl StateMachine for Coordinator {
         let lapse = self.lapses.next().map(|at| self.instant_of(at));
         let relay = self.relays.own.as_ref().and_then(|h| h.poll_timeout());
         let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
-        [self.transport.poll_timeout(), lapse, relay, rekey]
+        let retire = self.next_relay_retire();
+        [self.transport.poll_timeout(), lapse, relay, rekey, retire]
             .into_iter()
             .flatten()
             .min()

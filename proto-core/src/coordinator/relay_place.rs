@@ -14,9 +14,14 @@
 //!   name). Relayed bandwidth then costs the relaying node's uplink, not
 //!   the coordinator's;
 //! - otherwise the coordinator's own relay, when it hosts one;
-//! - a placement stays where it is while its host lives: an association
-//!   on the coordinator's relay does not move when a node starts offering.
-//!   When a relay node goes (session closed, revoked), its associations
+//! - an association on the coordinator's relay moves to a node relay when
+//!   one starts offering and can take it (a node relay exists to take
+//!   relaying off the coordinator), make-before-break: the new allocation
+//!   is opened and announced while the old one keeps forwarding, and the
+//!   old one is released [`RELAY_HANDOVER`] later, once the ends have
+//!   validated the new path and moved their data onto it. An association
+//!   on a relaying node stays there while that node lives;
+//! - when a relay node goes (session closed, revoked), its associations
 //!   move at once: the ends are told to drop the leg, and the association
 //!   is placed again by the same rule.
 //!
@@ -28,11 +33,18 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use crate::control::msg::RelaySite;
 use crate::id::{AssocId, NodeId};
 use crate::relay::RelayHost;
 use crate::wire::KEY_LEN;
+
+/// How long a replaced allocation keeps forwarding after its successor was
+/// announced: the ends bind the new one and validate its path within a
+/// few round trips, and move their data onto it as soon as it is (the
+/// old path is scheduled below it), so by then nothing uses the old one.
+pub const RELAY_HANDOVER: Duration = Duration::from_secs(5);
 
 /// Where an allocation lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +92,11 @@ pub(crate) struct Relays {
     /// Online nodes that offered relaying.
     offers: BTreeMap<String, HostOffer>,
     placed: BTreeMap<AssocId, Placement>,
+    /// Allocations asked of a relaying node to replace the placement on
+    /// the coordinator's relay, not open yet.
+    moving: BTreeMap<AssocId, Placement>,
+    /// Replaced allocations, released at the instant given.
+    retiring: BTreeMap<AssocId, (Placement, Instant)>,
     by_allocation: BTreeMap<u64, AssocId>,
     next_allocation: u64,
 }
@@ -132,7 +149,7 @@ impl Relays {
     /// see the module docs.
     fn choose_node(&self, legs: [&str; 2], exclude: Option<&str>) -> Option<String> {
         let mut load: BTreeMap<&str, (u32, [u32; 2])> = BTreeMap::new();
-        for p in self.placed.values() {
+        for p in self.placed.values().chain(self.moving.values()) {
             if let Site::Node(n) = &p.site {
                 let entry = load.entry(n.as_str()).or_default();
                 entry.0 += 1;
@@ -154,6 +171,109 @@ impl Relays {
             })
             .min()
             .map(|(_, n)| n.clone())
+    }
+
+    /// Asks for a node relay allocation to replace `assoc`'s placement on
+    /// the coordinator's relay, when one can take it and no move is under
+    /// way; the new placement, for the coordinator to send to the node.
+    pub(crate) fn begin_move(
+        &mut self,
+        assoc: AssocId,
+        key: [u8; KEY_LEN],
+    ) -> Option<(String, &Placement)> {
+        let p = self.placed.get(&assoc)?;
+        if p.site != Site::Coordinator
+            || p.addr.is_none()
+            || self.moving.contains_key(&assoc)
+            || self.retiring.contains_key(&assoc)
+        {
+            return None;
+        }
+        let legs = p.legs.clone();
+        let node = self.choose_node([&legs[0], &legs[1]], None)?;
+        let allocation = self.next_allocation.max(1);
+        self.next_allocation = allocation + 1;
+        tracing::info!(%assoc, allocation, %node, "relay allocation moves to a relaying node");
+        self.by_allocation.insert(allocation, assoc);
+        let p = self.moving.entry(assoc).or_insert(Placement {
+            site: Site::Node(node.clone()),
+            allocation,
+            key,
+            legs,
+            addr: None,
+        });
+        Some((node, p))
+    }
+
+    /// The associations on the coordinator's relay whose allocation is
+    /// open and not being moved.
+    pub(crate) fn on_coordinator(&self) -> Vec<AssocId> {
+        self.placed
+            .iter()
+            .filter(|(a, p)| {
+                p.site == Site::Coordinator
+                    && p.addr.is_some()
+                    && !self.moving.contains_key(a)
+                    && !self.retiring.contains_key(a)
+            })
+            .map(|(&a, _)| a)
+            .collect()
+    }
+
+    /// Forgets a move under way (the node refused, failed or went); the
+    /// placement it was to replace stays. The abandoned placement.
+    pub(crate) fn cancel_move(&mut self, assoc: AssocId) -> Option<Placement> {
+        let p = self.moving.remove(&assoc)?;
+        self.by_allocation.remove(&p.allocation);
+        Some(p)
+    }
+
+    /// Whether `allocation` is the new one of `assoc`'s move under way.
+    pub(crate) fn is_moving(&self, assoc: AssocId, allocation: u64) -> bool {
+        self.moving
+            .get(&assoc)
+            .is_some_and(|p| p.allocation == allocation)
+    }
+
+    /// The moves under way to `node`.
+    pub(crate) fn moving_to(&self, node: &str) -> Vec<AssocId> {
+        self.moving
+            .iter()
+            .filter(|(_, p)| p.site == Site::Node(node.to_owned()))
+            .map(|(&a, _)| a)
+            .collect()
+    }
+
+    /// When the next replaced allocation is due for release.
+    pub(crate) fn next_retire(&self) -> Option<Instant> {
+        self.retiring.values().map(|&(_, at)| at).min()
+    }
+
+    /// Takes the replaced allocations due at `now` (releasing those on the
+    /// coordinator's relay), for the coordinator to tell the ends.
+    pub(crate) fn retire_due(&mut self, now: Instant) -> Vec<(AssocId, Placement)> {
+        let due: Vec<AssocId> = self
+            .retiring
+            .iter()
+            .filter(|(_, &(_, at))| at <= now)
+            .map(|(&a, _)| a)
+            .collect();
+        due.into_iter()
+            .filter_map(|assoc| self.take_retiring(assoc).map(|p| (assoc, p)))
+            .collect()
+    }
+
+    /// Forgets `assoc`'s replaced allocation, releasing it on the
+    /// coordinator's relay.
+    pub(crate) fn take_retiring(&mut self, assoc: AssocId) -> Option<Placement> {
+        let (p, _) = self.retiring.remove(&assoc)?;
+        self.by_allocation.remove(&p.allocation);
+        if p.site == Site::Coordinator {
+            if let Some(own) = self.own.as_mut() {
+                own.release(p.allocation);
+            }
+        }
+        Some(p)
     }
 
     /// Places `assoc` between the nodes `legs` (names and ids) by the
@@ -197,11 +317,34 @@ impl Relays {
     }
 
     /// The port of `allocation` is open at `addr`: true when it is a
-    /// placement at `site` (a node may only speak for its own).
-    pub(crate) fn opened(&mut self, site: &Site, allocation: u64, addr: SocketAddr) -> bool {
-        let Some(assoc) = self.by_allocation.get(&allocation) else {
+    /// placement at `site` (a node may only speak for its own). A move's
+    /// new allocation takes the placement's place, and the one it replaces
+    /// retires until `now` + [`RELAY_HANDOVER`].
+    pub(crate) fn opened(
+        &mut self,
+        now: Instant,
+        site: &Site,
+        allocation: u64,
+        addr: SocketAddr,
+    ) -> bool {
+        let Some(&assoc) = self.by_allocation.get(&allocation) else {
             return false;
         };
+        let moved = self
+            .moving
+            .get(&assoc)
+            .is_some_and(|p| p.allocation == allocation && &p.site == site);
+        if moved {
+            let Some(mut p) = self.moving.remove(&assoc) else {
+                return false;
+            };
+            p.addr = Some(addr);
+            if let Some(old) = self.placed.insert(assoc, p) {
+                self.retiring.insert(assoc, (old, now + RELAY_HANDOVER));
+            }
+            return true;
+        }
+        let assoc = &assoc;
         let Some(p) = self.placed.get_mut(assoc).filter(|p| &p.site == site) else {
             return false;
         };

@@ -121,6 +121,10 @@ pub(crate) struct Association {
     pub(crate) last_ingress: Option<Instant>,
     /// This node's leg of the association's relay allocation, if offered.
     pub(crate) relay: Option<super::relay_leg::RelayBinding>,
+    /// The leg of an allocation `relay` replaces: its paths stay, below
+    /// the new allocation's, until the coordinator releases it, so data
+    /// never waits for the new one to validate (make-before-break).
+    pub(crate) retiring: Option<super::relay_leg::RelayBinding>,
     /// When the peer's candidates were first probed.
     pub(crate) first_probe: Option<Instant>,
     /// The coordinated punch and the pacing of candidate probes.
@@ -170,6 +174,7 @@ impl Association {
             previous: None,
             last_ingress: None,
             relay: None,
+            retiring: None,
             first_probe: None,
             pacer: super::punch::Pacer::default(),
             birthday: None,
@@ -426,6 +431,7 @@ impl Association {
             .and_then(|k| self.paths.get(&k))
             .is_some_and(|p| p.kind.is_relay() && p.state == PathState::Active);
         let hold = self.sched.relay_return_hold;
+        let retiring = self.retiring.as_ref().map(|r| r.offer.relay);
         self.paths
             .iter_mut()
             .map(|(&key, p)| Candidate {
@@ -437,6 +443,7 @@ impl Association {
                 active: p.state == PathState::Active,
                 redundant: p.redundant,
                 relay: p.kind.is_relay(),
+                retiring: retiring == Some(key.1),
                 settling: on_relay
                     && !p.kind.is_relay()
                     && p.active_since

@@ -517,6 +517,9 @@ pub enum Reason {
     /// The peer answers it from another port, and another path to the
     /// same peer address through the same uplink carries.
     Redundant,
+    /// Through a relay allocation being replaced: the new allocation's
+    /// path is usable.
+    Retiring,
 }
 
 impl Reason {
@@ -535,6 +538,7 @@ impl Reason {
             Self::Redundant => {
                 "redundant: answered from another port; a path to the same peer address carries"
             }
+            Self::Retiring => "retiring: its relay allocation is being replaced by one that works",
         }
     }
 
@@ -551,6 +555,7 @@ impl Reason {
             Self::Relayed => "relayed",
             Self::Settling => "settling",
             Self::Redundant => "redundant",
+            Self::Retiring => "retiring",
         }
     }
 }
@@ -574,6 +579,9 @@ pub(crate) struct Candidate<'a, K> {
     /// A direct path validated less than the return hold ago while data
     /// goes through a relay: it waits (hysteresis).
     pub(crate) settling: bool,
+    /// Crosses a relay allocation that is being replaced: used only when
+    /// no other path of its priority is (make-before-break).
+    pub(crate) retiring: bool,
     /// Forward delay fallback (half the smoothed RTT) when a path has no
     /// timed pong yet.
     pub(crate) half_rtt: Duration,
@@ -592,13 +600,14 @@ fn base_delay<K>(c: &Candidate<'_, K>, timed: bool) -> i64 {
 }
 
 /// The tier a path is in: lower tiers are used first. A relay path comes
-/// after the direct paths of its uplink's priority.
+/// after the direct paths of its uplink's priority, and a retiring relay
+/// path after the relay path replacing it.
 fn tier<K>(c: &Candidate<'_, K>) -> u8 {
     let priority = match c.policy.priority {
         UplinkPriority::Primary => 0,
-        UplinkPriority::Backup => 2,
+        UplinkPriority::Backup => 3,
     };
-    priority + u8::from(c.relay)
+    priority + u8::from(c.relay) + u8::from(c.retiring)
 }
 
 /// Why each candidate is (or is not) eligible, in the order given.
@@ -680,6 +689,8 @@ pub(crate) fn eligibility<K>(
                 Reason::Settling
             } else if !usable(c) {
                 Reason::Stale
+            } else if tier(c) > best_tier && c.retiring {
+                Reason::Retiring
             } else if tier(c) > best_tier && c.relay {
                 Reason::Relayed
             } else if tier(c) > best_tier {

@@ -319,6 +319,11 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             "0 (settling): validated lately while data goes through the relay; it takes over \
              once it has held 2 s, so a flapping path does not pull the traffic back and forth",
         ),
+        "retiring" => format!(
+            "0 (retiring): its relay allocation is being replaced, and the new one's path \
+             carries: {}; it goes once the coordinator releases it",
+            others(&|q| q.reason == "carrying")
+        ),
         "" => format!(
             "{:.2}: no decision recorded yet{}",
             p.weight,

@@ -128,14 +128,73 @@ impl Coordinator {
         }
     }
 
-    /// `assoc` was withdrawn: its allocation goes at once, on the
-    /// coordinator's relay or on the relaying node (told to drop it).
+    /// `assoc` was withdrawn: its allocations go at once (the current
+    /// one, and one being moved to or from), on the coordinator's relay
+    /// or on the relaying node (told to drop it).
     pub(super) fn release_relay(&mut self, now: Instant, assoc: AssocId) {
-        let Some(p) = self.relays.remove(assoc) else {
-            return;
-        };
-        if let Site::Node(node) = &p.site {
-            self.tell(now, node, assoc, p.allocation);
+        let gone = [
+            self.relays.remove(assoc),
+            self.relays.cancel_move(assoc),
+            self.relays.take_retiring(assoc),
+        ];
+        for p in gone.into_iter().flatten() {
+            if let Site::Node(node) = &p.site {
+                self.tell(now, node, assoc, p.allocation);
+            }
+        }
+    }
+
+    /// Moves each association on the coordinator's relay whose ends are
+    /// both online onto a relaying node that can take it (see
+    /// [`relay_place`](super::super::relay_place)): the node is asked for
+    /// the allocation, announced to the ends once it is open, and the old
+    /// one is released
+    /// [`RELAY_HANDOVER`](super::super::relay_place::RELAY_HANDOVER) after.
+    fn move_to_nodes(&mut self, now: Instant) {
+        for assoc in self.relays.on_coordinator() {
+            let Some(ends) = self.assocs.ends_of(assoc).cloned() else {
+                continue;
+            };
+            if !(self.online.contains_key(&ends.0.node) && self.online.contains_key(&ends.1.node)) {
+                continue;
+            }
+            let ids = [&ends.0.node, &ends.1.node].map(|n| self.registry.node(n).map(|r| r.id));
+            let [Some(id0), Some(id1)] = ids else {
+                continue;
+            };
+            let key = self.drbg.key();
+            let Some((node, p)) = self.relays.begin_move(assoc, key) else {
+                continue;
+            };
+            let message = Message::RelayAllocate {
+                allocation: p.allocation,
+                assoc,
+                key: p.key,
+                nodes: [id0, id1],
+            };
+            if let Some(&conn) = self.online.get(&node) {
+                self.send(now, conn, &message);
+            }
+        }
+    }
+
+    /// When the next replaced allocation is released.
+    pub(super) fn next_relay_retire(&self) -> Option<Instant> {
+        self.relays.next_retire()
+    }
+
+    /// Releases the replaced allocations whose handover is over, and tells
+    /// the ends (and a relaying node) to drop them.
+    pub(super) fn retire_relays(&mut self, now: Instant) {
+        for (assoc, p) in self.relays.retire_due(now) {
+            tracing::info!(%assoc, allocation = p.allocation, site = ?p.site, "replaced relay allocation released");
+            let mut told = p.legs.to_vec();
+            if let Site::Node(node) = &p.site {
+                told.push(node.clone());
+            }
+            for node in &told {
+                self.tell(now, node, assoc, p.allocation);
+            }
         }
     }
 
@@ -185,6 +244,9 @@ impl Coordinator {
                 // Sent after every welcome: whatever the node held before
                 // is gone (a node drops its allocations with its session).
                 self.relays.drop_offers_except(|n| n != node);
+                for assoc in self.relays.moving_to(node) {
+                    self.relays.cancel_move(assoc);
+                }
                 for assoc in self.relays.placed_on(node) {
                     self.move_relay(now, assoc, true, Some(node));
                 }
@@ -198,6 +260,7 @@ impl Coordinator {
                     },
                 );
                 self.place_unplaced(now);
+                self.move_to_nodes(now);
             }
             Message::RelayOpened { allocation, relay } => {
                 let site = Site::Node(node.to_owned());
@@ -205,7 +268,7 @@ impl Coordinator {
                     .relays
                     .offers()
                     .any(|(n, o)| n == node && o.ip == relay.ip());
-                if offered && self.relays.opened(&site, allocation, relay) {
+                if offered && self.relays.opened(now, &site, allocation, relay) {
                     if let Some(assoc) = self.relays.assoc_of(allocation) {
                         self.announce_relay(now, assoc, None);
                     }
@@ -216,12 +279,21 @@ impl Coordinator {
                 tracing::debug!(%node, allocation, %relay, "unexpected relay allocation released");
                 let assoc = self.relays.assoc_of(allocation);
                 self.tell(now, node, assoc.unwrap_or(AssocId(0)), allocation);
+                if let Some(assoc) = assoc.filter(|&a| self.relays.is_moving(a, allocation)) {
+                    self.relays.cancel_move(assoc);
+                    return;
+                }
                 if let Some(assoc) = assoc.filter(|&a| self.placed_at(a, &site, allocation)) {
                     self.move_relay(now, assoc, true, Some(node));
                 }
             }
             Message::RelayRelease { assoc, allocation } => {
                 let site = Site::Node(node.to_owned());
+                if self.relays.is_moving(assoc, allocation) {
+                    // Refused or failed: the association stays where it is.
+                    self.relays.cancel_move(assoc);
+                    return;
+                }
                 if !self.placed_at(assoc, &site, allocation) {
                     return;
                 }
@@ -270,6 +342,9 @@ impl Coordinator {
         let gone = self.relays.drop_offers_except(|n| online.contains_key(n));
         for node in gone {
             tracing::info!(%node, "relaying node gone; its allocations move");
+            for assoc in self.relays.moving_to(&node) {
+                self.relays.cancel_move(assoc);
+            }
             for assoc in self.relays.placed_on(&node) {
                 self.move_relay(now, assoc, true, Some(&node));
             }
@@ -288,7 +363,10 @@ impl Coordinator {
                     assoc,
                     addr,
                 } => {
-                    if self.relays.opened(&Site::Coordinator, allocation, addr) {
+                    if self
+                        .relays
+                        .opened(now, &Site::Coordinator, allocation, addr)
+                    {
                         self.announce_relay(now, assoc, None);
                     }
                 }

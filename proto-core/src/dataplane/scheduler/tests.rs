@@ -54,6 +54,7 @@ impl Setup {
                 relay: false,
                 redundant: false,
                 settling: false,
+                retiring: false,
                 half_rtt: Duration::from_millis(10),
             })
             .collect()

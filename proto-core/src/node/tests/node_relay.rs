@@ -274,3 +274,108 @@ fn a_relaying_node_whose_port_fails_hands_the_allocation_to_another() {
     both_ends_active_on(&mesh, PathKind::NodeRelay, relay);
     assert!(carries(&mut mesh, 5));
 }
+
+/// Both services send one distinct datagram each 20 ms for `duration`;
+/// how many each sent, and whether each side got exactly the other's, in
+/// order.
+fn both_ways(mesh: &mut Mesh, duration: Duration, round: u8) -> (usize, bool) {
+    let before = [mesh.hosts[0].local.len(), mesh.hosts[1].local.len()];
+    let mut sent: [Vec<Vec<u8>>; 2] = [Vec::new(), Vec::new()];
+    let steps = (duration.as_millis() / 20) as usize;
+    for i in 0..steps {
+        for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+            let mut payload = vec![round, host as u8];
+            payload.extend_from_slice(&(i as u32).to_be_bytes());
+            payload.resize(120, 0x5a);
+            mesh.service_sends(host, "wg0", peer, &payload);
+            sent[host].push(payload);
+        }
+        mesh.run(Duration::from_millis(20));
+    }
+    mesh.run(Duration::from_millis(200));
+    let got = |host: usize| -> Vec<Vec<u8>> {
+        mesh.hosts[host].local[before[host]..]
+            .iter()
+            .map(|(_, _, p)| p.to_vec())
+            .collect()
+    };
+    (steps, got(1) == sent[0] && got(0) == sent[1])
+}
+
+#[test]
+fn an_association_on_the_coordinator_relay_moves_to_a_node_relay_without_a_gap() {
+    let mut mesh = relay_nodes(&[]);
+    let ip = mesh.listen.ip();
+    let hub = hosting(wall(&mesh), ip, 8, (30_000, 30_099));
+    mesh.coordinator.host_relay(hub);
+    // Gamma starts later: only the coordinator relays at first.
+    let gamma = mesh.hosts.remove(2);
+    mesh.run(Duration::from_secs(10));
+    let first = mesh.coordinator.relay_placements();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].node, None, "on the coordinator's relay");
+    let old = first[0].addr.expect("open");
+    both_ends_active_on(&mesh, PathKind::CoordinatorRelay, old);
+    let (_, clean) = both_ways(&mut mesh, Duration::from_secs(1), 0);
+    assert!(clean, "carried over the coordinator's relay");
+
+    // Gamma comes online and offers relaying while data flows both ways.
+    mesh.hosts.push(gamma);
+    let (sent, clean) = both_ways(&mut mesh, Duration::from_secs(8), 1);
+    assert!(sent >= 400, "{sent}");
+    assert!(clean, "a datagram was lost or reordered during the move");
+
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node.as_deref(), Some("gamma"), "moved");
+    assert_ne!(placements[0].allocation, first[0].allocation);
+    let new = placements[0].addr.expect("open");
+    assert_eq!(new.ip(), mesh.hosts[2].public);
+    both_ends_active_on(&mesh, PathKind::NodeRelay, new);
+    // The old allocation was released after the handover, at the relay
+    // and at both ends.
+    assert_eq!(mesh.coordinator.relay().unwrap().allocations().count(), 0);
+    for (host, peer) in [(0, "beta/wg0"), (1, "alpha/wg0")] {
+        let paths = relay_paths(&mesh, host, peer);
+        assert!(
+            paths.iter().all(|&(_, r, _)| r != old),
+            "host {host}: the old relay's path is gone: {paths:?}"
+        );
+    }
+    let before = forwarded_bytes(&mesh, 2);
+    let (_, clean) = both_ways(&mut mesh, Duration::from_secs(1), 2);
+    assert!(clean);
+    assert!(
+        forwarded_bytes(&mesh, 2) >= before + 2 * 50 * 120,
+        "the data crosses gamma now"
+    );
+}
+
+#[test]
+fn a_move_the_relaying_node_refuses_leaves_the_association_where_it_was() {
+    let mut mesh = relay_nodes(&[]);
+    let ip = mesh.listen.ip();
+    let hub = hosting(wall(&mesh), ip, 8, (30_000, 30_099));
+    mesh.coordinator.host_relay(hub);
+    let gamma = mesh.hosts.remove(2);
+    mesh.run(Duration::from_secs(10));
+    let first = mesh.coordinator.relay_placements()[0].clone();
+    assert_eq!(first.node, None);
+    // None of gamma's relay ports can open.
+    let g = gamma.public;
+    mesh.taken
+        .extend((45_200..=45_299).map(|port| SocketAddr::new(g, port)));
+    mesh.hosts.push(gamma);
+    let (_, clean) = both_ways(&mut mesh, Duration::from_secs(8), 1);
+    assert!(clean, "nothing lost while the move failed");
+    let failed = mesh.hosts[2].events.iter().any(|e| {
+        matches!(
+            e,
+            NodeEvent::Relay(crate::relay::RelayEvent::AllocationFailed { .. })
+        )
+    });
+    assert!(failed, "gamma was asked: {:?}", mesh.hosts[2].events);
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements, vec![first.clone()], "stays on the coordinator");
+    both_ends_active_on(&mesh, PathKind::CoordinatorRelay, first.addr.unwrap());
+}
