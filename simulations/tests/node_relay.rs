@@ -104,3 +104,43 @@ fn a_revoked_relay_node_hands_the_pair_to_the_coordinator_relay() {
         println!("seed {seed}: the flow paused {gap:?} when gamma was revoked");
     }
 }
+
+#[test]
+fn a_relay_node_that_starts_later_takes_the_pair_off_the_coordinator_relay_losing_nothing() {
+    let at = Duration::from_secs(4);
+    for seed in SEEDS {
+        let options = PairOptions {
+            relay: true,
+            relay_node: true,
+            relay_node_at: Some(at),
+            duration: Duration::from_secs(12),
+            ..PairOptions::default()
+        };
+        let out = run_pair(seed, &hard(), &hard(), options).unwrap();
+        assert!(
+            out.violations.is_empty(),
+            "seed {seed}: {:?}",
+            out.violations
+        );
+        assert_eq!(out.first_direct, None, "seed {seed}");
+        assert_ne!(
+            out.remote.map(|r| r.ip()),
+            Some(GAMMA_IP),
+            "seed {seed}: the coordinator's relay first"
+        );
+        assert_eq!(out.ends_kind, Some("node-relay"), "seed {seed}");
+        assert_eq!(
+            out.ends_remote.map(|r| r.ip()),
+            Some(GAMMA_IP),
+            "seed {seed}"
+        );
+        assert_eq!(out.hub_allocations, Some(0), "seed {seed}: released");
+        let (bytes, allocations) = out.gamma.unwrap();
+        assert_eq!(allocations, 1, "seed {seed}");
+        assert!(bytes > 0, "seed {seed}");
+        assert!(out.sent > 1_000, "seed {seed}: {}", out.sent);
+        assert_eq!(out.delivered, out.sent, "seed {seed}: nothing lost");
+        let gap = longest_gap_after(&out.arrivals, at).unwrap();
+        println!("seed {seed}: longest gap between arrivals after gamma started: {gap:?}");
+    }
+}

@@ -27,7 +27,7 @@ use transitloom_proto_core::ServiceId;
 
 use super::control_plane::{
     add_admin, hub_config, hub_coordinator, install_coordinator, ip, make_pki, revoke_at_time,
-    UNIX_START,
+    InMemoryCoordinator, UNIX_START,
 };
 use super::params::Allowed::{OneOf, Range};
 use super::reconnect_storm::{enrolled, node_config};
@@ -110,6 +110,12 @@ const PARAMS: &[ParamSpec] = &[
         default: "0",
         about: "whether a third node, gamma, on a public address relays for the pair (1: the coordinator places the allocation there) or not (0)",
         allowed: Range(0.0, 1.0),
+    },
+    ParamSpec {
+        name: "relay_node_at_s",
+        default: "0",
+        about: "with relay_node=1, when gamma starts (0: at once); an association placed on the coordinator's relay before then moves onto gamma",
+        allowed: Range(0.0, 600.0),
     },
     ParamSpec {
         name: "revoke",
@@ -352,6 +358,10 @@ pub struct PairOutcome {
     pub ends_relayed: Option<bool>,
     /// The kind of that path (`direct-public`, `node-relay`, …).
     pub ends_kind: Option<&'static str>,
+    /// That path's remote address.
+    pub ends_remote: Option<SocketAddr>,
+    /// Allocations the coordinator's relay holds at the end (with `relay`).
+    pub hub_allocations: Option<usize>,
     /// Gamma's relay at the end (with `relay_node`): bytes forwarded and
     /// allocations held.
     pub gamma: Option<(u64, usize)>,
@@ -384,6 +394,8 @@ pub struct PairOptions {
     pub relay: bool,
     /// A third node, gamma, relays for the pair.
     pub relay_node: bool,
+    /// When gamma starts (`None`: with the others).
+    pub relay_node_at: Option<Duration>,
     /// An admin revokes this node (`beta` or `gamma`) at this time.
     pub revoke: Option<(Duration, &'static str)>,
     /// One-way delay of each access link.
@@ -420,6 +432,7 @@ impl Default for PairOptions {
             extra_reflector: true,
             relay: true,
             relay_node: false,
+            relay_node_at: None,
             revoke: None,
             delay: Duration::from_millis(10),
             duration: Duration::from_secs(6),
@@ -445,6 +458,7 @@ pub fn run_pair(
         extra_reflector,
         relay,
         relay_node,
+        relay_node_at,
         revoke,
         delay,
         duration,
@@ -528,6 +542,7 @@ pub fn run_pair(
             (internet, &link),
             listen,
             wall,
+            relay_node_at,
         )?;
         log.extend(ops);
         Some(host)
@@ -617,15 +632,24 @@ pub fn run_pair(
     };
     let first = validated(false);
     let first_direct = validated(true);
-    let ends_kind = node(alpha)
+    let ends_path = node(alpha)
         .machine
         .data_plane()
         .associations()
         .next()
         .and_then(|a| {
             let current = a.current_path()?;
-            a.paths().find(|p| p.id == current).map(|p| p.kind)
+            a.paths()
+                .find(|p| p.id == current)
+                .map(|p| (p.kind, p.remote))
         });
+    let ends_kind = ends_path.map(|(k, _)| k);
+    let hub_allocations = world.app_ref::<InMemoryCoordinator>(hub).and_then(|c| {
+        c.machine
+            .coordinator
+            .relay()
+            .map(|r| r.allocations().count())
+    });
     let saw = |host: HostId| {
         let plane = node(host).machine.data_plane();
         let class = plane.nat_class(transitloom_proto_core::UplinkId(0));
@@ -677,6 +701,8 @@ pub fn run_pair(
             .map(|((at, _), installed)| at.saturating_sub(installed)),
         ends_relayed: ends_kind.map(|k| k.is_relay()),
         ends_kind: ends_kind.map(|k| k.as_str()),
+        ends_remote: ends_path.map(|(_, r)| r),
+        hub_allocations,
         gamma: gamma.map(|g| relay_node::gamma_relay(&world, g)),
         switches,
         arrivals,
@@ -739,6 +765,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             extra_reflector: p.u64("extra_reflector") == 1,
             relay: p.u64("relay") == 1,
             relay_node: p.u64("relay_node") == 1,
+            relay_node_at: secs(p.f64("relay_node_at_s")),
             revoke: match p.word("revoke") {
                 "beta" => Some("beta"),
                 "gamma" => Some("gamma"),
@@ -783,6 +810,12 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         summary.row("gamma's relay at the end: allocations", allocations);
         summary.row("gamma's relay at the end: bytes forwarded", bytes);
     }
+    if let Some(allocations) = out.hub_allocations {
+        summary.row(
+            "the coordinator's relay at the end: allocations",
+            allocations,
+        );
+    }
     let (expected, why) = direct_expected(&a, &b);
     summary.row(
         "direct path expected",
@@ -801,6 +834,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     summary.row("datagrams sent", out.sent);
     summary.row("datagrams delivered", out.delivered);
     for (name, at) in [
+        ("gamma's start", secs(p.f64("relay_node_at_s"))),
         ("alpha's NAT rebinding", secs(p.f64("rebind_at_s"))),
         ("alpha's new public address", secs(p.f64("renumber_at_s"))),
     ] {

@@ -26,8 +26,9 @@ use crate::SimError;
 /// Gamma's public address.
 pub const GAMMA_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 103, 1));
 
-/// Adds gamma, relaying on `GAMMA_IP` ports 45000-45999, to `internet`;
-/// returns its host and the log entries that enroll it.
+/// Adds gamma, relaying on `GAMMA_IP` ports 45000-45999, to `internet`,
+/// started at once or at `start`; returns its host and the log entries
+/// that enroll it.
 pub(super) fn add_relay_node(
     world: &mut World,
     pki: &Pki,
@@ -35,6 +36,7 @@ pub(super) fn add_relay_node(
     (internet, link): (SegmentId, &LinkParams),
     listen: SocketAddr,
     wall: WallClock,
+    start: Option<Duration>,
 ) -> Result<(HostId, [Op; 2]), SimError> {
     let (tls, ops) = enrolled(pki, drbg, "gamma")?;
     let host = world.add_host("gamma");
@@ -50,7 +52,10 @@ pub(super) fn add_relay_node(
         advertise_ip: GAMMA_IP,
         ports: Some((45_000, 45_999)),
     });
-    world.install(host, node);
+    match start {
+        Some(at) => world.at(at, move |w| w.install(host, node)),
+        None => world.install(host, node),
+    }
     Ok((host, ops))
 }
 
