@@ -852,7 +852,8 @@ impl Coordinator {
                 | Message::RelayRelease { .. }),
             ) => {
                 let name = name.clone();
-                self.on_relay_message(now, &name, message);
+                let seen = session.remote.ip();
+                self.on_relay_message(now, &name, seen, message);
             }
             // Any session may probe liveness: a TCP session's transport
             // writes keepalives on its own, before a hello or in an admin

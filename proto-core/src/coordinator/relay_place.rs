@@ -8,7 +8,9 @@
 //! is as fast as failing over between direct paths. The policy:
 //!
 //! - a node relay is preferred when one can take the association: it is
-//!   online, offered relaying, is neither end, and holds fewer allocations
+//!   online, offered relaying at an address others reach (a public one, or
+//!   the very address its session comes from: not behind a NAT, see
+//!   `reachable_offer`), is neither end, and holds fewer allocations
 //!   than it offered, and fewer than its per-node quota for each end. Among
 //!   those, the one holding the fewest allocations (then the first by
 //!   name). Relayed bandwidth then costs the relaying node's uplink, not
@@ -91,6 +93,9 @@ pub(crate) struct Relays {
     pub(crate) own: Option<RelayHost>,
     /// Online nodes that offered relaying.
     offers: BTreeMap<String, HostOffer>,
+    /// Online nodes whose offer was refused (behind a NAT): the address
+    /// offered and the one the session came from.
+    refused: BTreeMap<String, (IpAddr, IpAddr)>,
     placed: BTreeMap<AssocId, Placement>,
     /// Allocations asked of a relaying node to replace the placement on
     /// the coordinator's relay, not open yet.
@@ -119,7 +124,23 @@ impl Relays {
 
     /// Records a node's offer (it is online and welcomed).
     pub(crate) fn offer(&mut self, node: &str, offer: HostOffer) {
+        self.refused.remove(node);
         self.offers.insert(node.to_owned(), offer);
+    }
+
+    /// Records a node's refused offer.
+    pub(crate) fn refuse(&mut self, node: &str, offered: IpAddr, seen: IpAddr) {
+        self.refused.insert(node.to_owned(), (offered, seen));
+    }
+
+    /// The refused offers of online nodes.
+    pub(crate) fn refused(&self) -> impl Iterator<Item = (&str, &(IpAddr, IpAddr))> + '_ {
+        self.refused.iter().map(|(n, r)| (n.as_str(), r))
+    }
+
+    /// Forgets the refused offers of nodes `online` no longer holds.
+    pub(crate) fn forget_refused(&mut self, online: impl Fn(&str) -> bool) {
+        self.refused.retain(|n, _| online(n));
     }
 
     /// The nodes that offered relaying, with their offers.

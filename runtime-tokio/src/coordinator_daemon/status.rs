@@ -122,6 +122,12 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "node": node,
             "advertise_ip": ip.to_string(),
         })).collect::<Vec<_>>(),
+        "relay_offers_refused": coordinator.relay_offers_refused().into_iter().map(|(node, offered, seen)| json!({
+            "node": node,
+            "advertise_ip": offered.to_string(),
+            "seen_from": seen.to_string(),
+            "reason": "behind a NAT: a local address other than the one its session comes from",
+        })).collect::<Vec<_>>(),
         "relay_placements": coordinator.relay_placements().into_iter().map(|p| json!({
             "assoc": p.assoc.to_string(),
             "allocation": p.allocation,

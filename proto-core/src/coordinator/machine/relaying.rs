@@ -2,7 +2,7 @@
 //! nodes that offer relaying, and placing each association's allocation
 //! on one of them (the policy is in [`relay_place`](super::super::relay_place)).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::super::relay_place::{HostOffer, Site};
@@ -55,6 +55,16 @@ impl Coordinator {
                 },
                 addr: p.addr,
             })
+            .collect()
+    }
+
+    /// Relay offers refused because the node's relay would sit behind a
+    /// NAT: the node, the address it offered and the address its session
+    /// came from.
+    pub fn relay_offers_refused(&self) -> Vec<(String, IpAddr, IpAddr)> {
+        self.relays
+            .refused()
+            .map(|(n, &(offered, seen))| (n.to_owned(), offered, seen))
             .collect()
     }
 
@@ -229,8 +239,15 @@ impl Coordinator {
         }
     }
 
-    /// What a welcomed node says about the relay it hosts.
-    pub(super) fn on_relay_message(&mut self, now: Instant, node: &str, message: Message) {
+    /// What a welcomed node says about the relay it hosts; `seen` is the
+    /// address its session comes from.
+    pub(super) fn on_relay_message(
+        &mut self,
+        now: Instant,
+        node: &str,
+        seen: IpAddr,
+        message: Message,
+    ) {
         match message {
             Message::RelayHostOffer {
                 ip,
@@ -249,6 +266,16 @@ impl Coordinator {
                 }
                 for assoc in self.relays.placed_on(node) {
                     self.move_relay(now, assoc, true, Some(node));
+                }
+                if !reachable_offer(ip, seen) {
+                    tracing::warn!(
+                        %node, offered = %ip, %seen,
+                        "relay offer refused: a local address other than the one the node is \
+                         seen from sits behind a NAT; set the node's relay.advertise_ip to its \
+                         public address (with the ports forwarded)"
+                    );
+                    self.relays.refuse(node, ip, seen);
+                    return;
                 }
                 tracing::info!(%node, %ip, max_allocations, quota_per_node, "node offers relaying");
                 self.relays.offer(
@@ -339,6 +366,7 @@ impl Coordinator {
     /// associations move to another relay at once.
     pub(super) fn sweep_relay_nodes(&mut self, now: Instant) {
         let online = &self.online;
+        self.relays.forget_refused(|n| online.contains_key(n));
         let gone = self.relays.drop_offers_except(|n| online.contains_key(n));
         for node in gone {
             tracing::info!(%node, "relaying node gone; its allocations move");
@@ -378,6 +406,77 @@ impl Coordinator {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Whether other nodes can reach a relay offered at `offered` by a node
+/// whose session comes from `seen` (DESIGN §7: a relay behind a NAT that
+/// does not forward its ports would take allocations nobody can bind). A
+/// global address is taken as reachable (the node's own public address,
+/// or a NAT's address its operator forwards to it as `advertise_ip`); a
+/// local one (private, shared carrier-grade, link-local, loopback, unique
+/// local) only when the coordinator sees the node at that very address, so
+/// no NAT stands between them.
+pub(crate) fn reachable_offer(offered: IpAddr, seen: IpAddr) -> bool {
+    let offered = offered.to_canonical();
+    !is_local(offered) || offered == seen.to_canonical()
+}
+
+/// An address that is not routed on the public internet.
+fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                // 100.64.0.0/10, shared by carrier-grade NATs (RFC 6598).
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                // fc00::/7, unique local; fe80::/10, link-local.
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable_offer;
+
+    #[test]
+    fn a_local_relay_address_is_taken_only_where_the_node_is_seen() {
+        let ip = |s: &str| s.parse().unwrap();
+        let cases = [
+            // A public address: its own, or its NAT's, forwarded.
+            ("203.0.113.30", "203.0.113.30", true),
+            ("198.51.100.7", "203.0.113.30", true),
+            ("2001:db8::7", "2001:db8::9", true),
+            // A private address seen as another: behind a NAT.
+            ("192.168.1.20", "203.0.113.30", false),
+            ("10.0.0.5", "198.51.100.7", false),
+            ("172.20.0.5", "198.51.100.7", false),
+            ("100.64.3.2", "198.51.100.7", false),
+            ("169.254.1.1", "198.51.100.7", false),
+            ("fd00::5", "2001:db8::9", false),
+            ("fe80::1", "2001:db8::9", false),
+            ("127.0.0.1", "203.0.113.30", false),
+            // Seen at that very address: no NAT between (a LAN, one host).
+            ("10.0.0.5", "10.0.0.5", true),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("10.0.0.5", "::ffff:10.0.0.5", true),
+            ("172.32.0.1", "198.51.100.7", true),
+        ];
+        for (offered, seen, want) in cases {
+            assert_eq!(
+                reachable_offer(ip(offered), ip(seen)),
+                want,
+                "{offered} seen as {seen}"
+            );
         }
     }
 }

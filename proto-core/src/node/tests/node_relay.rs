@@ -379,3 +379,30 @@ fn a_move_the_relaying_node_refuses_leaves_the_association_where_it_was() {
     assert_eq!(placements, vec![first.clone()], "stays on the coordinator");
     both_ends_active_on(&mesh, PathKind::CoordinatorRelay, first.addr.unwrap());
 }
+
+#[test]
+fn a_relaying_node_behind_a_nat_is_not_chosen() {
+    // Gamma's relay binds a private address while the coordinator sees
+    // its session come from its public one: a NAT stands between, and
+    // nobody outside could reach its ports. Delta's session comes from
+    // its own (private) address: no NAT between it and the coordinator.
+    let mut mesh = relay_nodes(&[("delta", "10.0.0.40")]);
+    let private: IpAddr = "10.0.0.30".parse().unwrap();
+    let behind_nat = hosting(wall(&mesh), private, 2, (45_200, 45_299));
+    mesh.hosts[2].node.host_relay(behind_nat);
+    mesh.run(Duration::from_secs(10));
+    let refused = mesh.coordinator.relay_offers_refused();
+    assert_eq!(
+        refused,
+        vec![("gamma".to_owned(), private, mesh.hosts[2].public)],
+        "{refused:?}"
+    );
+    let nodes = mesh.coordinator.relay_nodes();
+    assert_eq!(nodes, vec![("delta".to_owned(), mesh.hosts[3].public)]);
+    let placements = mesh.coordinator.relay_placements();
+    assert_eq!(placements.len(), 1, "{placements:?}");
+    assert_eq!(placements[0].node.as_deref(), Some("delta"));
+    assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
+    both_ends_active_on(&mesh, PathKind::NodeRelay, placements[0].addr.unwrap());
+    assert!(carries(&mut mesh, 5));
+}
