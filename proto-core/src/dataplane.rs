@@ -27,7 +27,7 @@ pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
 pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
 pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
-pub use relay_leg::{RelayOffer, RELAY_REFRESH};
+pub use relay_leg::{RelayOffer, RELAY_REFRESH, RELAY_RETIRE_MAX};
 pub use scheduler::{Estimates, Reason, SchedulerConfig};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
@@ -1525,6 +1525,13 @@ impl DataPlane {
         let Some(binding) = assoc.relay.as_mut() else {
             return;
         };
+        let retired_by = binding.offered_at + relay_leg::RELAY_RETIRE_MAX;
+        if let Some(old) = assoc.retiring.take_if(|_| now >= retired_by) {
+            assoc
+                .paths
+                .retain(|&(_, remote), _| remote != old.offer.relay);
+            tracing::debug!(assoc = %id, relay = %old.offer.relay, "retired relay leg never released; dropped");
+        }
         let deferred = !binding.may_bind(now, direct_up, assoc.first_probe);
         if deferred {
             // Bind the moment it may, not at the next probe round.

@@ -19,6 +19,11 @@ use crate::wire::{AuthKey, KEY_LEN};
 /// idle expiry both allow it with room to spare.
 pub const RELAY_REFRESH: Duration = Duration::from_secs(8);
 
+/// A retiring leg (replaced by a new allocation) that the coordinator never
+/// released, e.g. because it restarted and forgot it, goes this long after
+/// its successor was offered: the coordinator releases it after 5 s.
+pub const RELAY_RETIRE_MAX: Duration = Duration::from_secs(30);
+
 /// A relay leg behind a NAT that allocates ports in sequence (or one the
 /// reflectors have not classified yet) is not bound before the peer's
 /// candidates have been probed this long (or a direct path answered): the

@@ -406,3 +406,40 @@ fn a_relaying_node_behind_a_nat_is_not_chosen() {
     both_ends_active_on(&mesh, PathKind::NodeRelay, placements[0].addr.unwrap());
     assert!(carries(&mut mesh, 5));
 }
+
+#[test]
+fn a_retiring_leg_carries_until_its_successor_works_and_goes_if_never_released() {
+    let mut mesh = relayed_mesh();
+    let relay = mesh.coordinator.relay_placements()[0].addr.unwrap();
+    let id = mesh.assoc(0, "wg0", "beta/wg0").unwrap().spec().id;
+    // A new allocation at an address that never answers, as a coordinator
+    // that restarted might announce, and then never releases the old one.
+    let offer = crate::dataplane::RelayOffer {
+        relay: addr("203.0.113.99:45000"),
+        allocation: 999,
+        leg: 0,
+        key: [7; 32],
+        kind: PathKind::NodeRelay,
+    };
+    let now = mesh.now;
+    mesh.hosts[0].node.plane.add_relay(now, id, offer).unwrap();
+    mesh.run(Duration::from_secs(1));
+    let old_path = |mesh: &Mesh| {
+        relay_paths(mesh, 0, "beta/wg0")
+            .into_iter()
+            .find(|&(_, r, _)| r == relay)
+    };
+    assert_eq!(
+        old_path(&mesh).map(|(_, _, s)| s),
+        Some(PathState::Active),
+        "the retiring leg's path stays"
+    );
+    assert!(
+        carries(&mut mesh, 5),
+        "and carries while the new one is not usable"
+    );
+    mesh.run(crate::dataplane::RELAY_RETIRE_MAX);
+    assert_eq!(old_path(&mesh), None, "dropped once the bound passed");
+    let view = mesh.assoc(0, "wg0", "beta/wg0").unwrap();
+    assert_eq!(view.relay().unwrap().0.allocation, 999);
+}
