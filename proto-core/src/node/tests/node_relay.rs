@@ -3,7 +3,10 @@
 //! machine as the coordinator. The coordinator places the association's
 //! allocation on the relaying node, announces it only once the node
 //! reported the port open, moves it when the relaying node is revoked, and
-//! has it released at once when an end is revoked.
+//! has it released at once when an end is revoked. It never places more on
+//! a relaying node than its offer allows, refuses a relaying node behind a
+//! NAT, and moves an association from its own relay onto a relaying node
+//! that comes later without losing a datagram (make-before-break).
 
 use super::*;
 use crate::coordinator::registry::Op;
@@ -442,4 +445,83 @@ fn a_retiring_leg_carries_until_its_successor_works_and_goes_if_never_released()
     assert_eq!(old_path(&mesh), None, "dropped once the bound passed");
     let view = mesh.assoc(0, "wg0", "beta/wg0").unwrap();
     assert_eq!(view.relay().unwrap().0.allocation, 999);
+}
+
+#[test]
+fn the_coordinator_places_no_more_on_a_relaying_node_than_it_announced() {
+    // Alpha has two associations (with beta and with delta), none of which
+    // can go direct; gamma relays but takes one allocation only, either
+    // for its whole table or per node (alpha is an end of both).
+    for (max, quota) in [(1, 16), (1_024, 1)] {
+        let mut mesh = Mesh::with_nodes(vec![
+            (
+                "alpha",
+                "192.0.2.10",
+                vec![service(
+                    1,
+                    "wg0",
+                    "127.0.0.1:51820",
+                    &[
+                        ("beta/wg0", "127.0.0.1:41000"),
+                        ("delta/wg0", "127.0.0.1:41001"),
+                    ],
+                )],
+            ),
+            (
+                "beta",
+                "198.51.100.20",
+                vec![service(
+                    1,
+                    "wg0",
+                    "127.0.0.1:51820",
+                    &[("alpha/wg0", "127.0.0.1:41000")],
+                )],
+            ),
+            ("gamma", GAMMA, Vec::new()),
+            (
+                "delta",
+                "198.51.100.40",
+                vec![service(
+                    1,
+                    "wg0",
+                    "127.0.0.1:51820",
+                    &[("alpha/wg0", "127.0.0.1:41000")],
+                )],
+            ),
+        ]);
+        let [a, b, d] = [0, 1, 3].map(|i| mesh.hosts[i].public);
+        mesh.blocked.extend([(a, b), (b, a), (a, d), (d, a)]);
+        let mut gamma = hosting(wall(&mesh), mesh.hosts[2].public, 2, (45_200, 45_299));
+        gamma.relay.max_allocations = max;
+        gamma.relay.quota_per_node = quota;
+        mesh.hosts[2].node.host_relay(gamma);
+        let ip = mesh.listen.ip();
+        let hub = hosting(wall(&mesh), ip, 8, (30_000, 30_099));
+        mesh.coordinator.host_relay(hub);
+        mesh.run(Duration::from_secs(10));
+        let placements = mesh.coordinator.relay_placements();
+        assert_eq!(placements.len(), 2, "{placements:?}");
+        let on_gamma = placements
+            .iter()
+            .filter(|p| p.node.as_deref() == Some("gamma"))
+            .count();
+        assert_eq!(on_gamma, 1, "max {max}, quota {quota}: {placements:?}");
+        assert!(
+            placements.iter().all(|p| p.addr.is_some()),
+            "{placements:?}"
+        );
+        let refused = mesh.hosts[2]
+            .node
+            .relay()
+            .unwrap()
+            .counters()
+            .refused_allocations;
+        assert_eq!(refused, 0, "never asked beyond its offer");
+        for (host, peer) in [(1, "alpha/wg0"), (3, "alpha/wg0")] {
+            assert!(
+                mesh.assoc(host, "wg0", peer).unwrap().is_up(),
+                "host {host}"
+            );
+        }
+    }
 }
