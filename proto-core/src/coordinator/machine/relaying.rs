@@ -100,13 +100,28 @@ impl Coordinator {
         let Some(p) = self.relays.placement(assoc) else {
             return;
         };
+        let (allocation, key) = (p.allocation, p.key);
+        self.ask_to_allocate(now, &node, assoc, allocation, key, [id0, id1]);
+    }
+
+    /// Asks relaying node `node` to open `allocation` for `assoc` between
+    /// `nodes`, if it is online (it reports the port open).
+    fn ask_to_allocate(
+        &mut self,
+        now: Instant,
+        node: &str,
+        assoc: AssocId,
+        allocation: u64,
+        key: [u8; crate::wire::KEY_LEN],
+        nodes: [crate::id::NodeId; 2],
+    ) {
         let message = Message::RelayAllocate {
-            allocation: p.allocation,
+            allocation,
             assoc,
-            key: p.key,
-            nodes: [id0, id1],
+            key,
+            nodes,
         };
-        if let Some(&conn) = self.online.get(&node) {
+        if let Some(&conn) = self.online.get(node) {
             self.send(now, conn, &message);
         }
     }
@@ -176,15 +191,8 @@ impl Coordinator {
             let Some((node, p)) = self.relays.begin_move(assoc, key) else {
                 continue;
             };
-            let message = Message::RelayAllocate {
-                allocation: p.allocation,
-                assoc,
-                key: p.key,
-                nodes: [id0, id1],
-            };
-            if let Some(&conn) = self.online.get(&node) {
-                self.send(now, conn, &message);
-            }
+            let (allocation, key) = (p.allocation, p.key);
+            self.ask_to_allocate(now, &node, assoc, allocation, key, [id0, id1]);
         }
     }
 
