@@ -176,6 +176,9 @@ pub struct Node {
     installed: BTreeMap<AssocId, Installed>,
     /// The relay it hosts for other nodes, if it does (DESIGN §7).
     relay: Option<crate::relay::RelayHost>,
+    /// The address the coordinator sees this node at, when it refused the
+    /// relay offered (until the next offer).
+    relay_refused: Option<std::net::IpAddr>,
 }
 
 /// Why a node could not be built.
@@ -240,6 +243,7 @@ impl Node {
             bound: None,
             installed: BTreeMap::new(),
             relay: None,
+            relay_refused: None,
         })
     }
 
@@ -403,6 +407,7 @@ impl Node {
                 nodes,
             } => self.host_allocate(now, allocation, assoc, key, nodes),
             Effect::RelayRelease { assoc, allocation } => self.relay_released(assoc, allocation),
+            Effect::RelayHostRefused { seen } => self.relay_refused_at(seen),
             Effect::Install {
                 assoc,
                 service,

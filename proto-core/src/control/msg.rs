@@ -48,6 +48,7 @@
 //! | `0x19` | `RelayAllocate` | coordinator → relaying node |
 //! | `0x1a` | `RelayOpened` | relaying node → coordinator |
 //! | `0x1b` | `RelayRelease` | coordinator → relaying node or end; relaying node → coordinator |
+//! | `0x1c` | `RelayHostRefused` | coordinator → node that offered relaying |
 //! | `0x20` | `Keepalive` | both ways |
 //! | `0x21` | `KeepaliveAck` | both ways |
 //! | `0x40` | `AdminRequest` | `tlctl` → coordinator |
@@ -381,6 +382,14 @@ pub enum Message {
         assoc: AssocId,
         /// The allocation.
         allocation: u64,
+    },
+    /// The coordinator refused this node's `RelayHostOffer`: the offered
+    /// address is a local one and the node's session comes from another
+    /// (it sits behind a NAT that other nodes cannot send through).
+    RelayHostRefused {
+        /// The address the node's session comes from; on the wire an
+        /// address with port 0.
+        seen: IpAddr,
     },
     /// The coordinator's other reflector addresses, sent after `Welcome`.
     /// A node asks the reflector at the address its session uses and at

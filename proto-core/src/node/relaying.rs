@@ -8,6 +8,7 @@
 //! the control session: when it ends, or the node is revoked, every one
 //! is released at once, and the coordinator moves the associations.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{Node, NodeEvent, SessionState};
@@ -28,6 +29,28 @@ impl Node {
     /// The relay it hosts, if any, for status.
     pub fn relay(&self) -> Option<&Relay> {
         self.relay.as_ref().map(RelayHost::relay)
+    }
+
+    /// When the coordinator refused the relay offered at the last welcome:
+    /// the address offered and the one the node's session comes from.
+    pub fn relay_refused(&self) -> Option<(IpAddr, IpAddr)> {
+        let offered = self.relay.as_ref()?.hosting().advertise_ip;
+        self.relay_refused.map(|seen| (offered, seen))
+    }
+
+    /// The coordinator refused the relay offered: no allocation will come
+    /// until the node offers an address other nodes can reach.
+    pub(super) fn relay_refused_at(&mut self, seen: IpAddr) {
+        let Some(host) = self.relay.as_ref() else {
+            return;
+        };
+        tracing::warn!(
+            offered = %host.hosting().advertise_ip, %seen,
+            "the coordinator refused this node's relay: the address offered is a local one and \
+             the node is seen from another (behind a NAT); set [relay] advertise_ip to the \
+             public address, with the relay ports forwarded"
+        );
+        self.relay_refused = Some(seen);
     }
 
     /// Whether `input` is for one of the hosted relay's sockets.
@@ -61,6 +84,7 @@ impl Node {
         if state != SessionState::Live {
             return;
         }
+        self.relay_refused = None;
         let hosting = host.hosting();
         let offer = Message::RelayHostOffer {
             ip: hosting.advertise_ip,

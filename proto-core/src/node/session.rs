@@ -135,6 +135,10 @@ pub(super) enum Effect {
         assoc: AssocId,
         allocation: u64,
     },
+    /// The coordinator refused the relay this node offers.
+    RelayHostRefused {
+        seen: std::net::IpAddr,
+    },
     /// Start probing an association's candidates at this wall-clock time.
     Punch {
         assoc: AssocId,
@@ -793,6 +797,7 @@ impl Session {
             Message::RelayRelease { assoc, allocation } => {
                 effects.push(Effect::RelayRelease { assoc, allocation })
             }
+            Message::RelayHostRefused { seen } => effects.push(Effect::RelayHostRefused { seen }),
             Message::Reflectors { extra } => effects.push(Effect::Reflectors(
                 self.remote.into_iter().chain(extra).collect(),
             )),

@@ -426,6 +426,15 @@ fn table(status: &NodeStatus) -> String {
             relay.refused_allocations,
             l.idle_timeout_s
         );
+        if let Some(r) = &relay.offer_refused {
+            let _ = writeln!(
+                out,
+                "relay offer REFUSED by the coordinator: {} is a local address and this node is \
+                 seen from {}; set [relay] advertise_ip to the public address, with the relay \
+                 ports forwarded",
+                r.offered, r.seen
+            );
+        }
     }
     out
 }

@@ -223,7 +223,16 @@ pub(crate) fn node_status(
         uplinks,
         associations,
         reload: ReloadStatus::default(),
-        relay: node.relay().map(crate::status::relay::RelayStatus::of),
+        relay: node.relay().map(|relay| {
+            let mut status = crate::status::relay::RelayStatus::of(relay);
+            status.offer_refused = node.relay_refused().map(|(offered, seen)| {
+                crate::status::relay::RelayOfferRefused {
+                    offered: offered.to_string(),
+                    seen: seen.to_string(),
+                }
+            });
+            status
+        }),
     }
 }
 

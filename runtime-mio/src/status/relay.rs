@@ -17,6 +17,19 @@ pub struct RelayStatus {
     /// The quotas, rate limit and idle expiry it applies.
     #[serde(default)]
     pub limits: RelayLimits,
+    /// On a relaying node: the coordinator refused the relay offered, so
+    /// no allocation comes (until an address other nodes reach is offered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offer_refused: Option<RelayOfferRefused>,
+}
+
+/// Why the coordinator will not place allocations on this node's relay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOfferRefused {
+    /// The address offered (`[relay] advertise_ip`, or the uplink's).
+    pub offered: String,
+    /// The address the coordinator sees the node's session come from.
+    pub seen: String,
 }
 
 /// What a relay allows (the `[relay]` limits).
@@ -80,6 +93,7 @@ impl RelayStatus {
                     idle_timeout_s: c.idle_timeout.as_secs(),
                 }
             },
+            offer_refused: None,
         }
     }
 
@@ -133,6 +147,14 @@ impl RelayStatus {
             "Allocations the relay takes at most (max_allocations).",
             &[(base.to_owned(), self.limits.max_allocations)],
         );
+        if self.offer_refused.is_some() {
+            family(
+                "transitloom_relay_offer_refused",
+                "gauge",
+                "1 while the coordinator refuses this node's relay offer (a local address behind a NAT).",
+                &[(base.to_owned(), 1)],
+            );
+        }
         family(
             "transitloom_relay_refused_allocations_total",
             "counter",

@@ -107,6 +107,7 @@ fn sample() -> NodeStatus {
                 rate_limit_mbps: Some(1_000),
                 idle_timeout_s: 30,
             },
+            offer_refused: None,
         }),
     }
 }
@@ -131,6 +132,21 @@ fn a_relaying_node_shows_its_allocations_like_the_coordinator() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
     }
+    assert!(json["relay"].get("offer_refused").is_none());
+    assert!(!text.contains("transitloom_relay_offer_refused"));
+    let mut refused = status.clone();
+    if let Some(relay) = refused.relay.as_mut() {
+        relay.offer_refused = Some(relay::RelayOfferRefused {
+            offered: "10.0.0.30".to_owned(),
+            seen: "198.51.100.30".to_owned(),
+        });
+    }
+    let json = serde_json::to_value(&refused).unwrap();
+    assert_eq!(json["relay"]["offer_refused"]["seen"], "198.51.100.30");
+    assert!(refused
+        .metrics()
+        .lines()
+        .any(|l| l == "transitloom_relay_offer_refused{node=\"alpha\"} 1"));
     let without = NodeStatus {
         relay: None,
         ..status

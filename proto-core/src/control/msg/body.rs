@@ -35,6 +35,7 @@ const RELAY_HOST_OFFER: u8 = 0x18;
 const RELAY_ALLOCATE: u8 = 0x19;
 const RELAY_OPENED: u8 = 0x1a;
 const RELAY_RELEASE: u8 = 0x1b;
+const RELAY_HOST_REFUSED: u8 = 0x1c;
 const KEEPALIVE: u8 = 0x20;
 const KEEPALIVE_ACK: u8 = 0x21;
 const ADMIN_REQUEST: u8 = 0x40;
@@ -65,6 +66,7 @@ impl Message {
             Self::RelayAllocate { .. } => RELAY_ALLOCATE,
             Self::RelayOpened { .. } => RELAY_OPENED,
             Self::RelayRelease { .. } => RELAY_RELEASE,
+            Self::RelayHostRefused { .. } => RELAY_HOST_REFUSED,
             Self::Keepalive { .. } => KEEPALIVE,
             Self::KeepaliveAck { .. } => KEEPALIVE_ACK,
             Self::AdminRequest { .. } => ADMIN_REQUEST,
@@ -95,6 +97,7 @@ impl Message {
             Self::RelayAllocate { .. } => "RelayAllocate",
             Self::RelayOpened { .. } => "RelayOpened",
             Self::RelayRelease { .. } => "RelayRelease",
+            Self::RelayHostRefused { .. } => "RelayHostRefused",
             Self::Revoked { .. } => "Revoked",
             Self::Keepalive { .. } => "Keepalive",
             Self::KeepaliveAck { .. } => "KeepaliveAck",
@@ -135,6 +138,7 @@ impl Message {
             Self::RelayAllocate { .. } => 8 + 8 + KEY_LEN + 8 + 8,
             Self::RelayOpened { .. } => 8 + ADDR_LEN,
             Self::RelayRelease { .. } => 8 + 8,
+            Self::RelayHostRefused { .. } => ADDR_LEN,
             Self::Revoked { reason } => text_len(reason.as_bytes()),
             Self::Reflectors { extra } => 2 + extra.len() * ADDR_LEN,
             Self::Keepalive { .. } | Self::KeepaliveAck { .. } => 8,
@@ -265,6 +269,7 @@ impl Message {
                 w.u64(assoc.0);
                 w.u64(*allocation);
             }
+            Self::RelayHostRefused { seen } => w.addr(SocketAddr::new(*seen, 0)),
             Self::Revoked { reason } => w.text("Revoked.reason", reason, MAX_REASON_LEN)?,
             Self::Reflectors { extra } => {
                 w.list_with("Reflectors.extra", extra, MAX_REFLECTORS, |w, addr| {
@@ -389,6 +394,18 @@ impl Message {
                 assoc: AssocId(r.u64("RelayRelease.assoc")?),
                 allocation: r.u64("RelayRelease.allocation")?,
             },
+            RELAY_HOST_REFUSED => Self::RelayHostRefused {
+                seen: {
+                    let addr = r.addr("RelayHostRefused.seen")?;
+                    // One encoding per value: the port is always 0.
+                    if addr.port() != 0 {
+                        return Err(MsgError::BadAddress {
+                            field: "RelayHostRefused.seen",
+                        });
+                    }
+                    addr.ip()
+                },
+            },
             REVOKED => Self::Revoked {
                 reason: r.text("Revoked.reason", MAX_REASON_LEN)?,
             },
@@ -442,6 +459,7 @@ impl Message {
                 | RELAY_ALLOCATE
                 | RELAY_OPENED
                 | RELAY_RELEASE
+                | RELAY_HOST_REFUSED
                 | KEEPALIVE
                 | KEEPALIVE_ACK
                 | ADMIN_REQUEST

@@ -283,6 +283,9 @@ impl Coordinator {
                          public address (with the ports forwarded)"
                     );
                     self.relays.refuse(node, ip, seen);
+                    if let Some(&conn) = self.online.get(node) {
+                        self.send(now, conn, &Message::RelayHostRefused { seen });
+                    }
                     return;
                 }
                 tracing::info!(%node, %ip, max_allocations, quota_per_node, "node offers relaying");

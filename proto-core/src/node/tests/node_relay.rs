@@ -400,6 +400,12 @@ fn a_relaying_node_behind_a_nat_is_not_chosen() {
         vec![("gamma".to_owned(), private, mesh.hosts[2].public)],
         "{refused:?}"
     );
+    // Gamma is told, and says so; delta is not refused.
+    assert_eq!(
+        mesh.hosts[2].node.relay_refused(),
+        Some((private, mesh.hosts[2].public))
+    );
+    assert_eq!(mesh.hosts[3].node.relay_refused(), None);
     let nodes = mesh.coordinator.relay_nodes();
     assert_eq!(nodes, vec![("delta".to_owned(), mesh.hosts[3].public)]);
     let placements = mesh.coordinator.relay_placements();

@@ -368,6 +368,19 @@ fn each_malformation_has_its_error() {
             "",
         ),
         (
+            "relay host refusal with a port",
+            {
+                let mut body = vec![4, 192, 0, 2, 9];
+                body.extend_from_slice(&[0; 12]);
+                body.extend_from_slice(&[0, 1]);
+                frame(0x1c, &body)
+            },
+            MsgError::BadAddress {
+                field: "RelayHostRefused.seen",
+            },
+            "",
+        ),
+        (
             "relay release with trailing bytes",
             frame(0x1b, &[0; 17]),
             MsgError::TrailingBytes {

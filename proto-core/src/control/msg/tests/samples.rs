@@ -131,6 +131,7 @@ pub(super) fn samples() -> Vec<Message> {
             assoc: AssocId(9),
             allocation: 77,
         },
+        Message::RelayHostRefused { seen: v4.ip() },
         Message::Revoked {
             reason: "revoked by admin".into(),
         },

@@ -254,6 +254,9 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
                 allocation,
             })
             .boxed(),
+        addr()
+            .prop_map(|seen| Message::RelayHostRefused { seen: seen.ip() })
+            .boxed(),
         text(MAX_REASON_LEN)
             .prop_map(|reason| Message::Revoked { reason })
             .boxed(),
