@@ -14,6 +14,6 @@ pub mod netns;
 pub mod quickstart;
 
 pub use localmesh::{
-    free_port, wait_for, Binaries, CoordinatorSpec, Error, LocalMesh, LoopbackPair, MeshSpec,
-    NodeSpec, ServiceSpec,
+    free_port, service_socket, wait_for, Binaries, CoordinatorSpec, Error, LocalMesh, LoopbackPair,
+    MeshSpec, NodeSpec, ServiceSpec,
 };

@@ -753,6 +753,32 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     panic!("timed out waiting for {what}");
 }
 
+/// A UDP socket on `ip` for a service, on a port the system picks outside
+/// `avoid` (the ingress ranges: a node refuses a service target inside
+/// its own range, and another node's ingress could not bind it). The
+/// tests' ranges lie below the system's ephemeral ports, so this is a
+/// guard for hosts whose `ip_local_port_range` reaches down to them.
+pub fn service_socket(
+    ip: IpAddr,
+    avoid: std::ops::RangeInclusive<u16>,
+) -> Result<std::net::UdpSocket, Error> {
+    for _ in 0..64 {
+        let socket =
+            std::net::UdpSocket::bind((ip, 0)).map_err(Error::io("binding a service socket"))?;
+        let port = socket
+            .local_addr()
+            .map_err(Error::io("reading a bound port"))?
+            .port();
+        if !avoid.contains(&port) {
+            return Ok(socket);
+        }
+    }
+    Err(Error::Io {
+        what: format!("binding a service socket on {ip} outside ports {avoid:?}"),
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    })
+}
+
 /// A port on `ip` that is free for both UDP and TCP right now (the
 /// coordinator listens on UDP, status servers on TCP). Another process may
 /// take it before it is used; tests accept that small race.
@@ -823,7 +849,8 @@ pub struct LoopbackPair {
 impl LoopbackPair {
     /// Starts it in `dir` and waits until both associations are up. Ingress
     /// ports come from `127.0.0.1:BASE-BASE+99` (alpha) and the next hundred
-    /// (beta), so tests running side by side give different bases.
+    /// (beta), so tests running side by side give different bases; keep
+    /// them below 32768, where the system hands out no ephemeral port.
     ///
     /// # Errors
     /// What [`LocalMesh::start`] and [`LocalMesh::wait_up`] return.
@@ -843,8 +870,11 @@ impl LoopbackPair {
         extra: &str,
     ) -> Result<Self, Error> {
         let lo = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-        let bind = || std::net::UdpSocket::bind((lo, 0)).map_err(Error::io("binding a service"));
-        let services = [bind()?, bind()?];
+        let ranges = base..=base.saturating_add(199);
+        let services = [
+            service_socket(lo, ranges.clone())?,
+            service_socket(lo, ranges)?,
+        ];
         let mut nodes = Vec::new();
         for (i, (name, peer)) in [("alpha", "beta"), ("beta", "alpha")]
             .into_iter()

@@ -28,7 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::localmesh::{
-    free_port, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
+    free_port, service_socket, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec,
+    ServiceSpec,
 };
 
 /// An uplink: its name and address.
@@ -51,6 +52,9 @@ const KEPT: &str = "wan2";
 const CUT_AFTER: Duration = Duration::from_secs(10);
 /// The node whose daemon is killed and restarted three quarters through
 /// (or after [`CRASH_AFTER`] when running until Ctrl-C).
+/// The nodes' ingress ranges: a hundred ports each from here, below the
+/// system's ephemeral ports, so no other program's socket holds one.
+const INGRESS_BASE: u16 = 27_000;
 const CRASHING: &str = "beta";
 const CRASH_AFTER: Duration = Duration::from_secs(20);
 /// Datagram size and rate per flow: 6 flows × 1,000/s × 1,200 bytes is
@@ -119,11 +123,11 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
     // The services: one UDP socket per node, owned by this process.
     let services: Vec<UdpSocket> = NODES
         .iter()
-        .map(|_| UdpSocket::bind((lo, 0)).map_err(Error::io("binding a service socket")))
+        .map(|_| service_socket(lo, INGRESS_BASE..=INGRESS_BASE + 299))
         .collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
     for (i, (name, uplinks)) in NODES.iter().enumerate() {
-        let base = 47_000 + 100 * i as u16;
+        let base = INGRESS_BASE + 100 * i as u16;
         nodes.push(NodeSpec {
             name: (*name).to_owned(),
             wrap: Vec::new(),

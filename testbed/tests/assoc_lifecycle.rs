@@ -37,7 +37,7 @@ fn a_rekey_and_a_coordinator_restart_lose_no_datagram() {
     let tmp = tempfile::tempdir().unwrap();
     let LoopbackPair {
         mut mesh, services, ..
-    } = LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 42_400).unwrap();
+    } = LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 22_400).unwrap();
     let ingress = mesh.ingress("alpha", "beta/wg0").unwrap();
     let [sender, receiver]: [UdpSocket; 2] = services;
     receiver

@@ -68,7 +68,7 @@ fn short_lived_certificates_renew_before_expiry_and_survive_a_restart() {
     let mut pair = LoopbackPair::start_with_coordinator_config(
         tmp.path(),
         Binaries::for_tests().unwrap(),
-        42_400,
+        22_400,
         &format!("node_cert_lifetime_s = {LIFETIME_S}\n"),
     )
     .unwrap();

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use transitloom_testbed::{
-    free_port, wait_for, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec, NodeSpec,
-    ServiceSpec,
+    free_port, service_socket, wait_for, Binaries, CoordinatorSpec, Error, LocalMesh, MeshSpec,
+    NodeSpec, ServiceSpec,
 };
 
 const WAN1: [u8; 4] = [127, 0, 0, 1];
@@ -31,7 +31,7 @@ fn mesh(dir: &std::path::Path, services: &[UdpSocket; 2]) -> LocalMesh {
         services: vec![ServiceSpec {
             name: "wg0".to_owned(),
             target: services[i].local_addr().unwrap(),
-            ingress_range: format!("127.0.0.1:{}-{}", 44_400 + 100 * i, 44_499 + 100 * i),
+            ingress_range: format!("127.0.0.1:{}-{}", 24_400 + 100 * i, 24_499 + 100 * i),
         }],
         associations: vec![("wg0".to_owned(), format!("{peer}/wg0"))],
         advertise_private: true,
@@ -98,8 +98,8 @@ fn explain_shows_real_paths_their_reasons_and_a_failover_with_its_detection_time
     let tmp = tempfile::tempdir().unwrap();
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let services = [
-        UdpSocket::bind((lo, 0)).unwrap(),
-        UdpSocket::bind((lo, 0)).unwrap(),
+        service_socket(lo, 24_400..=24_599).unwrap(),
+        service_socket(lo, 24_400..=24_599).unwrap(),
     ];
     let mut mesh = mesh(tmp.path(), &services);
     let ingress = [

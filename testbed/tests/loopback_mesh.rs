@@ -19,7 +19,7 @@ fn assoc_state(mesh: &LocalMesh, node: &str) -> Option<String> {
 fn two_nodes_enroll_carry_udp_and_a_revoke_takes_effect_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
     let LoopbackPair { mesh, services, .. } =
-        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 42_000).unwrap();
+        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 22_000).unwrap();
 
     // UDP from alpha's service to alpha's ingress arrives at beta's service
     // unchanged, from beta's ingress.
@@ -88,7 +88,7 @@ fn online(mesh: &LocalMesh) -> Option<u64> {
 fn a_node_stopped_with_sigterm_is_offline_at_the_coordinator_within_a_second() {
     let tmp = tempfile::tempdir().unwrap();
     let LoopbackPair { mut mesh, .. } =
-        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 42_200).unwrap();
+        LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 22_200).unwrap();
     assert_eq!(online(&mesh), Some(2));
     let stopped = Instant::now();
     mesh.stop_node("beta").unwrap();

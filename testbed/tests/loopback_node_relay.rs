@@ -17,7 +17,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use transitloom_testbed::{
-    free_port, wait_for, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec, ServiceSpec,
+    free_port, service_socket, wait_for, Binaries, CoordinatorSpec, LocalMesh, MeshSpec, NodeSpec,
+    ServiceSpec,
 };
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -53,19 +54,19 @@ fn node_relay_paths(mesh: &LocalMesh, node: &str) -> Vec<(String, String)> {
 }
 
 /// Gamma's relay table.
-const RELAY: &str = "[relay]\ndata = true\nport_range = \"43900-43949\"";
+const RELAY: &str = "[relay]\ndata = true\nport_range = \"23900-23949\"";
 
 #[test]
 fn an_association_gets_a_validated_path_through_a_relaying_node() {
     let tmp = tempfile::tempdir().unwrap();
-    let bind = || std::net::UdpSocket::bind((LO, 0)).unwrap();
+    let bind = || service_socket(LO, 23_500..=23_799).unwrap();
     let services = [bind(), bind()];
     let mut nodes = Vec::new();
     for (i, (name, peer)) in [("alpha", "beta"), ("beta", "alpha"), ("gamma", "")]
         .into_iter()
         .enumerate()
     {
-        let low = 43_500 + 100 * i as u16;
+        let low = 23_500 + 100 * i as u16;
         let (services, associations) = if peer.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -118,7 +119,7 @@ fn an_association_gets_a_validated_path_through_a_relaying_node() {
         .unwrap()
         .to_owned();
     let port: u16 = placed.rsplit(':').next().unwrap().parse().unwrap();
-    assert!((43_900..=43_949).contains(&port), "{placed}");
+    assert!((23_900..=23_949).contains(&port), "{placed}");
     assert!(
         get_json(coordinator_status)["relay"].is_null(),
         "no coordinator relay"

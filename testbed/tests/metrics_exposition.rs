@@ -80,7 +80,7 @@ fn every_metrics_endpoint_passes_promtool() {
         mesh,
         services,
         coordinator_status,
-    } = LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 43_000).unwrap();
+    } = LoopbackPair::start(tmp.path(), Binaries::for_tests().unwrap(), 23_000).unwrap();
     let statuses: Vec<SocketAddr> = ["alpha", "beta"]
         .iter()
         .map(|n| mesh.status_listen(n).unwrap())

@@ -71,7 +71,7 @@ name = "wan"
 [[service]]
 name = "wg0"
 target = "127.0.0.1:51820"
-ingress_range = "127.0.0.1:41000-41999"
+ingress_range = "127.0.0.1:21000-21999"
 
 [[association]]
 service = "wg0"
@@ -80,7 +80,7 @@ peer = "beta/wg0"
 [[association]]
 service = "wg0"
 peer = "gamma/wg0"
-ingress = "127.0.0.1:41007"
+ingress = "127.0.0.1:21007"
 "#
     );
     let file = dir.join("node.toml");
@@ -269,7 +269,7 @@ fn status_lists_every_configured_association_while_it_waits() {
     );
     let setup = Setup::prepare(&dir.path().join("node.toml")).unwrap();
     assert_eq!(setup.uplinks[0].bind.to_string(), "127.0.0.1");
-    assert_eq!(setup.ingress[1].to_string(), "127.0.0.1:41007");
+    assert_eq!(setup.ingress[1].to_string(), "127.0.0.1:21007");
     let root = identity::read_root(&setup.config).unwrap();
     let (credentials, enrolled) = identity::credentials(&setup.config).unwrap();
     let config = node_config(&setup, root, credentials).unwrap();
@@ -376,7 +376,7 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
     write_config(dir.path(), "", uplink);
     let file = dir.path().join("node.toml");
     let text = std::fs::read_to_string(&file).unwrap()
-        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:43000-43009\"\n";
+        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:23000-23009\"\n";
     std::fs::write(&file, text).unwrap();
     let plan = reload::plan(&setup, &running).unwrap();
     assert_eq!(plan.ingress, setup.ingress, "kept ports");
