@@ -227,12 +227,17 @@ fn b_a_fast_short_link_and_a_slow_long_one() {
     let summary = run("b", 1);
     scheduler_targets("b", &summary);
     // Against the same TCP over the best link alone, in the same run: with
-    // a window sized for both links, smoltcp (no SACK) collapses on link 1
-    // alone too, and the mesh must do no worse.
+    // a window sized for both links, smoltcp (no SACK, no HyStart) overflows
+    // link 1 alone in slow start and crawls back through timeouts. Over
+    // both, the slow link takes what overflows the fast one's queue once
+    // the fast one's capacity is measured: the flow gets at least twice
+    // what it gets over link 1 alone, and link 2 carries part of it.
     let alone = run("b-one-link", 1);
     let (both, one) = (number(&summary, "goodput"), number(&alone, "goodput"));
     println!("case b: {both} Mbit/s; the same TCP over link 1 alone: {one} Mbit/s");
-    assert!(both >= one * 0.95, "{both} Mbit/s against {one} alone");
+    assert!(both >= one * 2.0, "{both} Mbit/s against {one} alone");
+    let share = number(&summary, "uplink 2 data share");
+    assert!(share >= 5.0, "link 2 carried {share} % of the data");
     // With a window link 1 can hold, the flow gets link 1's whole rate: the
     // slow link does not disturb it.
     let fit = run("b-fit", 1);

@@ -29,8 +29,13 @@
 //! path's delay with an empty queue, and the excess is queueing (a
 //! measured queue longer than the modelled one is taken as the truth). Loss
 //! and delivery rate come from the receiver's statistics reports. The rate
-//! planned with is the operator's capacity hint, or else one initial guess
-//! for every path (see [`Estimates::rate`]).
+//! planned with is the operator's capacity hint, else the capacity measured
+//! (the most the path delivered while every probe found its queue
+//! standing), else a guess raised while the path takes all it is given
+//! (see [`Estimates::rate`]). Paths of matched delay and rate plan at one
+//! rate, so packets alternate between them; a slower path carries only
+//! once the faster paths' rates are known, since a spill onto it is timed
+//! by their queues.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -77,9 +82,16 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Paths whose forward delay is more than this above the fastest eligible
-/// path's carry nothing while it is usable (microseconds).
-const MAX_SPREAD_US: i64 = 10_000;
+/// Paths whose delays with an empty queue are this close are matched
+/// (microseconds): they plan at one rate, so packets alternate between
+/// them; a path further than this above a faster one waits for that one's
+/// capacity to be known.
+const MATCHED_DELAY_US: i64 = 2_000;
+/// Measured capacities within this ratio of each other are one rate to
+/// matched paths: a few per cent of measurement noise must not unbalance
+/// them (packets on the busier one fall behind, and TCP takes the
+/// reordering for loss).
+const MATCHED_RATE: f64 = 1.25;
 /// The hysteresis margin: the previous path is kept while its predicted
 /// arrival is within this of the best.
 const SWITCH_MARGIN: Duration = Duration::from_millis(1);
@@ -90,11 +102,23 @@ const MAX_MODEL_QUEUE: Duration = Duration::from_millis(200);
 /// much modelled queue (it is saturated).
 const METERED_OVERFLOW: Duration = Duration::from_millis(20);
 /// Delivery-rate maximum window: `delivered_max` is the most a path
-/// delivered in the last one or two windows.
+/// delivered in the last one or two windows, and the capacity estimate
+/// the most it delivered while its queue stood.
 const MAX_WINDOW: Duration = Duration::from_secs(5);
+/// A path's model is the flow's limit when a packet finds this much
+/// modelled queue ahead of it: the plan sends no faster than the estimate.
+const MODEL_BUSY: Duration = Duration::from_millis(2);
+/// Growth of an unmeasured path's planning rate per report in which the
+/// model was the limit and the measured queue stayed short (the path took
+/// all it was given): the rate is raised until a queue stands and the
+/// delivery rate under it can be measured.
+const PROBE_GAIN: f64 = 1.25;
 /// Forward-delay minimum window: the path's delay with an empty queue is the
 /// lowest sample in the last one or two windows.
 const MIN_WINDOW: Duration = Duration::from_secs(10);
+/// A forward-delay sample this far above the minimum found a queue: the
+/// bottleneck was busy when the probe passed it.
+const STANDING_QUEUE: Duration = Duration::from_millis(1);
 /// Queueing above this means the path is congested.
 const CONGESTED_QUEUE: Duration = Duration::from_millis(5);
 /// Loss is not counted this long after a forward-delay sample last showed
@@ -142,16 +166,21 @@ pub struct Estimates {
     /// forward delay with no queue (plus the same offset).
     pub fwd_min_us: Option<i64>,
     /// The capacity the scheduler plans with, bytes per second: the
-    /// operator's hint, or else the same initial guess for every path.
-    /// Measured rates are not used for it: in the simulator, planning with
-    /// them unbalanced matched paths and the reordering collapsed TCP (see
-    /// docs/performance.md); the measured queue corrects the plan instead.
+    /// operator's hint; else [`Estimates::capacity`]; else the initial
+    /// guess, raised by a quarter per report while the plan was the flow's
+    /// limit on this path and its queue stayed short. Matched paths plan
+    /// at the highest of their rates (measurement noise between them
+    /// would unbalance them, and TCP takes the reordering for loss).
     pub rate: f64,
     /// The most the path delivered in the last 5 to 10 seconds, bytes per
     /// second.
     pub delivered_max: f64,
     /// True when the rate is the operator's hint (an upper bound).
     pub hinted: bool,
+    /// The most the path delivered in the last 5 to 10 seconds while its
+    /// queue stood (so it ran at capacity), bytes per second; `None` when
+    /// no report was taken under a standing queue lately.
+    pub capacity: Option<f64>,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
     /// Loss not caused by a queue, 0 to 1: the larger of what reports
@@ -184,12 +213,19 @@ impl Estimates {
             rate: rate.max(MIN_RATE),
             delivered_max: 0.0,
             hinted,
+            capacity: None,
             delivery: 0.0,
             loss: 0.0,
             probe_loss: 0.0,
             lossy: false,
             reports: 0,
         }
+    }
+
+    /// Whether the planning rate is known: the operator's hint, or a
+    /// capacity measured under a standing queue.
+    pub fn rate_known(&self) -> bool {
+        self.hinted || self.capacity.is_some()
     }
 
     /// Queueing delay on the way out: smoothed forward delay above its minimum.
@@ -206,8 +242,13 @@ impl Estimates {
     /// showed 4 % on a path that lost nothing in the simulator, and
     /// planning with it put a 100 Mbit/s path's model 75 ms behind reality.
     pub fn effective_rate(&self) -> f64 {
+        self.lowered_for_loss(self.rate)
+    }
+
+    /// `rate` lowered for this path's probe loss.
+    fn lowered_for_loss(&self, rate: f64) -> f64 {
         let loss = (self.probe_loss - LOSS_FLOOR).clamp(0.0, 1.0);
-        (self.rate * (1.0 - loss).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
+        (rate * (1.0 - loss).powi(LOSS_POWER)).max(MIN_RATE / 8.0)
     }
 }
 
@@ -232,6 +273,11 @@ pub(crate) struct Lane {
     min_window: Option<(Instant, i64, Option<i64>)>,
     /// The delivery-rate maximum of this window and of the previous one.
     max_window: Option<(Instant, f64, Option<f64>)>,
+    /// The same, of reports taken while the measured queue stood: the
+    /// path was saturated, so it delivered at its capacity.
+    capacity_window: Option<(Instant, f64, Option<f64>)>,
+    /// When a packet last found the model busy (see [`MODEL_BUSY`]).
+    model_busy_at: Option<Instant>,
     /// Cumulative data sent, sampled each tick, to match reports.
     history: VecDeque<(Instant, Traffic)>,
     last_report: Option<Report>,
@@ -253,6 +299,12 @@ pub(crate) struct Lane {
     answered_run: u32,
     /// When a forward-delay sample last showed a congested queue.
     congested_at: Option<Instant>,
+    /// Since the last report: whether every forward-delay sample found a
+    /// queue (`None`: no sample).
+    standing: Option<bool>,
+    /// The latest forward-delay sample's queueing (not smoothed: the
+    /// freshest the measurement gets).
+    last_queue: Duration,
 }
 
 impl Lane {
@@ -262,6 +314,8 @@ impl Lane {
             busy_until: None,
             min_window: None,
             max_window: None,
+            capacity_window: None,
+            model_busy_at: None,
             history: VecDeque::new(),
             last_report: None,
             loss_window: None,
@@ -273,6 +327,8 @@ impl Lane {
             probes_lost: 0.0,
             answered_run: 0,
             congested_at: None,
+            standing: None,
+            last_queue: Duration::ZERO,
         }
     }
 
@@ -297,6 +353,9 @@ impl Lane {
         if sample.saturating_sub(min) > CONGESTED_QUEUE.as_micros() as i64 {
             self.congested_at = Some(now);
         }
+        self.last_queue = Duration::from_micros(sample.saturating_sub(min).max(0) as u64);
+        let queued = sample.saturating_sub(min) > STANDING_QUEUE.as_micros() as i64;
+        self.standing = Some(self.standing.unwrap_or(true) && queued);
     }
 
     /// A probe was answered (`true`) or given up on: the loss estimate when
@@ -443,22 +502,61 @@ impl Lane {
         if rx_span >= 10_000 {
             self.est.delivery =
                 rx.bytes.saturating_sub(prev.rx.bytes) as f64 / (rx_span as f64 / 1e6);
-            // The most the path delivered lately: shown, not planned with
-            // (see `Estimates::rate`).
-            let window = self.max_window.get_or_insert((now, 0.0, None));
-            if now.saturating_duration_since(window.0) >= MAX_WINDOW {
-                *window = (now, 0.0, Some(window.1));
+            self.est.delivered_max = windowed_max(&mut self.max_window, now, self.est.delivery);
+            // Delivered while every probe found a queue: the path ran at
+            // capacity.
+            let capacity = if self.standing.take() != Some(true) {
+                current_max(&mut self.capacity_window, now)
+            } else {
+                Some(windowed_max(
+                    &mut self.capacity_window,
+                    now,
+                    self.est.delivery,
+                ))
+            };
+            if !self.est.hinted {
+                let rate = self.planning_rate(now, capacity);
+                self.replan(now, rate);
             }
-            window.1 = window.1.max(self.est.delivery);
-            self.est.delivered_max = window.2.map_or(window.1, |prev| prev.max(window.1));
+        }
+    }
+
+    /// Plans with `rate` from now on. The modelled queue holds bytes, not
+    /// time: it is rescaled, so a queue modelled at a low guess does not
+    /// linger once the path is found faster.
+    fn replan(&mut self, now: Instant, rate: f64) {
+        if let Some(busy) = self.busy_until.as_mut() {
+            let backlog = busy.saturating_duration_since(now);
+            *busy = now + backlog.mul_f64(self.est.rate / rate);
+        }
+        self.est.rate = rate;
+    }
+
+    /// The rate to plan with, unhinted: the capacity measured under a
+    /// standing queue when there is one lately; else the current plan,
+    /// raised by [`PROBE_GAIN`] when the model was the flow's limit and the
+    /// measured queue stayed short.
+    fn planning_rate(&mut self, now: Instant, capacity: Option<f64>) -> f64 {
+        self.est.capacity = capacity;
+        if let Some(capacity) = capacity {
+            return capacity.max(MIN_RATE);
+        }
+        let rate = self.est.rate;
+        let limited = self
+            .model_busy_at
+            .is_some_and(|at| now.saturating_duration_since(at) < MAX_MODEL_QUEUE);
+        if limited && !self.congested_lately(now) {
+            rate * PROBE_GAIN
+        } else {
+            rate
         }
     }
 
     /// When a packet of `len` bytes sent now would arrive, relative to the
     /// association's reference delay; `delay` is this path's forward delay
-    /// above the fastest path's.
-    fn arrival(&self, now: Instant, len: usize, delay: Duration) -> Instant {
-        self.start(now) + service(len, self.est.effective_rate()) + delay
+    /// above the fastest path's, `rate` the one planned with.
+    fn arrival(&self, now: Instant, len: usize, delay: Duration, rate: f64) -> Instant {
+        self.start(now) + service(len, rate) + delay
     }
 
     /// When a packet sent now would start to leave the bottleneck: after
@@ -476,13 +574,57 @@ impl Lane {
             .map_or(Duration::ZERO, |b| b.saturating_duration_since(now))
     }
 
-    fn sent(&mut self, now: Instant, len: usize) {
+    /// Sets the modelled queue to the latest measured one, unless the rate
+    /// is known: for a path that carries alone, the model is compared with
+    /// nothing, and one kept at a guessed rate would mistime the first spill
+    /// once another path is eligible.
+    fn ground(&mut self, now: Instant) {
+        if !self.est.rate_known() {
+            self.busy_until = Some(now + self.last_queue);
+        }
+    }
+
+    fn sent(&mut self, now: Instant, len: usize, rate: f64) {
+        if self.backlog(now) >= MODEL_BUSY {
+            self.model_busy_at = Some(now);
+        }
         let start = self.start(now);
-        let until = start + service(len, self.est.effective_rate());
+        let until = start + service(len, rate);
         // However wrong the estimate, one path alone never gets a model
         // queue it could not drain in a moment once corrected.
         self.busy_until = Some(until.min(now + MAX_MODEL_QUEUE * 2));
     }
+}
+
+/// Adds `sample` to a maximum kept over this window and the previous one
+/// ([`MAX_WINDOW`] each) and returns that maximum.
+fn windowed_max(
+    window: &mut Option<(Instant, f64, Option<f64>)>,
+    now: Instant,
+    sample: f64,
+) -> f64 {
+    let w = window.get_or_insert((now, 0.0, None));
+    if now.saturating_duration_since(w.0) >= MAX_WINDOW {
+        *w = (now, 0.0, Some(w.1));
+    }
+    w.1 = w.1.max(sample);
+    w.2.map_or(w.1, |prev| prev.max(w.1))
+}
+
+/// The maximum such a window holds at `now` without a new sample, if its
+/// samples are recent enough (none older than two windows).
+fn current_max(window: &mut Option<(Instant, f64, Option<f64>)>, now: Instant) -> Option<f64> {
+    let w = window.as_mut()?;
+    let age = now.saturating_duration_since(w.0);
+    if age >= MAX_WINDOW * 2 {
+        *window = None;
+        return None;
+    }
+    if age >= MAX_WINDOW {
+        *w = (now, 0.0, Some(w.1));
+    }
+    let max = w.2.map_or(w.1, |prev| prev.max(w.1));
+    (max > 0.0).then_some(max)
 }
 
 fn service(len: usize, rate: f64) -> Duration {
@@ -504,7 +646,9 @@ pub enum Reason {
     Backup,
     /// Metered: unmetered paths have capacity left.
     Metered,
-    /// Its forward delay is more than 10 ms above the fastest path's.
+    /// Its forward delay is above a faster path's whose capacity is not
+    /// known yet (no hint, no measurement under a standing queue): the
+    /// plan cannot time a spill onto it.
     Slow,
     /// It lost more than 2 % of its probes lately (not to its queue; see
     /// [`Estimates::lossy`]) and a clean path is usable.
@@ -531,7 +675,7 @@ impl Reason {
             Self::Stale => "stale: a fresher path to the peer exists",
             Self::Backup => "backup: a primary path is usable",
             Self::Metered => "metered: unmetered paths have capacity left",
-            Self::Slow => "slow: more than 10 ms behind the fastest path",
+            Self::Slow => "slow: behind a faster path whose capacity is not measured yet",
             Self::Lossy => "lossy: lost over 2 % of its probes lately and a clean path is usable",
             Self::Relayed => "relayed: a direct path is usable",
             Self::Settling => "settling: validated lately; the relay carries until it has held",
@@ -653,9 +797,10 @@ pub(crate) fn eligibility<K>(
     // as overflow, since TCP inside the tunnel backs off for every loss,
     // and what a lossy path adds costs the flow more than it brings.
     let any_clean = candidates.iter().any(|c| in_tier(c) && !lossy(c));
-    // Paths much slower than the fastest of the tier are left out: spilling
-    // onto them reorders by their whole delay spread whenever the model's
-    // queue is off, which costs TCP more than their capacity brings.
+    // A path slower than another of the tier carries only once that one's
+    // capacity is known: spilling onto it is timed by the faster path's
+    // queue, and a queue modelled at a guessed rate reorders by up to the
+    // whole delay spread.
     let timed = candidates
         .iter()
         .filter(|c| in_tier(c))
@@ -672,12 +817,13 @@ pub(crate) fn eligibility<K>(
     } else {
         &in_tier
     };
-    let fastest = candidates
-        .iter()
-        .filter(|c| pool(c))
-        .map(delay)
-        .min()
-        .unwrap_or(0);
+    let unknown_faster = |c: &Candidate<'_, K>| {
+        candidates.iter().any(|o| {
+            pool(o)
+                && delay(o).saturating_add(MATCHED_DELAY_US) < delay(c)
+                && !o.lane.est.rate_known()
+        })
+    };
     candidates
         .iter()
         .map(|c| {
@@ -695,7 +841,7 @@ pub(crate) fn eligibility<K>(
                 Reason::Relayed
             } else if tier(c) > best_tier {
                 Reason::Backup
-            } else if delay(c).saturating_sub(fastest) > MAX_SPREAD_US {
+            } else if unknown_faster(c) {
                 Reason::Slow
             } else if c.policy.metered && !unmetered_saturated {
                 Reason::Metered
@@ -713,21 +859,53 @@ pub(crate) fn eligibility<K>(
 /// shares sum to 1 when any path is eligible.
 pub(crate) fn weights<K>(now: Instant, candidates: &[Candidate<'_, K>]) -> SmallVec<[f64; 8]> {
     let reasons = eligibility(now, candidates);
-    let rates: SmallVec<[f64; 8]> = candidates
-        .iter()
-        .zip(&reasons)
-        .map(|(c, r)| {
-            if *r == Reason::Carrying {
-                c.lane.est.effective_rate()
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let rates = plan_rates(candidates, &reasons);
     let total: f64 = rates.iter().sum();
     rates
         .iter()
         .map(|r| if total > 0.0 { r / total } else { 0.0 })
+        .collect()
+}
+
+/// Whether every carrying candidate's delay is pong-timed (see
+/// [`base_delay`]).
+fn all_timed<K>(candidates: &[Candidate<'_, K>], reasons: &[Reason]) -> bool {
+    candidates
+        .iter()
+        .zip(reasons)
+        .filter(|(_, r)| **r == Reason::Carrying)
+        .all(|(c, _)| c.lane.est.fwd_min_us.is_some())
+}
+
+/// Each carrying candidate's planning rate, zero for the others: its
+/// rate, or, unhinted, the highest rate of the unhinted carrying paths
+/// matched with it, lowered for its own probe loss (delays within [`MATCHED_DELAY_US`], capacities
+/// within [`MATCHED_RATE`] or not both measured). Matched paths thus plan
+/// at one rate and alternate packet by packet, whichever was measured
+/// first.
+fn plan_rates<K>(candidates: &[Candidate<'_, K>], reasons: &[Reason]) -> SmallVec<[f64; 8]> {
+    let timed = all_timed(candidates, reasons);
+    let carrying = |i: usize| reasons[i] == Reason::Carrying;
+    let matched = |a: &Candidate<'_, K>, b: &Candidate<'_, K>| {
+        let close = base_delay(a, timed).abs_diff(base_delay(b, timed)) <= MATCHED_DELAY_US as u64;
+        let rates = match (a.lane.est.capacity, b.lane.est.capacity) {
+            (Some(x), Some(y)) => x.max(y) <= x.min(y) * MATCHED_RATE,
+            _ => true,
+        };
+        !a.lane.est.hinted && !b.lane.est.hinted && close && rates
+    };
+    (0..candidates.len())
+        .map(|i| {
+            if !carrying(i) {
+                return 0.0;
+            }
+            let c = &candidates[i];
+            let rate = (0..candidates.len())
+                .filter(|&j| carrying(j) && matched(c, &candidates[j]))
+                .map(|j| candidates[j].lane.est.rate)
+                .fold(c.lane.est.rate, f64::max);
+            c.lane.est.lowered_for_loss(rate)
+        })
         .collect()
 }
 
@@ -743,8 +921,8 @@ fn slide<K>(now: Instant, candidates: &mut [Candidate<'_, K>], reasons: &[Reason
         .map(|(c, _)| c.lane.backlog(now))
         .min()
         .unwrap_or_default();
-    if ahead > MAX_MODEL_QUEUE {
-        let by = ahead - MAX_MODEL_QUEUE;
+    let by = ahead.saturating_sub(MAX_MODEL_QUEUE);
+    if !by.is_zero() {
         for c in candidates.iter_mut() {
             if let Some(busy) = c.lane.busy_until.as_mut() {
                 *busy = (*busy - by).max(now);
@@ -766,17 +944,23 @@ pub(crate) fn pick<K: PartialEq>(
     // The common case: one candidate, nothing to weigh.
     if let [only] = candidates {
         if only.active {
-            only.lane.sent(now, len);
+            only.lane.ground(now);
+            let rate = only.lane.est.effective_rate();
+            only.lane.sent(now, len, rate);
             return Some(0);
         }
         return None;
     }
     let reasons = eligibility(now, candidates);
-    let timed = candidates
+    let timed = all_timed(candidates, &reasons);
+    let rates = plan_rates(candidates, &reasons);
+    let mut carrying = reasons
         .iter()
-        .zip(&reasons)
-        .filter(|(_, r)| **r == Reason::Carrying)
-        .all(|(c, _)| c.lane.est.fwd_min_us.is_some());
+        .enumerate()
+        .filter(|(_, r)| **r == Reason::Carrying);
+    if let (Some((alone, _)), None) = (carrying.next(), carrying.next()) {
+        candidates[alone].lane.ground(now);
+    }
     // The path's delay with an empty queue: its queue is what the model
     // keeps (counting the measured queue as well would count it twice).
     let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
@@ -790,10 +974,11 @@ pub(crate) fn pick<K: PartialEq>(
     let arrivals: SmallVec<[Option<Instant>; 8]> = candidates
         .iter()
         .zip(&reasons)
-        .map(|(c, r)| {
+        .zip(&rates)
+        .map(|((c, r), &rate)| {
             (*r == Reason::Carrying).then(|| {
                 let spread = Duration::from_micros((delay(c) - base).max(0) as u64);
-                c.lane.arrival(now, len, spread + c.penalty)
+                c.lane.arrival(now, len, spread + c.penalty, rate)
             })
         })
         .collect();
@@ -804,12 +989,7 @@ pub(crate) fn pick<K: PartialEq>(
         .min_by_key(|&(_, a)| a)?;
     // Keep the previous path while it is nearly as good, within what the
     // reorder bound allows: `bound` packets at the eligible paths' total rate.
-    let total_rate: f64 = candidates
-        .iter()
-        .zip(&reasons)
-        .filter(|(_, r)| **r == Reason::Carrying)
-        .map(|(c, _)| c.lane.est.effective_rate())
-        .sum();
+    let total_rate: f64 = rates.iter().sum();
     let bound = service(len * config.reorder_bound as usize, total_rate);
     let margin = SWITCH_MARGIN.min(bound);
     // Only an idle previous path is kept this way: once it has a queue,
@@ -820,7 +1000,7 @@ pub(crate) fn pick<K: PartialEq>(
         .filter(|&i| candidates[i].lane.backlog(now).is_zero())
         .filter(|&i| arrivals[i].is_some_and(|a| a <= earliest + margin))
         .unwrap_or(best);
-    candidates[chosen].lane.sent(now, len);
+    candidates[chosen].lane.sent(now, len, rates[chosen]);
     Some(chosen)
 }
 

@@ -5,10 +5,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-/// A lane with a capacity (Mbit/s), a forward delay (ms) and a loss rate.
+/// A lane with a measured capacity (Mbit/s), a forward delay (ms) and a
+/// loss rate.
 fn lane(mbps: f64, fwd_ms: i64, loss: f64) -> Lane {
     let mut lane = Lane::new(&UplinkPolicy::default(), &SchedulerConfig::default());
     lane.est.rate = mbps * 1e6 / 8.0;
+    lane.est.capacity = Some(lane.est.rate);
     lane.est.fwd_us = Some(fwd_ms * 1_000);
     lane.est.fwd_min_us = Some(fwd_ms * 1_000);
     lane.est.loss = loss;
@@ -114,16 +116,115 @@ fn a_heavy_flow_spills_onto_a_slightly_slower_path_in_proportion() {
 }
 
 #[test]
-fn a_much_slower_path_carries_nothing_while_the_fast_one_is_usable() {
-    // 30 ms of spread: spilling would reorder by up to 30 ms of traffic.
+fn a_much_slower_path_waits_for_the_fast_ones_capacity_then_takes_the_overflow() {
+    // 30 ms of spread: a spill timed by a queue modelled at a guessed rate
+    // would reorder by up to 30 ms of traffic.
     let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 50, 0.0)]);
+    setup.lanes[0].est.capacity = None;
     let t0 = crate::test_epoch();
     assert_eq!(
         setup.send(t0, 10_000, 1_400, gap_at(150.0)),
         vec![10_000, 0]
     );
+    let reasons = eligibility(t0, &setup.candidates());
+    assert_eq!(reasons[1], Reason::Slow);
+    // Measured: the slow path takes a third of 150 Mbit/s once the fast
+    // one's queue covers the spread.
+    let mut setup = Setup::new(vec![lane(100.0, 20, 0.0), lane(50.0, 50, 0.0)]);
+    let shares = setup.send(t0, 40_000, 1_400, gap_at(150.0));
+    let slow = shares[1] as f64 / 40_000.0;
+    assert!((0.28..=0.34).contains(&slow), "shares {shares:?}");
     setup.active[0] = false;
-    assert_eq!(setup.send(t0, 100, 1_400, gap_at(150.0)), vec![0, 100]);
+    let later = t0 + Duration::from_secs(1);
+    assert_eq!(setup.send(later, 100, 1_400, gap_at(150.0)), vec![0, 100]);
+}
+
+#[test]
+fn matched_paths_plan_at_one_rate_and_mismatched_ones_at_their_own() {
+    let t0 = crate::test_epoch();
+    // 50 and 47 Mbit/s measured at the same delay: noise, one rate.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(47.0, 20, 0.0)]);
+    let candidates = setup.candidates();
+    let rates = plan_rates(&candidates, &eligibility(t0, &candidates));
+    assert_eq!(rates[0], rates[1]);
+    assert_eq!(rates[0], 50.0 * 1e6 / 8.0);
+    // One measured, one not yet: the measured rate for both.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(20.0, 20, 0.0)]);
+    setup.lanes[1].est.capacity = None;
+    let candidates = setup.candidates();
+    let rates = plan_rates(&candidates, &eligibility(t0, &candidates));
+    assert_eq!(rates[0], rates[1]);
+    // Twice the rate, or 30 ms apart: each its own.
+    for (a, b) in [
+        (lane(100.0, 20, 0.0), lane(50.0, 20, 0.0)),
+        (lane(100.0, 20, 0.0), lane(100.0, 50, 0.0)),
+    ] {
+        let mut setup = Setup::new(vec![a, b]);
+        let own: Vec<f64> = setup.lanes.iter().map(|l| l.est.rate).collect();
+        let candidates = setup.candidates();
+        let rates = plan_rates(&candidates, &eligibility(t0, &candidates));
+        assert_eq!(rates.to_vec(), own);
+    }
+}
+
+/// Feeds a lane 2 s of reports, every 100 ms, of `mbps` delivered, with
+/// pongs every 50 ms that see `queue_ms` of queue; returns the lane.
+fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
+    let t0 = crate::test_epoch();
+    let wall = WallClock::new(t0, 1_000_000_000);
+    lane.est.fwd_us = None;
+    lane.est.fwd_min_us = None;
+    let mut rx = Traffic::default();
+    for i in 0..40u32 {
+        let now = t0 + Duration::from_millis(50) * i;
+        let ping_us = wall.unix_us(now);
+        // The first pong finds no queue: the minimum.
+        let queue_us = if i == 0 { 0 } else { queue_ms * 1_000 };
+        lane.on_timing(now, ping_us, ping_us + 20_000 + queue_us);
+        lane.snapshot(now, rx);
+        if i % 2 == 0 {
+            lane.on_report(now, &wall, (i + 1, rx, wall.unix_us(now)));
+        }
+        let bytes = (mbps * 1e6 / 8.0 * 0.05) as u64;
+        rx.packets += bytes / 1_000;
+        rx.bytes += bytes;
+    }
+    lane
+}
+
+#[test]
+fn capacity_is_what_was_delivered_while_the_queue_stood() {
+    let config = SchedulerConfig::default();
+    let fresh = || Lane::new(&UplinkPolicy::default(), &config);
+    let saturated = measured(fresh(), 80.0, 10);
+    let mbps = saturated.est.capacity.expect("measured") * 8.0 / 1e6;
+    assert!((79.0..81.0).contains(&mbps), "capacity {mbps}");
+    assert_eq!(saturated.est.rate, saturated.est.capacity.unwrap());
+    // No queue: what was delivered says nothing of the capacity, and a
+    // plan that was never the limit is not raised.
+    let idle = measured(fresh(), 8.0, 0);
+    assert_eq!(idle.est.capacity, None);
+    assert_eq!(idle.est.rate, config.initial_rate_bps as f64 / 8.0);
+}
+
+#[test]
+fn an_unmeasured_path_that_takes_all_it_is_given_is_planned_faster() {
+    let config = SchedulerConfig::default();
+    let mut lane = Lane::new(&UplinkPolicy::default(), &config);
+    let t0 = crate::test_epoch();
+    // The model is the limit: a packet finds its queue busy.
+    let rate = lane.est.rate;
+    for _ in 0..100 {
+        lane.sent(t0, 1_400, rate);
+    }
+    let before = lane.est.rate;
+    let lane = measured(lane, 20.0, 0);
+    assert!(
+        lane.est.rate > before * 1.2,
+        "{} after {before}",
+        lane.est.rate
+    );
+    assert_eq!(lane.est.capacity, None);
 }
 
 #[test]
@@ -358,6 +459,7 @@ struct LaneSpec {
     active: bool,
     backup: bool,
     metered: bool,
+    measured: bool,
 }
 
 fn lane_spec() -> impl Strategy<Value = LaneSpec> {
@@ -368,15 +470,19 @@ fn lane_spec() -> impl Strategy<Value = LaneSpec> {
         prop::bool::weighted(0.8),
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
+        prop::bool::weighted(0.7),
     )
-        .prop_map(|(mbps, fwd_ms, loss, active, backup, metered)| LaneSpec {
-            mbps,
-            fwd_ms,
-            loss,
-            active,
-            backup,
-            metered,
-        })
+        .prop_map(
+            |(mbps, fwd_ms, loss, active, backup, metered, measured)| LaneSpec {
+                mbps,
+                fwd_ms,
+                loss,
+                active,
+                backup,
+                metered,
+                measured,
+            },
+        )
 }
 
 proptest! {
@@ -389,7 +495,13 @@ proptest! {
         sends in prop::collection::vec((0u64..5_000, 1usize..1_500), 1..300),
         bound in 1u32..2_000,
     ) {
-        let lanes = specs.iter().map(|s| lane(s.mbps, s.fwd_ms, s.loss)).collect();
+        let lanes = specs.iter().map(|s| {
+            let mut lane = lane(s.mbps, s.fwd_ms, s.loss);
+            if !s.measured {
+                lane.est.capacity = None;
+            }
+            lane
+        }).collect();
         let mut setup = Setup::new(lanes);
         for (i, s) in specs.iter().enumerate() {
             let priority = if s.backup { UplinkPriority::Backup } else { UplinkPriority::Primary };
@@ -418,16 +530,14 @@ proptest! {
                 .filter(|(_, r)| **r == Reason::Carrying)
                 .filter_map(|(c, _)| c.lane.est.fwd_min_us)
                 .min();
-            let arrivals: Vec<Option<Instant>> = candidates.iter().zip(&reasons).map(|(c, r)| {
+            let rates = plan_rates(&candidates, &reasons);
+            let arrivals: Vec<Option<Instant>> = candidates.iter().zip(&reasons).zip(&rates).map(|((c, r), &rate)| {
                 (*r == Reason::Carrying).then(|| {
                     let spread = Duration::from_micros((c.lane.est.fwd_min_us.unwrap() - base.unwrap()) as u64);
-                    c.lane.arrival(now, len, spread)
+                    c.lane.arrival(now, len, spread, rate)
                 })
             }).collect();
-            let total_rate: f64 = candidates.iter().zip(&reasons)
-                .filter(|(_, r)| **r == Reason::Carrying)
-                .map(|(c, _)| c.lane.est.effective_rate())
-                .sum();
+            let total_rate: f64 = rates.iter().sum();
             let Some(chosen) = pick(now, &mut candidates, len, previous.as_ref(), &config) else {
                 prop_assert!(!specs.iter().any(|s| s.active));
                 continue;
