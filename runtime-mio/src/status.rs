@@ -267,10 +267,16 @@ pub struct PathStatus {
     /// Delivery rate in the receiver's last report, Mbit/s.
     #[serde(default)]
     pub delivery_mbps: f64,
-    /// The rate the scheduler plans with (the capacity hint or initial
-    /// guess, lowered for loss), Mbit/s.
+    /// The rate the scheduler plans with (the capacity hint, else the
+    /// measured capacity, else the initial guess raised while the path
+    /// takes all it is given; lowered for loss), Mbit/s.
     #[serde(default)]
     pub plan_mbps: f64,
+    /// The path's capacity as measured: the most it delivered while its
+    /// queue stood, over the last 5 to 10 s; absent when not measured
+    /// lately.
+    #[serde(default)]
+    pub capacity_mbps: Option<f64>,
     /// Pings sent.
     #[serde(default)]
     pub pings: u64,
@@ -336,6 +342,7 @@ impl AssociationStatus {
                     queue_ms: ms(est.queue_delay()),
                     delivery_mbps: est.delivery * 8.0 / 1e6,
                     plan_mbps: est.effective_rate() * 8.0 / 1e6,
+                    capacity_mbps: est.capacity.map(|c| c * 8.0 / 1e6),
                     pings: p.pings,
                     pongs: p.pongs,
                     last_heard_ms: p

@@ -351,6 +351,9 @@ fn measured_words(p: &PathStatus) -> String {
     parts.push(format!("queue {:.1} ms", p.queue_ms));
     parts.push(format!("delivery {:.1} Mbit/s", p.delivery_mbps));
     parts.push(format!("planned {:.1} Mbit/s", p.plan_mbps));
+    if let Some(capacity) = p.capacity_mbps {
+        parts.push(format!("measured capacity {capacity:.1} Mbit/s"));
+    }
     parts.push(format!("sent {} B, received {} B", p.tx_bytes, p.rx_bytes));
     parts.join(", ")
 }

@@ -44,6 +44,7 @@ fn sample() -> NodeStatus {
                     fwd_delay_ms: Some(0.0),
                     delivery_mbps: 12.0,
                     plan_mbps: 20.0,
+                    capacity_mbps: Some(18.5),
                     pings: 10,
                     pongs: 10,
                     last_heard_ms: Some(40),
@@ -213,6 +214,7 @@ fn status_json_has_the_documented_shape_and_round_trips() {
         "queue_ms",
         "delivery_mbps",
         "plan_mbps",
+        "capacity_mbps",
         "last_heard_ms",
     ] {
         assert!(!path[key].is_null(), "path.{key} missing");
