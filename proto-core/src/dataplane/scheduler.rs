@@ -32,10 +32,11 @@
 //! planned with is the operator's capacity hint, else the capacity measured
 //! (the most the path delivered while every probe found its queue
 //! standing), else a guess raised while the path takes all it is given
-//! (see [`Estimates::rate`]). Paths of matched delay and rate plan at one
-//! rate, so packets alternate between them; a slower path carries only
-//! once the faster paths' rates are known, since a spill onto it is timed
-//! by their queues.
+//! (see [`Estimates::rate`]). Paths of matched delay (within 2 ms, or
+//! within the noise of their delays) and rate plan at one rate, so packets
+//! alternate between them; a slower path carries only once the faster
+//! paths' capacities are measured (a hint alone does not count), since a
+//! spill onto it is timed by their queues.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -85,8 +86,17 @@ impl Default for SchedulerConfig {
 /// Paths whose delays with an empty queue are this close are matched
 /// (microseconds): they plan at one rate, so packets alternate between
 /// them; a path further than this above a faster one waits for that one's
-/// capacity to be known.
+/// capacity to be known. Paths whose delays are noisier match over more
+/// (see [`MATCHED_JITTERS`]).
 const MATCHED_DELAY_US: i64 = 2_000;
+/// Paths whose delays with an empty queue differ by less than this many
+/// of their forward-delay mean deviations (the smaller of the two) are
+/// matched too: a difference inside the noise both paths see is not one
+/// the plan can order packets by (on a loaded host, two identical
+/// loopback paths' minima came out several milliseconds apart), and
+/// ranking them by it leaves one idle. Four mean deviations cover most of
+/// a delay's swing, as in a retransmission timeout.
+const MATCHED_JITTERS: i64 = 4;
 /// Measured capacities within this ratio of each other are one rate to
 /// matched paths: a few per cent of measurement noise must not unbalance
 /// them (packets on the busier one fall behind, and TCP takes the
@@ -165,8 +175,13 @@ pub struct Estimates {
     /// The lowest forward sample of the last 10 to 20 seconds: the path's
     /// forward delay with no queue (plus the same offset).
     pub fwd_min_us: Option<i64>,
+    /// Mean deviation of the forward samples from the smoothed forward
+    /// delay, microseconds: the delay's noise (queue swings, or the hosts'
+    /// scheduling under load).
+    pub fwd_jitter_us: i64,
     /// The capacity the scheduler plans with, bytes per second: the
-    /// operator's hint; else [`Estimates::capacity`]; else the initial
+    /// operator's hint (or [`Estimates::capacity`] when that is more than
+    /// a quarter below it); else [`Estimates::capacity`]; else the initial
     /// guess, raised by a quarter per report while the plan was the flow's
     /// limit on this path and its queue stayed short. Matched paths plan
     /// at the highest of their rates (measurement noise between them
@@ -179,7 +194,8 @@ pub struct Estimates {
     pub hinted: bool,
     /// The most the path delivered in the last 5 to 10 seconds while its
     /// queue stood (so it ran at capacity), bytes per second; `None` when
-    /// no report was taken under a standing queue lately.
+    /// no report was taken under a standing queue lately. Measured on
+    /// hinted paths too.
     pub capacity: Option<f64>,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
@@ -210,6 +226,7 @@ impl Estimates {
         Self {
             fwd_us: None,
             fwd_min_us: None,
+            fwd_jitter_us: 0,
             rate: rate.max(MIN_RATE),
             delivered_max: 0.0,
             hinted,
@@ -267,6 +284,8 @@ struct Report {
 #[derive(Debug, Clone)]
 pub(crate) struct Lane {
     pub(crate) est: Estimates,
+    /// The operator's capacity hint, bytes per second.
+    hint: Option<f64>,
     /// When the modelled bottleneck queue empties.
     busy_until: Option<Instant>,
     /// The forward-delay minimum of this window and of the previous one.
@@ -311,6 +330,9 @@ impl Lane {
     pub(crate) fn new(policy: &UplinkPolicy, config: &SchedulerConfig) -> Self {
         Self {
             est: Estimates::new(policy, config),
+            hint: policy
+                .capacity_bps
+                .map(|bps| (bps as f64 / 8.0).max(MIN_RATE)),
             busy_until: None,
             min_window: None,
             max_window: None,
@@ -341,7 +363,12 @@ impl Lane {
             .saturating_sub(i64::try_from(ping_us).unwrap_or(i64::MAX));
         self.est.fwd_us = Some(match self.est.fwd_us {
             None => sample,
-            Some(fwd) => fwd + (sample - fwd) / 4,
+            Some(fwd) => {
+                let jitter = self.est.fwd_jitter_us;
+                let deviation = i64::try_from(sample.abs_diff(fwd)).unwrap_or(i64::MAX);
+                self.est.fwd_jitter_us = jitter + (deviation - jitter) / 4;
+                fwd + (sample - fwd) / 4
+            }
         });
         let window = self.min_window.get_or_insert((now, sample, None));
         if now.saturating_duration_since(window.0) >= MIN_WINDOW {
@@ -514,10 +541,20 @@ impl Lane {
                     self.est.delivery,
                 ))
             };
-            if !self.est.hinted {
-                let rate = self.planning_rate(now, capacity);
-                self.replan(now, rate);
-            }
+            let rate = match self.hint {
+                // The hint is an upper bound: a path measured clearly
+                // slower (past the measurement's noise, MATCHED_RATE)
+                // plans at what it delivers.
+                Some(hint) => {
+                    self.est.capacity = capacity;
+                    match capacity {
+                        Some(c) if c * MATCHED_RATE < hint => c.max(MIN_RATE),
+                        _ => hint,
+                    }
+                }
+                None => self.planning_rate(now, capacity),
+            };
+            self.replan(now, rate);
         }
     }
 
@@ -560,11 +597,19 @@ impl Lane {
     }
 
     /// When a packet sent now would start to leave the bottleneck: after
-    /// the modelled queue, or the measured one if that is longer (the
-    /// estimates were too high; the measured queue pulls traffic away
-    /// until they are corrected).
+    /// the modelled queue, or, unhinted, the measured one if that is longer
+    /// (the estimates were too high; the measured queue pulls traffic away
+    /// until they are corrected). A hinted path's model is not overridden:
+    /// the measured queue, smoothed over probes 50 ms apart, lags the model
+    /// by a few hundred milliseconds, and a drained queue still measured
+    /// full held traffic off the path and reordered it (multiwan case b
+    /// with hints, window 0.5: 282 packets late, 25 Mbit/s; a path slower
+    /// than its hint is corrected by its measured capacity instead).
     fn start(&self, now: Instant) -> Instant {
         let modelled = self.busy_until.map_or(now, |b| b.max(now));
+        if self.hint.is_some() {
+            return modelled;
+        }
         modelled.max(now + self.est.queue_delay())
     }
 
@@ -647,8 +692,8 @@ pub enum Reason {
     /// Metered: unmetered paths have capacity left.
     Metered,
     /// Its forward delay is above a faster path's whose capacity is not
-    /// known yet (no hint, no measurement under a standing queue): the
-    /// plan cannot time a spill onto it.
+    /// measured yet (under a standing queue; a hint alone does not count):
+    /// the plan cannot time a spill onto it.
     Slow,
     /// It lost more than 2 % of its probes lately (not to its queue; see
     /// [`Estimates::lossy`]) and a clean path is usable.
@@ -743,6 +788,21 @@ fn base_delay<K>(c: &Candidate<'_, K>, timed: bool) -> i64 {
     }
 }
 
+/// Whether two paths' delays with an empty queue are matched: within
+/// [`MATCHED_DELAY_US`], or within [`MATCHED_JITTERS`] of the quieter
+/// one's forward-delay mean deviation.
+fn delays_matched<K>(a: &Candidate<'_, K>, b: &Candidate<'_, K>, timed: bool) -> bool {
+    let difference = base_delay(a, timed).abs_diff(base_delay(b, timed));
+    difference <= MATCHED_DELAY_US.unsigned_abs() || within_noise(a, b, difference)
+}
+
+/// Whether a delay difference is inside the noise both paths see:
+/// [`MATCHED_JITTERS`] of the quieter one's forward-delay mean deviation.
+fn within_noise<K>(a: &Candidate<'_, K>, b: &Candidate<'_, K>, difference: u64) -> bool {
+    let noise = a.lane.est.fwd_jitter_us.min(b.lane.est.fwd_jitter_us);
+    difference <= noise.saturating_mul(MATCHED_JITTERS).unsigned_abs()
+}
+
 /// The tier a path is in: lower tiers are used first. A relay path comes
 /// after the direct paths of its uplink's priority, and a retiring relay
 /// path after the relay path replacing it.
@@ -798,9 +858,13 @@ pub(crate) fn eligibility<K>(
     // and what a lossy path adds costs the flow more than it brings.
     let any_clean = candidates.iter().any(|c| in_tier(c) && !lossy(c));
     // A path slower than another of the tier carries only once that one's
-    // capacity is known: spilling onto it is timed by the faster path's
+    // capacity is measured: spilling onto it is timed by the faster path's
     // queue, and a queue modelled at a guessed rate reorders by up to the
-    // whole delay spread.
+    // whole delay spread. A hint is not enough: it is an upper bound, and
+    // with both paths carrying from the first packet, slow start
+    // overflowed the faster one's queue amid the reordering (multiwan
+    // case b with hints, window 1.2: 1.7 Mbit/s, against 8.3 over link 1
+    // alone and 51 waiting for the measure).
     let timed = candidates
         .iter()
         .filter(|c| in_tier(c))
@@ -820,8 +884,9 @@ pub(crate) fn eligibility<K>(
     let unknown_faster = |c: &Candidate<'_, K>| {
         candidates.iter().any(|o| {
             pool(o)
-                && delay(o).saturating_add(MATCHED_DELAY_US) < delay(c)
-                && !o.lane.est.rate_known()
+                && delay(o) < delay(c)
+                && !delays_matched(o, c, timed)
+                && o.lane.est.capacity.is_none()
         })
     };
     candidates
@@ -879,15 +944,16 @@ fn all_timed<K>(candidates: &[Candidate<'_, K>], reasons: &[Reason]) -> bool {
 
 /// Each carrying candidate's planning rate, zero for the others: its
 /// rate, or, unhinted, the highest rate of the unhinted carrying paths
-/// matched with it, lowered for its own probe loss (delays within [`MATCHED_DELAY_US`], capacities
-/// within [`MATCHED_RATE`] or not both measured). Matched paths thus plan
+/// matched with it, lowered for its own probe loss (delays matched, see
+/// [`delays_matched`]; capacities within [`MATCHED_RATE`] or not both
+/// measured). Matched paths thus plan
 /// at one rate and alternate packet by packet, whichever was measured
 /// first.
 fn plan_rates<K>(candidates: &[Candidate<'_, K>], reasons: &[Reason]) -> SmallVec<[f64; 8]> {
     let timed = all_timed(candidates, reasons);
     let carrying = |i: usize| reasons[i] == Reason::Carrying;
     let matched = |a: &Candidate<'_, K>, b: &Candidate<'_, K>| {
-        let close = base_delay(a, timed).abs_diff(base_delay(b, timed)) <= MATCHED_DELAY_US as u64;
+        let close = delays_matched(a, b, timed);
         let rates = match (a.lane.est.capacity, b.lane.est.capacity) {
             (Some(x), Some(y)) => x.max(y) <= x.min(y) * MATCHED_RATE,
             _ => true,
@@ -964,22 +1030,35 @@ pub(crate) fn pick<K: PartialEq>(
     // The path's delay with an empty queue: its queue is what the model
     // keeps (counting the measured queue as well would count it twice).
     let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
-    let base = candidates
+    let fastest = candidates
         .iter()
         .zip(&reasons)
-        .filter(|(_, r)| **r == Reason::Carrying)
-        .map(|(c, _)| delay(c))
-        .min()?;
+        .enumerate()
+        .filter(|(_, (_, r))| **r == Reason::Carrying)
+        .min_by_key(|(_, (c, _))| delay(c))
+        .map(|(i, _)| i)?;
+    let base = delay(&candidates[fastest]);
+    // A delay above the fastest path's by no more than both paths' noise
+    // does not rank them: the plan treats them as equally fast.
+    let spreads: SmallVec<[Duration; 8]> = candidates
+        .iter()
+        .map(|c| {
+            let above = (delay(c) - base).max(0).unsigned_abs();
+            if within_noise(c, &candidates[fastest], above) {
+                Duration::ZERO
+            } else {
+                Duration::from_micros(above)
+            }
+        })
+        .collect();
     slide(now, candidates, &reasons);
     let arrivals: SmallVec<[Option<Instant>; 8]> = candidates
         .iter()
         .zip(&reasons)
         .zip(&rates)
-        .map(|((c, r), &rate)| {
-            (*r == Reason::Carrying).then(|| {
-                let spread = Duration::from_micros((delay(c) - base).max(0) as u64);
-                c.lane.arrival(now, len, spread + c.penalty, rate)
-            })
+        .zip(&spreads)
+        .map(|(((c, r), &rate), &spread)| {
+            (*r == Reason::Carrying).then(|| c.lane.arrival(now, len, spread + c.penalty, rate))
         })
         .collect();
     let (best, earliest) = arrivals

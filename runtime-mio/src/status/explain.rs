@@ -296,10 +296,10 @@ fn weight_words(p: &PathStatus, a: &AssociationStatus, uplinks: &[UplinkStatus])
             others(&|q| q.reason == "carrying")
         ),
         "slow" => format!(
-            "0 (slow): its forward delay is {} above the fastest path's, whose rate is not \
-             known yet (no capacity_mbps, not yet measured under a standing queue), so a \
-             spill onto it could not be timed; it carries overflow once that rate is \
-             measured, and takes over if the faster paths fail",
+            "0 (slow): its forward delay is {} above the fastest path's, whose capacity is \
+             not measured yet (under a standing queue; a capacity_mbps hint alone does not \
+             count), so a spill onto it could not be timed; it carries overflow once that \
+             capacity is measured, and takes over if the faster paths fail",
             p.fwd_delay_ms
                 .map_or("unknown".to_owned(), |d| format!("{d:.1} ms"))
         ),

@@ -167,6 +167,57 @@ fn matched_paths_plan_at_one_rate_and_mismatched_ones_at_their_own() {
     }
 }
 
+/// A lane, rate unknown, timed by pongs whose forward delay is 20 ms plus
+/// `noise_us` (one sample every 50 ms), as on a loaded host where the
+/// daemons' scheduling adds milliseconds at random.
+fn jittery(noise_us: &[u64]) -> Lane {
+    let mut lane = Lane::new(&UplinkPolicy::default(), &SchedulerConfig::default());
+    let t0 = crate::test_epoch();
+    for (i, noise) in noise_us.iter().enumerate() {
+        let ping_us = 1_000 + i as u64 * 50_000;
+        lane.on_timing(
+            t0 + Duration::from_millis(50) * i as u32,
+            ping_us,
+            ping_us + 20_000 + noise,
+        );
+    }
+    lane
+}
+
+#[test]
+fn paths_whose_delays_differ_within_their_noise_both_carry() {
+    // Two identical paths; each sample 0 to 8 ms late. The second's
+    // lowest sample happens to be 3.4 ms above the first's: noise, not a
+    // slower path.
+    let first = jittery(&[
+        200, 6_100, 3_400, 7_900, 1_800, 5_000, 2_600, 7_200, 4_400, 900,
+    ]);
+    let second = jittery(&[
+        4_100, 7_700, 5_300, 3_600, 8_000, 6_400, 4_900, 7_100, 3_900, 5_800,
+    ]);
+    let spread = second.est.fwd_min_us.unwrap() - first.est.fwd_min_us.unwrap();
+    assert_eq!(spread, 3_400);
+    assert!(first.est.fwd_jitter_us > 1_000 && second.est.fwd_jitter_us > 1_000);
+    let t0 = crate::test_epoch() + Duration::from_secs(1);
+    let mut setup = Setup::new(vec![first, second]);
+    let candidates = setup.candidates();
+    let reasons = eligibility(t0, &candidates);
+    assert_eq!(reasons.to_vec(), vec![Reason::Carrying; 2]);
+    let rates = plan_rates(&candidates, &reasons);
+    assert_eq!(rates[0], rates[1]);
+    // Offered 30 Mbit/s, more than the 20 Mbit/s guess: both carry (not
+    // evenly: each one's measured queue, noise too, still counts).
+    let shares = setup.send(t0, 5_000, 1_400, gap_at(30.0));
+    assert!(shares.iter().all(|&n| n >= 5_000 / 4), "shares {shares:?}");
+    // Without the noise, 3.4 ms is a slower path: it waits for the faster
+    // one's rate to be known.
+    let mut setup = Setup::new(vec![lane(20.0, 20, 0.0), lane(20.0, 20, 0.0)]);
+    setup.lanes[0].est.capacity = None;
+    setup.lanes[1].est.fwd_min_us = Some(23_400);
+    let reasons = eligibility(t0, &setup.candidates());
+    assert_eq!(reasons[1], Reason::Slow);
+}
+
 /// Feeds a lane 2 s of reports, every 100 ms, of `mbps` delivered, with
 /// pongs every 50 ms that see `queue_ms` of queue; returns the lane.
 fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
@@ -449,6 +500,64 @@ fn a_hint_caps_the_capacity_estimate() {
         lane.on_report(now, &wall, (i + 1, tx, wall.unix_us(now)));
     }
     assert_eq!(lane.est.rate, 1_000_000.0, "delivering 16 Mbit/s");
+}
+
+fn hinted(mbps: f64) -> UplinkPolicy {
+    UplinkPolicy {
+        capacity_bps: Some((mbps * 1e6) as u64),
+        ..UplinkPolicy::default()
+    }
+}
+
+#[test]
+fn a_hint_alone_does_not_let_a_slower_path_carry() {
+    // Exact hints, 30 ms apart: the slower path waits until the faster
+    // one has been seen saturated (its capacity measured), as without
+    // hints; a hint is an upper bound, not a queue the plan can time a
+    // spill by.
+    let config = SchedulerConfig::default();
+    let mut fast = Lane::new(&hinted(100.0), &config);
+    let mut slow = Lane::new(&hinted(50.0), &config);
+    fast.est.fwd_min_us = Some(20_000);
+    slow.est.fwd_min_us = Some(50_000);
+    let t0 = crate::test_epoch();
+    let mut setup = Setup::new(vec![fast, slow]);
+    setup.policies = vec![hinted(100.0), hinted(50.0)];
+    assert_eq!(eligibility(t0, &setup.candidates())[1], Reason::Slow);
+    setup.lanes[0].est.capacity = Some(100e6 / 8.0);
+    assert_eq!(
+        eligibility(t0, &setup.candidates()).to_vec(),
+        vec![Reason::Carrying; 2]
+    );
+}
+
+#[test]
+fn a_hinted_path_plans_by_its_model_and_a_clearly_slower_measure() {
+    let config = SchedulerConfig::default();
+    let t0 = crate::test_epoch();
+    // 30 ms of queue measured, none modelled: an unhinted path's plan
+    // takes the measured queue, a hinted one's keeps its model (the
+    // smoothed measure lags a queue that has drained).
+    let queued = |policy: &UplinkPolicy| {
+        let mut lane = Lane::new(policy, &config);
+        lane.est.fwd_min_us = Some(20_000);
+        lane.est.fwd_us = Some(50_000);
+        lane.start(t0)
+    };
+    assert_eq!(
+        queued(&UplinkPolicy::default()),
+        t0 + Duration::from_millis(30)
+    );
+    assert_eq!(queued(&hinted(100.0)), t0);
+    // Delivering 90 of a hinted 100 Mbit/s under a standing queue is
+    // within the measurement's noise: the hint stands. Delivering 50 is
+    // not: the plan follows the measure.
+    let near = measured(Lane::new(&hinted(100.0), &config), 90.0, 10);
+    assert_eq!(near.est.rate, 100e6 / 8.0);
+    assert!(near.est.capacity.is_some());
+    let slower = measured(Lane::new(&hinted(100.0), &config), 50.0, 10);
+    let mbps = slower.est.rate * 8.0 / 1e6;
+    assert!((49.0..51.0).contains(&mbps), "planned at {mbps} Mbit/s");
 }
 
 #[derive(Debug, Clone)]
