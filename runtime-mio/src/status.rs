@@ -700,6 +700,18 @@ impl NodeStatus {
             path_samples(&|p| Some(p.delivery_mbps * 1e6 / 8.0)),
         );
         family(
+            "transitloom_path_plan_bytes_per_second",
+            "gauge",
+            "The rate the scheduler plans the path with (the capacity hint, the measured capacity or the initial guess, lowered for loss).",
+            path_samples(&|p| Some(p.plan_mbps * 1e6 / 8.0)),
+        );
+        family(
+            "transitloom_path_capacity_bytes_per_second",
+            "gauge",
+            "Capacity of the path as measured: the most it delivered while its queue stood, over the last 5 to 10 s; absent until measured.",
+            path_samples(&|p| p.capacity_mbps.map(|mbps| mbps * 1e6 / 8.0)),
+        );
+        family(
             "transitloom_path_tx_bytes_total",
             "counter",
             "Data bytes sent on the path.",

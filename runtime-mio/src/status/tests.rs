@@ -276,6 +276,8 @@ fn metrics_are_labelled_and_escaped() {
         format!("transitloom_path_jitter_seconds{{{path}}} 0.0005"),
         format!("transitloom_path_forward_delay_seconds{{{path}}} 0"),
         format!("transitloom_path_delivery_bytes_per_second{{{path}}} 1500000"),
+        format!("transitloom_path_plan_bytes_per_second{{{path}}} 2500000"),
+        format!("transitloom_path_capacity_bytes_per_second{{{path}}} 2312500"),
         "transitloom_association_path_events_total{node=\"alpha\",association=\"7\",service=\"wg0\",peer=\"beta/wg0\"} 3".to_owned(),
     ] {
         assert!(text.contains(&sample), "{sample} missing from:\n{text}");
@@ -293,6 +295,18 @@ fn metrics_are_labelled_and_escaped() {
     assert!(
         text.contains("transitloom_node_last_reload_timestamp_seconds{node=\"alpha\"} 1760000000")
     );
+    // No capacity sample for a path not measured yet.
+    let mut unmeasured = sample();
+    for path in unmeasured
+        .associations
+        .iter_mut()
+        .flat_map(|a| &mut a.paths)
+    {
+        path.capacity_mbps = None;
+    }
+    assert!(!unmeasured
+        .metrics()
+        .contains("transitloom_path_capacity_bytes_per_second{"));
     // Every sample line is `name{labels} value` with a number for value.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (_, value) = line.rsplit_once(' ').unwrap();
