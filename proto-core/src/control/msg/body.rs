@@ -1,7 +1,5 @@
 //! Message bodies: the type codes and each message's fields in order.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 
 use super::admin::AdminResult;
@@ -245,7 +243,7 @@ impl Message {
                 max_allocations,
                 quota_per_node,
             } => {
-                w.addr(SocketAddr::new(*ip, 0));
+                w.ip(*ip);
                 w.u32(*max_allocations);
                 w.u32(*quota_per_node);
             }
@@ -269,7 +267,7 @@ impl Message {
                 w.u64(assoc.0);
                 w.u64(*allocation);
             }
-            Self::RelayHostRefused { seen } => w.addr(SocketAddr::new(*seen, 0)),
+            Self::RelayHostRefused { seen } => w.ip(*seen),
             Self::Revoked { reason } => w.text("Revoked.reason", reason, MAX_REASON_LEN)?,
             Self::Reflectors { extra } => {
                 w.list_with("Reflectors.extra", extra, MAX_REFLECTORS, |w, addr| {
@@ -364,16 +362,7 @@ impl Message {
                 site: RelaySite::take(r)?,
             },
             RELAY_HOST_OFFER => Self::RelayHostOffer {
-                ip: {
-                    let addr = r.addr("RelayHostOffer.ip")?;
-                    // One encoding per value: the port is always 0.
-                    if addr.port() != 0 {
-                        return Err(MsgError::BadAddress {
-                            field: "RelayHostOffer.ip",
-                        });
-                    }
-                    addr.ip()
-                },
+                ip: r.ip("RelayHostOffer.ip")?,
                 max_allocations: r.u32("RelayHostOffer.max_allocations")?,
                 quota_per_node: r.u32("RelayHostOffer.quota_per_node")?,
             },
@@ -395,16 +384,7 @@ impl Message {
                 allocation: r.u64("RelayRelease.allocation")?,
             },
             RELAY_HOST_REFUSED => Self::RelayHostRefused {
-                seen: {
-                    let addr = r.addr("RelayHostRefused.seen")?;
-                    // One encoding per value: the port is always 0.
-                    if addr.port() != 0 {
-                        return Err(MsgError::BadAddress {
-                            field: "RelayHostRefused.seen",
-                        });
-                    }
-                    addr.ip()
-                },
+                seen: r.ip("RelayHostRefused.seen")?,
             },
             REVOKED => Self::Revoked {
                 reason: r.text("Revoked.reason", MAX_REASON_LEN)?,

@@ -3,7 +3,7 @@
 //! one-byte code enums.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -95,6 +95,16 @@ impl<'a> Reader<'a> {
         AddrRepr::parse(bytes)
             .map(|repr| repr.0)
             .map_err(|_| MsgError::BadAddress { field })
+    }
+
+    /// An IP address: on the wire an address whose port is 0 (one
+    /// encoding per value, so any other port is refused).
+    pub(super) fn ip(&mut self, field: &'static str) -> Result<IpAddr, MsgError> {
+        let addr = self.addr(field)?;
+        if addr.port() != 0 {
+            return Err(MsgError::BadAddress { field });
+        }
+        Ok(addr.ip())
     }
 
     /// The bytes of a u16-length-prefixed field, at most `max` long.
@@ -199,6 +209,11 @@ impl<'a> Writer<'a> {
         let mut buf = [0u8; ADDR_LEN];
         AddrRepr(addr).emit(&mut buf);
         self.out.put_slice(&buf);
+    }
+
+    /// An IP address, as an address with port 0.
+    pub(super) fn ip(&mut self, ip: IpAddr) {
+        self.addr(SocketAddr::new(ip, 0));
     }
 
     fn prefixed(&mut self, field: &'static str, bytes: &[u8], max: usize) -> Result<(), MsgError> {
