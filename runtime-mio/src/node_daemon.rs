@@ -150,6 +150,9 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Runtime(format!("cannot handle signals: {e}")))?;
     let server = start_status(&daemon.setup, daemon.pages.clone())?;
     daemon.shown_admission = daemon.standing.admission(driver.machine().session_state());
+    for warning in daemon.setup.ingress_warnings() {
+        tracing::warn!("{warning}");
+    }
     let config = &daemon.setup.config;
     tracing::info!(
         node = %config.name, coordinators = ?config.coordinators,

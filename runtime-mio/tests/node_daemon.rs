@@ -69,7 +69,7 @@ bind = "127.0.0.1"
 [[service]]
 name = "wg0"
 target = "127.0.0.1:51820"
-ingress_range = "127.0.0.1:42000-42999"
+ingress_range = "127.0.0.1:22000-22999"
 
 [[association]]
 service = "wg0"
@@ -78,7 +78,7 @@ peer = "beta/wg0"
 [[association]]
 service = "wg0"
 peer = "gamma/wg0"
-ingress = "127.0.0.1:42017"
+ingress = "127.0.0.1:22017"
 "#,
         coordinator = coordinator.local_addr().unwrap(),
     );
@@ -240,6 +240,32 @@ fn without_a_certificate_or_a_join_token_run_exits_2_naming_join_token() {
 }
 
 #[test]
+fn check_warns_of_an_ingress_range_among_the_ephemeral_ports() {
+    let fixture = fixture(JOIN_TOKEN);
+    let check = |fixture: &Fixture| {
+        let out = cli(&["check", "--config", fixture.config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let quiet = check(&fixture);
+    assert!(!quiet.contains("warning:"), "{quiet}");
+    // The range Linux hands out by default; read what this host says.
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let low: u16 = system.split_whitespace().next().unwrap().parse().unwrap();
+    let inside = format!("127.0.0.1:{low}-{}", low + 99);
+    edit(&fixture, "127.0.0.1:22000-22999", &inside);
+    let loud = check(&fixture);
+    assert!(
+        loud.contains(&format!(
+            "warning: {}: service[0].ingress_range: {low}-{} overlaps the system's ephemeral ports",
+            fixture.config.display(),
+            low + 99
+        )),
+        "{loud}"
+    );
+}
+
+#[test]
 fn a_bad_configuration_exits_2_with_file_key_and_reason() {
     let unknown = fixture("colour = \"blue\"");
     let (code, log) = run_to_exit(&unknown);
@@ -281,10 +307,10 @@ fn a_node_waiting_for_its_coordinator_shows_every_association_and_keeps_its_ingr
     let ingress = ingress_of(&status);
     assert_eq!(ingress[0].0, "beta/wg0");
     let derived: SocketAddr = ingress[0].1.parse().unwrap();
-    assert!((42000..=42999).contains(&derived.port()), "{derived}");
+    assert!((22000..=22999).contains(&derived.port()), "{derived}");
     assert_eq!(
         ingress[1],
-        ("gamma/wg0".to_owned(), "127.0.0.1:42017".to_owned())
+        ("gamma/wg0".to_owned(), "127.0.0.1:22017".to_owned())
     );
 
     // The other inspection commands read the same node.
@@ -293,7 +319,7 @@ fn a_node_waiting_for_its_coordinator_shows_every_association_and_keeps_its_ingr
     assert!(peers.status.success());
     let peers = String::from_utf8(peers.stdout).unwrap();
     assert!(peers.contains(&format!("Endpoint = {derived}")), "{peers}");
-    assert!(peers.contains("Endpoint = 127.0.0.1:42017"), "{peers}");
+    assert!(peers.contains("Endpoint = 127.0.0.1:22017"), "{peers}");
     let table = cli(&["status", "--config", fixture.config.to_str().unwrap()]);
     assert!(table.status.success());
     assert!(String::from_utf8(table.stdout)
@@ -378,10 +404,10 @@ fn sighup_reloads_services_and_associations_and_refuses_what_takes_a_restart() {
     // A new service with an association, and gamma's association gone.
     let text = std::fs::read_to_string(&fixture.config).unwrap();
     let gamma =
-        "[[association]]\nservice = \"wg0\"\npeer = \"gamma/wg0\"\ningress = \"127.0.0.1:42017\"\n";
+        "[[association]]\nservice = \"wg0\"\npeer = \"gamma/wg0\"\ningress = \"127.0.0.1:22017\"\n";
     assert!(text.contains(gamma));
     let text = text.replace(gamma, "")
-        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:43000-43999\"\n\n[[association]]\nservice = \"wg1\"\npeer = \"delta/wg1\"\n";
+        + "\n[[service]]\nname = \"wg1\"\ntarget = \"127.0.0.1:51821\"\ningress_range = \"127.0.0.1:23000-23999\"\n\n[[association]]\nservice = \"wg1\"\npeer = \"delta/wg1\"\n";
     std::fs::write(&fixture.config, text).unwrap();
     let status = reload(&mut daemon, fixture.status, 1, 0);
     assert_eq!(status["reload"]["last_result"], "applied", "{status}");
@@ -397,7 +423,7 @@ fn sighup_reloads_services_and_associations_and_refuses_what_takes_a_restart() {
     assert_eq!(ingress[0], beta, "the unchanged association keeps its port");
     assert_eq!(ingress[1].0, "delta/wg1");
     let delta: SocketAddr = ingress[1].1.parse().unwrap();
-    assert!((43000..=43999).contains(&delta.port()), "{delta}");
+    assert!((23000..=23999).contains(&delta.port()), "{delta}");
     assert_eq!(status["associations"][1]["service"], "wg1");
     assert_eq!(status["associations"][1]["state"], "waiting");
     // Kept in the data directory, as at start-up.

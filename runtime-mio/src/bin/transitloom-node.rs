@@ -208,6 +208,9 @@ fn check(file: &std::path::Path) -> ExitCode {
             s.name, s.target, s.ingress_range.ip, s.ingress_range.low, s.ingress_range.high
         );
     }
+    for warning in setup.ingress_warnings() {
+        println!("warning: {warning}");
+    }
     println!(
         "node {} (data in {})",
         config.name,

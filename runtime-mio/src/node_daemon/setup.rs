@@ -20,6 +20,17 @@ use crate::config::{
 };
 
 const DATA_DIR_MODE: u32 = 0o700;
+/// Where Linux says which ports it hands out to sockets bound to port 0.
+const EPHEMERAL_PORTS: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// `LOW HIGH` as the system writes its ephemeral port range.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut ports = text.split_whitespace().map(str::parse::<u16>);
+    let (Some(Ok(low)), Some(Ok(high)), None) = (ports.next(), ports.next(), ports.next()) else {
+        return None;
+    };
+    (low <= high).then_some((low, high))
+}
 
 /// A validated configuration with what start-up derived from it.
 #[derive(Debug, Clone)]
@@ -66,6 +77,39 @@ impl Setup {
             ingress,
             watch,
         })
+    }
+
+    /// Warnings about ingress ranges that reach into the system's
+    /// ephemeral ports, where any program's outgoing socket may hold an
+    /// ingress port when the node starts (`FILE: service[N].ingress_range:
+    /// …`); none when the system's range cannot be read.
+    pub fn ingress_warnings(&self) -> Vec<String> {
+        let Some(ephemeral) = std::fs::read_to_string(EPHEMERAL_PORTS)
+            .ok()
+            .and_then(|text| parse_port_range(&text))
+        else {
+            return Vec::new();
+        };
+        self.config
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.ingress_range.low <= ephemeral.1 && ephemeral.0 <= s.ingress_range.high
+            })
+            .map(|(i, s)| {
+                format!(
+                    "{}: service[{i}].ingress_range: {}-{} overlaps the system's ephemeral ports \
+                     {}-{} ({EPHEMERAL_PORTS}); another program's socket may hold an ingress \
+                     port when the node starts, so pick a range outside it",
+                    self.config.file.display(),
+                    s.ingress_range.low,
+                    s.ingress_range.high,
+                    ephemeral.0,
+                    ephemeral.1
+                )
+            })
+            .collect()
     }
 
     /// Each uplink's state at start-up, in config order.
@@ -319,5 +363,19 @@ impl Setup {
             advertise_ip,
             ports: settings.port_range.map(|r| (r.low, r.high)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_port_range;
+
+    #[test]
+    fn the_ephemeral_port_range_is_read_as_the_system_writes_it() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 65535"), Some((1024, 65535)));
+        for bad in ["", "32768", "60999 32768", "a b", "1 2 3", "1 70000"] {
+            assert_eq!(parse_port_range(bad), None, "{bad:?}");
+        }
     }
 }
