@@ -14,7 +14,7 @@ use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
 use super::{AssociationSpec, DataPlane, DataPlaneError, UplinkPolicy};
 use crate::id::{AssocId, PathId, SocketId, UplinkId};
 use crate::replay::ReplayCache;
-use crate::wire::{classify, AuthKey, Classified, KEY_LEN};
+use crate::wire::{classify, AuthKey, Classified, ControlBody, KEY_LEN};
 
 /// Remote addresses tracked per association (configured plus learned).
 pub const MAX_PATHS: usize = 32;
@@ -190,7 +190,13 @@ impl Association {
         self.answer_previous = false;
         let current = classify(datagram, &self.key);
         if !matches!(current, Classified::Data) {
-            self.peer_has_key = true;
+            // A reflector's answer is under the current key too, but says
+            // nothing of the peer.
+            if let Classified::Control(repr) = &current {
+                if !matches!(repr.body, ControlBody::ReflectResponse { .. }) {
+                    self.peer_has_key = true;
+                }
+            }
             return current;
         }
         let Some((previous, until)) = &self.previous_key else {

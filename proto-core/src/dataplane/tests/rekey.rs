@@ -31,6 +31,23 @@ fn a_rekey_keeps_paths_up_and_data_flowing_while_the_ends_switch_apart() {
     // Node 0 gets the new epoch first; node 1 half a second later.
     let now = net.now;
     net.nodes[0].plane.rekey(now, ASSOC, 2, &NEW_KEY).unwrap();
+    // The coordinator's reflector answers under the new key at once: that
+    // says nothing of node 1.
+    let answer = ControlRepr {
+        txid: 9,
+        timestamp_us: net.nodes[0].plane.config().wall_clock.unix_us(now),
+        body: ControlBody::ReflectResponse {
+            observed: AddrRepr(addr("192.0.2.1:40000")),
+        },
+    };
+    let payload = answer.to_bytes(&AuthKey::new(&NEW_KEY));
+    let mesh = net.nodes[0].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+    let d = Datagram {
+        socket: mesh,
+        src: addr("203.0.113.1:7443"),
+        payload: &payload,
+    };
+    net.nodes[0].plane.handle_input(now, Input::Datagram(d));
     send_for(&mut net, Duration::from_millis(500));
     let now = net.now;
     net.nodes[1].plane.rekey(now, ASSOC, 2, &NEW_KEY).unwrap();
