@@ -1023,10 +1023,12 @@ impl DataPlane {
                 tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet not understood");
             }
             Classified::Control(repr) => {
-                // The replay window follows the peer's clock. A reflector's
-                // answer carries the reflector's own time, which may run
-                // well ahead of the peer's; it is taken once, by the txid
-                // of the request it answers, and stays out of the window.
+                // Everything under the association key is the peer's but a
+                // reflector's answer. That one carries the reflector's own
+                // time, which may run well ahead of the peer's, so it stays
+                // out of the replay window (it is taken once, by the txid of
+                // the request it answers), and it says nothing of which key
+                // the peer holds.
                 let reflected = matches!(repr.body, ControlBody::ReflectResponse { .. });
                 if !reflected {
                     if let Err(err) = assoc.replay.check(repr.timestamp_us, repr.txid) {
@@ -1034,6 +1036,7 @@ impl DataPlane {
                         tracing::debug!(assoc = %id, src = %datagram.src, %err, "control packet refused");
                         return;
                     }
+                    assoc.heard_peer();
                 }
                 self.on_control(now, id, uplink, datagram.socket, datagram.src, repr);
             }

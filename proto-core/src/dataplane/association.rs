@@ -14,7 +14,7 @@ use super::scheduler::{self, Candidate, Reason, SchedulerConfig};
 use super::{AssociationSpec, DataPlane, DataPlaneError, UplinkPolicy};
 use crate::id::{AssocId, PathId, SocketId, UplinkId};
 use crate::replay::ReplayCache;
-use crate::wire::{classify, AuthKey, Classified, ControlBody, KEY_LEN};
+use crate::wire::{classify, AuthKey, Classified, KEY_LEN};
 
 /// Remote addresses tracked per association (configured plus learned).
 pub const MAX_PATHS: usize = 32;
@@ -190,13 +190,6 @@ impl Association {
         self.answer_previous = false;
         let current = classify(datagram, &self.key);
         if !matches!(current, Classified::Data) {
-            // A reflector's answer is under the current key too, but says
-            // nothing of the peer.
-            if let Classified::Control(repr) = &current {
-                if !matches!(repr.body, ControlBody::ReflectResponse { .. }) {
-                    self.peer_has_key = true;
-                }
-            }
             return current;
         }
         let Some((previous, until)) = &self.previous_key else {
@@ -241,6 +234,15 @@ impl Association {
                 .previous_key
                 .as_ref()
                 .is_some_and(|(_, until)| now < *until)
+    }
+
+    /// An authentic packet from the peer (not a reflector's answer, which
+    /// the coordinator signs with the current key whatever the peer holds)
+    /// was just classified: under the current key, the peer holds it.
+    pub(crate) fn heard_peer(&mut self) {
+        if !self.answer_previous {
+            self.peer_has_key = true;
+        }
     }
 
     /// A ping under the previous key said its sender holds a newer key:
