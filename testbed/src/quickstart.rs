@@ -50,11 +50,11 @@ const FAILING_OVER: &str = "alpha";
 const CUT: &str = "wan1";
 const KEPT: &str = "wan2";
 const CUT_AFTER: Duration = Duration::from_secs(10);
-/// The node whose daemon is killed and restarted three quarters through
-/// (or after [`CRASH_AFTER`] when running until Ctrl-C).
 /// The nodes' ingress ranges: a hundred ports each from here, below the
 /// system's ephemeral ports, so no other program's socket holds one.
 const INGRESS_BASE: u16 = 27_000;
+/// The node whose daemon is killed and restarted three quarters through
+/// (or after [`CRASH_AFTER`] when running until Ctrl-C).
 const CRASHING: &str = "beta";
 const CRASH_AFTER: Duration = Duration::from_secs(20);
 /// Datagram size and rate per flow: 6 flows × 1,000/s × 1,200 bytes is
