@@ -175,19 +175,12 @@ fn a_node_with_two_uplinks_carries_wireguard_and_survives_losing_one() {
 
     // WireGuard on both ends, no peers yet.
     let pid = std::process::id();
-    let wg_a = WireGuard::start(
+    let (wg_a, wg_b) = WireGuard::pair(
         &net.a,
-        &format!("{PREFIX}{pid}a"),
-        WG_PORT,
-        "10.97.0.1/24",
-        dir,
-    )
-    .unwrap();
-    let wg_b = WireGuard::start(
         &net.b,
-        &format!("{PREFIX}{pid}b"),
+        &format!("{PREFIX}{pid}"),
         WG_PORT,
-        "10.97.0.2/24",
+        "10.97.0",
         dir,
     )
     .unwrap();

@@ -276,19 +276,12 @@ fn nat_case(test: &str, case: Case) {
     let net = NatPair::build_sides(&run, masquerade, firewall).unwrap();
     let pid = std::process::id();
     let tag = &case[..1];
-    let wg_a = WireGuard::start(
+    let (wg_a, wg_b) = WireGuard::pair(
         &net.a,
-        &format!("{PREFIX}{pid}{tag}a"),
-        WG_PORT,
-        "10.96.0.1/24",
-        dir,
-    )
-    .unwrap();
-    let wg_b = WireGuard::start(
         &net.b,
-        &format!("{PREFIX}{pid}{tag}b"),
+        &format!("{PREFIX}{pid}{tag}"),
         WG_PORT,
-        "10.96.0.2/24",
+        "10.96.0",
         dir,
     )
     .unwrap();

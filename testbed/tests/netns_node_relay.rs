@@ -103,19 +103,12 @@ fn hard_nats_meet_through_a_relaying_node_on_a_public_address() {
         ))
         .unwrap();
     let pid = std::process::id();
-    let wg_a = WireGuard::start(
+    let (wg_a, wg_b) = WireGuard::pair(
         &net.a,
-        &format!("{PREFIX}{pid}a"),
-        WG_PORT,
-        "10.97.0.1/24",
-        dir,
-    )
-    .unwrap();
-    let wg_b = WireGuard::start(
         &net.b,
-        &format!("{PREFIX}{pid}b"),
+        &format!("{PREFIX}{pid}"),
         WG_PORT,
-        "10.97.0.2/24",
+        "10.97.0",
         dir,
     )
     .unwrap();

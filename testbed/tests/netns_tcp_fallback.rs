@@ -92,19 +92,12 @@ fn a_node_whose_udp_to_the_coordinator_is_blocked_enrolls_and_carries_data_over_
 
     // WireGuard on both ends, no peers yet.
     let pid = std::process::id();
-    let wg_a = WireGuard::start(
+    let (wg_a, wg_b) = WireGuard::pair(
         ns_a,
-        &format!("{PREFIX}{pid}a"),
-        WG_PORT,
-        "10.99.1.1/24",
-        dir,
-    )
-    .unwrap();
-    let wg_b = WireGuard::start(
         ns_b,
-        &format!("{PREFIX}{pid}b"),
+        &format!("{PREFIX}{pid}"),
         WG_PORT,
-        "10.99.1.2/24",
+        "10.99.1",
         dir,
     )
     .unwrap();

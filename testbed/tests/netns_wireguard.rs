@@ -136,19 +136,12 @@ fn wireguard_crosses_the_mesh_in_namespaces_and_survives_a_node_restart() {
 
     // WireGuard on both ends, no peers yet.
     let pid = std::process::id();
-    let wg_a = WireGuard::start(
+    let (wg_a, wg_b) = WireGuard::pair(
         ns_a,
-        &format!("{PREFIX}{pid}a"),
-        WG_PORT,
-        "10.99.0.1/24",
-        dir,
-    )
-    .unwrap();
-    let wg_b = WireGuard::start(
         ns_b,
-        &format!("{PREFIX}{pid}b"),
+        &format!("{PREFIX}{pid}"),
         WG_PORT,
-        "10.99.0.2/24",
+        "10.99.0",
         dir,
     )
     .unwrap();

@@ -21,6 +21,37 @@ pub struct WireGuard {
 }
 
 impl WireGuard {
+    /// The two ends of a test's tunnel: `NAMEa` in `a` at `SUBNET.1/24` and
+    /// `NAMEb` in `b` at `SUBNET.2/24` (`subnet` is the first three octets),
+    /// both listening on `listen_port`, as [`start`](Self::start) makes them.
+    ///
+    /// # Errors
+    /// What [`start`](Self::start) returns, for either end.
+    pub fn pair(
+        a: &Namespace,
+        b: &Namespace,
+        name: &str,
+        listen_port: u16,
+        subnet: &str,
+        dir: &Path,
+    ) -> Result<(Self, Self), Error> {
+        let first = Self::start(
+            a,
+            &format!("{name}a"),
+            listen_port,
+            &format!("{subnet}.1/24"),
+            dir,
+        )?;
+        let second = Self::start(
+            b,
+            &format!("{name}b"),
+            listen_port,
+            &format!("{subnet}.2/24"),
+            dir,
+        )?;
+        Ok((first, second))
+    }
+
     /// Starts `wireguard-go` for interface `name` (at most 15 characters,
     /// unique on the host) in `ns`, gives it a new private key (written to
     /// `dir/NAME.conf`) and `listen_port`, adds `cidr` and brings it up.
