@@ -50,9 +50,13 @@ const FAILING_OVER: &str = "alpha";
 const CUT: &str = "wan1";
 const KEPT: &str = "wan2";
 const CUT_AFTER: Duration = Duration::from_secs(10);
-/// The nodes' ingress ranges: a hundred ports each from here, below the
-/// system's ephemeral ports, so no other program's socket holds one.
+/// The nodes' ingress ranges: a hundred ports each from the first free
+/// block of [`INGRESS_PORTS`] at or after this, below the system's
+/// ephemeral ports, so no other program's socket holds one (and a second
+/// quickstart on the same host takes the next block).
 const INGRESS_BASE: u16 = 27_000;
+/// Ports for the three nodes' ingress ranges together.
+const INGRESS_PORTS: u16 = 300;
 /// The node whose daemon is killed and restarted three quarters through
 /// (or after [`CRASH_AFTER`] when running until Ctrl-C).
 const CRASHING: &str = "beta";
@@ -120,14 +124,15 @@ fn run_in(dir: &Path, options: &Options, stop: &AtomicBool) -> Result<Report, Er
          ({FAILING_OVER} with two uplinks, {CUT} on 127.0.0.1 and {KEPT} on 127.0.0.4)"
     );
 
+    let ingress_base = free_block(lo)?;
     // The services: one UDP socket per node, owned by this process.
     let services: Vec<UdpSocket> = NODES
         .iter()
-        .map(|_| service_socket(lo, INGRESS_BASE..=INGRESS_BASE + 299))
+        .map(|_| service_socket(lo, ingress_base..=ingress_base + INGRESS_PORTS - 1))
         .collect::<Result<_, _>>()?;
     let mut nodes = Vec::new();
     for (i, (name, uplinks)) in NODES.iter().enumerate() {
-        let base = INGRESS_BASE + 100 * i as u16;
+        let base = ingress_base + 100 * i as u16;
         nodes.push(NodeSpec {
             name: (*name).to_owned(),
             wrap: Vec::new(),
@@ -727,6 +732,23 @@ fn scratch_dir() -> Result<PathBuf, Error> {
     ));
     std::fs::create_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
     Ok(dir)
+}
+
+/// The first block of [`INGRESS_PORTS`] UDP ports on `ip`, from
+/// [`INGRESS_BASE`] up to the ephemeral ports, of which none is bound now
+/// (another quickstart may be running).
+fn free_block(ip: IpAddr) -> Result<u16, Error> {
+    let free = |port: u16| UdpSocket::bind((ip, port)).is_ok();
+    (INGRESS_BASE..32_768 - INGRESS_PORTS)
+        .step_by(usize::from(INGRESS_PORTS))
+        .find(|&base| (base..base + INGRESS_PORTS).all(free))
+        .ok_or_else(|| Error::Io {
+            what: format!(
+                "finding {INGRESS_PORTS} free UDP ports in a row on {ip} from {INGRESS_BASE} \
+                 to 32767 for the ingress ranges"
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        })
 }
 
 /// Deletes the scratch directory on every way out, unless asked to keep it.
