@@ -279,6 +279,20 @@ impl Net {
         self.nodes[n].plane.handle_input(now, Input::Datagram(d));
     }
 
+    /// Node `n`'s mesh socket (its only uplink's) receives `payload` from
+    /// `src`, now.
+    fn mesh_receives(&mut self, n: usize, src: SocketAddr, payload: &[u8]) {
+        let socket =
+            self.nodes[n].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
+        let d = Datagram {
+            socket,
+            src,
+            payload,
+        };
+        let now = self.now;
+        self.nodes[n].plane.handle_input(now, Input::Datagram(d));
+    }
+
     fn view(&self, n: usize) -> AssociationView<'_> {
         self.nodes[n].plane.association(ASSOC).unwrap()
     }
@@ -580,26 +594,15 @@ fn replayed_and_foreign_key_control_packets_are_not_obeyed() {
         timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(now),
         body: ControlBody::Ping { pad: 19, policy: 0 },
     };
-    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let src = addr("192.0.2.1:40000");
     let authentic = ping.to_bytes(&AuthKey::new(&[3; 32]));
     for _ in 0..3 {
-        let d = Datagram {
-            socket: mesh,
-            src,
-            payload: &authentic,
-        };
-        net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+        net.mesh_receives(1, src, &authentic);
     }
     assert_eq!(net.view(1).counters().replays, 2);
     // Under another key it is just data from a validated path: delivered unchanged.
     let foreign = ping.to_bytes(&AuthKey::new(&[4; 32]));
-    let d = Datagram {
-        socket: mesh,
-        src,
-        payload: &foreign,
-    };
-    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(1, src, &foreign);
     net.drain(1);
     assert_eq!(
         net.nodes[1].delivered.last().map(|b| b.to_vec()),
@@ -623,14 +626,8 @@ fn a_reflector_whose_clock_runs_ahead_does_not_shut_the_peer_out() {
             observed: AddrRepr(addr("192.0.2.1:40000")),
         },
     };
-    let mesh = net.nodes[0].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let payload = ahead.to_bytes(&AuthKey::new(&[3; 32]));
-    let d = Datagram {
-        socket: mesh,
-        src: addr("203.0.113.1:7443"),
-        payload: &payload,
-    };
-    net.nodes[0].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(0, addr("203.0.113.1:7443"), &payload);
     net.advance(Duration::from_millis(100));
     assert!(net.view(0).is_up() && net.view(1).is_up());
     assert_eq!(net.view(0).counters().replays, 0);
@@ -640,17 +637,10 @@ fn a_reflector_whose_clock_runs_ahead_does_not_shut_the_peer_out() {
 fn a_flood_of_sources_cannot_grow_the_path_table() {
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
-    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
-    let now = net.now;
     let junk = vec![0xEEu8; 500];
     for port in 0..10_000u16 {
         let src = SocketAddr::new(addr("203.0.113.66:1").ip(), 10_000 + port);
-        let d = Datagram {
-            socket: mesh,
-            src,
-            payload: &junk,
-        };
-        net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+        net.mesh_receives(1, src, &junk);
     }
     net.drain(1);
     assert!(net.view(1).paths().count() <= MAX_PATHS);
@@ -696,16 +686,9 @@ fn a_spoofed_source_is_challenged_once_per_datagram_and_never_probed() {
     // the node ping a victim without end.
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
-    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let victim = addr("203.0.113.66:9999");
     let junk = vec![0xEEu8; 200];
-    let now = net.now;
-    let d = Datagram {
-        socket: mesh,
-        src: victim,
-        payload: &junk,
-    };
-    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(1, victim, &junk);
     net.advance(Duration::from_secs(3));
     let (packets, bytes) = net.sent_to.get(&victim).copied().unwrap_or_default();
     assert_eq!(packets, 1, "one challenge, no probes");
@@ -717,13 +700,7 @@ fn a_spoofed_source_is_challenged_once_per_datagram_and_never_probed() {
         body: ControlBody::Ping { pad: 19, policy: 0 },
     }
     .to_bytes(&AuthKey::new(&[3; 32]));
-    let now = net.now;
-    let d = Datagram {
-        socket: mesh,
-        src: victim,
-        payload: &ping,
-    };
-    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(1, victim, &ping);
     net.advance(Duration::from_secs(1));
     assert!(net.sent_to[&victim].0 > 3, "probed once it proved the key");
 }

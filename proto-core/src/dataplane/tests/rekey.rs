@@ -41,13 +41,7 @@ fn a_rekey_keeps_paths_up_and_data_flowing_while_the_ends_switch_apart() {
         },
     };
     let payload = answer.to_bytes(&AuthKey::new(&NEW_KEY));
-    let mesh = net.nodes[0].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
-    let d = Datagram {
-        socket: mesh,
-        src: addr("203.0.113.1:7443"),
-        payload: &payload,
-    };
-    net.nodes[0].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(0, addr("203.0.113.1:7443"), &payload);
     send_for(&mut net, Duration::from_millis(500));
     let now = net.now;
     net.nodes[1].plane.rekey(now, ASSOC, 2, &NEW_KEY).unwrap();
@@ -122,15 +116,9 @@ fn the_previous_key_is_refused_after_its_grace_period() {
         timestamp_us: net.nodes[1].plane.config().wall_clock.unix_us(now),
         body: ControlBody::Ping { pad: 19, policy: 0 },
     };
-    let mesh = net.nodes[1].plane.association(ASSOC).unwrap().inner.mesh[&UplinkId(0)].socket;
     let old = ping.to_bytes(&AuthKey::new(&[3; 32]));
-    let d = Datagram {
-        socket: mesh,
-        src: addr("192.0.2.1:40000"),
-        payload: &old,
-    };
     let answered = net.view(1).counters().previous_key;
-    net.nodes[1].plane.handle_input(now, Input::Datagram(d));
+    net.mesh_receives(1, addr("192.0.2.1:40000"), &old);
     net.drain(1);
     // Just data now: delivered unchanged, not answered.
     assert_eq!(
