@@ -44,7 +44,8 @@ enum Command {
     },
     /// Validates a configuration file and shows what the node would use:
     /// uplinks, services, and the ingress address of every association
-    /// (assigning and keeping new ones in the data directory).
+    /// (assigning and keeping new ones in the data directory); warns of an
+    /// ingress range among the system's ephemeral ports.
     Check {
         /// The node configuration file.
         #[arg(long, short, value_name = "FILE")]
