@@ -8,6 +8,7 @@ pub mod machine;
 pub mod reflector;
 pub mod registry;
 mod relay_place;
+pub mod replica;
 mod throttle;
 
 #[cfg(test)]

@@ -101,14 +101,15 @@ fn relay_receive_seeds_are_in_the_corpus() {
     }
 }
 
-/// The seeds of the relay-hosting messages (`seed-48` … `seed-52`) decode
-/// to those messages, so the fuzzer starts from inside their bodies.
+/// The seeds of the relay-hosting messages (`seed-48` … `seed-52`) and of
+/// a replicated-log append (`seed-53`) decode to those messages, so the
+/// fuzzer starts from inside their bodies.
 #[test]
 fn relay_hosting_message_seeds_decode() {
     use transitloom_proto_core::control::msg::{FrameDecoder, Message};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/control_message");
     let mut names = Vec::new();
-    for n in 48..=52 {
+    for n in 48..=53 {
         let data = std::fs::read(dir.join(format!("seed-{n}"))).expect("seed");
         let mut decoder = FrameDecoder::new();
         decoder.push(&data[1..]);
@@ -122,7 +123,8 @@ fn relay_hosting_message_seeds_decode() {
             "RelayAllocate",
             "RelayOpened",
             "RelayRelease",
-            "RelayAllocation"
+            "RelayAllocation",
+            "Raft"
         ]
     );
 }

@@ -49,6 +49,7 @@
 //! | `0x1a` | `RelayOpened` | relaying node → coordinator |
 //! | `0x1b` | `RelayRelease` | coordinator → relaying node or end; relaying node → coordinator |
 //! | `0x1c` | `RelayHostRefused` | coordinator → node that offered relaying |
+//! | `0x30` | `Raft` | coordinator ↔ coordinator (the replicated operation log, [`RaftMessage`]) |
 //! | `0x20` | `Keepalive` | both ways |
 //! | `0x21` | `KeepaliveAck` | both ways |
 //! | `0x40` | `AdminRequest` | `tlctl` → coordinator |
@@ -73,6 +74,7 @@ mod body;
 mod frame;
 mod node;
 mod prim;
+mod raft;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -88,6 +90,9 @@ pub use node::{
     WithdrawReason, MAX_CANDIDATES, MAX_PEERS, MAX_SERVICES,
 };
 pub use prim::{Name, PeerRef, MAX_NAME_LEN};
+pub use raft::{
+    RaftEntry, RaftMessage, MAX_RAFT_CONTEXT, MAX_RAFT_DATA, MAX_RAFT_ENTRIES, MAX_RAFT_KIND,
+};
 
 use crate::id::{AssocId, NodeId};
 use crate::wire::KEY_LEN;
@@ -405,6 +410,9 @@ pub enum Message {
         /// Details (at most [`MAX_REASON_LEN`] bytes).
         reason: String,
     },
+    /// One message of the consensus engine between two coordinators
+    /// replicating the operation log (DESIGN §4).
+    Raft(RaftMessage),
     /// Liveness probe.
     Keepalive {
         /// Echoed in the ack.

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::admin::AdminResult;
 use super::prim::{list_len, name_len, text_len, Codec, Reader, Writer};
+use super::raft::RaftMessage;
 use super::{
     AdminCommand, Message, MsgError, RejectCode, RelaySite, WithdrawReason, LEN_PREFIX,
     MAX_CANDIDATES, MAX_CHAIN, MAX_DER_LEN, MAX_REASON_LEN, MAX_REFLECTORS, MAX_SERVICES,
@@ -34,6 +35,7 @@ const RELAY_ALLOCATE: u8 = 0x19;
 const RELAY_OPENED: u8 = 0x1a;
 const RELAY_RELEASE: u8 = 0x1b;
 const RELAY_HOST_REFUSED: u8 = 0x1c;
+const RAFT: u8 = 0x30;
 const KEEPALIVE: u8 = 0x20;
 const KEEPALIVE_ACK: u8 = 0x21;
 const ADMIN_REQUEST: u8 = 0x40;
@@ -65,6 +67,7 @@ impl Message {
             Self::RelayOpened { .. } => RELAY_OPENED,
             Self::RelayRelease { .. } => RELAY_RELEASE,
             Self::RelayHostRefused { .. } => RELAY_HOST_REFUSED,
+            Self::Raft(_) => RAFT,
             Self::Keepalive { .. } => KEEPALIVE,
             Self::KeepaliveAck { .. } => KEEPALIVE_ACK,
             Self::AdminRequest { .. } => ADMIN_REQUEST,
@@ -97,6 +100,7 @@ impl Message {
             Self::RelayRelease { .. } => "RelayRelease",
             Self::RelayHostRefused { .. } => "RelayHostRefused",
             Self::Revoked { .. } => "Revoked",
+            Self::Raft(_) => "Raft",
             Self::Keepalive { .. } => "Keepalive",
             Self::KeepaliveAck { .. } => "KeepaliveAck",
             Self::AdminRequest { .. } => "AdminRequest",
@@ -139,6 +143,7 @@ impl Message {
             Self::RelayHostRefused { .. } => ADDR_LEN,
             Self::Revoked { reason } => text_len(reason.as_bytes()),
             Self::Reflectors { extra } => 2 + extra.len() * ADDR_LEN,
+            Self::Raft(m) => m.wire_len(),
             Self::Keepalive { .. } | Self::KeepaliveAck { .. } => 8,
             Self::AdminRequest { command, .. } => 4 + command.wire_len(),
             Self::AdminResponse { result, .. } => 4 + result.wire_len(),
@@ -275,6 +280,7 @@ impl Message {
                     Ok(())
                 })?;
             }
+            Self::Raft(m) => m.put(w)?,
             Self::Keepalive { seq } | Self::KeepaliveAck { seq } => w.u64(*seq),
             Self::AdminRequest {
                 request_id,
@@ -394,6 +400,7 @@ impl Message {
                     r.addr("Reflectors.extra")
                 })?,
             },
+            RAFT => Self::Raft(RaftMessage::take(r)?),
             KEEPALIVE => Self::Keepalive {
                 seq: r.u64("Keepalive.seq")?,
             },
@@ -435,6 +442,7 @@ impl Message {
                 | RELAY_ALLOCATION
                 | REVOKED
                 | REFLECTORS
+                | RAFT
                 | RELAY_HOST_OFFER
                 | RELAY_ALLOCATE
                 | RELAY_OPENED

@@ -381,6 +381,37 @@ fn each_malformation_has_its_error() {
             "",
         ),
         (
+            "raft message of an unknown kind",
+            frame(0x30, &[19]),
+            MsgError::UnknownCode {
+                kind: "raft message kind",
+                value: 19,
+            },
+            "",
+        ),
+        (
+            "raft entry cut inside its data",
+            {
+                let mut bytes = to_bytes(&Message::Raft(RaftMessage {
+                    entries: vec![RaftEntry {
+                        data: Bytes::from_static(b"abcd"),
+                        ..RaftEntry::default()
+                    }],
+                    ..RaftMessage::default()
+                }));
+                // Drop the entry's context length and the last data byte,
+                // then fix the frame length.
+                bytes.truncate(bytes.len() - 3);
+                let len = u32::try_from(bytes.len() - 4).unwrap();
+                bytes[..4].copy_from_slice(&len.to_be_bytes());
+                bytes
+            },
+            MsgError::Truncated {
+                field: "RaftEntry.data",
+            },
+            "",
+        ),
+        (
             "relay release with trailing bytes",
             frame(0x1b, &[0; 17]),
             MsgError::TrailingBytes {

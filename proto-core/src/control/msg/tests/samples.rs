@@ -137,6 +137,34 @@ pub(super) fn samples() -> Vec<Message> {
         },
         Message::Keepalive { seq: 1 },
         Message::KeepaliveAck { seq: 1 },
+        Message::Raft(RaftMessage {
+            kind: 3,
+            to: 2,
+            from: 1,
+            term: 4,
+            log_term: 4,
+            index: 17,
+            entries: vec![
+                RaftEntry {
+                    term: 4,
+                    index: 18,
+                    data: Bytes::from_static(b"\x04op"),
+                    context: Bytes::from_static(&[0, 0, 0, 1, 0, 0, 0, 9]),
+                },
+                RaftEntry {
+                    term: 4,
+                    index: 19,
+                    ..RaftEntry::default()
+                },
+            ],
+            commit: 17,
+            commit_term: 4,
+            reject: true,
+            reject_hint: 12,
+            request_snapshot: 0,
+            priority: -1,
+            context: Bytes::from_static(b"campaign"),
+        }),
         admin(AdminCommand::Invite {
             node: name("delta"),
             admit: true,

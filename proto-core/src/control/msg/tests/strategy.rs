@@ -263,6 +263,7 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
         prop::collection::vec(addr(), 0..=MAX_REFLECTORS)
             .prop_map(|extra| Message::Reflectors { extra })
             .boxed(),
+        raft_message().prop_map(Message::Raft).boxed(),
         any::<u64>()
             .prop_map(|seq| Message::Keepalive { seq })
             .boxed(),
@@ -279,4 +280,48 @@ pub(super) fn message() -> impl Strategy<Value = Message> {
             .prop_map(|(request_id, result)| Message::AdminResponse { request_id, result })
             .boxed(),
     ])
+}
+
+fn raft_entry() -> impl Strategy<Value = RaftEntry> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        blob(MAX_RAFT_DATA),
+        blob(MAX_RAFT_CONTEXT),
+    )
+        .prop_map(|(term, index, data, context)| RaftEntry {
+            term,
+            index,
+            data,
+            context,
+        })
+}
+
+fn raft_message() -> impl Strategy<Value = RaftMessage> {
+    (
+        (0..=MAX_RAFT_KIND, any::<[u64; 7]>(), any::<bool>()),
+        (any::<u64>(), any::<u64>(), any::<i64>()),
+        blob(MAX_RAFT_CONTEXT),
+        prop::collection::vec(raft_entry(), 0..4),
+    )
+        .prop_map(
+            |((kind, n, reject), (reject_hint, request_snapshot, priority), context, entries)| {
+                RaftMessage {
+                    kind,
+                    to: n[0],
+                    from: n[1],
+                    term: n[2],
+                    log_term: n[3],
+                    index: n[4],
+                    entries,
+                    commit: n[5],
+                    commit_term: n[6],
+                    reject,
+                    reject_hint,
+                    request_snapshot,
+                    priority,
+                    context,
+                }
+            },
+        )
 }
