@@ -18,6 +18,7 @@ use super::lapse::Lapses;
 use super::reflector;
 use super::registry::{Admission, Op, Registry, RegistryError, ServiceRef};
 use super::relay_place::Relays;
+use super::replica::{HardState, LogEntry};
 use super::throttle::{HandshakeBudget, HandshakeLimit};
 use crate::control::msg::{
     self, AdminCommand, AdminError, AdminReply, AdmissionState, FrameDecoder, Message, Mode, Name,
@@ -47,12 +48,16 @@ pub use super::assoc::{
 };
 pub use issue::{DEFAULT_NODE_CERT_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S};
 
+mod cluster;
 mod edge;
 mod issue;
 mod lifecycle;
 mod punch;
 mod relaying;
 
+pub use cluster::{
+    Applied, AppliedLog, ClusterConfig, ClusterCounters, ClusterPeer, ClusterStatus, Tag, RETRY,
+};
 pub use punch::{PUNCH_LEAD_MAX, PUNCH_LEAD_MIN};
 pub use relaying::RelayPlacement;
 
@@ -87,8 +92,19 @@ pub struct CoordinatorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CoordinatorEvent {
-    /// Make this operation durable, then call [`Coordinator::committed`].
+    /// Make this operation durable, then call [`Coordinator::committed`]
+    /// (a lone coordinator).
     Append(Op),
+    /// Make this part of the replicated log durable, then call
+    /// [`Coordinator::persisted`] (a coordinator of a cluster): the hard
+    /// state, if any, and the entries, which replace every stored entry
+    /// from the first one's index on.
+    Persist {
+        /// The new hard state.
+        hard_state: Option<HardState>,
+        /// Entries to store.
+        entries: Vec<LogEntry>,
+    },
     /// A session was refused or ended by the coordinator, with the reason.
     Refused {
         /// The peer.
@@ -166,6 +182,8 @@ enum Peer {
     },
     /// An admin certificate.
     Admin { name: String },
+    /// Another coordinator of the cluster (its server certificate).
+    Coordinator { name: String },
 }
 
 #[derive(Debug)]
@@ -183,7 +201,17 @@ struct AdmittedNode {
     fingerprint: [u8; 32],
 }
 
-/// A log write waiting to become durable, and whom to answer after.
+/// A write of this coordinator's that waits to be durable (a lone
+/// coordinator) or committed (a cluster), and whom to answer after.
+#[derive(Debug)]
+struct Write {
+    op: Op,
+    waiting: Waiting,
+    /// Its proposal's nonce (a cluster; 0 for a lone coordinator).
+    nonce: u64,
+}
+
+/// Whom to answer once a write is in the log.
 #[derive(Debug)]
 enum Waiting {
     Enroll {
@@ -215,7 +243,7 @@ pub struct Coordinator {
     online: BTreeMap<String, SessionId>,
     services: BTreeMap<String, Vec<ServiceDecl>>,
     assocs: AssocTable,
-    waiting: VecDeque<(Op, Waiting)>,
+    waiting: VecDeque<Write>,
     outputs: VecDeque<Output<CoordinatorEvent>>,
     bound: bool,
     /// Where the TCP listener listens, once it does.
@@ -230,6 +258,8 @@ pub struct Coordinator {
     /// Where relay allocations live: its own relay, if it hosts one, and
     /// the nodes that offered relaying.
     relays: Relays,
+    /// The other coordinators and the replicated log, when there are any.
+    cluster: Option<cluster::Cluster>,
 }
 
 /// A reflector socket besides the control socket.
@@ -318,6 +348,7 @@ impl Coordinator {
             node_cert_lifetime_s: DEFAULT_NODE_CERT_LIFETIME_S,
             reflectors: Vec::new(),
             relays: Relays::default(),
+            cluster: None,
         };
         Ok(coordinator)
     }
@@ -367,7 +398,7 @@ impl Coordinator {
     /// The oldest pending [`CoordinatorEvent::Append`] is durable: apply it
     /// and answer whoever asked.
     pub fn committed(&mut self, now: Instant) {
-        let Some((op, waiting)) = self.waiting.pop_front() else {
+        let Some(Write { op, waiting, .. }) = self.waiting.pop_front() else {
             return;
         };
         if let Err(err) = self.registry.apply(&op) {
@@ -375,9 +406,16 @@ impl Coordinator {
             // make it fail, and there is none (one writer).
             tracing::error!(?op, %err, "a committed operation did not apply");
         }
+        self.answer(now, &op, Some(waiting));
+        self.after_change(now, &op);
+        self.flush(now);
+    }
+
+    /// Answers whoever asked for `op`, now applied.
+    fn answer(&mut self, now: Instant, op: &Op, waiting: Option<Waiting>) {
         match waiting {
-            Waiting::Enroll { conn, chain } => {
-                let node_id = match &op {
+            Some(Waiting::Enroll { conn, chain }) => {
+                let node_id = match op {
                     Op::Enroll { node, .. } => self.registry.node(node).map(|n| n.id),
                     _ => None,
                 };
@@ -393,20 +431,20 @@ impl Coordinator {
                     );
                 }
             }
-            Waiting::Renew { conn, chain } => {
+            Some(Waiting::Renew { conn, chain }) => {
                 self.counters.renewed += 1;
-                if let Op::Renew { node, .. } = &op {
+                if let Op::Renew { node, .. } = op {
                     tracing::info!(%node, "node certificate renewed");
                 }
                 self.send(now, conn, &Message::Renewed { chain_der: chain });
             }
-            Waiting::Admin {
+            Some(Waiting::Admin {
                 conn,
                 request_id,
                 reply,
-            } => {
+            }) => {
                 // A created association's id is known once it is applied.
-                let reply = match &op {
+                let reply = match op {
                     Op::AssocCreate { a, b } => self
                         .registry
                         .assoc_between(a, b)
@@ -422,10 +460,8 @@ impl Coordinator {
                     },
                 );
             }
-            Waiting::Own => {}
+            Some(Waiting::Own) | None => {}
         }
-        self.after_change(now, &op);
-        self.flush(now);
     }
 
     /// Checks `op` against the registry as it will be once every write
@@ -436,8 +472,8 @@ impl Coordinator {
             return self.registry.check(op, now_unix_s);
         }
         let mut projected = self.registry.clone();
-        for (pending, _) in &self.waiting {
-            projected.apply(pending)?;
+        for pending in &self.waiting {
+            projected.apply(&pending.op)?;
         }
         projected.check(op, now_unix_s)
     }
@@ -445,12 +481,23 @@ impl Coordinator {
     /// Writes `op` as an admin command would (tests drive revocations
     /// without an admin session).
     #[cfg(test)]
-    pub(crate) fn append_for_test(&mut self, op: Op) {
-        self.append(op, Waiting::Own);
+    pub(crate) fn append_for_test(&mut self, now: Instant, op: Op) {
+        self.append(now, op, Waiting::Own);
     }
 
-    fn append(&mut self, op: Op, waiting: Waiting) {
-        self.waiting.push_back((op.clone(), waiting));
+    /// Writes `op`: to the driver for a lone coordinator, as a proposal to
+    /// the cluster otherwise; `waiting` is answered once it is in.
+    fn append(&mut self, now: Instant, op: Op, waiting: Waiting) {
+        if self.cluster.is_some() {
+            let nonce = self.propose(now, &op);
+            self.waiting.push_back(Write { op, waiting, nonce });
+            return;
+        }
+        self.waiting.push_back(Write {
+            op: op.clone(),
+            waiting,
+            nonce: 0,
+        });
         self.outputs
             .push_back(Output::Event(CoordinatorEvent::Append(op)));
     }
@@ -690,6 +737,14 @@ impl Coordinator {
     fn flush(&mut self, now: Instant) {
         while let Some(event) = self.transport.poll_event() {
             match event {
+                ControlEvent::Connected { session, .. }
+                    if self.cluster_session_event(session, Some(true)) => {}
+                ControlEvent::Closed { session, .. }
+                    if self.cluster_session_event(session, None) => {}
+                ControlEvent::Received { session, .. } if self.dialled_peer(session) => {
+                    // A peer answers on what it dialled, never on this.
+                    tracing::debug!(%session, "bytes from a peer on a dialled session ignored");
+                }
                 ControlEvent::Connected {
                     session,
                     carrier,
@@ -752,6 +807,11 @@ impl Coordinator {
                 } else if let Ok(name) = pki::role_name_of(leaf, Role::Admin) {
                     self.counters.sessions_admin += 1;
                     Peer::Admin { name }
+                } else if let Some(name) = pki::role_name_of(leaf, Role::Coordinator)
+                    .ok()
+                    .filter(|name| self.peer_id(name).is_some())
+                {
+                    Peer::Coordinator { name }
                 } else {
                     self.sessions.insert(
                         conn,
@@ -765,7 +825,7 @@ impl Coordinator {
                         now,
                         conn,
                         RejectCode::BadCertificate,
-                        "neither a node nor an admin certificate".to_owned(),
+                        "neither a node, an admin nor a peer coordinator certificate".to_owned(),
                     );
                     return;
                 }
@@ -854,6 +914,11 @@ impl Coordinator {
                 let name = name.clone();
                 let seen = session.remote.ip();
                 self.on_relay_message(now, &name, seen, message);
+            }
+            (Peer::Coordinator { name }, Message::Raft(message)) => {
+                if let Some(id) = self.peer_id(name) {
+                    self.on_raft(now, id, &message);
+                }
             }
             // Any session may probe liveness: a TCP session's transport
             // writes keepalives on its own, before a hello or in an admin
@@ -1218,6 +1283,7 @@ impl Coordinator {
         match planned {
             Ok((op, reply)) => match self.check_after_pending(&op, unix) {
                 Ok(()) => self.append(
+                    now,
                     op,
                     Waiting::Admin {
                         conn,
@@ -1381,6 +1447,7 @@ impl StateMachine for Coordinator {
         self.expire_tokens(now);
         self.rekey_due(now);
         self.retire_relays(now);
+        self.cluster_timeout(now);
         self.flush(now);
     }
 
@@ -1393,9 +1460,17 @@ impl StateMachine for Coordinator {
         let relay = self.relays.own.as_ref().and_then(|h| h.poll_timeout());
         let rekey = self.next_rekey_unix_s().map(|at| self.instant_of(at));
         let retire = self.next_relay_retire();
-        [self.transport.poll_timeout(), lapse, relay, rekey, retire]
-            .into_iter()
-            .flatten()
-            .min()
+        let cluster = self.next_cluster_timeout();
+        [
+            self.transport.poll_timeout(),
+            lapse,
+            relay,
+            rekey,
+            retire,
+            cluster,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::disallowed_methods)] // rcgen key and CSR helpers, tests only
 
+mod cluster;
 mod enrollment;
 mod lifecycle;
 mod renewal;

@@ -132,7 +132,7 @@ fn leaf_params(
     terms: &CertTerms<'_>,
     unit: &str,
     sans: Vec<SanType>,
-    usage: ExtendedKeyUsagePurpose,
+    usage: &[ExtendedKeyUsagePurpose],
 ) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     terms.apply(&mut params)?;
@@ -140,7 +140,7 @@ fn leaf_params(
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usage.to_vec();
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
@@ -245,7 +245,8 @@ pub fn sign_coordinator_intermediate(
 }
 
 /// A coordinator's TLS server certificate, signed by its intermediate: SANs
-/// `NAME` and `NAME.coordinator.transitloom`, server auth.
+/// `NAME` and `NAME.coordinator.transitloom`, server and client auth (it dials
+/// the other coordinators of its cluster with it).
 ///
 /// # Errors
 /// A bad coordinator name, issuer certificate or key, or validity.
@@ -262,11 +263,16 @@ pub fn sign_coordinator_server(
         dns(name.to_owned())?,
         dns(naming::coordinator_dns_name(name))?,
     ];
+    // Client auth too: coordinators of one cluster dial each other with
+    // their server certificates (DESIGN §4, the replicated log).
     let params = leaf_params(
         terms,
         "coordinator",
         sans,
-        ExtendedKeyUsagePurpose::ServerAuth,
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     )?;
     sign(&params, subject, &issuer)
 }
@@ -286,7 +292,7 @@ pub fn sign_admin(
     naming::validate_admin_name(name).map_err(invalid_name(name))?;
     let issuer = issuer(root_cert_der, root_key_pkcs8)?;
     let sans = vec![dns(naming::admin_dns_name(name))?];
-    let params = leaf_params(terms, "admin", sans, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let params = leaf_params(terms, "admin", sans, &[ExtendedKeyUsagePurpose::ClientAuth])?;
     sign(&params, subject, &issuer)
 }
 
@@ -305,7 +311,7 @@ pub fn sign_node(
     naming::validate_node_name(name).map_err(invalid_name(name))?;
     let issuer = issuer(intermediate_cert_der, intermediate_key_pkcs8)?;
     let sans = vec![dns(naming::node_dns_name(name))?];
-    let params = leaf_params(terms, "node", sans, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let params = leaf_params(terms, "node", sans, &[ExtendedKeyUsagePurpose::ClientAuth])?;
     sign(&params, subject, &issuer)
 }
 
@@ -363,7 +369,7 @@ pub fn sign_node_csr_for(
         validity_days: 1,
         serial,
     };
-    let mut params = leaf_params(&terms, "node", sans, ExtendedKeyUsagePurpose::ClientAuth)?;
+    let mut params = leaf_params(&terms, "node", sans, &[ExtendedKeyUsagePurpose::ClientAuth])?;
     apply_window(&mut params, not_before_unix_s, lifetime_s, serial)?;
     sign(&params, &key, &issuer)
 }

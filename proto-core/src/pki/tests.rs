@@ -321,8 +321,17 @@ fn role_identities_are_read_from_the_sans() {
         sign_coordinator_server(&ca.inter_cert, &ca.inter_key, &public, &terms("coord-1", 6))
             .unwrap();
     assert_eq!(role_name_of(&server, Role::Coordinator).unwrap(), "coord-1");
-    // Server auth only: it can never pass as a client.
-    assert!(verify_client(&ca.root_cert, &[&server, &ca.inter_cert], T0 + DAY).is_err());
+    // Client auth too (coordinators of a cluster dial each other), but it
+    // names a coordinator: never a node or an admin.
+    verify_client(&ca.root_cert, &[&server, &ca.inter_cert], T0 + DAY).unwrap();
+    assert!(matches!(
+        node_name_of(&server),
+        Err(PkiError::NoIdentity { .. })
+    ));
+    assert!(matches!(
+        admin_name_of(&server),
+        Err(PkiError::NoIdentity { .. })
+    ));
 
     assert_eq!(
         ed25519_public_key(&ca.inter_cert).unwrap(),

@@ -161,7 +161,7 @@ impl Coordinator {
             };
             return self.refuse(now, conn, code, err.to_string());
         }
-        self.append(op, Waiting::Enroll { conn, chain });
+        self.append(now, op, Waiting::Enroll { conn, chain });
     }
 
     /// The join token was used, by this node's enrollment: if `csr` is for
@@ -299,7 +299,7 @@ impl Coordinator {
         {
             *renewed = true;
         }
-        self.append(op, Waiting::Renew { conn, chain });
+        self.append(now, op, Waiting::Renew { conn, chain });
     }
 
     fn refuse_renewal(&mut self, now: Instant, conn: SessionId, code: RejectCode, reason: String) {

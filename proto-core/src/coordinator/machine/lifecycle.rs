@@ -56,7 +56,7 @@ impl Coordinator {
         let waiting = self
             .waiting
             .iter()
-            .filter_map(|(op, _)| match op {
+            .filter_map(|w| match &w.op {
                 Op::AssocKey { assoc, epoch, .. } if *assoc == id => Some(*epoch),
                 _ => None,
             })
@@ -76,13 +76,13 @@ impl Coordinator {
     fn append_own(&mut self, now: Instant, op: Op) {
         let unix = now_unix_s(&self.config.wall_clock, now);
         match self.check_after_pending(&op, unix) {
-            Ok(()) => self.append(op, Waiting::Own),
+            Ok(()) => self.append(now, op, Waiting::Own),
             Err(err) => tracing::debug!(?op, %err, "association write skipped"),
         }
     }
 
     fn form_pending(&self, ends: &Ends) -> bool {
-        self.waiting.iter().any(|(op, _)| match op {
+        self.waiting.iter().any(|w| match &w.op {
             Op::AssocForm { a, b } => (a, b) == (&ends.0, &ends.1),
             _ => false,
         })
@@ -91,7 +91,7 @@ impl Coordinator {
     fn key_pending(&self, id: AssocId) -> bool {
         self.waiting
             .iter()
-            .any(|(op, _)| matches!(op, Op::AssocKey { assoc, .. } if *assoc == id))
+            .any(|w| matches!(&w.op, Op::AssocKey { assoc, .. } if *assoc == id))
     }
 
     /// A key was committed: a live association's ends get it now (the

@@ -176,9 +176,13 @@ fn revoking_the_relay_node_moves_the_association_to_the_coordinator_relay() {
         mesh.coordinator.relay_placements()[0].node.as_deref(),
         Some("gamma")
     );
-    mesh.coordinator.append_for_test(Op::Revoke {
-        node: "gamma".to_owned(),
-    });
+    let now = mesh.now;
+    mesh.coordinator.append_for_test(
+        now,
+        Op::Revoke {
+            node: "gamma".to_owned(),
+        },
+    );
     mesh.run(Duration::from_millis(200));
     // The revoked relay dropped everything at once and forwards nothing.
     assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
@@ -210,9 +214,13 @@ fn revoking_an_end_releases_the_allocation_at_the_relay_node_at_once() {
     let mut mesh = relayed_mesh();
     assert!(carries(&mut mesh, 3));
     assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 1);
-    mesh.coordinator.append_for_test(Op::Revoke {
-        node: "beta".to_owned(),
-    });
+    let now = mesh.now;
+    mesh.coordinator.append_for_test(
+        now,
+        Op::Revoke {
+            node: "beta".to_owned(),
+        },
+    );
     // One control message away, not an idle expiry.
     mesh.run(Duration::from_millis(100));
     assert_eq!(mesh.hosts[2].node.relay().unwrap().allocations().count(), 0);
