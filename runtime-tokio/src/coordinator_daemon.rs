@@ -16,6 +16,7 @@
 //! `[relay] data = true` it also relays for its nodes: one port per
 //! association, from `[relay] port_range`.
 
+mod cluster;
 pub mod config;
 pub mod pki;
 pub mod status;
@@ -44,6 +45,7 @@ pub use config::CoordinatorSettings;
 pub use pki::CoordinatorPki;
 
 use crate::oplog::{OpLog, OpLogError};
+use crate::raft_store::RaftStore;
 use crate::{wall_clock_now, TokioDriver};
 
 /// How often the status pages are rebuilt while nothing is written.
@@ -100,12 +102,28 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
     let pki = CoordinatorPki::load(settings)?;
     create_data_dir(&settings.data_dir)?;
     let oplog = OpLog::open(&settings.oplog_path())?;
-    let registry = oplog.replay()?;
-    tracing::info!(
-        path = %settings.oplog_path().display(),
-        operations = registry.applied(),
-        "operation log replayed"
-    );
+    let cluster = match &settings.cluster {
+        Some(cluster) => Some(cluster::open(
+            settings,
+            cluster,
+            &pki,
+            &oplog,
+            os_seeded()?,
+        )?),
+        None => None,
+    };
+    let registry = match &cluster {
+        Some(opened) => opened.applied.registry.clone(),
+        None => {
+            let registry = oplog.replay()?;
+            tracing::info!(
+                path = %settings.oplog_path().display(),
+                operations = registry.applied(),
+                "operation log replayed"
+            );
+            registry
+        }
+    };
     let config = CoordinatorConfig {
         name: settings.name.clone(),
         listen: settings.listen,
@@ -139,11 +157,23 @@ pub fn serve(settings: &CoordinatorSettings) -> Result<(), DaemonError> {
         });
     }
     coordinator.set_assoc_key_lifetime(settings.assoc_key_lifetime_s);
+    let log = match cluster {
+        Some(opened) => Log::Replicated(opened.join(&mut coordinator)),
+        None => Log::Alone(oplog),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| DaemonError::Start(format!("tokio runtime: {e}")))?;
-    runtime.block_on(run(settings, coordinator, oplog))
+    runtime.block_on(run(settings, coordinator, log))
+}
+
+/// Where the coordinator's writes become durable.
+enum Log {
+    /// Its own operation log (no `[cluster]`).
+    Alone(OpLog),
+    /// Its replica of the cluster's log.
+    Replicated(RaftStore),
 }
 
 fn create_data_dir(path: &Path) -> Result<(), DaemonError> {
@@ -174,7 +204,7 @@ fn os_seeded() -> Result<Drbg, DaemonError> {
 async fn run(
     settings: &CoordinatorSettings,
     coordinator: Coordinator,
-    mut oplog: OpLog,
+    mut log: Log,
 ) -> Result<(), DaemonError> {
     let signals = |kind| signal(kind).map_err(|e| DaemonError::Start(format!("signals: {e}")));
     let mut terminate = signals(SignalKind::terminate())?;
@@ -236,7 +266,7 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = Instant::now();
     loop {
-        let wrote = commit(&mut driver, &mut oplog, &mut events)?;
+        let wrote = commit(&mut driver, &mut log, &mut events)?;
         if wrote || published.elapsed() >= PUBLISH_EVERY {
             publish(&driver, &place, started, &pages);
             published = Instant::now();
@@ -265,13 +295,13 @@ async fn run(
 /// then committed. Returns whether anything was written.
 fn commit(
     driver: &mut TokioDriver<Coordinator>,
-    oplog: &mut OpLog,
+    log: &mut Log,
     events: &mut Vec<CoordinatorEvent>,
 ) -> Result<bool, DaemonError> {
     let mut wrote = false;
     for event in events.drain(..) {
-        match event {
-            CoordinatorEvent::Append(op) => {
+        match (event, &mut *log) {
+            (CoordinatorEvent::Append(op), Log::Alone(oplog)) => {
                 // The machine checked the write against every write still
                 // pending, so it applies: make it durable, then commit.
                 let seq = oplog.append(&op)?;
@@ -279,15 +309,35 @@ fn commit(
                 wrote = true;
                 driver.machine_mut().committed(Instant::now());
             }
-            CoordinatorEvent::NodeOnline(node) => tracing::info!(%node, "node online"),
-            CoordinatorEvent::NodeOffline(node) => tracing::info!(%node, "node offline"),
-            CoordinatorEvent::Refused { remote, code, .. } => {
-                tracing::debug!(%remote, code = code.as_str(), "refusal sent");
+            (
+                CoordinatorEvent::Persist {
+                    hard_state,
+                    entries,
+                },
+                Log::Replicated(store),
+            ) => {
+                // Votes and acknowledgements leave only after this.
+                store
+                    .persist(hard_state, &entries)
+                    .map_err(|e| DaemonError::Start(e.to_string()))?;
+                wrote = true;
+                driver.machine_mut().persisted(Instant::now());
             }
-            other => tracing::debug!(?other, "coordinator event"),
+            (event, _) => log_event(event),
         }
     }
     Ok(wrote)
+}
+
+fn log_event(event: CoordinatorEvent) {
+    match event {
+        CoordinatorEvent::NodeOnline(node) => tracing::info!(%node, "node online"),
+        CoordinatorEvent::NodeOffline(node) => tracing::info!(%node, "node offline"),
+        CoordinatorEvent::Refused { remote, code, .. } => {
+            tracing::debug!(%remote, code = code.as_str(), "refusal sent");
+        }
+        other => tracing::debug!(?other, "coordinator event"),
+    }
 }
 
 fn describe(op: &Op) -> String {

@@ -58,4 +58,5 @@ pub mod admin_session;
 pub mod coordinator_daemon;
 pub mod oplog;
 pub mod pki_files;
+pub mod raft_store;
 pub mod root_authority;

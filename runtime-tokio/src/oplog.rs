@@ -113,6 +113,23 @@ impl OpLog {
         Ok(seq)
     }
 
+    /// Every record, decoded, in order.
+    ///
+    /// # Errors
+    /// When the store cannot be read or a record is corrupt.
+    pub fn replay_ops(&self) -> Result<Vec<Op>, OpLogError> {
+        self.records()?
+            .into_iter()
+            .map(|(seq, bytes)| {
+                Op::decode(&bytes).map_err(|source| OpLogError::Corrupt {
+                    path: self.path.clone(),
+                    seq,
+                    source,
+                })
+            })
+            .collect()
+    }
+
     /// Rebuilds the registry by applying every record in order.
     ///
     /// # Errors

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use rustls::client::Resumption;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 pub(crate) use inputs::lent_unix_time;
 pub use inputs::{LentTlsInputs, TlsInputs};
@@ -173,6 +173,33 @@ pub fn client_config(
     config.resumption = Resumption::disabled();
     config.enable_early_data = false;
     Ok(Arc::new(config))
+}
+
+/// Checks that `identity` would pass as a client certificate against
+/// `root` at `at_unix_s`: a coordinator's server certificate must, to dial
+/// the other coordinators of its cluster.
+///
+/// # Errors
+/// [`TlsConfigError::Rustls`] with rustls's reason (a certificate without
+/// client auth, of another root, or expired); [`TlsConfigError::BadRoot`].
+pub fn check_client_identity(
+    root: &CertificateDer<'_>,
+    identity: &TlsIdentity,
+    at_unix_s: u64,
+) -> Result<(), TlsConfigError> {
+    let provider = Arc::new(control_plane_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(root_store(root)?, provider)
+        .build()
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let (leaf, intermediates) = identity
+        .chain
+        .split_first()
+        .ok_or(TlsConfigError::EmptyChain)?;
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at_unix_s));
+    verifier
+        .verify_client_cert(leaf, intermediates, now)
+        .map(|_| ())
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))
 }
 
 /// SHA-256 of a certificate's DER encoding: how admission tokens and status

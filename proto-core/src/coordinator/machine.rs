@@ -473,7 +473,9 @@ impl Coordinator {
         }
         let mut projected = self.registry.clone();
         for pending in &self.waiting {
-            projected.apply(&pending.op)?;
+            // In a cluster a pending write may no longer apply (a peer's
+            // came first); it will be skipped at commit, so skip it here.
+            let _ = projected.apply(&pending.op);
         }
         projected.check(op, now_unix_s)
     }
@@ -737,8 +739,11 @@ impl Coordinator {
     fn flush(&mut self, now: Instant) {
         while let Some(event) = self.transport.poll_event() {
             match event {
-                ControlEvent::Connected { session, .. }
-                    if self.cluster_session_event(session, Some(true)) => {}
+                ControlEvent::Connected {
+                    session,
+                    ref peer_chain,
+                    ..
+                } if self.cluster_session_event(session, Some(peer_chain)) => {}
                 ControlEvent::Closed { session, .. }
                     if self.cluster_session_event(session, None) => {}
                 ControlEvent::Received { session, .. } if self.dialled_peer(session) => {

@@ -23,6 +23,13 @@
 //! max_allocations = 1024            # allocations in all (1 to 65535, at most port_range's size)
 //! rate_limit_mbps = 1000            # each relayed path, each direction (1 to 100000)
 //! idle_timeout_s = 30               # a silent allocation is released after it (20 to 3600)
+//!
+//! [cluster]                         # optional: several coordinators, one replicated log
+//! id = 1                            # this coordinator's replica id (1 to 65535), unique
+//! [[cluster.peer]]                  # every other coordinator of the cluster
+//! id = 2
+//! name = "coordinator-b"            # the name in its certificate
+//! addr = "192.0.2.12:7443"          # its `listen`
 //! ```
 //!
 //! Relative paths resolve against the configuration file's folder.
@@ -32,8 +39,9 @@ use std::path::{Path, PathBuf};
 
 use transitloom_proto_core::control::msg::MAX_REFLECTORS;
 use transitloom_proto_core::coordinator::machine::{
-    DEFAULT_ASSOC_KEY_LIFETIME_S, DEFAULT_NODE_CERT_LIFETIME_S, MAX_ASSOC_KEY_LIFETIME_S,
-    MAX_NODE_CERT_LIFETIME_S, MIN_ASSOC_KEY_LIFETIME_S, MIN_NODE_CERT_LIFETIME_S,
+    ClusterPeer, DEFAULT_ASSOC_KEY_LIFETIME_S, DEFAULT_NODE_CERT_LIFETIME_S,
+    MAX_ASSOC_KEY_LIFETIME_S, MAX_NODE_CERT_LIFETIME_S, MIN_ASSOC_KEY_LIFETIME_S,
+    MIN_NODE_CERT_LIFETIME_S,
 };
 use transitloom_proto_core::coordinator::HandshakeLimit;
 use transitloom_proto_core::pki::naming;
@@ -93,7 +101,24 @@ pub struct CoordinatorSettings {
     pub assoc_key_lifetime_s: u64,
     /// The relay table.
     pub relay: RelaySettings,
+    /// The other coordinators sharing the log, if any.
+    pub cluster: Option<ClusterSettings>,
 }
+
+/// The `[cluster]` table: this coordinator's replica id and its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This coordinator's replica id.
+    pub id: u64,
+    /// Every other coordinator of the cluster.
+    pub peers: Vec<ClusterPeer>,
+}
+
+/// The highest replica id accepted.
+pub const MAX_REPLICA_ID: u64 = 65_535;
+/// The most peers a cluster takes (a majority of more than seven
+/// coordinators only slows every write).
+pub const MAX_PEERS: usize = 6;
 
 impl CoordinatorSettings {
     /// Reads and validates `file`.
@@ -126,6 +151,11 @@ impl CoordinatorSettings {
     /// The operation log's path.
     pub fn oplog_path(&self) -> PathBuf {
         self.data_dir.join("oplog.redb")
+    }
+
+    /// The replicated log's path (a coordinator of a cluster).
+    pub fn raft_path(&self) -> PathBuf {
+        self.data_dir.join("raft.redb")
     }
 
     /// A [`ConfigError`] about `key` of this file.
@@ -165,6 +195,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         "reflectors",
         "assoc_key_lifetime_s",
         "relay",
+        "cluster",
     ])?;
     let name = root.str("name")?;
     naming::validate_coordinator_name(name)
@@ -241,6 +272,11 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         None => RelaySettings::default(),
     };
 
+    let cluster = match root.opt_table("cluster")? {
+        Some(cluster) => Some(parse_cluster(&cluster, name, listen)?),
+        None => None,
+    };
+
     Ok(CoordinatorSettings {
         file: file.to_owned(),
         name: name.to_owned(),
@@ -255,7 +291,79 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<Coordin
         reflectors,
         assoc_key_lifetime_s,
         relay,
+        cluster,
     })
+}
+
+/// `[cluster]`: an id, and peers with distinct ids, names and addresses,
+/// none of them this coordinator.
+fn parse_cluster(
+    cluster: &Section<'_>,
+    own_name: &str,
+    listen: SocketAddr,
+) -> KeyResult<ClusterSettings> {
+    cluster.only(&["id", "peer"])?;
+    let id = cluster
+        .opt_u64("id", 1, MAX_REPLICA_ID)?
+        .ok_or_else(|| key_error(cluster.key("id"), "missing (required)"))?;
+    let tables = cluster.tables("peer")?;
+    if tables.is_empty() {
+        return Err(key_error(
+            cluster.key("peer"),
+            "no peers: list every other coordinator as a [[cluster.peer]] (or drop [cluster] to run alone)",
+        ));
+    }
+    if tables.len() > MAX_PEERS {
+        return Err(key_error(
+            cluster.key("peer"),
+            format!("{} peers; at most {MAX_PEERS}", tables.len()),
+        ));
+    }
+    let mut peers: Vec<ClusterPeer> = Vec::new();
+    for peer in &tables {
+        peer.only(&["id", "name", "addr"])?;
+        let peer_id = peer
+            .opt_u64("id", 1, MAX_REPLICA_ID)?
+            .ok_or_else(|| key_error(peer.key("id"), "missing (required)"))?;
+        if peer_id == id || peers.iter().any(|p| p.id == peer_id) {
+            return Err(key_error(
+                peer.key("id"),
+                format!("{peer_id} is taken (by this coordinator or another peer)"),
+            ));
+        }
+        let name = peer.str("name")?;
+        naming::validate_coordinator_name(name).map_err(|e| {
+            key_error(
+                peer.key("name"),
+                format!("{name:?} is not a coordinator name: {e}"),
+            )
+        })?;
+        if name == own_name || peers.iter().any(|p| p.name == name) {
+            return Err(key_error(
+                peer.key("name"),
+                format!("{name:?} is listed twice (or is this coordinator's `name`)"),
+            ));
+        }
+        let addr = peer.socket_addr("addr")?;
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(key_error(
+                peer.key("addr"),
+                format!("{addr}: the address this peer listens on, with its port"),
+            ));
+        }
+        if addr == listen || peers.iter().any(|p| p.addr == addr) {
+            return Err(key_error(
+                peer.key("addr"),
+                format!("{addr} is listed twice (or is `listen`)"),
+            ));
+        }
+        peers.push(ClusterPeer {
+            id: peer_id,
+            name: name.to_owned(),
+            addr,
+        });
+    }
+    Ok(ClusterSettings { id, peers })
 }
 
 /// Extra reflector addresses: specific (nodes send to them as written),
@@ -527,5 +635,68 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    const PEERS: &str = "[cluster]\nid = 1\n[[cluster.peer]]\nid = 2\nname = \"coordinator-b\"\naddr = \"192.0.2.12:7443\"\n[[cluster.peer]]\nid = 3\nname = \"coordinator-c\"\naddr = \"192.0.2.13:7443\"\n";
+
+    #[test]
+    fn a_cluster_lists_its_peers() {
+        let dir = fixture();
+        let s = parse_in(dir.path(), &format!("{GOOD}{PEERS}")).unwrap();
+        let cluster = s.cluster.unwrap();
+        assert_eq!(cluster.id, 1);
+        assert_eq!(
+            cluster.peers,
+            vec![
+                ClusterPeer {
+                    id: 2,
+                    name: "coordinator-b".to_owned(),
+                    addr: "192.0.2.12:7443".parse().unwrap(),
+                },
+                ClusterPeer {
+                    id: 3,
+                    name: "coordinator-c".to_owned(),
+                    addr: "192.0.2.13:7443".parse().unwrap(),
+                },
+            ]
+        );
+        assert_eq!(parse_in(dir.path(), GOOD).unwrap().cluster, None);
+    }
+
+    #[test]
+    fn cluster_mistakes_name_the_key() {
+        let dir = fixture();
+        for (edit, key, reason) in [
+            (("id = 1", "id = 0"), "cluster.id", "0"),
+            (("id = 2", "id = 1"), "cluster.peer[0].id", "1 is taken"),
+            (("id = 3", "id = 2"), "cluster.peer[1].id", "2 is taken"),
+            (
+                ("\"coordinator-c\"", "\"coordinator\""),
+                "cluster.peer[1].name",
+                "listed twice",
+            ),
+            (
+                ("192.0.2.13:7443", "192.0.2.12:7443"),
+                "cluster.peer[1].addr",
+                "listed twice",
+            ),
+            (
+                ("192.0.2.13:7443", "127.0.0.1:7443"),
+                "cluster.peer[1].addr",
+                "is `listen`",
+            ),
+            (
+                ("name = \"coordinator-b\"\n", ""),
+                "cluster.peer[0].name",
+                "missing",
+            ),
+        ] {
+            let text = format!("{GOOD}{}", PEERS.replacen(edit.0, edit.1, 1));
+            let err = parse_in(dir.path(), &text).unwrap_err();
+            assert_eq!(err.key, key, "{edit:?}: {err}");
+            assert!(err.reason.contains(reason), "{edit:?}: {err}");
+        }
+        let err = parse_in(dir.path(), &format!("{GOOD}[cluster]\nid = 1\n")).unwrap_err();
+        assert_eq!(err.key, "cluster.peer");
     }
 }

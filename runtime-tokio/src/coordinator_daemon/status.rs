@@ -17,8 +17,19 @@
 //!                 "tokens_granted": 2, "enrollments": 2, "enrollments_repeated": 0,
 //!                 "renewals": 1, "renewals_refused": 0, "assoc_rekeys": 0, "punches": 1,
 //!                 "reflected": 12, "reflect_refused": {} },
-//!   "reflectors": ["203.0.113.6:7443"] }
+//!   "reflectors": ["203.0.113.6:7443"],
+//!   "cluster": { "id": 1, "role": "leader", "leader": 1, "term": 3,
+//!                "commit": 12, "applied": 12, "last_index": 12, "pending": 0,
+//!                "peers": [ { "id": 2, "name": "coordinator-b",
+//!                             "addr": "192.0.2.12:7443", "connected": true } ],
+//!                "counters": { "sent": 40, "received": 38, "dropped": 0,
+//!                              "reproposed": 0, "skipped": 0 } } }
 //! ```
+//!
+//! `cluster` is `null` for a coordinator without `[cluster]`. `pending`
+//! counts this coordinator's writes not yet committed by a majority (they
+//! take effect nowhere until they are); `role` is `leader`, `follower` or
+//! `candidate` (no leader known).
 //!
 //! An association is `installed` when the coordinator has installed it on
 //! both ends; one whose ends are not both admitted and declaring the service
@@ -38,6 +49,7 @@ use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::control::msg::{AssocOrigin, AssocState};
 use transitloom_proto_core::coordinator::reflector::Refusal;
 use transitloom_proto_core::coordinator::registry::Admission;
+use transitloom_proto_core::coordinator::replica::Role;
 use transitloom_proto_core::coordinator::Coordinator;
 
 /// Where the coordinator runs, for the status document.
@@ -117,6 +129,7 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
             "punches": counters.punches,
         },
         "reflectors": coordinator.reflectors().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "cluster": cluster_json(coordinator),
         "relay": coordinator.relay().map(RelayStatus::of),
         "relay_nodes": coordinator.relay_nodes().into_iter().map(|(node, ip)| json!({
             "node": node,
@@ -137,6 +150,36 @@ pub fn status_json(coordinator: &Coordinator, place: &Place, uptime: Duration) -
     })
 }
 
+fn cluster_json(coordinator: &Coordinator) -> Value {
+    let Some(c) = coordinator.cluster_status() else {
+        return Value::Null;
+    };
+    let r = c.replica;
+    json!({
+        "id": r.id,
+        "role": r.role.as_str(),
+        "leader": r.leader,
+        "term": r.term,
+        "commit": r.commit,
+        "applied": r.applied,
+        "last_index": r.last_index,
+        "pending": c.pending,
+        "peers": c.peers.iter().map(|(p, up)| json!({
+            "id": p.id,
+            "name": p.name,
+            "addr": p.addr.to_string(),
+            "connected": up,
+        })).collect::<Vec<_>>(),
+        "counters": {
+            "sent": c.counters.sent,
+            "received": c.counters.received,
+            "dropped": c.counters.dropped,
+            "reproposed": c.counters.reproposed,
+            "skipped": c.counters.skipped,
+        },
+    })
+}
+
 /// The `/metrics` text (Prometheus exposition format 0.0.4).
 pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
     let mut out = String::new();
@@ -150,6 +193,55 @@ pub fn metrics(coordinator: &Coordinator, place: &Place) -> String {
     };
     let counters = coordinator.counters();
     let registry = coordinator.registry();
+    if let Some(c) = coordinator.cluster_status() {
+        let r = c.replica;
+        family(
+            "transitloom_cluster_leader",
+            "gauge",
+            "1 while this coordinator leads the cluster's log.",
+            &[(base.clone(), u64::from(r.role == Role::Leader))],
+        );
+        family(
+            "transitloom_cluster_term",
+            "gauge",
+            "The replicated log's current term.",
+            &[(base.clone(), r.term)],
+        );
+        family(
+            "transitloom_cluster_commit_index",
+            "gauge",
+            "The highest log index known committed by a majority.",
+            &[(base.clone(), r.commit)],
+        );
+        family(
+            "transitloom_cluster_pending_writes",
+            "gauge",
+            "This coordinator's writes not yet committed (in effect nowhere).",
+            &[(base.clone(), c.pending as u64)],
+        );
+        let peers: Vec<(String, u64)> = c
+            .peers
+            .iter()
+            .map(|(p, up)| {
+                (
+                    format!("{base},peer=\"{}\"", label(&p.name)),
+                    u64::from(*up),
+                )
+            })
+            .collect();
+        family(
+            "transitloom_cluster_peer_connected",
+            "gauge",
+            "1 while the session this coordinator dialled to the peer is up.",
+            &peers,
+        );
+        family(
+            "transitloom_cluster_writes_skipped_total",
+            "counter",
+            "Committed writes that no longer applied (another write came first).",
+            &[(base.clone(), c.counters.skipped)],
+        );
+    }
     family(
         "transitloom_coordinator_sessions_total",
         "counter",

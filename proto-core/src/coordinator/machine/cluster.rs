@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustls_pki_types::CertificateDer;
 
 use super::{Coordinator, CoordinatorEvent, Waiting};
 use crate::control::msg::{Message, RaftMessage, RejectCode};
@@ -258,6 +259,13 @@ impl Coordinator {
         self.pump_replica(now);
     }
 
+    /// Proposes an operation of a log this coordinator kept before it
+    /// joined the cluster, unchecked: if the cluster's log already has it
+    /// (another coordinator imported the same), it is skipped at commit.
+    pub fn import(&mut self, now: Instant, op: Op) {
+        self.append(now, op, Waiting::Own);
+    }
+
     /// The cluster as status shows it; `None` for a lone coordinator.
     pub fn cluster_status(&self) -> Option<ClusterStatus> {
         let c = self.cluster.as_ref()?;
@@ -392,7 +400,7 @@ impl Coordinator {
     pub(super) fn cluster_session_event(
         &mut self,
         session: SessionId,
-        connected: Option<bool>,
+        connected: Option<&[CertificateDer<'static>]>,
     ) -> bool {
         let Some(c) = self.cluster.as_mut() else {
             return false;
@@ -402,12 +410,21 @@ impl Coordinator {
         };
         let link = &mut c.links[i];
         match connected {
-            Some(true) => {
+            Some(chain) => {
                 tracing::info!(peer = %link.peer.name, "peer coordinator connected");
                 link.up = true;
                 link.backoff = DIAL_MIN;
+                // TLS checked the chain against the root for the peer's
+                // name: its intermediate signs the tokens it grants, which
+                // this coordinator then accepts too.
+                if let [_, intermediate] = chain {
+                    if let Ok(key) = crate::pki::ed25519_public_key(intermediate) {
+                        let name = link.peer.name.clone();
+                        self.config.verifier.trust(&name, key);
+                    }
+                }
             }
-            _ => {
+            None => {
                 if link.up {
                     tracing::warn!(peer = %link.peer.name, "peer coordinator session lost");
                 }

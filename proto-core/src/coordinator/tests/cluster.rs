@@ -98,10 +98,9 @@ impl ClusterLab {
             Some(identity(&[server, inter], server_key)),
         )
         .unwrap();
+        // Its own tokens only, as the daemon starts: the peers' it learns.
         let mut verifier = TokenVerifier::new();
-        for (j, name) in NAMES.iter().enumerate() {
-            verifier.trust(name, pki::ed25519_public_key(&self.creds[j].0).unwrap());
-        }
+        verifier.trust(NAMES[i], pki::ed25519_public_key(inter).unwrap());
         let config = CoordinatorConfig {
             name: NAMES[i].to_owned(),
             listen: Self::listen(i),
@@ -425,9 +424,27 @@ fn a_node_invited_at_one_coordinator_enrolls_at_another_and_is_known_to_all() {
             "at {i}"
         );
     }
-    // A token from any coordinator is good at the others: the session is
-    // opened at the third one.
     lab.session(0, &creds, "alpha");
+    // A token granted by one coordinator is good at the others: they
+    // learnt its intermediate from the session they dialled to it.
+    let c = lab.connect(0, Some(creds.tls()));
+    lab.send(c, Message::TokenRequest);
+    let Some(Message::TokenGrant { token, .. }) = lab.wait(c, Duration::from_secs(2)) else {
+        panic!("no token")
+    };
+    for at in [1, 2] {
+        let c = lab.connect(at, Some(creds.tls()));
+        lab.send(
+            c,
+            Message::Hello {
+                node: Name::new("alpha").unwrap(),
+                token: token.clone(),
+                advertise_private: false,
+            },
+        );
+        let answer = lab.wait(c, Duration::from_secs(2));
+        assert!(matches!(answer, Some(Message::Welcome { .. })), "at {at}: {answer:?}");
+    }
 }
 
 #[test]

@@ -1,0 +1,145 @@
+//! The daemon's side of a cluster (`[cluster]`): the replicated log on
+//! disk, replayed at start; the replica; the TLS identity the coordinator
+//! dials its peers with.
+
+use std::time::Instant;
+
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use transitloom_proto_core::control::tls_config::{
+    check_client_identity, client_config, TlsIdentity,
+};
+use transitloom_proto_core::coordinator::machine::{AppliedLog, ClusterConfig};
+use transitloom_proto_core::coordinator::registry::Op;
+use transitloom_proto_core::coordinator::replica::{
+    LogEntry, Replica, ReplicaConfig, DEFAULT_TICK,
+};
+use transitloom_proto_core::coordinator::Coordinator;
+use transitloom_proto_core::csprng::Drbg;
+
+use super::config::{ClusterSettings, CoordinatorSettings};
+use super::pki::CoordinatorPki;
+use super::DaemonError;
+use crate::oplog::OpLog;
+use crate::raft_store::RaftStore;
+
+/// A cluster coordinator, ready to join once its machine exists.
+pub(super) struct Opened {
+    pub(super) store: RaftStore,
+    pub(super) applied: AppliedLog,
+    replica: Replica,
+    config: ClusterConfig,
+    /// Operations of the log this coordinator kept alone, to propose
+    /// once: its first start in a cluster.
+    imports: Vec<Op>,
+}
+
+/// Opens `data_dir/raft.redb`, replays its committed entries, and builds
+/// the replica and the dialling identity.
+pub(super) fn open(
+    settings: &CoordinatorSettings,
+    cluster: &ClusterSettings,
+    pki: &CoordinatorPki,
+    oplog: &OpLog,
+    drbg: Drbg,
+) -> Result<Opened, DaemonError> {
+    // The server certificate is also the client certificate peers check.
+    let identity = TlsIdentity {
+        chain: [&pki.server, &pki.intermediate]
+            .iter()
+            .map(|der| CertificateDer::from(der.to_vec()))
+            .collect(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+    };
+    let root = CertificateDer::from(pki.root.clone());
+    if let Err(err) = check_client_identity(&root, &identity, now_unix_s()) {
+        return Err(settings
+            .error(
+                "pki_dir",
+                format!(
+                    "server.crt cannot dial the other coordinators ({err}); it was issued before \
+                     coordinators could form a cluster: issue it again with \
+                     `tlctl pki issue-coordinator --force`"
+                ),
+            )
+            .into());
+    }
+    let client_tls = client_config(&root, Some(identity))
+        .map_err(|e| settings.error("pki_dir", e.to_string()))?;
+
+    let path = settings.raft_path();
+    let store = RaftStore::open(&path).map_err(|e| DaemonError::Start(e.to_string()))?;
+    let mut restored = store
+        .load()
+        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let commit = restored.hard_state.commit;
+    let committed: Vec<&LogEntry> = restored
+        .entries
+        .iter()
+        .filter(|e| e.index <= commit)
+        .collect();
+    let applied = AppliedLog::replay(committed);
+    restored.applied = commit;
+    let imports = if restored.entries.is_empty() {
+        oplog
+            .replay_ops()
+            .map_err(|e| DaemonError::Start(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    tracing::info!(
+        path = %path.display(),
+        entries = restored.entries.len(),
+        committed = commit,
+        term = restored.hard_state.term,
+        "replicated log replayed"
+    );
+    let mut voters: Vec<u64> = cluster.peers.iter().map(|p| p.id).collect();
+    voters.push(cluster.id);
+    let replica = Replica::new(
+        &ReplicaConfig {
+            id: cluster.id,
+            voters,
+            tick: DEFAULT_TICK,
+        },
+        restored,
+        drbg,
+        Instant::now(),
+    )
+    .map_err(|e| DaemonError::Start(e.to_string()))?;
+    Ok(Opened {
+        store,
+        applied,
+        replica,
+        config: ClusterConfig {
+            id: cluster.id,
+            peers: cluster.peers.clone(),
+            client_tls,
+        },
+        imports,
+    })
+}
+
+impl Opened {
+    /// Joins the machine to the cluster; returns the store the driver
+    /// persists to.
+    pub(super) fn join(self, coordinator: &mut Coordinator) -> RaftStore {
+        let now = Instant::now();
+        coordinator.join_cluster(self.config, self.replica, &self.applied, now);
+        if !self.imports.is_empty() {
+            tracing::info!(
+                operations = self.imports.len(),
+                "first start in a cluster: proposing the operations this coordinator logged alone"
+            );
+        }
+        for op in self.imports {
+            coordinator.import(now, op);
+        }
+        self.store
+    }
+}
+
+fn now_unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
