@@ -443,7 +443,10 @@ fn a_node_invited_at_one_coordinator_enrolls_at_another_and_is_known_to_all() {
             },
         );
         let answer = lab.wait(c, Duration::from_secs(2));
-        assert!(matches!(answer, Some(Message::Welcome { .. })), "at {at}: {answer:?}");
+        assert!(
+            matches!(answer, Some(Message::Welcome { .. })),
+            "at {at}: {answer:?}"
+        );
     }
 }
 
