@@ -77,6 +77,10 @@ pub struct NodeConfig {
     pub coordinators: Vec<SocketAddr>,
     /// The name coordinator server certificates carry (TLS server name).
     pub coordinator_name: String,
+    /// The names of coordinators whose certificate names another (the
+    /// coordinators of a cluster each have their own); the others carry
+    /// `coordinator_name`.
+    pub coordinator_names: std::collections::BTreeMap<SocketAddr, String>,
     /// The trust anchor.
     pub root: CertificateDer<'static>,
     /// Its credentials.

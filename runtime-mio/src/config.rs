@@ -195,8 +195,11 @@ pub struct NodeConfig {
     pub name: String,
     /// Where keys, certificates and ingress assignments persist.
     pub data_dir: PathBuf,
-    /// Coordinator control addresses.
+    /// Coordinator control addresses, tried in turn.
     pub coordinators: Vec<SocketAddr>,
+    /// The names of those written `NAME@ADDRESS` (each coordinator of a
+    /// cluster has its own); the others carry `coordinator_name`.
+    pub coordinator_names: BTreeMap<SocketAddr, String>,
     /// The name coordinator server certificates carry (the TLS server name;
     /// `tlctl pki issue-coordinator --name`).
     pub coordinator_name: String,
@@ -310,15 +313,31 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
     if data_dir.is_empty() {
         return Err(key_error("data_dir", "must not be empty"));
     }
-    let coordinators = root
-        .str_list("coordinators")?
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            toml_walk::parse_socket_addr(text)
-                .map_err(|r| key_error(format!("coordinators[{i}]"), r))
-        })
-        .collect::<KeyResult<Vec<_>>>()?;
+    let mut coordinators = Vec::new();
+    let mut coordinator_names = BTreeMap::new();
+    for (i, text) in root.str_list("coordinators")?.iter().enumerate() {
+        let key = format!("coordinators[{i}]");
+        // `NAME@ADDR`: a coordinator of a cluster, whose certificate
+        // carries its own name.
+        let (name, addr) = match text.split_once('@') {
+            Some((name, addr)) => (Some(name), addr),
+            None => (None, *text),
+        };
+        let addr = toml_walk::parse_socket_addr(addr).map_err(|r| key_error(&key, r))?;
+        if coordinators.contains(&addr) {
+            return Err(key_error(&key, format!("{addr} is listed twice")));
+        }
+        if let Some(name) = name {
+            transitloom_proto_core::pki::naming::validate_coordinator_name(name).map_err(|e| {
+                key_error(
+                    &key,
+                    format!("{name:?} is not a coordinator name: {e} (write NAME@ADDRESS)"),
+                )
+            })?;
+            coordinator_names.insert(addr, name.to_owned());
+        }
+        coordinators.push(addr);
+    }
     if coordinators.is_empty() {
         return Err(key_error(
             "coordinators",
@@ -438,6 +457,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         data_dir: resolve(base, data_dir),
         coordinators,
         coordinator_name: coordinator_name.to_owned(),
+        coordinator_names,
         root_ca,
         join_token: root.opt_str("join_token")?.map(str::to_owned),
         status_listen,

@@ -222,6 +222,7 @@ fn node_config(
         name: config.name.clone(),
         coordinators: config.coordinators.clone(),
         coordinator_name: config.coordinator_name.clone(),
+        coordinator_names: config.coordinator_names.clone(),
         root,
         credentials,
         control_bind: setup.control_bind(),

@@ -1,9 +1,10 @@
 //! Three real `transitloom-coordinator` processes on loopback sharing one
-//! replicated log (`[cluster]`): a write made through any of them is in
-//! all three; with one killed (`kill -9`) the other two go on; with two
-//! killed the survivor holds its write as pending and nothing takes it
-//! up; restarted from their data directories, the killed ones come back
-//! with their log and the pending write commits.
+//! replicated log (`[cluster]`), and a `transitloom-node` that lists all
+//! three: a write made through any of them is in all three; with one
+//! killed (`kill -9`) the other two go on and the node moves to the next
+//! coordinator; with two killed the survivor holds its write as pending
+//! and nothing takes it up; restarted from their data directories, the
+//! killed ones come back with their log and the pending write commits.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use transitloom_testbed::{free_port, wait_for, Binaries};
+use transitloom_testbed::{free_port, Binaries};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const NAMES: [&str; 3] = ["hub-a", "hub-b", "hub-c"];
@@ -145,6 +146,46 @@ impl Cluster {
         }
     }
 
+    /// Starts a node enrolled with `token` that lists every coordinator
+    /// by name.
+    fn start_node(&mut self, name: &str, token: &str) {
+        let status = SocketAddr::new(LOOPBACK, free_port(LOOPBACK).unwrap());
+        let coordinators: Vec<String> = NAMES
+            .iter()
+            .zip(&self.listen)
+            .map(|(n, a)| format!("\"{n}@{a}\""))
+            .collect();
+        let text = format!(
+            "name = \"{name}\"\ndata_dir = \"{name}-data\"\ncoordinators = [{}]\n\
+             root_ca = \"root/root.crt\"\njoin_token = \"{token}\"\nstatus_listen = \"{status}\"\n\
+             [[uplink]]\nname = \"lo\"\nbind = \"127.0.0.1\"\n",
+            coordinators.join(", ")
+        );
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(&self.bins.node)
+            .args(["run", "--config"])
+            .arg(&config)
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children.push(Some(child));
+    }
+
+    /// Whether coordinator `i` has `node`'s session.
+    fn serves(&self, i: usize, node: &str) -> bool {
+        self.status(i).is_some_and(|s| {
+            s["nodes"].as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|n| n["name"] == node && n["connected"] == true)
+            })
+        })
+    }
+
     fn status(&self, i: usize) -> Option<serde_json::Value> {
         let addr = self.status[i];
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
@@ -166,30 +207,55 @@ impl Cluster {
 
     /// `tlctl node invite NAME` through coordinator `i`.
     fn invite(&self, i: usize, node: &str, timeout_s: u32) -> std::process::Output {
+        self.invite_with(i, node, timeout_s, &[])
+    }
+
+    fn invite_with(
+        &self,
+        i: usize,
+        node: &str,
+        timeout_s: u32,
+        extra: &[&str],
+    ) -> std::process::Output {
         let timeout = timeout_s.to_string();
         let listen = self.listen[i].to_string();
         tlctl(
             &self.bins,
             &[
-                "node",
-                "invite",
-                node,
-                "--admin",
-                "admin",
-                "--coordinator",
-                &listen,
-                "--coordinator-name",
-                NAMES[i],
-                "--timeout",
-                &timeout,
-            ],
+                &["node", "invite", node][..],
+                extra,
+                &[
+                    "--admin",
+                    "admin",
+                    "--coordinator",
+                    &listen,
+                    "--coordinator-name",
+                    NAMES[i],
+                    "--timeout",
+                    &timeout,
+                ],
+            ]
+            .concat(),
             &self.dir,
         )
+    }
+
+    /// Polls `check` until it holds; on timeout, fails with the logs.
+    fn wait(&self, what: &str, timeout: Duration, check: impl Fn(&Self) -> bool) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if check(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}\n{}", self.logs());
     }
 
     fn logs(&self) -> String {
         NAMES
             .iter()
+            .chain(&["delta"])
             .map(|n| {
                 let text =
                     std::fs::read_to_string(self.dir.join(format!("{n}.log"))).unwrap_or_default();
@@ -203,6 +269,15 @@ impl Cluster {
     }
 }
 
+fn succeeded(c: &Cluster, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
+
 #[test]
 fn three_coordinators_share_one_log_and_a_minority_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -210,68 +285,83 @@ fn three_coordinators_share_one_log_and_a_minority_writes_nothing() {
 
     // A leader is elected once the three have dialled each other; the
     // first write waits for it.
-    wait_for("a cluster leader", Duration::from_secs(20), || {
+    c.wait("a cluster leader", Duration::from_secs(20), |c| {
         (0..3).any(|i| {
             c.status(i)
                 .is_some_and(|s| s["cluster"]["role"] == "leader")
         })
     });
-    let out = c.invite(1, "alpha", 10);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.logs()
-    );
-    wait_for(
-        "the invitation at all three",
-        Duration::from_secs(5),
-        || (0..3).all(|i| c.operations(i) == Some(1)),
-    );
-
-    // One killed: the other two are a majority.
-    c.kill(0);
-    let out = c.invite(2, "beta", 10);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        c.logs()
-    );
-    wait_for("beta at the two left", Duration::from_secs(5), || {
-        (1..3).all(|i| c.operations(i) == Some(2))
+    succeeded(&c, &c.invite(1, "alpha", 10));
+    c.wait("the invitation at all three", Duration::from_secs(5), |c| {
+        (0..3).all(|i| c.operations(i) == Some(1))
     });
+
+    // A node invited at one coordinator enrolls and keeps a session at one
+    // of the three (it moves on along its list after enrolling).
+    let out = c.invite_with(0, "delta", 10, &["--admit"]);
+    succeeded(&c, &out);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let token = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("tlj1-"))
+        .expect("a join token");
+    c.start_node("delta", token);
+    c.wait("delta's session", Duration::from_secs(20), |c| {
+        (0..3).any(|i| c.serves(i, "delta"))
+    });
+    c.wait("delta enrolled at all three", Duration::from_secs(5), |c| {
+        (0..3).all(|i| c.operations(i) == Some(3))
+    });
+    let home = (0..3).find(|&i| c.serves(i, "delta")).unwrap();
+    let (next, last) = ((home + 1) % 3, (home + 2) % 3);
+
+    // Its coordinator killed: the other two are a majority, and the node
+    // moves to another coordinator it lists, which knows it from the
+    // shared log.
+    c.kill(home);
+    succeeded(&c, &c.invite(next, "beta", 10));
+    c.wait("beta at the two left", Duration::from_secs(5), |c| {
+        [next, last].iter().all(|&i| c.operations(i) == Some(4))
+    });
+    c.wait(
+        "delta's session at another coordinator",
+        Duration::from_secs(30),
+        |c| c.serves(next, "delta") || c.serves(last, "delta"),
+    );
 
     // Two killed: the survivor cannot commit; its write stays pending and
     // takes effect nowhere.
-    c.kill(2);
-    let out = c.invite(1, "gamma", 3);
+    c.kill(last);
+    let out = c.invite(next, "gamma", 3);
     assert!(!out.status.success(), "a minority answered a write");
-    let survivor = c.status(1).unwrap();
-    assert_eq!(survivor["coordinator"]["operations"], 2, "{survivor}");
+    let survivor = c.status(next).unwrap();
+    assert_eq!(survivor["coordinator"]["operations"], 4, "{survivor}");
     assert_eq!(survivor["cluster"]["pending"], 1, "{survivor}");
     assert_ne!(survivor["cluster"]["role"], "leader", "{survivor}");
 
     // Both back from their data directories: nothing they had committed is
     // lost, and the pending write commits everywhere.
-    c.start(0);
-    c.start(2);
-    wait_for(
+    c.start(home);
+    c.start(last);
+    c.wait(
         "the pending write at all three",
         Duration::from_secs(20),
-        || (0..3).all(|i| c.operations(i) == Some(3)),
+        |c| (0..3).all(|i| c.operations(i) == Some(5)),
     );
-    let survivor = c.status(1).unwrap();
+    let survivor = c.status(next).unwrap();
     assert_eq!(survivor["cluster"]["pending"], 0, "{survivor}");
-    for i in 0..3 {
-        let s = c.status(i).unwrap();
-        assert!(
-            s["cluster"]["peers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|p| p["connected"] == true),
-            "{s}"
-        );
-    }
+    c.wait(
+        "every peer session up again",
+        Duration::from_secs(10),
+        |c| {
+            (0..3).all(|i| {
+                c.status(i).is_some_and(|s| {
+                    s["cluster"]["peers"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().all(|p| p["connected"] == true))
+                })
+            })
+        },
+    );
 }

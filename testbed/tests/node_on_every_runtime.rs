@@ -167,6 +167,7 @@ fn one_node_machine_carries_udp_on_mio_tokio_and_smol() {
                 name: name.clone(),
                 coordinators: vec![coordinator],
                 coordinator_name: "coordinator".to_owned(),
+                coordinator_names: Default::default(),
                 root: root.clone(),
                 credentials: Credentials::Enroll {
                     join_token: token,

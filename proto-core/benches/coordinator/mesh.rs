@@ -322,6 +322,7 @@ impl Mesh {
             name: member.name.clone(),
             coordinators: vec![self.listen],
             coordinator_name: COORDINATOR.to_owned(),
+            coordinator_names: Default::default(),
             root: self.root.clone(),
             credentials: Credentials::Enrolled(member.clone_identity()),
             control_bind: SocketAddr::new(public, 0),

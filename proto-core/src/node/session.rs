@@ -409,7 +409,11 @@ impl Session {
                 return self.lost(now, quic, drbg);
             }
         };
-        match quic.connect(now, carrier, remote, &config.coordinator_name, tls) {
+        let name = config
+            .coordinator_names
+            .get(&remote)
+            .unwrap_or(&config.coordinator_name);
+        match quic.connect(now, carrier, remote, name, tls) {
             Ok(conn) => {
                 tracing::debug!(%remote, %conn, %carrier, "connecting to the coordinator");
                 self.conn = Some(conn);
@@ -492,7 +496,11 @@ impl Session {
         let (Some(remote), Ok(tls)) = (self.remote, Self::client_tls(config)) else {
             return;
         };
-        match quic.connect(now, Carrier::Quic, remote, &config.coordinator_name, tls) {
+        let name = config
+            .coordinator_names
+            .get(&remote)
+            .unwrap_or(&config.coordinator_name);
+        match quic.connect(now, Carrier::Quic, remote, name, tls) {
             Ok(probe) => self.probe = Some((probe, now + fallback.quic_bound)),
             Err(_) => self.next_probe = Some(now + fallback.quic_retry),
         }

@@ -194,6 +194,7 @@ impl Mesh {
                 name: name.to_owned(),
                 coordinators: vec![listen],
                 coordinator_name: HUB.to_owned(),
+                coordinator_names: Default::default(),
                 root: root_der.clone(),
                 credentials: Credentials::Enrolled(identity(&[&cert, &inter], &node_key)),
                 control_bind: SocketAddr::new(public, 0),

@@ -282,6 +282,44 @@ fn the_coordinator_name_is_read() {
 }
 
 #[test]
+fn coordinators_of_a_cluster_carry_their_own_names() {
+    let text = mutate(
+        r#"coordinators = ["203.0.113.5:7443"]"#,
+        r#"coordinators = ["hub-a@203.0.113.5:7443", "hub-b@203.0.113.6:7443", "203.0.113.7:7443"]"#,
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.coordinators.len(), 3);
+    let names: Vec<(String, &str)> = config
+        .coordinator_names
+        .iter()
+        .map(|(a, n)| (a.to_string(), n.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("203.0.113.5:7443".to_owned(), "hub-a"),
+            ("203.0.113.6:7443".to_owned(), "hub-b")
+        ]
+    );
+    for (bad, reason) in [
+        (r#"["Hub A@203.0.113.5:7443"]"#, "not a coordinator name"),
+        (
+            r#"["a@203.0.113.5:7443", "b@203.0.113.5:7443"]"#,
+            "listed twice",
+        ),
+        (r#"["a@203.0.113.5"]"#, "not an address with a port"),
+    ] {
+        let text = mutate(
+            r#"coordinators = ["203.0.113.5:7443"]"#,
+            &format!("coordinators = {bad}"),
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.key.starts_with("coordinators["), "{bad}: {err}");
+        assert!(err.reason.contains(reason), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn a_missing_file_names_itself() {
     let err = NodeConfig::load(std::path::Path::new("/nonexistent/node.toml")).unwrap_err();
     assert_eq!(

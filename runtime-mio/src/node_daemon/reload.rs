@@ -83,7 +83,7 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
     if old.data_dir != new.data_dir {
         return Err(changed("data_dir", path(&old.data_dir)));
     }
-    if old.coordinators != new.coordinators {
+    if old.coordinators != new.coordinators || old.coordinator_names != new.coordinator_names {
         return Err(changed("coordinators", format!("{:?}", old.coordinators)));
     }
     if old.coordinator_name != new.coordinator_name {

@@ -327,6 +327,7 @@ impl NodeRunner {
             name: name.to_owned(),
             coordinators: vec![coordinator],
             coordinator_name: "coordinator".to_owned(),
+            coordinator_names: Default::default(),
             root: mesh.root_der(),
             credentials: Credentials::Enroll {
                 join_token: join_token.unwrap_or_default().to_owned(),

@@ -430,6 +430,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
             name: name.to_owned(),
             coordinators: vec![listen],
             coordinator_name: COORDINATOR.to_owned(),
+            coordinator_names: Default::default(),
             root: root.clone(),
             credentials: Credentials::Enroll {
                 join_token: tokens[i].clone(),

@@ -136,6 +136,7 @@ pub(super) fn node_config(
         name: name.to_owned(),
         coordinators: vec![coordinator],
         coordinator_name: COORDINATOR.to_owned(),
+        coordinator_names: Default::default(),
         root: root.clone(),
         credentials: Credentials::Enrolled(identity),
         control_bind: SocketAddr::new(public, 0),

@@ -124,6 +124,7 @@ fn short_lived_mesh(root: &Root, a: &Hub, b: &Hub) -> Mesh {
             name: name.to_owned(),
             coordinators: vec![mesh.listen],
             coordinator_name: HUB.to_owned(),
+            coordinator_names: Default::default(),
             root: CertificateDer::from(root.der.clone()),
             credentials: Credentials::Enrolled(identity(&[&cert, &a.inter], &node_key)),
             control_bind: SocketAddr::new(host.public, 0),
