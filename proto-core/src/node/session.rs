@@ -164,7 +164,11 @@ pub(super) struct Session {
     next_probe: Option<Instant>,
     decoder: FrameDecoder,
     attempt: u32,
+    /// The index in the node's coordinator list tried next.
     coordinator: usize,
+    /// The next attempt goes to the same coordinator (after enrolling or
+    /// renewing there).
+    stay: bool,
     next_attempt: Option<Instant>,
     token: Option<(Bytes, u64)>,
     refresh_at: Option<Instant>,
@@ -197,6 +201,7 @@ impl Session {
             decoder: FrameDecoder::new(),
             attempt: 0,
             coordinator: 0,
+            stay: false,
             next_attempt: None,
             token: None,
             refresh_at: None,
@@ -393,8 +398,10 @@ impl Session {
     ) -> Vec<Effect> {
         let carrier = self.next_carrier;
         self.next_carrier = Carrier::Quic;
+        let stay = std::mem::take(&mut self.stay);
         let remote = match (carrier, self.remote) {
             (Carrier::Tcp, Some(remote)) => remote,
+            (_, Some(remote)) if stay => remote,
             _ => {
                 let remote = config.coordinators[self.coordinator % config.coordinators.len()];
                 self.coordinator += 1;
@@ -683,6 +690,7 @@ impl Session {
             let _ = quic.close(now, probe, 0, why);
         }
         self.next_carrier = self.carrier;
+        self.stay = true;
         self.connected = false;
         self.attempt = 0;
         self.next_attempt = Some(now);
@@ -760,6 +768,10 @@ impl Session {
             Message::Welcome { .. } => {
                 self.state = SessionState::Live;
                 self.attempt = 0;
+                // Once this session is lost, the list is tried from its
+                // first coordinator again: nodes that list coordinators in
+                // one order meet at the first one they reach.
+                self.coordinator = 0;
                 self.revoked = false;
                 // Checked once the welcome is handled: a node that was
                 // offline past the renewal point renews now.
