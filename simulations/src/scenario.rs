@@ -1,6 +1,7 @@
 //! Named scenarios for `tl-sim`: each builds a world from typed, validated
 //! parameters, runs it, and returns a summary table.
 
+mod cluster;
 mod control_plane;
 mod mesh_udp;
 pub mod multiwan;
@@ -56,6 +57,7 @@ pub fn all() -> &'static [Scenario] {
         control_plane::SCENARIO,
         reconnect_storm::SCENARIO,
         partition_expiry::SCENARIO,
+        cluster::SCENARIO,
         tcp_mesh::SCENARIO,
         relay_abuse::SCENARIO,
         multiwan::SCENARIO,

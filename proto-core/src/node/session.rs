@@ -169,6 +169,9 @@ pub(super) struct Session {
     /// The next attempt goes to the same coordinator (after enrolling or
     /// renewing there).
     stay: bool,
+    /// The coordinator of the last live session: the first attempt after
+    /// losing it passes it over (it has just failed).
+    last_live: Option<SocketAddr>,
     next_attempt: Option<Instant>,
     token: Option<(Bytes, u64)>,
     refresh_at: Option<Instant>,
@@ -202,6 +205,7 @@ impl Session {
             attempt: 0,
             coordinator: 0,
             stay: false,
+            last_live: None,
             next_attempt: None,
             token: None,
             refresh_at: None,
@@ -403,8 +407,13 @@ impl Session {
             (Carrier::Tcp, Some(remote)) => remote,
             (_, Some(remote)) if stay => remote,
             _ => {
-                let remote = config.coordinators[self.coordinator % config.coordinators.len()];
+                let n = config.coordinators.len();
+                let mut remote = config.coordinators[self.coordinator % n];
                 self.coordinator += 1;
+                if n > 1 && self.last_live.take() == Some(remote) {
+                    remote = config.coordinators[self.coordinator % n];
+                    self.coordinator += 1;
+                }
                 remote
             }
         };
@@ -769,9 +778,11 @@ impl Session {
                 self.state = SessionState::Live;
                 self.attempt = 0;
                 // Once this session is lost, the list is tried from its
-                // first coordinator again: nodes that list coordinators in
-                // one order meet at the first one they reach.
+                // first coordinator again (passing over this one once):
+                // nodes that list coordinators in one order meet at the
+                // first one they reach.
                 self.coordinator = 0;
+                self.last_live = self.remote;
                 self.revoked = false;
                 // Checked once the welcome is handled: a node that was
                 // offline past the renewal point renews now.

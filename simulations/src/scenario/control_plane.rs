@@ -133,7 +133,7 @@ impl StateMachine for InMemoryCoordinator {
 
 pub(super) struct Key {
     pub(super) pkcs8: Vec<u8>,
-    public: Ed25519PublicKey,
+    pub(super) public: Ed25519PublicKey,
 }
 
 pub(super) fn key(drbg: &mut Drbg) -> Key {
@@ -155,12 +155,14 @@ pub(super) fn identity(chain: &[&[u8]], key: &[u8]) -> TlsIdentity {
 
 pub(super) struct Pki {
     pub(super) root: Vec<u8>,
+    /// Kept to sign more coordinators (a cluster's).
+    pub(super) root_key: Vec<u8>,
     pub(super) intermediate: Vec<u8>,
     pub(super) intermediate_key: Vec<u8>,
-    server: Vec<u8>,
-    server_key: Vec<u8>,
-    admin: Vec<u8>,
-    admin_key: Vec<u8>,
+    pub(super) server: Vec<u8>,
+    pub(super) server_key: Vec<u8>,
+    pub(super) admin: Vec<u8>,
+    pub(super) admin_key: Vec<u8>,
 }
 
 pub(super) fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
@@ -195,6 +197,7 @@ pub(super) fn make_pki(drbg: &mut Drbg) -> Result<Pki, SimError> {
         pki::sign_admin(&root, &root_key.pkcs8, &admin.public, &terms("ops")).map_err(fail)?;
     Ok(Pki {
         root,
+        root_key: root_key.pkcs8,
         intermediate,
         intermediate_key: inter.pkcs8,
         server: server_cert,
