@@ -12,7 +12,7 @@
 //! the same log applied; nothing is delivered later than the bound after
 //! the revoke.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,17 +28,14 @@ use transitloom_proto_core::coordinator::registry::{Admission, Op};
 use transitloom_proto_core::coordinator::replica::{
     HardState, LogEntry, Replica, ReplicaConfig, Restored, Role, DEFAULT_TICK,
 };
-use transitloom_proto_core::coordinator::{
-    Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit,
-};
+use transitloom_proto_core::coordinator::{Coordinator, CoordinatorConfig, HandshakeLimit};
 use transitloom_proto_core::csprng::Drbg;
-use transitloom_proto_core::machine::{Input, Output, StateMachine};
 use transitloom_proto_core::node::{Node, NodeEvent, ServiceSpec};
 use transitloom_proto_core::pki::{self, CertTerms};
 use transitloom_proto_core::time::WallClock;
 use transitloom_proto_core::ServiceId;
 
-use super::control_plane::{identity, ip, key, make_pki, Pki, UNIX_START};
+use super::control_plane::{identity, ip, key, make_pki, InMemoryCoordinator, Pki, UNIX_START};
 use super::params::Allowed::Range;
 use super::reconnect_storm::{enrolled, node_config};
 use super::{ParamSpec, Params, Scenario, Summary};
@@ -99,62 +96,6 @@ const NAMES: [&str; 3] = ["hub-a", "hub-b", "hub-c"];
 /// through the majority (a round trip or two between coordinators), then
 /// the withdrawal is one push to the peer.
 const REVOKE_BOUND: Duration = Duration::from_secs(2);
-
-/// A coordinator of the cluster whose replicated log is kept in memory and
-/// made durable at once.
-#[derive(Debug)]
-pub struct ClusterCoordinator {
-    /// The coordinator.
-    pub coordinator: Coordinator,
-    /// Its stored entries.
-    pub entries: Vec<LogEntry>,
-    /// Its stored hard state.
-    pub hard_state: HardState,
-    now: Option<Instant>,
-    ready: VecDeque<Output<CoordinatorEvent>>,
-}
-
-impl StateMachine for ClusterCoordinator {
-    type Event = CoordinatorEvent;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        self.now = Some(now);
-        self.coordinator.handle_input(now, input);
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.now = Some(now);
-        self.coordinator.handle_timeout(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<CoordinatorEvent>> {
-        if let Some(output) = self.ready.pop_front() {
-            return Some(output);
-        }
-        let output = self.coordinator.poll_output()?;
-        if let Output::Event(CoordinatorEvent::Persist {
-            hard_state,
-            entries,
-        }) = &output
-        {
-            if let Some(hs) = hard_state {
-                self.hard_state = *hs;
-            }
-            if let Some(first) = entries.first() {
-                self.entries.retain(|e| e.index < first.index);
-                self.entries.extend(entries.iter().cloned());
-            }
-            if let Some(now) = self.now {
-                self.coordinator.persisted(now);
-            }
-        }
-        Some(output)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.coordinator.poll_timeout()
-    }
-}
 
 /// A coordinator's certificates: (intermediate, its key, server, its key).
 type Creds = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
@@ -226,7 +167,7 @@ fn cluster_coordinator(
     log: &Restored,
     seed: &mut Drbg,
     now: Instant,
-) -> Result<ClusterCoordinator, SimError> {
+) -> Result<InMemoryCoordinator, SimError> {
     let fail = |e: &dyn std::fmt::Display| SimError::Topology(format!("{}: {e}", NAMES[i]));
     let (inter, inter_key, server, server_key) = &creds[i];
     let root = CertificateDer::from(pki.root.clone());
@@ -288,13 +229,10 @@ fn cluster_coordinator(
         &applied,
         now,
     );
-    Ok(ClusterCoordinator {
-        coordinator,
-        entries: log.entries.clone(),
-        hard_state: log.hard_state,
-        now: None,
-        ready: VecDeque::new(),
-    })
+    let mut app = InMemoryCoordinator::new(coordinator, Vec::new());
+    app.entries = log.entries.clone();
+    app.hard_state = log.hard_state;
+    Ok(app)
 }
 
 fn seconds(d: Duration) -> String {
@@ -422,7 +360,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         duration,
         move |w| {
             for &hub in &sampled {
-                let Some(app) = w.app_ref::<ClusterCoordinator>(hub) else {
+                let Some(app) = w.app_ref::<InMemoryCoordinator>(hub) else {
                     continue;
                 };
                 if let Some(status) = app.machine.coordinator.cluster_status() {
@@ -540,7 +478,9 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     let states: Vec<(u64, Option<Admission>, usize)> = hubs
         .iter()
         .map(|&hub| {
-            let app = world.app_ref::<ClusterCoordinator>(hub).expect("installed");
+            let app = world
+                .app_ref::<InMemoryCoordinator>(hub)
+                .expect("installed");
             let c = &app.machine.coordinator;
             (
                 c.cluster_status().map_or(0, |s| s.replica.commit),

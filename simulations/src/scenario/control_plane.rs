@@ -15,6 +15,7 @@ use transitloom_proto_core::control::quic::QuicTiming;
 use transitloom_proto_core::control::tls_config::{server_config, ClientAuth, TlsIdentity};
 use transitloom_proto_core::control::token::TokenVerifier;
 use transitloom_proto_core::coordinator::registry::{Op, Registry};
+use transitloom_proto_core::coordinator::replica::{HardState, LogEntry};
 use transitloom_proto_core::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorEvent, HandshakeLimit,
 };
@@ -88,15 +89,34 @@ pub(super) fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))
 }
 
-/// A coordinator whose log is kept in memory and committed at once.
+/// A coordinator whose log is kept in memory and made durable at once: its
+/// own operation log, or (in a cluster) its replica of the shared log.
 #[derive(Debug)]
 pub struct InMemoryCoordinator {
     /// The coordinator.
     pub coordinator: Coordinator,
-    /// Its operation log.
+    /// Its operation log (a lone coordinator).
     pub log: Vec<Op>,
+    /// Its stored entries of the replicated log (a cluster).
+    pub entries: Vec<LogEntry>,
+    /// Its stored hard state (a cluster).
+    pub hard_state: HardState,
     now: Option<Instant>,
     ready: VecDeque<Output<CoordinatorEvent>>,
+}
+
+impl InMemoryCoordinator {
+    /// A coordinator with the log it was built from.
+    pub fn new(coordinator: Coordinator, log: Vec<Op>) -> Self {
+        Self {
+            coordinator,
+            log,
+            entries: Vec::new(),
+            hard_state: HardState::default(),
+            now: None,
+            ready: VecDeque::new(),
+        }
+    }
 }
 
 impl StateMachine for InMemoryCoordinator {
@@ -117,11 +137,29 @@ impl StateMachine for InMemoryCoordinator {
             return Some(output);
         }
         let output = self.coordinator.poll_output()?;
-        if let Output::Event(CoordinatorEvent::Append(op)) = &output {
-            self.log.push(op.clone());
-            if let Some(now) = self.now {
-                self.coordinator.committed(now);
+        match &output {
+            Output::Event(CoordinatorEvent::Append(op)) => {
+                self.log.push(op.clone());
+                if let Some(now) = self.now {
+                    self.coordinator.committed(now);
+                }
             }
+            Output::Event(CoordinatorEvent::Persist {
+                hard_state,
+                entries,
+            }) => {
+                if let Some(hs) = hard_state {
+                    self.hard_state = *hs;
+                }
+                if let Some(first) = entries.first() {
+                    self.entries.retain(|e| e.index < first.index);
+                    self.entries.extend(entries.iter().cloned());
+                }
+                if let Some(now) = self.now {
+                    self.coordinator.persisted(now);
+                }
+            }
+            _ => {}
         }
         Some(output)
     }
@@ -319,15 +357,7 @@ pub(super) fn install_coordinator(
     coordinator: Coordinator,
     log: Vec<Op>,
 ) {
-    world.install(
-        hub,
-        InMemoryCoordinator {
-            coordinator,
-            log,
-            now: None,
-            ready: VecDeque::new(),
-        },
-    );
+    world.install(hub, InMemoryCoordinator::new(coordinator, log));
 }
 
 /// A coordinator restart: a fresh machine whose state comes from the log
