@@ -16,7 +16,7 @@
 //! `[relay] data = true` it also relays for its nodes: one port per
 //! association, from `[relay] port_range`.
 
-mod cluster;
+pub mod cluster;
 pub mod config;
 pub mod pki;
 pub mod status;

@@ -21,27 +21,48 @@ impossible combinations are refused with FILE: KEY: REASON and exit 2):
                                    (tlctl pki issue-coordinator --name) and the
                                    issuer of its admission tokens
   data_dir = \"/var/lib/tl-coord\"   created 0700; holds oplog.redb, the durable
-                                   operation log (admission, associations)
-  listen = \"0.0.0.0:7443\"          UDP address of the control plane (QUIC with
-                                   mutual TLS 1.3). The TCP + TLS fallback on the
-                                   same port is NOT built yet: only UDP is served.
+                                   operation log (admission, associations and
+                                   their keys: keep it private), or raft.redb in
+                                   a cluster
+  listen = \"0.0.0.0:7443\"          the control plane: QUIC over UDP, and TLS over
+                                   TCP on the same port (the fallback); both must
+                                   open. Also the reflector nodes ask
   pki_dir = \"pki\"                  from tlctl pki issue-coordinator --out: root.crt,
                                    intermediate.crt/.key, server.crt/.key
   root_ca = \"root.crt\"             the trust anchor node and admin certificates
                                    chain to (tlctl pki init-root)
   status_listen = \"127.0.0.1:7481\" optional; GET /status (JSON), GET /metrics
   token_lifetime_s = 600           optional; admission token lifetime, 60..86400
+  node_cert_lifetime_s = 7776000   optional; node certificates' lifetime, 60 s to
+                                   3650 days; nodes renew at two thirds of it
   handshakes_per_s = 500           optional; new sessions started per second at
                                    most, 1..100000 (excess attempts are refused
                                    and nodes retry after a jittered backoff)
+  reflectors = [\"203.0.113.6:7443\"] optional; up to 4 more reflector addresses,
+                                   as nodes reach them, so nodes can classify
+                                   their NAT
   assoc_key_lifetime_s = 86400     optional; an association key is replaced by a
                                    fresh one (a new epoch) after this long,
                                    60..31536000 (365 days)
 
-  [relay]                          optional. Relays are NOT built yet:
-  data = false                     data = true is refused (exit 2)
-  listen_ip = \"0.0.0.0\"            parsed and checked, unused for now
-  port_range = \"40000-40999\"       parsed and checked, unused for now
+  [relay]                          optional: relay for nodes whose NATs defeat a
+  data = true                      direct path (one port per association)
+  listen_ip = \"203.0.113.5\"        where relay ports bind (default: listen's IP)
+  advertise_ip = \"203.0.113.5\"     what nodes send to (default: listen_ip)
+  port_range = \"40000-40999\"       default: any free port
+  quota_per_node = 16              allocations one node may take part in
+  max_allocations = 1024           allocations in all, 1..65535
+  rate_limit_mbps = 1000           each relayed path, each direction
+  idle_timeout_s = 30              a silent allocation is released, 20..3600
+
+  [cluster]                        optional: several coordinators share one
+  id = 1                           replicated log; this one's replica id
+  [[cluster.peer]]                 (1..65535), then every other coordinator:
+  id = 2                           its replica id,
+  name = \"coordinator-b\"           the name in its certificate,
+  addr = \"192.0.2.12:7443\"         and its listen address. Writes take effect
+                                   once a majority holds them; server.crt must
+                                   carry client auth (check says so)
 
 Relative paths resolve against the configuration file's folder.
 Logs go to standard error; RUST_LOG sets the filter (default: info).
@@ -103,6 +124,21 @@ fn check(config: &Path) -> Result<(), DaemonError> {
     println!("  handshakes     {} per s", settings.handshakes_per_s);
     println!("  assoc keys     {} s", settings.assoc_key_lifetime_s);
     println!("  pki            {pki:?}");
+    if let Some(cluster) = &settings.cluster {
+        transitloom_runtime_tokio::coordinator_daemon::cluster::client_tls(&settings, &pki)?;
+        println!(
+            "  cluster        replica {} of {}, log {}",
+            cluster.id,
+            cluster.peers.len() + 1,
+            settings.raft_path().display()
+        );
+        for peer in &cluster.peers {
+            println!(
+                "    peer         {} {} (replica {})",
+                peer.name, peer.addr, peer.id
+            );
+        }
+    }
     Ok(())
 }
 

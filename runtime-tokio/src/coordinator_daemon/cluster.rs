@@ -23,7 +23,7 @@ use crate::oplog::OpLog;
 use crate::raft_store::RaftStore;
 
 /// A cluster coordinator, ready to join once its machine exists.
-pub(super) struct Opened {
+pub(crate) struct Opened {
     pub(super) store: RaftStore,
     pub(super) applied: AppliedLog,
     replica: Replica,
@@ -35,37 +35,14 @@ pub(super) struct Opened {
 
 /// Opens `data_dir/raft.redb`, replays its committed entries, and builds
 /// the replica and the dialling identity.
-pub(super) fn open(
+pub(crate) fn open(
     settings: &CoordinatorSettings,
     cluster: &ClusterSettings,
     pki: &CoordinatorPki,
     oplog: &OpLog,
     drbg: Drbg,
 ) -> Result<Opened, DaemonError> {
-    // The server certificate is also the client certificate peers check.
-    let identity = TlsIdentity {
-        chain: [&pki.server, &pki.intermediate]
-            .iter()
-            .map(|der| CertificateDer::from(der.to_vec()))
-            .collect(),
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
-    };
-    let root = CertificateDer::from(pki.root.clone());
-    if let Err(err) = check_client_identity(&root, &identity, now_unix_s()) {
-        return Err(settings
-            .error(
-                "pki_dir",
-                format!(
-                    "server.crt cannot dial the other coordinators ({err}); it was issued before \
-                     coordinators could form a cluster: issue it again with \
-                     `tlctl pki issue-coordinator --force`"
-                ),
-            )
-            .into());
-    }
-    let client_tls = client_config(&root, Some(identity))
-        .map_err(|e| settings.error("pki_dir", e.to_string()))?;
-
+    let client_tls = client_tls(settings, pki)?;
     let path = settings.raft_path();
     let store = RaftStore::open(&path).map_err(|e| DaemonError::Start(e.to_string()))?;
     let mut restored = store
@@ -117,6 +94,41 @@ pub(super) fn open(
         },
         imports,
     })
+}
+
+/// The TLS identity a cluster coordinator dials its peers with: its server
+/// certificate, which must carry client auth.
+///
+/// # Errors
+/// A configuration error naming `pki_dir` when the certificate cannot
+/// serve as a client certificate, with the command that fixes it.
+pub fn client_tls(
+    settings: &CoordinatorSettings,
+    pki: &CoordinatorPki,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, DaemonError> {
+    // The server certificate is also the client certificate peers check.
+    let identity = TlsIdentity {
+        chain: [&pki.server, &pki.intermediate]
+            .iter()
+            .map(|der| CertificateDer::from(der.to_vec()))
+            .collect(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
+    };
+    let root = CertificateDer::from(pki.root.clone());
+    if let Err(err) = check_client_identity(&root, &identity, now_unix_s()) {
+        return Err(settings
+            .error(
+                "pki_dir",
+                format!(
+                    "server.crt cannot dial the other coordinators ({err}); it was issued before \
+                     coordinators could form a cluster: issue it again with \
+                     `tlctl pki issue-coordinator --force`"
+                ),
+            )
+            .into());
+    }
+    client_config(&root, Some(identity))
+        .map_err(|e| settings.error("pki_dir", e.to_string()).into())
 }
 
 impl Opened {
