@@ -69,6 +69,10 @@ pub enum DaemonError {
     /// The operation log could not be opened, replayed or written.
     #[error(transparent)]
     OpLog(#[from] OpLogError),
+    /// The replicated log (a cluster's) could not be opened, read or
+    /// written.
+    #[error(transparent)]
+    RaftStore(#[from] crate::raft_store::RaftStoreError),
     /// A listening address could not be bound.
     #[error("cannot listen on {addr} ({what}): {reason}")]
     Bind {
@@ -317,9 +321,7 @@ fn commit(
                 Log::Replicated(store),
             ) => {
                 // Votes and acknowledgements leave only after this.
-                store
-                    .persist(hard_state, &entries)
-                    .map_err(|e| DaemonError::Start(e.to_string()))?;
+                store.persist(hard_state, &entries)?;
                 wrote = true;
                 driver.machine_mut().persisted(Instant::now());
             }

@@ -44,10 +44,8 @@ pub(crate) fn open(
 ) -> Result<Opened, DaemonError> {
     let client_tls = client_tls(settings, pki)?;
     let path = settings.raft_path();
-    let store = RaftStore::open(&path).map_err(|e| DaemonError::Start(e.to_string()))?;
-    let mut restored = store
-        .load()
-        .map_err(|e| DaemonError::Start(e.to_string()))?;
+    let store = RaftStore::open(&path)?;
+    let mut restored = store.load()?;
     let commit = restored.hard_state.commit;
     let committed: Vec<&LogEntry> = restored
         .entries
@@ -57,9 +55,7 @@ pub(crate) fn open(
     let applied = AppliedLog::replay(committed);
     restored.applied = commit;
     let imports = if restored.entries.is_empty() {
-        oplog
-            .replay_ops()
-            .map_err(|e| DaemonError::Start(e.to_string()))?
+        oplog.replay_ops()?
     } else {
         Vec::new()
     };
