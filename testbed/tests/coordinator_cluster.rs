@@ -334,8 +334,10 @@ fn three_coordinators_share_one_log_and_a_minority_writes_nothing() {
     // Two killed: the survivor cannot commit; its write stays pending and
     // takes effect nowhere.
     c.kill(last);
-    let out = c.invite(next, "gamma", 3);
-    assert!(!out.status.success(), "a minority answered a write");
+    let out = c.invite(next, "gamma", 10);
+    assert!(!out.status.success(), "a minority acknowledged a write");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no majority"), "{stderr}");
     let survivor = c.status(next).unwrap();
     assert_eq!(survivor["coordinator"]["operations"], 4, "{survivor}");
     assert_eq!(survivor["cluster"]["pending"], 1, "{survivor}");

@@ -54,6 +54,10 @@ wire_enum! {
         WrongState = 17 => "wrong-state",
         /// No association has that id.
         UnknownAssociation = 18 => "unknown-association",
+        /// A coordinator of a cluster could not get the write committed in
+        /// time: no majority is reachable from it. The write stays pending
+        /// and takes effect if a majority commits it later.
+        NoMajority = 19 => "no-majority",
     }
 }
 

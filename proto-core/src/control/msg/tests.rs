@@ -697,12 +697,13 @@ fn code_enums_have_dense_codes_and_unique_names() {
         AssocState::as_str,
         AssocState::from_name,
     );
-    assert_eq!(RejectCode::ALL.len(), 18);
+    assert_eq!(RejectCode::ALL.len(), 19);
     assert_eq!(RejectCode::WrongState.as_str(), "wrong-state");
     assert_eq!(
         RejectCode::from_code(18),
         Some(RejectCode::UnknownAssociation)
     );
+    assert_eq!(RejectCode::from_code(19), Some(RejectCode::NoMajority));
     assert_eq!(RejectCode::TokenExpired.as_str(), "token-expired");
     assert_eq!(RejectCode::JoinTokenUsed.to_string(), "join-token-used");
     assert_eq!(Mode::WholePacket.as_str(), "whole-packet");

@@ -305,9 +305,11 @@ impl Coordinator {
         nonce
     }
 
-    /// Proposes again every own write that has waited [`RETRY`].
+    /// Proposes again every own write that has waited [`RETRY`]; an
+    /// admin still waiting for one is told it is not committed yet (the
+    /// write stays pending and nobody is answered again).
     pub(super) fn repropose(&mut self, now: Instant) {
-        let Some(c) = self.cluster.as_mut() else {
+        let Some(c) = self.cluster.as_ref() else {
             return;
         };
         let due: Vec<u64> = c
@@ -317,12 +319,15 @@ impl Coordinator {
             .map(|(&n, _)| n)
             .collect();
         for nonce in due {
-            let Some(op) = self
+            let op = self
                 .waiting
                 .iter()
                 .find(|w| w.nonce == nonce)
-                .map(|w| w.op.clone())
-            else {
+                .map(|w| w.op.clone());
+            let Some(c) = self.cluster.as_mut() else {
+                return;
+            };
+            let Some(op) = op else {
                 c.proposed.remove(&nonce);
                 continue;
             };
@@ -333,8 +338,47 @@ impl Coordinator {
             c.proposed.insert(nonce, now);
             c.counters.reproposed += 1;
             c.replica.propose(tag.encode(), Bytes::from(op.encode()));
+            self.tell_pending(now, nonce);
         }
         self.pump_replica(now);
+    }
+
+    /// The admin waiting for write `nonce` learns it is not committed and
+    /// stays pending; the write is then this coordinator's to finish.
+    fn tell_pending(&mut self, now: Instant, nonce: u64) {
+        let Some(write) = self.waiting.iter_mut().find(|w| w.nonce == nonce) else {
+            return;
+        };
+        if !matches!(write.waiting, Waiting::Admin { .. }) {
+            return;
+        }
+        let Waiting::Admin {
+            conn, request_id, ..
+        } = std::mem::replace(&mut write.waiting, Waiting::Own)
+        else {
+            return;
+        };
+        tracing::warn!(
+            request_id,
+            "an admin write is not committed after {} s: no majority reachable; it stays pending",
+            RETRY.as_secs()
+        );
+        self.send(
+            now,
+            conn,
+            &Message::AdminResponse {
+                request_id,
+                result: Err(crate::control::msg::AdminError {
+                    code: RejectCode::NoMajority,
+                    reason: format!(
+                        "not committed after {} s: this coordinator reaches no majority of the \
+                         cluster. The write stays pending here and takes effect if a majority \
+                         commits it later (see cluster.pending in /status)",
+                        RETRY.as_secs()
+                    ),
+                }),
+            },
+        );
     }
 
     pub(super) fn next_cluster_timeout(&self) -> Option<Instant> {

@@ -205,12 +205,12 @@ fn each_malformation_has_its_error() {
         ),
         (
             "unknown reject code",
-            frame(0x03, &text_body(19, b"")),
+            frame(0x03, &text_body(20, b"")),
             MsgError::UnknownCode {
                 kind: "RejectCode",
-                value: 19,
+                value: 20,
             },
-            "unknown RejectCode 19",
+            "unknown RejectCode 20",
         ),
         (
             "reject code zero",
