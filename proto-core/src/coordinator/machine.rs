@@ -1267,8 +1267,24 @@ impl Coordinator {
                 );
             }
             AdminCommand::Status => {
+                // A cluster's coordinator also says where the log stands.
+                let cluster = self.cluster_status().map_or_else(
+                    || "null".to_owned(),
+                    |c| {
+                        format!(
+                            "{{\"id\":{},\"role\":\"{}\",\"leader\":{},\"term\":{},\"commit\":{},\"pending\":{},\"peers_connected\":{}}}",
+                            c.replica.id,
+                            c.replica.role.as_str(),
+                            c.replica.leader,
+                            c.replica.term,
+                            c.replica.commit,
+                            c.pending,
+                            c.peers.iter().filter(|(_, up)| *up).count()
+                        )
+                    },
+                );
                 let json = format!(
-                    "{{\"coordinator\":{:?},\"nodes\":{},\"online\":{},\"associations\":{},\"associations_deleted\":{}}}",
+                    "{{\"coordinator\":{:?},\"nodes\":{},\"online\":{},\"associations\":{},\"associations_deleted\":{},\"cluster\":{cluster}}}",
                     self.config.name,
                     self.registry.nodes().count(),
                     self.online.len(),

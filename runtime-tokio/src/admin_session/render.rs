@@ -80,7 +80,8 @@ pub fn assocs(assocs: &[AssocInfo]) -> String {
 }
 
 /// `tlctl status`: the coordinator's status document as `key  value`
-/// lines, the coordinator's name first; text that is not a JSON object is
+/// lines, the coordinator's name first, a nested object's fields as
+/// `part.key` and a null part left out; text that is not a JSON object is
 /// printed as it is.
 pub fn status(json: &str) -> String {
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(json)
@@ -89,16 +90,24 @@ pub fn status(json: &str) -> String {
     };
     let mut keys: Vec<&String> = fields.keys().collect();
     keys.sort_by_key(|k| (k.as_str() != "coordinator", k.as_str()));
-    let rows: Vec<Vec<String>> = keys
-        .into_iter()
-        .map(|k| {
-            let value = match &fields[k] {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            vec![k.clone(), value]
-        })
-        .collect();
+    let text_of = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for k in keys {
+        match &fields[k] {
+            // A part that does not apply (a lone coordinator's cluster).
+            serde_json::Value::Null => {}
+            // One level of nesting reads as `part.key`.
+            serde_json::Value::Object(inner) => {
+                for (sub, value) in inner {
+                    rows.push(vec![format!("{k}.{sub}"), text_of(value)]);
+                }
+            }
+            other => rows.push(vec![k.clone(), text_of(other)]),
+        }
+    }
     let text = table(&["", ""], &rows);
     // Drop the empty header line.
     text.split_once('\n')
@@ -158,5 +167,16 @@ mod tests {
         let text = status(r#"{"nodes":2,"coordinator":"hub","online":1}"#);
         assert_eq!(text, "coordinator  hub\nnodes        2\nonline       1\n");
         assert_eq!(status("not json"), "not json\n");
+    }
+
+    #[test]
+    fn status_flattens_the_cluster_and_leaves_out_what_does_not_apply() {
+        let alone = status(r#"{"coordinator":"hub","nodes":2,"cluster":null}"#);
+        assert_eq!(alone, "coordinator  hub\nnodes        2\n");
+        let member = status(r#"{"coordinator":"hub-a","cluster":{"role":"leader","pending":0}}"#);
+        assert_eq!(
+            member,
+            "coordinator      hub-a\ncluster.pending  0\ncluster.role     leader\n"
+        );
     }
 }
