@@ -113,19 +113,21 @@ impl OpLog {
         Ok(seq)
     }
 
-    /// Every record, decoded, in order.
+    /// Every record, decoded, with its sequence number, in order.
     ///
     /// # Errors
     /// When the store cannot be read or a record is corrupt.
-    pub fn replay_ops(&self) -> Result<Vec<Op>, OpLogError> {
+    pub fn replay_ops(&self) -> Result<Vec<(u64, Op)>, OpLogError> {
         self.records()?
             .into_iter()
             .map(|(seq, bytes)| {
-                Op::decode(&bytes).map_err(|source| OpLogError::Corrupt {
-                    path: self.path.clone(),
-                    seq,
-                    source,
-                })
+                Op::decode(&bytes)
+                    .map(|op| (seq, op))
+                    .map_err(|source| OpLogError::Corrupt {
+                        path: self.path.clone(),
+                        seq,
+                        source,
+                    })
             })
             .collect()
     }

@@ -746,9 +746,8 @@ impl Coordinator {
                 } if self.cluster_session_event(session, Some(peer_chain)) => {}
                 ControlEvent::Closed { session, .. }
                     if self.cluster_session_event(session, None) => {}
-                ControlEvent::Received { session, .. } if self.dialled_peer(session) => {
-                    // A peer answers on what it dialled, never on this.
-                    tracing::debug!(%session, "bytes from a peer on a dialled session ignored");
+                ControlEvent::Received { session, bytes } if self.dialled_peer(session) => {
+                    self.on_dialled_bytes(now, session, &bytes);
                 }
                 ControlEvent::Connected {
                     session,

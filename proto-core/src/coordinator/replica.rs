@@ -462,6 +462,11 @@ impl Replica {
         }
         self.held = Some(ready);
         self.awaiting = true;
+        if hard_state.is_none() && entries.is_empty() {
+            // Nothing to make durable (a heartbeat, a commit to apply).
+            self.persisted();
+            return;
+        }
         self.outputs.push_back(ReplicaOutput::Persist {
             hard_state,
             entries,
@@ -541,7 +546,10 @@ fn to_wire(m: &eraftpb::Message) -> Option<RaftMessage> {
 
 /// A peer's message for the engine; `None` for kinds a peer never sends
 /// (the engine's local-only kinds: 0 hup, 1 beat, 10 unreachable, 11 snapshot
-/// status, 12 check quorum; and 7, snapshots).
+/// status, 12 check quorum; 7, snapshots; and 13 and 14, leadership
+/// transfer, which this cluster never asks for: a `TimeoutNow` would start
+/// an election past the pre-vote). A snapshot request is dropped too:
+/// none is ever served.
 fn from_wire(m: &RaftMessage) -> Option<eraftpb::Message> {
     use MessageType as K;
     let kind = match m.kind {
@@ -552,8 +560,6 @@ fn from_wire(m: &RaftMessage) -> Option<eraftpb::Message> {
         8 => K::MsgHeartbeat,
         9 => K::MsgHeartbeatResponse,
         2 => K::MsgPropose,
-        13 => K::MsgTransferLeader,
-        14 => K::MsgTimeoutNow,
         15 => K::MsgReadIndex,
         16 => K::MsgReadIndexResp,
         17 => K::MsgRequestPreVote,
@@ -583,7 +589,7 @@ fn from_wire(m: &RaftMessage) -> Option<eraftpb::Message> {
     out.commit_term = m.commit_term;
     out.reject = m.reject;
     out.reject_hint = m.reject_hint;
-    out.request_snapshot = m.request_snapshot;
+    out.request_snapshot = 0;
     out.priority = m.priority;
     out.context = m.context.clone();
     Some(out)

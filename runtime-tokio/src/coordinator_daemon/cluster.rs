@@ -28,9 +28,9 @@ pub(crate) struct Opened {
     pub(super) applied: AppliedLog,
     replica: Replica,
     config: ClusterConfig,
-    /// Operations of the log this coordinator kept alone, to propose
-    /// once: its first start in a cluster.
-    imports: Vec<Op>,
+    /// The operations of the log this coordinator kept alone, with their
+    /// sequence numbers.
+    imports: Vec<(u64, Op)>,
 }
 
 /// Opens `data_dir/raft.redb`, replays its committed entries, and builds
@@ -54,11 +54,9 @@ pub(crate) fn open(
         .collect();
     let applied = AppliedLog::replay(committed);
     restored.applied = commit;
-    let imports = if restored.entries.is_empty() {
-        oplog.replay_ops()?
-    } else {
-        Vec::new()
-    };
+    // Proposed at every start until the log holds them all (each under a
+    // tag of its own, so none is applied twice).
+    let imports = oplog.replay_ops()?;
     tracing::info!(
         path = %path.display(),
         entries = restored.entries.len(),
@@ -133,14 +131,15 @@ impl Opened {
     pub(super) fn join(self, coordinator: &mut Coordinator) -> RaftStore {
         let now = Instant::now();
         coordinator.join_cluster(self.config, self.replica, &self.applied, now);
-        if !self.imports.is_empty() {
-            tracing::info!(
-                operations = self.imports.len(),
-                "first start in a cluster: proposing the operations this coordinator logged alone"
-            );
+        let mut proposed = 0;
+        for (seq, op) in self.imports {
+            proposed += usize::from(coordinator.import(now, seq, op));
         }
-        for op in self.imports {
-            coordinator.import(now, op);
+        if proposed > 0 {
+            tracing::info!(
+                operations = proposed,
+                "proposing the operations this coordinator logged before it joined the cluster"
+            );
         }
         self.store
     }

@@ -22,11 +22,16 @@ use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
 use super::{Coordinator, CoordinatorEvent, Waiting};
-use crate::control::msg::{Message, RaftMessage, RejectCode};
+use crate::control::msg::{FrameDecoder, Message, RaftMessage, RejectCode};
 use crate::control::transport::{Carrier, SessionId};
 use crate::coordinator::registry::{Op, Registry, RegistryError};
 use crate::coordinator::replica::{LogEntry, Replica, ReplicaOutput, ReplicaStatus};
 use crate::machine::Output;
+
+/// The nonce bit of a write imported from a coordinator's own operation
+/// log (the rest is its record's sequence number); other writes never
+/// carry it.
+const IMPORTED: u64 = 1 << 63;
 
 /// How long an uncommitted write waits before it is proposed again.
 pub const RETRY: Duration = Duration::from_secs(2);
@@ -118,7 +123,12 @@ pub enum Applied {
         err: RegistryError,
     },
     /// The entry does not decode: skipped.
-    Corrupt(String),
+    Corrupt {
+        /// The proposal, when the entry carries its tag.
+        tag: Option<Tag>,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Applies one committed entry to `registry`, deterministically: every
@@ -135,7 +145,12 @@ fn apply_entry(registry: &mut Registry, tags: &mut BTreeSet<Tag>, entry: &LogEnt
     }
     let op = match Op::decode(&entry.data) {
         Ok(op) => op,
-        Err(err) => return Applied::Corrupt(err.to_string()),
+        Err(err) => {
+            return Applied::Corrupt {
+                tag,
+                why: err.to_string(),
+            }
+        }
     };
     match registry.apply(&op) {
         Ok(()) => Applied::Done { tag, op },
@@ -161,7 +176,7 @@ impl AppliedLog {
                 Applied::Refused { err, .. } => {
                     tracing::debug!(index = entry.index, %err, "a committed write skipped at replay");
                 }
-                Applied::Corrupt(why) => {
+                Applied::Corrupt { why, .. } => {
                     tracing::error!(index = entry.index, %why, "a committed entry does not decode; skipped");
                 }
                 Applied::Nothing | Applied::Done { .. } => {}
@@ -179,6 +194,9 @@ struct Link {
     up: bool,
     next_dial: Instant,
     backoff: Duration,
+    /// Frames the peer sends back on this session (when its own dialled
+    /// session to us is not up, it answers here).
+    decoder: FrameDecoder,
 }
 
 /// A coordinator's part of the cluster.
@@ -193,6 +211,9 @@ pub(super) struct Cluster {
     /// they were last proposed.
     pub(super) proposed: BTreeMap<u64, Instant>,
     pub(super) counters: ClusterCounters,
+    /// Outputs are being moved on: a write proposed while a committed
+    /// entry is applied must not apply the next entries in the middle.
+    pumping: bool,
 }
 
 impl Cluster {
@@ -212,6 +233,7 @@ impl Cluster {
                 up: false,
                 next_dial: now,
                 backoff: DIAL_MIN,
+                decoder: FrameDecoder::new(),
             })
             .collect();
         Self {
@@ -222,6 +244,7 @@ impl Cluster {
             next_nonce: nonce_seed,
             proposed: BTreeMap::new(),
             counters: ClusterCounters::default(),
+            pumping: false,
         }
     }
 
@@ -262,8 +285,29 @@ impl Coordinator {
     /// Proposes an operation of a log this coordinator kept before it
     /// joined the cluster, unchecked: if the cluster's log already has it
     /// (another coordinator imported the same), it is skipped at commit.
-    pub fn import(&mut self, now: Instant, op: Op) {
-        self.append(now, op, Waiting::Own);
+    /// Record `seq` of that log is proposed under a tag of its own, so a
+    /// coordinator restarted before all of them committed proposes again
+    /// only those the log does not hold yet; returns false for one it
+    /// holds.
+    pub fn import(&mut self, now: Instant, seq: u64, op: Op) -> bool {
+        let Some(c) = self.cluster.as_ref() else {
+            return false;
+        };
+        let nonce = IMPORTED | seq;
+        let tag = Tag {
+            origin: c.config.id,
+            nonce,
+        };
+        if c.tags.contains(&tag) {
+            return false;
+        }
+        self.waiting.push_back(super::Write {
+            op: op.clone(),
+            waiting: Waiting::Own,
+            nonce,
+        });
+        self.propose_as(now, &op, nonce);
+        true
     }
 
     /// The cluster as status shows it; `None` for a lone coordinator.
@@ -291,8 +335,17 @@ impl Coordinator {
         let Some(c) = self.cluster.as_mut() else {
             return 0;
         };
-        let nonce = c.next_nonce;
+        let nonce = c.next_nonce & !IMPORTED;
         c.next_nonce = c.next_nonce.wrapping_add(1);
+        self.propose_as(now, op, nonce);
+        nonce
+    }
+
+    /// Proposes `op` under `nonce`.
+    fn propose_as(&mut self, now: Instant, op: &Op, nonce: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
         let tag = Tag {
             origin: c.config.id,
             nonce,
@@ -302,7 +355,6 @@ impl Coordinator {
             tracing::debug!(nonce, "no leader known; the write waits");
         }
         self.pump_replica(now);
-        nonce
     }
 
     /// Proposes again every own write that has waited [`RETRY`]; an
@@ -458,6 +510,7 @@ impl Coordinator {
                 tracing::info!(peer = %link.peer.name, "peer coordinator connected");
                 link.up = true;
                 link.backoff = DIAL_MIN;
+                link.decoder = FrameDecoder::new();
                 // TLS checked the chain against the root for the peer's
                 // name: its intermediate signs the tokens it grants, which
                 // this coordinator then accepts too.
@@ -484,6 +537,55 @@ impl Coordinator {
         self.cluster
             .as_ref()
             .is_some_and(|c| c.peer_of_session(session).is_some())
+    }
+
+    /// Bytes on a session this coordinator dialled: the peer's raft
+    /// messages, when it answers on the session we opened.
+    pub(super) fn on_dialled_bytes(&mut self, now: Instant, session: SessionId, bytes: &[u8]) {
+        let mut messages = Vec::new();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(i) = c.peer_of_session(session) else {
+            return;
+        };
+        let link = &mut c.links[i];
+        let id = link.peer.id;
+        link.decoder.push(bytes);
+        loop {
+            match link.decoder.next() {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(err) => {
+                    tracing::warn!(peer = %link.peer.name, %err, "a peer coordinator sent a malformed frame");
+                    c.counters.dropped += 1;
+                    break;
+                }
+            }
+        }
+        for message in messages {
+            match message {
+                Message::Raft(m) => self.on_raft(now, id, &m),
+                Message::Reject { code, reason } => {
+                    tracing::warn!(peer = id, code = code.as_str(), %reason, "a peer coordinator refused this one");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The session to send raft messages to peer `id` on: the one dialled
+    /// to it, or else the one it dialled to us.
+    fn session_to(&self, id: u64) -> Option<SessionId> {
+        let c = self.cluster.as_ref()?;
+        let link = c.links.iter().find(|l| l.peer.id == id)?;
+        if link.up {
+            return link.session;
+        }
+        self.sessions
+            .iter()
+            .find(|(_, s)| matches!(&s.peer, super::Peer::Coordinator { name } if *name == link.peer.name))
+            .map(|(&conn, _)| conn)
     }
 
     /// The replica id of the peer coordinator `name`, if it is one.
@@ -513,6 +615,19 @@ impl Coordinator {
     /// Moves the replica's outputs on: messages to peers, persists to the
     /// driver, commits to the registry.
     pub(super) fn pump_replica(&mut self, now: Instant) {
+        match self.cluster.as_mut() {
+            // The outer pump goes on with what this call would have taken.
+            Some(c) if c.pumping => return,
+            Some(c) => c.pumping = true,
+            None => return,
+        }
+        self.pump_replica_outputs(now);
+        if let Some(c) = self.cluster.as_mut() {
+            c.pumping = false;
+        }
+    }
+
+    fn pump_replica_outputs(&mut self, now: Instant) {
         loop {
             let Some(c) = self.cluster.as_mut() else {
                 return;
@@ -521,16 +636,19 @@ impl Coordinator {
                 return;
             };
             match out {
-                ReplicaOutput::Send(message) => {
-                    let link = c.links.iter().find(|l| l.peer.id == message.to && l.up);
-                    match link.and_then(|l| l.session) {
-                        Some(session) => {
+                ReplicaOutput::Send(message) => match self.session_to(message.to) {
+                    Some(session) => {
+                        if let Some(c) = self.cluster.as_mut() {
                             c.counters.sent += 1;
-                            self.send(now, session, &Message::Raft(message));
                         }
-                        None => c.counters.dropped += 1,
+                        self.send(now, session, &Message::Raft(message));
                     }
-                }
+                    None => {
+                        if let Some(c) = self.cluster.as_mut() {
+                            c.counters.dropped += 1;
+                        }
+                    }
+                },
                 ReplicaOutput::Persist {
                     hard_state,
                     entries,
@@ -561,8 +679,14 @@ impl Coordinator {
         };
         match applied {
             Applied::Nothing => {}
-            Applied::Corrupt(why) => {
+            Applied::Corrupt { tag, why } => {
                 tracing::error!(index = entry.index, %why, "a committed entry does not decode; skipped");
+                // Never proposed again: it would not decode the next time.
+                if let Some(w) = own(tag, c).and_then(|n| self.take_waiting(n)) {
+                    let reason = format!("the write did not decode when it committed: {why}");
+                    let codes = (RejectCode::Internal, RejectCode::Internal);
+                    self.refuse_write(now, w.waiting, codes, reason);
+                }
             }
             Applied::Refused { tag, err } => {
                 c.counters.skipped += 1;
@@ -587,14 +711,28 @@ impl Coordinator {
 
     /// Whoever asked for a write that was skipped at commit learns why.
     fn refuse_skipped(&mut self, now: Instant, waiting: Waiting, err: &RegistryError) {
+        let session_code = match err {
+            RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
+            RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
+            _ => RejectCode::Conflict,
+        };
+        let admin_code = super::refusal_code(err);
+        self.refuse_write(now, waiting, (session_code, admin_code), err.to_string());
+    }
+
+    /// Refuses whoever asked for a write that will not take effect: a
+    /// session (enrollment, renewal) with the first code, an admin with
+    /// the second.
+    fn refuse_write(
+        &mut self,
+        now: Instant,
+        waiting: Waiting,
+        (session_code, admin_code): (RejectCode, RejectCode),
+        reason: String,
+    ) {
         match waiting {
             Waiting::Enroll { conn, .. } | Waiting::Renew { conn, .. } => {
-                let code = match err {
-                    RegistryError::JoinTokenUsed(_) => RejectCode::JoinTokenUsed,
-                    RegistryError::JoinTokenExpired(_) => RejectCode::JoinTokenExpired,
-                    _ => RejectCode::Conflict,
-                };
-                self.refuse(now, conn, code, err.to_string());
+                self.refuse(now, conn, session_code, reason);
             }
             Waiting::Admin {
                 conn, request_id, ..
@@ -604,8 +742,8 @@ impl Coordinator {
                 &Message::AdminResponse {
                     request_id,
                     result: Err(crate::control::msg::AdminError {
-                        code: super::refusal_code(err),
-                        reason: err.to_string(),
+                        code: admin_code,
+                        reason,
                     }),
                 },
             ),

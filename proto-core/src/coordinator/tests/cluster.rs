@@ -658,3 +658,78 @@ fn one_join_token_used_at_two_coordinators_at_once_enrolls_one_node() {
         "every coordinator skipped the second enrollment"
     );
 }
+
+/// Restarts member `i` from what it has on disk.
+fn restart(lab: &mut ClusterLab, i: usize) {
+    let (hard_state, entries) = {
+        let m = &lab.members[i];
+        (m.hard_state, m.stored.clone())
+    };
+    let member = lab.start(
+        i,
+        Restored {
+            hard_state,
+            entries,
+            applied: 0,
+        },
+    );
+    lab.members[i] = member;
+}
+
+#[test]
+fn operations_logged_alone_are_imported_once_even_across_a_restart() {
+    let mut lab = ClusterLab::new();
+    lab.run(Duration::from_secs(4));
+    let ops = [
+        Op::Invite {
+            node: "zed".to_owned(),
+            digest: [7; 32],
+            expires_unix_s: UNIX_NOW + 3_600,
+            admit: true,
+        },
+        Op::Enroll {
+            node: "zed".to_owned(),
+            fingerprint: [8; 32],
+            at_unix_s: UNIX_NOW,
+        },
+    ];
+    // Cut off, the first coordinator proposes its old log; it is
+    // restarted before any of it commits, and proposes it again.
+    lab.cut.insert(0);
+    let now = lab.now;
+    for (seq, op) in ops.iter().enumerate() {
+        assert!(lab.members[0]
+            .coordinator
+            .import(now, seq as u64 + 1, op.clone()));
+    }
+    lab.run(Duration::from_secs(1));
+    restart(&mut lab, 0);
+    let now = lab.now;
+    for (seq, op) in ops.iter().enumerate() {
+        assert!(
+            lab.members[0]
+                .coordinator
+                .import(now, seq as u64 + 1, op.clone()),
+            "not in the log yet: proposed again"
+        );
+    }
+    lab.cut.clear();
+    lab.run(Duration::from_secs(10));
+    let applied: Vec<u64> = (0..3)
+        .map(|i| lab.members[i].coordinator.registry().applied())
+        .collect();
+    for i in 0..3 {
+        assert_eq!(lab.admission(i, "zed"), Some(Admission::Admitted), "at {i}");
+        assert_eq!(applied[i], applied[0], "at {i}");
+    }
+    // Restarted once more, it finds both in the log and proposes nothing.
+    restart(&mut lab, 0);
+    let now = lab.now;
+    for (seq, op) in ops.iter().enumerate() {
+        assert!(!lab.members[0]
+            .coordinator
+            .import(now, seq as u64 + 1, op.clone()));
+    }
+    lab.run(Duration::from_secs(3));
+    assert_eq!(lab.members[1].coordinator.registry().applied(), applied[1]);
+}
