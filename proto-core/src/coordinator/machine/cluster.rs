@@ -260,7 +260,7 @@ pub struct ClusterStatus {
     pub replica: ReplicaStatus,
     /// Peers and whether the session dialled to each is up.
     pub peers: Vec<(ClusterPeer, bool)>,
-    /// Own writes waiting to commit, and how long the oldest has waited.
+    /// Own writes waiting to commit.
     pub pending: usize,
     /// Counters.
     pub counters: ClusterCounters,
