@@ -353,11 +353,12 @@ impl Rig {
             *self.bytes_in.entry((n, src)).or_default() += payload.len() as u64;
             if let Classified::Control(repr) = classify(payload, &self.sides[n].key) {
                 self.authentic.insert((n, src));
+                // A pong answers one of our pings to this host; it may come
+                // from another port than the one pinged.
                 authentic_pong = matches!(repr.body, ControlBody::Pong { .. })
-                    && self
-                        .pings
-                        .get(&(n, src))
-                        .is_some_and(|t| t.contains(&repr.txid));
+                    && self.pings.iter().any(|((m, to), t)| {
+                        *m == n && to.ip() == src.ip() && t.contains(&repr.txid)
+                    });
             }
         }
         let was_active = target.is_some_and(|(n, _)| self.path_active(n, src));
@@ -392,11 +393,19 @@ impl Rig {
         for event in &events {
             if let DataEvent::PathValidated { assoc, remote, .. } = event {
                 assert_eq!(*assoc, side.id, "validated on the wrong association");
-                assert_eq!(*remote, src, "validated another address than the sender");
+                // The pong may come from another port of the address we
+                // pinged (a NAT that maps per destination answers from a
+                // new mapping): the path validated is the one pinged.
+                assert_eq!(
+                    remote.ip(),
+                    src.ip(),
+                    "validated an address of another host than the sender's"
+                );
                 assert!(
                     authentic_pong,
                     "a path was validated without an authentic pong to one of our pings"
                 );
+                self.validated.insert((n, *remote));
                 self.validated.insert((n, src));
             }
         }
