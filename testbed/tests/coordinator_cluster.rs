@@ -334,7 +334,7 @@ fn three_coordinators_share_one_log_and_a_minority_writes_nothing() {
     // Two killed: the survivor cannot commit; its write stays pending and
     // takes effect nowhere.
     c.kill(last);
-    let out = c.invite(next, "gamma", 10);
+    let out = c.invite(next, "gamma", 15);
     assert!(!out.status.success(), "a minority acknowledged a write");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no majority"), "{stderr}");

@@ -209,6 +209,8 @@ struct Write {
     waiting: Waiting,
     /// Its proposal's nonce (a cluster; 0 for a lone coordinator).
     nonce: u64,
+    /// When it was first written.
+    since: Instant,
 }
 
 /// Whom to answer once a write is in the log.
@@ -492,13 +494,19 @@ impl Coordinator {
     fn append(&mut self, now: Instant, op: Op, waiting: Waiting) {
         if self.cluster.is_some() {
             let nonce = self.propose(now, &op);
-            self.waiting.push_back(Write { op, waiting, nonce });
+            self.waiting.push_back(Write {
+                op,
+                waiting,
+                nonce,
+                since: now,
+            });
             return;
         }
         self.waiting.push_back(Write {
             op: op.clone(),
             waiting,
             nonce: 0,
+            since: now,
         });
         self.outputs
             .push_back(Output::Event(CoordinatorEvent::Append(op)));

@@ -35,6 +35,10 @@ const IMPORTED: u64 = 1 << 63;
 
 /// How long an uncommitted write waits before it is proposed again.
 pub const RETRY: Duration = Duration::from_secs(2);
+/// How long an admin waits for a write before being told it is pending:
+/// longer than an election after a leader is lost (about 1 to 3 s), well
+/// within `tlctl`'s default wait of 10 s.
+pub const NO_MAJORITY_AFTER: Duration = Duration::from_secs(6);
 /// First wait before dialling a peer again; doubles up to [`DIAL_MAX`].
 const DIAL_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between dials.
@@ -305,6 +309,7 @@ impl Coordinator {
             op: op.clone(),
             waiting: Waiting::Own,
             nonce,
+            since: now,
         });
         self.propose_as(now, &op, nonce);
         true
@@ -358,8 +363,9 @@ impl Coordinator {
     }
 
     /// Proposes again every own write that has waited [`RETRY`]; an
-    /// admin still waiting for one is told it is not committed yet (the
-    /// write stays pending and nobody is answered again).
+    /// admin still waiting for one after [`NO_MAJORITY_AFTER`] is told it
+    /// is not committed yet (the write stays pending and nobody is
+    /// answered again).
     pub(super) fn repropose(&mut self, now: Instant) {
         let Some(c) = self.cluster.as_ref() else {
             return;
@@ -401,7 +407,9 @@ impl Coordinator {
         let Some(write) = self.waiting.iter_mut().find(|w| w.nonce == nonce) else {
             return;
         };
-        if !matches!(write.waiting, Waiting::Admin { .. }) {
+        if !matches!(write.waiting, Waiting::Admin { .. })
+            || now.saturating_duration_since(write.since) < NO_MAJORITY_AFTER
+        {
             return;
         }
         let Waiting::Admin {
@@ -413,7 +421,7 @@ impl Coordinator {
         tracing::warn!(
             request_id,
             "an admin write is not committed after {} s: no majority reachable; it stays pending",
-            RETRY.as_secs()
+            NO_MAJORITY_AFTER.as_secs()
         );
         self.send(
             now,
@@ -426,7 +434,7 @@ impl Coordinator {
                         "not committed after {} s: this coordinator reaches no majority of the \
                          cluster. The write stays pending here and takes effect if a majority \
                          commits it later (see cluster.pending in /status)",
-                        RETRY.as_secs()
+                        NO_MAJORITY_AFTER.as_secs()
                     ),
                 }),
             },

@@ -317,7 +317,7 @@ impl ClusterLab {
     }
 
     fn admin_reply(&mut self, c: usize) -> Option<Result<AdminReply, msg::AdminError>> {
-        match self.wait(c, Duration::from_secs(5))? {
+        match self.wait(c, Duration::from_secs(10))? {
             Message::AdminResponse { result, .. } => Some(result),
             other => panic!("not an admin response: {other:?}"),
         }
@@ -494,8 +494,8 @@ fn a_coordinator_cut_off_holds_its_writes_as_pending_until_it_is_back() {
             node: Name::new("alpha").unwrap(),
         },
     );
-    // Not committed within RETRY: the admin is told so, and the write
-    // stays pending.
+    // Not committed within NO_MAJORITY_AFTER: the admin is told so, and
+    // the write stays pending.
     match lab.admin_reply(c) {
         Some(Err(e)) => assert_eq!(e.code, RejectCode::NoMajority, "{e:?}"),
         other => panic!("no pending answer: {other:?}"),
