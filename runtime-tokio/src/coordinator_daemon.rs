@@ -15,6 +15,12 @@
 //! blocked); both must open or the daemon does not start. With
 //! `[relay] data = true` it also relays for its nodes: one port per
 //! association, from `[relay] port_range`.
+//!
+//! With `[cluster]` it is one replica of a log shared with the other
+//! coordinators (`cluster`): writes become [`CoordinatorEvent::Persist`]
+//! events, stored in `DATA_DIR/raft.redb` ([`RaftStore::persist`] returns
+//! after the commit reaches the disk) before [`Coordinator::persisted`],
+//! and take effect once a majority holds them.
 
 pub mod cluster;
 pub mod config;
