@@ -92,6 +92,14 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Takes the run's trace hash, event count and the world's own
+    /// invariant violations (after the scenario's).
+    pub fn finish(&mut self, world: &crate::world::World) {
+        self.trace_hash = world.trace().value();
+        self.events = world.events_run();
+        self.violations.extend(world.violations().iter().cloned());
+    }
+
     /// Adds a row.
     pub fn row(&mut self, metric: &str, value: impl std::fmt::Display) {
         self.rows.push((metric.to_owned(), value.to_string()));

@@ -516,10 +516,6 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         violations.push(format!("{} datagrams altered", sink.malformed));
     }
     summary.violations = violations;
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     Ok(summary)
 }

@@ -642,11 +642,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         .machine
         .log;
     summary.row("operations logged", log.len());
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     if sink.malformed > 0 {
         summary
             .violations

@@ -319,10 +319,6 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
     if let Some(c) = counters {
         summary.row("beta dropped (unvalidated source)", c.unvalidated);
     }
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     Ok(summary)
 }

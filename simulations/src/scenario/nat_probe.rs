@@ -227,10 +227,6 @@ fn run(seed: u64, p: &Params, rebind: bool) -> Result<Summary, SimError> {
     }
     summary.row("nat mappings", world.nat(nat).mapping_count());
     data_rows(&world, a, b, &mut summary);
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     Ok(summary)
 }

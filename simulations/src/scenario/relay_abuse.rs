@@ -507,10 +507,6 @@ fn summary(
             ));
         }
     }
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(world);
     summary
 }

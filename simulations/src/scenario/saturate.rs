@@ -163,10 +163,6 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         Duration::from_millis(100),
         duration,
     );
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     Ok(summary)
 }

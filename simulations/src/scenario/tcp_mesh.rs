@@ -380,11 +380,7 @@ fn run(seed: u64, p: &Params) -> Result<Summary, SimError> {
         "mesh / direct goodput",
         format!("{:.1} %", 100.0 * goodputs[0] / goodputs[1].max(1.0)),
     );
-    summary.trace_hash = world.trace().value();
-    summary.events = world.events_run();
-    summary
-        .violations
-        .extend(world.violations().iter().cloned());
+    summary.finish(&world);
     Ok(summary)
 }
 
