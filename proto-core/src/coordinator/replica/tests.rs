@@ -302,10 +302,18 @@ fn messages_from_strangers_or_for_others_are_dropped() {
             from: 2,
             ..RaftMessage::default()
         },
+        // TimeoutNow: an election past the pre-vote, never asked for.
+        RaftMessage {
+            kind: 14,
+            to: 1,
+            from: 2,
+            term: before.term,
+            ..RaftMessage::default()
+        },
     ] {
         r.step(&m);
     }
-    assert_eq!(r.refused(), 3);
+    assert_eq!(r.refused(), 4);
     assert_eq!(r.status().term, before.term);
 }
 
