@@ -175,26 +175,23 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// Checks that `identity` would pass as a client certificate against
+/// Checks that `chain` (leaf first) would pass as a client certificate against
 /// `root` at `at_unix_s`: a coordinator's server certificate must, to dial
 /// the other coordinators of its cluster.
 ///
 /// # Errors
 /// [`TlsConfigError::Rustls`] with rustls's reason (a certificate without
 /// client auth, of another root, or expired); [`TlsConfigError::BadRoot`].
-pub fn check_client_identity(
+pub fn check_client_chain(
     root: &CertificateDer<'_>,
-    identity: &TlsIdentity,
+    chain: &[CertificateDer<'_>],
     at_unix_s: u64,
 ) -> Result<(), TlsConfigError> {
     let provider = Arc::new(control_plane_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(root_store(root)?, provider)
         .build()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
-    let (leaf, intermediates) = identity
-        .chain
-        .split_first()
-        .ok_or(TlsConfigError::EmptyChain)?;
+    let (leaf, intermediates) = chain.split_first().ok_or(TlsConfigError::EmptyChain)?;
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(at_unix_s));
     verifier
         .verify_client_cert(leaf, intermediates, now)

@@ -5,9 +5,7 @@
 use std::time::Instant;
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use transitloom_proto_core::control::tls_config::{
-    check_client_identity, client_config, TlsIdentity,
-};
+use transitloom_proto_core::control::tls_config::{check_client_chain, client_config, TlsIdentity};
 use transitloom_proto_core::coordinator::machine::{AppliedLog, ClusterConfig};
 use transitloom_proto_core::coordinator::registry::Op;
 use transitloom_proto_core::coordinator::replica::{
@@ -109,7 +107,7 @@ pub fn client_tls(
         key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone())),
     };
     let root = CertificateDer::from(pki.root.clone());
-    if let Err(err) = check_client_identity(&root, &identity, now_unix_s()) {
+    if let Err(err) = check_client_chain(&root, &identity.chain, now_unix_s()) {
         return Err(settings
             .error(
                 "pki_dir",

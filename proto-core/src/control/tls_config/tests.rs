@@ -172,3 +172,19 @@ fn a_handshake_is_reproducible_from_its_seeds() {
     assert_eq!(first, tls_handshake(&pki, 10).unwrap());
     assert_ne!(first, tls_handshake(&pki, 11).unwrap());
 }
+
+#[test]
+fn only_a_chain_with_client_auth_of_this_root_passes_as_a_client() {
+    const AT: u64 = 1_760_000_000;
+    let pki = TestPki::new(3, "hub");
+    let other = TestPki::new(4, "hub");
+    check_client_chain(&pki.root, &pki.node.chain, AT).unwrap();
+    // A server-auth-only certificate (a coordinator's from before
+    // clusters) cannot dial a peer.
+    assert!(check_client_chain(&pki.root, &pki.coordinator.chain, AT).is_err());
+    assert!(check_client_chain(&other.root, &pki.node.chain, AT).is_err());
+    assert!(matches!(
+        check_client_chain(&pki.root, &[], AT),
+        Err(TlsConfigError::EmptyChain)
+    ));
+}
