@@ -239,6 +239,7 @@ impl Path {
             self.lane.on_probe_outcome(now, false);
         }
         self.pending.push_back((txid, now));
+        self.lane.on_probe_sent(now);
         self.pings += 1;
     }
 

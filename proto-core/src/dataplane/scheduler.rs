@@ -26,8 +26,9 @@
 //!
 //! The estimates: forward one-way delay (plus the clocks' offset, which
 //! cancels between paths) from each pong's timestamp; its minimum is the
-//! path's delay with an empty queue, and the excess is queueing (a
-//! measured queue longer than the modelled one is taken as the truth). Loss
+//! path's delay with an empty queue, and the excess is queueing. Each
+//! probe's measured queue is compared with what the model held when the
+//! probe left, and an unhinted path's model is moved by the difference. Loss
 //! and delivery rate come from the receiver's statistics reports. The rate
 //! planned with is the operator's capacity hint, else the capacity measured
 //! (the most the path delivered while every probe found its queue
@@ -136,6 +137,9 @@ const CONGESTED_QUEUE: Duration = Duration::from_millis(5);
 /// reports and probe outcomes that tell of them arrive after the queue (and
 /// its smoothed measure) may have drained.
 const CONGESTION_GRACE: Duration = Duration::from_secs(1);
+/// Probes whose modelled queue is remembered (as many as a path keeps
+/// outstanding).
+const PROBE_BACKLOGS: usize = super::path::MAX_PENDING;
 /// Lowest capacity estimate, bytes per second (64 kbit/s).
 const MIN_RATE: f64 = 8_000.0;
 /// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
@@ -324,6 +328,12 @@ pub(crate) struct Lane {
     /// The latest forward-delay sample's queueing (not smoothed: the
     /// freshest the measurement gets).
     last_queue: Duration,
+    /// The modelled queue when each outstanding probe left: its answer's
+    /// measured queue is compared with what the model held then.
+    probe_backlogs: VecDeque<(Instant, Duration, i64)>,
+    /// The corrections made to the model so far, microseconds: a probe's
+    /// answer counts only those made after it left.
+    corrected_us: i64,
 }
 
 impl Lane {
@@ -351,13 +361,24 @@ impl Lane {
             congested_at: None,
             standing: None,
             last_queue: Duration::ZERO,
+            probe_backlogs: VecDeque::new(),
+            corrected_us: 0,
         }
+    }
+
+    /// A probe leaves at `now`: remembers the modelled queue it finds.
+    pub(crate) fn on_probe_sent(&mut self, now: Instant) {
+        if self.probe_backlogs.len() == PROBE_BACKLOGS {
+            self.probe_backlogs.pop_front();
+        }
+        self.probe_backlogs
+            .push_back((now, self.backlog(now), self.corrected_us));
     }
 
     /// A pong matched a ping sent at wall time `ping_us`; the peer stamped
     /// it `pong_us`. The difference is the forward delay plus the clocks'
     /// offset.
-    pub(crate) fn on_timing(&mut self, now: Instant, ping_us: u64, pong_us: u64) {
+    pub(crate) fn on_timing(&mut self, now: Instant, sent: Instant, ping_us: u64, pong_us: u64) {
         let sample = i64::try_from(pong_us)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(ping_us).unwrap_or(i64::MAX));
@@ -381,8 +402,47 @@ impl Lane {
             self.congested_at = Some(now);
         }
         self.last_queue = Duration::from_micros(sample.saturating_sub(min).max(0) as u64);
+        self.correct(now, sent);
         let queued = sample.saturating_sub(min) > STANDING_QUEUE.as_micros() as i64;
         self.standing = Some(self.standing.unwrap_or(true) && queued);
+    }
+
+    /// Moves an unhinted path's modelled queue by what the answered probe
+    /// that left at `sent` found beyond (or short of) the model then. The
+    /// two are compared as of the probe's departure, so the measure does
+    /// not lag the model (the smoothed queue, over probes 50 ms apart,
+    /// lags it by a few hundred milliseconds: a drained queue still
+    /// measured full held traffic off a path and reordered it, multiwan
+    /// case b at window 0.5: 105 packets late, 22 Mbit/s against 105 now).
+    /// Corrections made after the probe left are counted in the model it
+    /// is compared with, so two probes that saw one error move it once.
+    /// A hinted path's model is not moved: it plans at the operator's
+    /// rate, and a path slower than its hint is corrected by its measured
+    /// capacity instead.
+    fn correct(&mut self, now: Instant, sent: Instant) {
+        let Some(at) = self.probe_backlogs.iter().position(|&(t, ..)| t == sent) else {
+            return;
+        };
+        let (_, modelled, corrected_then) = self.probe_backlogs[at];
+        self.probe_backlogs.drain(..=at);
+        if self.hint.is_some() {
+            return;
+        }
+        let modelled_us = micros(modelled) + (self.corrected_us - corrected_then);
+        let error_us = micros(self.last_queue) - modelled_us;
+        if error_us.abs() <= micros(STANDING_QUEUE) {
+            return;
+        }
+        let busy = self.busy_until.map_or(now, |b| b.max(now));
+        let error = Duration::from_micros(error_us.unsigned_abs());
+        let moved = if error_us > 0 {
+            busy + error
+        } else {
+            (busy - error).max(now)
+        };
+        self.corrected_us += micros(moved.saturating_duration_since(busy))
+            - micros(busy.saturating_duration_since(moved));
+        self.busy_until = Some(moved);
     }
 
     /// A probe was answered (`true`) or given up on: the loss estimate when
@@ -597,20 +657,9 @@ impl Lane {
     }
 
     /// When a packet sent now would start to leave the bottleneck: after
-    /// the modelled queue, or, unhinted, the measured one if that is longer
-    /// (the estimates were too high; the measured queue pulls traffic away
-    /// until they are corrected). A hinted path's model is not overridden:
-    /// the measured queue, smoothed over probes 50 ms apart, lags the model
-    /// by a few hundred milliseconds, and a drained queue still measured
-    /// full held traffic off the path and reordered it (multiwan case b
-    /// with hints, window 0.5: 282 packets late, 25 Mbit/s; a path slower
-    /// than its hint is corrected by its measured capacity instead).
+    /// the modelled queue, as probes correct it (see [`Lane::correct`]).
     fn start(&self, now: Instant) -> Instant {
-        let modelled = self.busy_until.map_or(now, |b| b.max(now));
-        if self.hint.is_some() {
-            return modelled;
-        }
-        modelled.max(now + self.est.queue_delay())
+        self.busy_until.map_or(now, |b| b.max(now))
     }
 
     /// The modelled queue ahead of a packet sent now.
@@ -670,6 +719,10 @@ fn current_max(window: &mut Option<(Instant, f64, Option<f64>)>, now: Instant) -
     }
     let max = w.2.map_or(w.1, |prev| prev.max(w.1));
     (max > 0.0).then_some(max)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 fn service(len: usize, rate: f64) -> Duration {

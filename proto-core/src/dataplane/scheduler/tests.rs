@@ -177,6 +177,7 @@ fn jittery(noise_us: &[u64]) -> Lane {
         let ping_us = 1_000 + i as u64 * 50_000;
         lane.on_timing(
             t0 + Duration::from_millis(50) * i as u32,
+            t0 + Duration::from_millis(50) * i as u32,
             ping_us,
             ping_us + 20_000 + noise,
         );
@@ -231,7 +232,7 @@ fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
         let ping_us = wall.unix_us(now);
         // The first pong finds no queue: the minimum.
         let queue_us = if i == 0 { 0 } else { queue_ms * 1_000 };
-        lane.on_timing(now, ping_us, ping_us + 20_000 + queue_us);
+        lane.on_timing(now, now, ping_us, ping_us + 20_000 + queue_us);
         lane.snapshot(now, rx);
         if i % 2 == 0 {
             lane.on_report(now, &wall, (i + 1, rx, wall.unix_us(now)));
@@ -349,14 +350,19 @@ fn probes_lost_to_a_congested_queue_are_not_held_against_the_path() {
     let mut lane = lane(50.0, 20, 0.0);
     let t0 = crate::test_epoch();
     // A forward-delay sample 30 ms above the minimum: the queue is full.
-    lane.on_timing(t0, 1_000_000, 1_000_000 + 20_000);
-    lane.on_timing(t0, 2_000_000, 2_000_000 + 50_000);
+    lane.on_timing(t0, t0, 1_000_000, 1_000_000 + 20_000);
+    lane.on_timing(t0, t0, 2_000_000, 2_000_000 + 50_000);
     for _ in 0..8 {
         lane.on_probe_outcome(t0 + Duration::from_millis(500), false);
     }
     assert!(!lane.est.lossy, "{:?}", lane.est);
     // Past the grace, with the queue drained, losses count.
-    lane.on_timing(t0 + Duration::from_secs(2), 3_000_000, 3_000_000 + 20_000);
+    lane.on_timing(
+        t0 + Duration::from_secs(2),
+        t0 + Duration::from_secs(2),
+        3_000_000,
+        3_000_000 + 20_000,
+    );
     lane.est.fwd_us = lane.est.fwd_min_us;
     for _ in 0..8 {
         lane.on_probe_outcome(t0 + Duration::from_secs(3), false);
@@ -388,6 +394,7 @@ fn forward_delay_tracks_queueing_above_its_minimum() {
     for i in 0..20 {
         lane.on_timing(
             t0 + Duration::from_millis(50 * i),
+            t0 + Duration::from_millis(50 * i),
             1_000 + i * 50_000,
             1_000 + i * 50_000 + offset + 20_000,
         );
@@ -395,6 +402,7 @@ fn forward_delay_tracks_queueing_above_its_minimum() {
     assert_eq!(lane.est.queue_delay(), Duration::ZERO);
     for i in 20..40 {
         lane.on_timing(
+            t0 + Duration::from_millis(50 * i),
             t0 + Duration::from_millis(50 * i),
             1_000 + i * 50_000,
             1_000 + i * 50_000 + offset + 50_000,
@@ -532,23 +540,60 @@ fn a_hint_alone_does_not_let_a_slower_path_carry() {
 }
 
 #[test]
-fn a_hinted_path_plans_by_its_model_and_a_clearly_slower_measure() {
+fn a_probe_corrects_the_model_by_what_it_found_beyond_it_when_it_left() {
     let config = SchedulerConfig::default();
     let t0 = crate::test_epoch();
-    // 30 ms of queue measured, none modelled: an unhinted path's plan
-    // takes the measured queue, a hinted one's keeps its model (the
-    // smoothed measure lags a queue that has drained).
-    let queued = |policy: &UplinkPolicy| {
-        let mut lane = Lane::new(policy, &config);
-        lane.est.fwd_min_us = Some(20_000);
-        lane.est.fwd_us = Some(50_000);
-        lane.start(t0)
+    let ms = Duration::from_millis;
+    // A probe sent at `at` and answered 40 ms later, having found `queue`.
+    let probe = |lane: &mut Lane, at: Instant, queue: Duration| {
+        lane.on_probe_sent(at);
+        let ping_us = 1_000_000 + at.duration_since(t0).as_micros() as u64;
+        let fwd_us = 20_000 + queue.as_micros() as u64;
+        lane.on_timing(at + ms(40), at, ping_us, ping_us + fwd_us);
     };
-    assert_eq!(
-        queued(&UplinkPolicy::default()),
-        t0 + Duration::from_millis(30)
-    );
-    assert_eq!(queued(&hinted(100.0)), t0);
+    let fresh = |policy: &UplinkPolicy| {
+        let mut lane = Lane::new(policy, &config);
+        probe(&mut lane, t0, Duration::ZERO);
+        lane
+    };
+    // 30 ms of queue found by two probes that left 10 ms apart with none
+    // modelled: the first answer moves the model 30 ms on; the second
+    // moves it no further, as the first's correction came after it left.
+    let mut lane = fresh(&UplinkPolicy::default());
+    let t1 = t0 + ms(100);
+    lane.on_probe_sent(t1);
+    lane.on_probe_sent(t1 + ms(10));
+    let answer = |lane: &mut Lane, at: Instant, queue: Duration| {
+        let ping_us = 1_000_000 + at.duration_since(t0).as_micros() as u64;
+        let fwd_us = 20_000 + queue.as_micros() as u64;
+        lane.on_timing(at + ms(40), at, ping_us, ping_us + fwd_us);
+    };
+    answer(&mut lane, t1, ms(30));
+    assert_eq!(lane.backlog(t1 + ms(40)), ms(30));
+    answer(&mut lane, t1 + ms(10), ms(30));
+    assert_eq!(lane.backlog(t1 + ms(50)), ms(20));
+    // A probe that left after the correction and found what the model
+    // held then moves nothing either.
+    let t2 = t1 + ms(50);
+    let then = lane.backlog(t2);
+    probe(&mut lane, t2, then);
+    assert_eq!(lane.backlog(t2 + ms(40)), ms(0));
+    // A probe that found the queue drained while the model still held
+    // some pulls the model back at once.
+    lane.sent(t2 + ms(40), 12_500, 1e6);
+    let t3 = t2 + ms(41);
+    assert_eq!(lane.backlog(t3), Duration::from_micros(11_500));
+    probe(&mut lane, t3, Duration::ZERO);
+    assert_eq!(lane.backlog(t3 + ms(40)), Duration::ZERO);
+    // A hinted path's model is not moved: its rate is the operator's.
+    let mut lane = fresh(&hinted(100.0));
+    probe(&mut lane, t1, ms(30));
+    assert_eq!(lane.backlog(t1 + ms(40)), Duration::ZERO);
+}
+
+#[test]
+fn a_hinted_path_plans_at_a_clearly_slower_measure() {
+    let config = SchedulerConfig::default();
     // Delivering 90 of a hinted 100 Mbit/s under a standing queue is
     // within the measurement's noise: the hint stands. Delivering 50 is
     // not: the plan follows the measure.
