@@ -244,6 +244,35 @@ fn b_a_fast_short_link_and_a_slow_long_one() {
     scheduler_targets("b-fit", &fit);
 }
 
+/// Case b with `extra` parameters added, as a case of its own.
+fn b_with(extra: &[&'static str]) -> Summary {
+    let params: Vec<&'static str> = case("b").params.iter().chain(extra).copied().collect();
+    let b = Case {
+        name: "b",
+        about: "b with other parameters",
+        params: Box::leak(params.into_boxed_slice()),
+    };
+    let summary = b.run(1).unwrap();
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    summary
+}
+
+#[test]
+fn b_gets_at_least_link_1_alone_at_each_window() {
+    // Link 1 alone carries a window of 0.5 whole (97 Mbit/s), and
+    // overflows in slow start from 0.6 on (48 Mbit/s at 0.75, 8 at 1.2).
+    // Over both links the flow must not do worse than over link 1 alone at
+    // any of them: at 0.5, a plan that took a lagging measured queue for
+    // the truth sent packets to link 2 that link 1 would have delivered
+    // sooner, and the flow got 22 Mbit/s.
+    for window in ["window_bdp=0.5", "window_bdp=0.75", "window_bdp=1.2"] {
+        let both = number(&b_with(&[window]), "goodput");
+        let alone = number(&b_with(&[window, "cut2_at_s=0.5"]), "goodput");
+        println!("case b, {window}: {both} Mbit/s; over link 1 alone: {alone} Mbit/s");
+        assert!(both >= alone * 0.97, "{window}: {both} Mbit/s against {alone} alone");
+    }
+}
+
 #[test]
 fn c_a_link_dies_mid_transfer() {
     let summary = run("c", 1);
