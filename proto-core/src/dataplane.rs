@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
-pub use path::{Path, PathKind, PathState, Traffic, MAX_PENDING};
+pub use path::{Path, PathKind, PathState, Traffic, UplinkTraffic, MAX_PENDING};
 pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH, RELAY_RETIRE_MAX};
@@ -317,6 +317,9 @@ pub struct DataPlane {
     reflectors: Vec<SocketAddr>,
     /// Birthday probing's temporary sockets: their association and uplink.
     birthday_sockets: BTreeMap<SocketId, (AssocId, UplinkId)>,
+    /// Data sent and received through each uplink since start, over every
+    /// path there was (kept when paths and associations go).
+    uplink_traffic: BTreeMap<UplinkId, UplinkTraffic>,
 }
 
 /// A read-only view of an installed association, for status.
@@ -439,6 +442,7 @@ impl DataPlane {
             uplinks_down: BTreeSet::new(),
             reflectors: Vec::new(),
             birthday_sockets: BTreeMap::new(),
+            uplink_traffic: BTreeMap::new(),
         }
     }
 
@@ -904,6 +908,15 @@ impl DataPlane {
         self.assocs.values().map(|inner| AssociationView { inner })
     }
 
+    /// Data sent and received through `uplink` since start, over every
+    /// path of every association there has been.
+    pub fn uplink_traffic(&self, uplink: UplinkId) -> UplinkTraffic {
+        self.uplink_traffic
+            .get(&uplink)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// One association.
     pub fn association(&self, id: AssocId) -> Option<AssociationView<'_>> {
         self.assocs.get(&id).map(|inner| AssociationView { inner })
@@ -981,6 +994,11 @@ impl DataPlane {
         };
         let socket = path.via.unwrap_or(mesh_socket);
         path.tx.count(datagram.payload.len());
+        self.uplink_traffic
+            .entry(key.0)
+            .or_default()
+            .sent
+            .count(datagram.payload.len());
         let span = path.srtt.unwrap_or_default() + self.config.scheduler.stats_interval;
         path.lane.on_sent(now, path.tx, span);
         assoc.counters.ingress.count(datagram.payload.len());
@@ -1061,6 +1079,11 @@ impl DataPlane {
             .filter(|p| p.state == PathState::Active)
         {
             path.rx.count(datagram.payload.len());
+            self.uplink_traffic
+                .entry(uplink)
+                .or_default()
+                .received
+                .count(datagram.payload.len());
             path.data_from = Some(datagram.src);
             path.last_heard = Some(now);
             let idle = path

@@ -44,7 +44,7 @@ use crate::http::{Pages, SharedPages, StatusServer};
 use crate::status::ReloadStatus;
 use crate::{wall_clock_now, Exit, MioDriver};
 use interface::HostSnapshot;
-use report::{Standing, UplinkTally};
+use report::Standing;
 use signals::ReloadRequest;
 use uplink_watch::{UplinkChange, UplinkWatch, WATCH_INTERVAL};
 
@@ -133,7 +133,6 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Runtime(format!("the event loop cannot start: {e}")))?;
     let mut daemon = Daemon {
         uplinks: setup.watch.clone(),
-        tally: UplinkTally::default(),
         host_unreadable: false,
         setup,
         standing: Standing::new(enrolled),
@@ -299,8 +298,6 @@ struct Daemon {
     reloads: ReloadStatus,
     /// Each uplink's state, followed from the host.
     uplinks: UplinkWatch,
-    /// Bytes per uplink, kept when its paths go.
-    tally: UplinkTally,
     /// The last read of the host's addresses failed (logged once).
     host_unreadable: bool,
 }
@@ -503,8 +500,6 @@ impl Daemon {
         if changes.is_empty() {
             return false;
         }
-        // Before the paths go, with their counters.
-        self.tally.observe(driver.machine().data_plane());
         for change in changes {
             log_uplink_change(&change);
             let result = driver.machine_mut().set_uplink_address(
@@ -520,12 +515,11 @@ impl Daemon {
     }
 
     fn publish(&mut self, node: &Node) {
-        self.tally.observe(node.data_plane());
         let mut status = report::node_status(
             node,
             &self.setup,
             &self.standing,
-            (&self.uplinks, &self.tally),
+            &self.uplinks,
             unix_now_s(),
         );
         status.reload = self.reloads.clone();

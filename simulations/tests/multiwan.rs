@@ -269,7 +269,10 @@ fn b_gets_at_least_link_1_alone_at_each_window() {
         let both = number(&b_with(&[window]), "goodput");
         let alone = number(&b_with(&[window, "cut2_at_s=0.5"]), "goodput");
         println!("case b, {window}: {both} Mbit/s; over link 1 alone: {alone} Mbit/s");
-        assert!(both >= alone * 0.97, "{window}: {both} Mbit/s against {alone} alone");
+        assert!(
+            both >= alone * 0.97,
+            "{window}: {both} Mbit/s against {alone} alone"
+        );
     }
 }
 

@@ -96,6 +96,15 @@ impl Traffic {
     }
 }
 
+/// Data through one uplink, over all its paths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkTraffic {
+    /// Data sent from the uplink's mesh socket (or its relay legs).
+    pub sent: Traffic,
+    /// Data received on it from active paths.
+    pub received: Traffic,
+}
+
 /// The state of one path.
 #[derive(Debug, Clone)]
 pub struct Path {

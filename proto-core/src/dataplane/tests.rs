@@ -565,6 +565,38 @@ fn withdrawal_closes_sockets_and_stops_forwarding() {
 }
 
 #[test]
+fn uplink_counters_add_up_the_paths_and_outlive_them() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(50));
+    let target = net.nodes[0].target;
+    for i in 0..20 {
+        net.service_sends(0, target, &payload(i));
+    }
+    net.advance(Duration::from_millis(50));
+    let uplink = UplinkId(0);
+    let sum = |net: &Net, n: usize| {
+        net.view(n)
+            .paths()
+            .filter(|p| p.uplink == uplink)
+            .fold((0, 0), |(tx, rx), p| (tx + p.tx.bytes, rx + p.rx.bytes))
+    };
+    let sent = net.nodes[0].plane.uplink_traffic(uplink).sent;
+    let received = net.nodes[1].plane.uplink_traffic(uplink).received;
+    assert_eq!(sent.packets, 20);
+    assert_eq!((sent.bytes, 0), sum(&net, 0));
+    assert_eq!((0, received.bytes), sum(&net, 1));
+    assert_eq!(received, sent);
+    // The association goes, and its paths with it: the counts stay.
+    net.nodes[1].plane.withdraw(ASSOC).unwrap();
+    assert!(net.nodes[1].plane.association(ASSOC).is_none());
+    assert_eq!(net.nodes[1].plane.uplink_traffic(uplink).received, received);
+    assert_eq!(
+        net.nodes[1].plane.uplink_traffic(UplinkId(7)),
+        UplinkTraffic::default()
+    );
+}
+
+#[test]
 fn install_refuses_duplicates_and_ingress_conflicts() {
     let mut net = Net::new(false);
     let plane = &mut net.nodes[0].plane;

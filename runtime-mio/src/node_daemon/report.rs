@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::dataplane::{DataEvent, DataPlane, NatClass, PathState, SocketRole};
 use transitloom_proto_core::node::{Node, NodeEvent, SessionState};
-use transitloom_proto_core::{AssocId, PathId, UplinkId};
+use transitloom_proto_core::UplinkId;
 
 use super::setup::Setup;
 use super::uplink_watch::{UplinkReach, UplinkWatch};
@@ -102,66 +102,13 @@ impl Standing {
     }
 }
 
-/// Bytes each uplink carried since the node started. Path counters alone
-/// would go backwards: an uplink that goes down takes its paths, and their
-/// counters, with it. So the last count seen of every path is kept, and
-/// what a path carried stays with its uplink when the path goes.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct UplinkTally {
-    /// Each live path's uplink and (sent, received) bytes, as last seen.
-    live: BTreeMap<(AssocId, PathId), (UplinkId, u64, u64)>,
-    /// What paths that are gone carried, per uplink.
-    gone: BTreeMap<UplinkId, (u64, u64)>,
-}
-
-impl UplinkTally {
-    /// Takes in the data plane's path counters now. Call it before
-    /// anything that removes paths (an uplink going down) and before each
-    /// read of [`totals`](Self::totals).
-    pub(crate) fn observe(&mut self, plane: &DataPlane) {
-        let now = plane
-            .associations()
-            .flat_map(|a| {
-                let assoc = a.spec().id;
-                a.paths()
-                    .map(move |p| ((assoc, p.id), (p.uplink, p.tx.bytes, p.rx.bytes)))
-            })
-            .collect();
-        self.observe_paths(now);
-    }
-
-    fn observe_paths(&mut self, now: BTreeMap<(AssocId, PathId), (UplinkId, u64, u64)>) {
-        for (key, &(uplink, tx, rx)) in &self.live {
-            let same_path = now
-                .get(key)
-                .is_some_and(|&(u, t, r)| u == uplink && t >= tx && r >= rx);
-            if !same_path {
-                // Gone, or its id now names a new path counting from zero.
-                let gone = self.gone.entry(uplink).or_default();
-                gone.0 += tx;
-                gone.1 += rx;
-            }
-        }
-        self.live = now;
-    }
-
-    /// (sent, received) bytes through `uplink`, as of the last observe.
-    pub(crate) fn totals(&self, uplink: UplinkId) -> (u64, u64) {
-        let gone = self.gone.get(&uplink).copied().unwrap_or_default();
-        self.live
-            .values()
-            .filter(|(u, _, _)| *u == uplink)
-            .fold(gone, |(tx, rx), (_, t, r)| (tx + t, rx + r))
-    }
-}
-
 /// The `/status` snapshot: every configured association, installed or
 /// still waiting, in config order.
 pub(crate) fn node_status(
     node: &Node,
     setup: &Setup,
     standing: &Standing,
-    uplinks: (&UplinkWatch, &UplinkTally),
+    uplinks: &UplinkWatch,
     now_unix_s: u64,
 ) -> NodeStatus {
     let plane = node.data_plane();
@@ -173,11 +120,11 @@ pub(crate) fn node_status(
             .find(|x| x.id.0 == u)
             .map_or_else(|| format!("uplink#{u}"), |x| x.name.clone())
     };
-    let (watch, tally) = uplinks;
+    let watch = uplinks;
     let uplinks = setup
         .uplinks
         .iter()
-        .map(|u| uplink_status(plane, u, watch, tally, standing))
+        .map(|u| uplink_status(plane, u, watch, standing))
         .collect();
     let associations = setup
         .config
@@ -242,15 +189,15 @@ fn seconds_until(at: Option<i64>, now_unix_s: u64) -> Option<u64> {
 }
 
 /// One uplink's status: the watcher's state, the configured policy, the
-/// tally's bytes and the active paths through it now.
+/// data plane's byte counts and the active paths through it now.
 fn uplink_status(
     plane: &DataPlane,
     spec: &transitloom_proto_core::dataplane::UplinkSpec,
     watch: &UplinkWatch,
-    tally: &UplinkTally,
     standing: &Standing,
 ) -> UplinkStatus {
-    let (tx_bytes, rx_bytes) = tally.totals(spec.id);
+    let traffic = plane.uplink_traffic(spec.id);
+    let (tx_bytes, rx_bytes) = (traffic.sent.bytes, traffic.received.bytes);
     let watched = watch.get(spec.id);
     let mut down_reason = match watched.map(|w| &w.reach) {
         Some(UplinkReach::Down(why)) => Some(why.clone()),
@@ -300,51 +247,4 @@ fn nat_label(class: NatClass) -> String {
         return "unknown".to_owned();
     }
     format!("{}/{}", class.mapping.as_str(), class.allocation.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Paths = BTreeMap<(AssocId, PathId), (UplinkId, u64, u64)>;
-
-    fn paths(rows: &[(u64, u32, u16, u64, u64)]) -> Paths {
-        rows.iter()
-            .map(|&(a, p, u, tx, rx)| ((AssocId(a), PathId(p)), (UplinkId(u), tx, rx)))
-            .collect()
-    }
-
-    #[test]
-    fn an_uplinks_bytes_outlive_its_paths() {
-        let mut tally = UplinkTally::default();
-        tally.observe_paths(paths(&[
-            (1, 0, 0, 100, 10),
-            (1, 1, 1, 50, 5),
-            (2, 0, 0, 7, 7),
-        ]));
-        assert_eq!(tally.totals(UplinkId(0)), (107, 17));
-        assert_eq!(tally.totals(UplinkId(1)), (50, 5));
-        // Uplink 0 goes down: its paths are gone, what they carried stays.
-        tally.observe_paths(paths(&[(1, 1, 1, 80, 9)]));
-        assert_eq!(tally.totals(UplinkId(0)), (107, 17));
-        assert_eq!(tally.totals(UplinkId(1)), (80, 9));
-        // It comes back and a new path reuses id 0 of association 1,
-        // counting from zero: the old count is kept, the new one added.
-        tally.observe_paths(paths(&[(1, 0, 0, 3, 1), (1, 1, 1, 90, 9)]));
-        assert_eq!(tally.totals(UplinkId(0)), (110, 18));
-        // Counters never go backwards across observations.
-        let mut last = tally.totals(UplinkId(0));
-        for rows in [
-            paths(&[(1, 0, 0, 4, 1)]),
-            paths(&[]),
-            paths(&[(1, 0, 1, 0, 0)]),
-            paths(&[(1, 0, 0, 2, 2)]),
-        ] {
-            tally.observe_paths(rows);
-            let now = tally.totals(UplinkId(0));
-            assert!(now.0 >= last.0 && now.1 >= last.1, "{last:?} -> {now:?}");
-            last = now;
-        }
-        assert_eq!(tally.totals(UplinkId(2)), (0, 0));
-    }
 }

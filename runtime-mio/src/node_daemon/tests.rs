@@ -5,7 +5,7 @@ use transitloom_proto_core::control::msg::RejectCode;
 use transitloom_proto_core::node::{Credentials, Node, NodeEvent, SessionState};
 use transitloom_proto_core::pki::{self, CertTerms};
 
-use super::report::{node_status, Standing, UplinkTally};
+use super::report::{node_status, Standing};
 use super::setup::refuse_unsupported;
 use super::uplink_watch::DISABLED;
 use super::*;
@@ -280,8 +280,7 @@ fn status_lists_every_configured_association_while_it_waits() {
         ["beta/wg0", "gamma/wg0"]
     );
     let node = Node::new(config).unwrap();
-    let uplinks = (&setup.watch, &UplinkTally::default());
-    let status = node_status(&node, &setup, &Standing::new(enrolled), uplinks, 0);
+    let status = node_status(&node, &setup, &Standing::new(enrolled), &setup.watch, 0);
     assert_eq!(status.node.admission, "enrolling");
     assert_eq!(status.node.nat, "unknown");
     assert_eq!(status.node.token_expires_in_s, None);
@@ -427,8 +426,7 @@ fn an_uplink_on_a_missing_interface_starts_down_unless_no_uplink_is_usable() {
     let root = identity::read_root(&setup.config).unwrap();
     let (credentials, enrolled) = identity::credentials(&setup.config).unwrap();
     let node = Node::new(node_config(&setup, root, credentials).unwrap()).unwrap();
-    let uplinks = (&setup.watch, &UplinkTally::default());
-    let status = node_status(&node, &setup, &Standing::new(enrolled), uplinks, 0);
+    let status = node_status(&node, &setup, &Standing::new(enrolled), &setup.watch, 0);
     let lte = &status.uplinks[1];
     assert_eq!((lte.name.as_str(), lte.state.as_str()), ("lte", "down"));
     assert_eq!(lte.address, None);
