@@ -9,8 +9,10 @@
 //!
 //! Once a punch has gone [`BirthdayConfig::after`] without a direct path:
 //! - the hard side opens [`BirthdayConfig::sockets`] temporary sockets and
-//!   pings the peer's public candidates once from each: every socket gets
-//!   its own outside port towards the easy side;
+//!   pings the peer's public candidates once from each, the first
+//!   candidate from every socket before the second from any: every socket
+//!   gets its own outside port towards the easy side, and the likeliest
+//!   candidate gets all of them first;
 //! - the easy side pings [`BirthdayConfig::probes`] random ports of the
 //!   hard side's public address from its mesh socket.
 //!
@@ -19,15 +21,16 @@
 //! temporary socket as an authentic ping. The hard side answers, and from
 //! then on its path to the easy side leaves from that socket (the
 //! association's other traffic stays on its mesh socket); the easy side
-//! learns the port from the answer. With `k` sockets and `n` probes over a
-//! range of `r` ports the chance is about `1 - exp(-k·n/r)`: 256 and 1,024
+//! learns the port from the answer. With `k` sockets mapped towards the
+//! easy side's port and `n` probes over a range of `r` ports the chance is
+//! about `1 - exp(-k·n/r)`: 256 and 1,024
 //! over 64,512 ports give 98 %, 256 and 2,048 give 99.97 %. Both sides send at most
 //! [`BirthdayConfig::rate_per_s`] packets a second and stop after
 //! [`BirthdayConfig::lifetime`]; the other sockets close once a path
 //! through one of them answers. Every probe is a mesh control packet;
 //! data is never touched.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -61,8 +64,10 @@ pub(crate) struct Attempt {
     pub(crate) targets: Vec<SocketAddr>,
     /// Hard side: the temporary sockets and where each is bound.
     pub(crate) sockets: BTreeMap<SocketId, Option<SocketAddr>>,
-    /// Hard side: bound sockets waiting for their pings.
-    pub(crate) unpinged: VecDeque<SocketId>,
+    /// Hard side: each bound socket's next ping, as (target index,
+    /// socket); the lowest goes first, so every socket pings the first
+    /// target before any pings the second (see [`DataPlane::birthday_tick`]).
+    pub(crate) due: BTreeSet<(usize, SocketId)>,
     /// Packets sent.
     pub(crate) sent: u32,
     /// When the last one went.
@@ -150,12 +155,17 @@ impl DataPlane {
                 send = Some((mesh.socket, SocketAddr::new(ip, port)));
             }
             Role::Hard => {
-                // One ping to each target per socket, in turn.
-                if let Some(&socket) = attempt.unpinged.front() {
-                    let target = attempt.targets[attempt.sent as usize % attempt.targets.len()];
-                    send = Some((socket, target));
-                    if (attempt.sent as usize + 1).is_multiple_of(attempt.targets.len()) {
-                        attempt.unpinged.pop_front();
+                // Every socket pings the first target (the peer's likeliest
+                // mapping) before any pings the next: a probe of the easy
+                // side can only land on a mapping made towards its own
+                // port, and pinging each socket's targets in turn made
+                // those for the first target slowly (8 targets at the
+                // default rate: 69 of 256 in the first 2.2 s, and 1 seed
+                // in 5 found none against an `adm` easy side).
+                if let Some((index, socket)) = attempt.due.pop_first() {
+                    send = Some((socket, attempt.targets[index]));
+                    if index + 1 < attempt.targets.len() {
+                        attempt.due.insert((index + 1, socket));
                     }
                 }
             }
@@ -220,7 +230,7 @@ impl DataPlane {
             ends: now + config.lifetime,
             targets,
             sockets: BTreeMap::new(),
-            unpinged: VecDeque::new(),
+            due: BTreeSet::new(),
             sent: 0,
             last: None,
             over: false,
@@ -259,7 +269,7 @@ impl DataPlane {
         }
         if let Some(slot) = attempt.sockets.get_mut(&socket) {
             *slot = Some(local);
-            attempt.unpinged.push_back(socket);
+            attempt.due.insert((0, socket));
         }
         // The tick keeps the rate; it only needs to look now.
         if self
@@ -283,7 +293,7 @@ impl DataPlane {
         self.timers.stop(Timer::Birthday(id));
         let kept: Vec<SocketId> = assoc.paths.values().filter_map(|p| p.via).collect();
         let sockets: Vec<SocketId> = std::mem::take(&mut attempt.sockets).into_keys().collect();
-        attempt.unpinged.clear();
+        attempt.due.clear();
         for socket in sockets {
             if kept.contains(&socket) {
                 continue;
@@ -312,7 +322,7 @@ impl DataPlane {
                 if let Some(attempt) = assoc.birthday.as_mut() {
                     attempt.over = true;
                     attempt.sockets.clear();
-                    attempt.unpinged.clear();
+                    attempt.due.clear();
                 }
                 self.timers.stop(Timer::Birthday(id));
             }
