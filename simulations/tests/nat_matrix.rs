@@ -322,7 +322,10 @@ fn a_rebinding_or_renumbered_nat_loses_the_flow_for_less_than_a_second() {
 /// random ports) against an easy side that filters by address and port
 /// but keeps one known mapping towards the hard side's address (maps
 /// independently of the destination, or per destination address with
-/// predictable ports).
+/// predictable ports); and a hard side that maps per destination address
+/// and filters by address at most against one that maps per destination
+/// and port with predictable ports (each of its probes makes a new
+/// mapping, and the answer to the probe that lands comes back through it).
 fn birthday_pairs() -> Vec<(Side, Side)> {
     let sides = all_sides();
     let hard: Vec<&Side> = sides
@@ -339,15 +342,26 @@ fn birthday_pairs() -> Vec<(Side, Side)> {
             s.nat.as_ref().is_some_and(|n| {
                 n.filtering == Filtering::AddressPortDependent
                     && (n.mapping == Mapping::EndpointIndependent
-                        || (n.mapping == Mapping::AddressDependent
-                            && n.allocation != Allocation::Random))
+                        || n.allocation != Allocation::Random)
             })
         })
         .collect();
-    assert_eq!((hard.len(), easy.len()), (6, 5));
-    hard.iter()
+    assert_eq!((hard.len(), easy.len()), (6, 7));
+    let meets = |h: &Side, e: &Side| {
+        let (h, e) = (h.nat.as_ref(), e.nat.as_ref());
+        h.zip(e).is_some_and(|(h, e)| {
+            e.mapping != Mapping::AddressPortDependent
+                || (h.mapping == Mapping::AddressDependent
+                    && h.filtering != Filtering::AddressPortDependent)
+        })
+    };
+    let pairs: Vec<(Side, Side)> = hard
+        .iter()
         .flat_map(|h| easy.iter().map(move |e| ((*h).clone(), (*e).clone())))
-        .collect()
+        .filter(|(h, e)| meets(h, e))
+        .collect();
+    assert_eq!(pairs.len(), 34);
+    pairs
 }
 
 #[test]
@@ -393,8 +407,8 @@ fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing
             // of the easy side's public candidates from each (its
             // reflexive address, or its predicted ports).
             let candidates = match easy.nat.as_ref().map(|n| n.mapping) {
-                Some(Mapping::AddressDependent) => u64::from(PREDICTED_PORTS),
-                _ => 1,
+                Some(Mapping::EndpointIndependent) => 1,
+                _ => u64::from(PREDICTED_PORTS),
             };
             let [hard_probes, easy_probes] = on.birthday_probes;
             if on.birthday_sockets != [u64::from(caps.sockets), 0]

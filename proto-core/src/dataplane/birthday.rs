@@ -5,7 +5,13 @@
 //! destination address with ports it allocates predictably) but filters
 //! by address and port. The hard side's mapping towards the easy
 //! side cannot be learnt, and the easy side's NAT lets nothing in from a
-//! port it has not sent to, so the simple punch cannot meet.
+//! port it has not sent to, so the simple punch cannot meet. A NAT that
+//! maps per destination *and port* with predictable ports is an easy side
+//! too: each of its probes leaves through a new mapping, and the answer
+//! to the one that lands comes back through exactly that mapping. That
+//! meets a hard side that maps per destination address and filters by
+//! address at most, and costs a mapping in its own NAT per probe (as many
+//! as the hard side's sockets make in its own).
 //!
 //! Once a punch has gone [`BirthdayConfig::after`] without a direct path:
 //! - the hard side opens [`BirthdayConfig::sockets`] temporary sockets and
@@ -86,6 +92,12 @@ pub(crate) fn role_of(class: &NatClass) -> Option<Role> {
         // probed, and the hard side knows it: it was predicted.
         (
             NatMapping::AddressDependent,
+            NatAllocation::Sequential { .. } | NatAllocation::Preserving,
+        ) => Some(Role::Easy),
+        // A new mapping per probe, predictably: the answer to the probe
+        // that lands comes back through its mapping.
+        (
+            NatMapping::EndpointDependent,
             NatAllocation::Sequential { .. } | NatAllocation::Preserving,
         ) => Some(Role::Easy),
         _ => None,
@@ -343,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_random_per_destination_nat_is_hard_and_only_one_known_mapping_is_easy() {
+    fn only_a_random_per_destination_nat_is_hard_and_a_predictable_one_is_easy() {
         use NatAllocation::{Preserving, Random, Sequential, Unknown};
         use NatMapping::{EndpointDependent, EndpointIndependent};
         assert_eq!(role_of(&class(EndpointDependent, Random)), Some(Role::Hard));
@@ -355,12 +367,16 @@ mod tests {
             role_of(&class(EndpointIndependent, Random)),
             Some(Role::Easy)
         );
-        // Predictable or unclassified: the punch's own business.
+        // Per destination and port, predictably: every probe makes a new
+        // mapping, and the hard side's answer comes back through it.
         assert_eq!(
             role_of(&class(EndpointDependent, Sequential { step: 1 })),
-            None
+            Some(Role::Easy)
         );
-        assert_eq!(role_of(&class(EndpointDependent, Preserving)), None);
+        assert_eq!(
+            role_of(&class(EndpointDependent, Preserving)),
+            Some(Role::Easy)
+        );
         // Per destination address, predictably: one known mapping towards
         // the hard side, so it can be easy; at random it is hard itself.
         use NatMapping::AddressDependent;
