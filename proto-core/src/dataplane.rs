@@ -1218,7 +1218,8 @@ impl DataPlane {
                     path.answers_from = answers_from;
                 }
                 let sent_us = self.config.wall_clock.unix_us(sent);
-                path.lane.on_timing(now, sent, sent_us, repr.timestamp_us);
+                path.lane
+                    .on_timing(now, repr.txid, sent_us, repr.timestamp_us);
                 if validated {
                     let (path, remote) = (path.id, path.remote);
                     tracing::debug!(assoc = %id, %path, %remote, answers = %src, ?rtt, "path validated");

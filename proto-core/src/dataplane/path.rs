@@ -99,7 +99,8 @@ impl Traffic {
 /// Data through one uplink, over all its paths.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UplinkTraffic {
-    /// Data sent from the uplink's mesh socket (or its relay legs).
+    /// Data sent on the uplink's paths (from its mesh socket, or a relay
+    /// leg or birthday socket a path leaves from).
     pub sent: Traffic,
     /// Data received on it from active paths.
     pub received: Traffic,
@@ -248,7 +249,7 @@ impl Path {
             self.lane.on_probe_outcome(now, false);
         }
         self.pending.push_back((txid, now));
-        self.lane.on_probe_sent(now);
+        self.lane.on_probe_sent(now, txid);
         self.pings += 1;
     }
 

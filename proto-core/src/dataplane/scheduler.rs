@@ -328,12 +328,15 @@ pub(crate) struct Lane {
     /// The latest forward-delay sample's queueing (not smoothed: the
     /// freshest the measurement gets).
     last_queue: Duration,
-    /// The modelled queue when each outstanding probe left: its answer's
-    /// measured queue is compared with what the model held then.
-    probe_backlogs: VecDeque<(Instant, Duration, i64)>,
-    /// The corrections made to the model so far, microseconds: a probe's
-    /// answer counts only those made after it left.
-    corrected_us: i64,
+    /// Each outstanding probe's transaction id, with the modelled queue
+    /// when it left and [`Lane::adjusted_us`] then: its answer's measured
+    /// queue is compared with what the model held then.
+    probe_backlogs: VecDeque<(u64, Duration, i64)>,
+    /// The sum of the moves made to the modelled queue other than by
+    /// charging data (corrections by probes, rescaling to a new rate,
+    /// grounding, sliding, capping), microseconds: a probe's answer counts
+    /// those made after it left as part of the model it is compared with.
+    adjusted_us: i64,
 }
 
 impl Lane {
@@ -362,23 +365,37 @@ impl Lane {
             standing: None,
             last_queue: Duration::ZERO,
             probe_backlogs: VecDeque::new(),
-            corrected_us: 0,
+            adjusted_us: 0,
         }
     }
 
-    /// A probe leaves at `now`: remembers the modelled queue it finds.
-    pub(crate) fn on_probe_sent(&mut self, now: Instant) {
+    /// The probe `txid` leaves at `now`: remembers the modelled queue it
+    /// finds.
+    pub(crate) fn on_probe_sent(&mut self, now: Instant, txid: u64) {
         if self.probe_backlogs.len() == PROBE_BACKLOGS {
             self.probe_backlogs.pop_front();
         }
         self.probe_backlogs
-            .push_back((now, self.backlog(now), self.corrected_us));
+            .push_back((txid, self.backlog(now), self.adjusted_us));
+    }
+
+    /// Moves the modelled queue's end to `to` (never before `now`) other
+    /// than by charging data, and counts the move in
+    /// [`Lane::adjusted_us`]. However wrong the estimates, the model never
+    /// runs more than twice [`MAX_MODEL_QUEUE`] ahead.
+    fn move_model(&mut self, now: Instant, to: Instant) {
+        let before = self.backlog(now);
+        self.busy_until = Some(to.clamp(now, now + MAX_MODEL_QUEUE * 2));
+        let after = self.backlog(now);
+        self.adjusted_us = self
+            .adjusted_us
+            .saturating_add(micros(after) - micros(before));
     }
 
     /// A pong matched a ping sent at wall time `ping_us`; the peer stamped
     /// it `pong_us`. The difference is the forward delay plus the clocks'
     /// offset.
-    pub(crate) fn on_timing(&mut self, now: Instant, sent: Instant, ping_us: u64, pong_us: u64) {
+    pub(crate) fn on_timing(&mut self, now: Instant, txid: u64, ping_us: u64, pong_us: u64) {
         let sample = i64::try_from(pong_us)
             .unwrap_or(i64::MAX)
             .saturating_sub(i64::try_from(ping_us).unwrap_or(i64::MAX));
@@ -402,47 +419,49 @@ impl Lane {
             self.congested_at = Some(now);
         }
         self.last_queue = Duration::from_micros(sample.saturating_sub(min).max(0) as u64);
-        self.correct(now, sent);
+        self.correct(now, txid);
         let queued = sample.saturating_sub(min) > STANDING_QUEUE.as_micros() as i64;
         self.standing = Some(self.standing.unwrap_or(true) && queued);
     }
 
     /// Moves an unhinted path's modelled queue by what the answered probe
-    /// that left at `sent` found beyond (or short of) the model then. The
-    /// two are compared as of the probe's departure, so the measure does
-    /// not lag the model (the smoothed queue, over probes 50 ms apart,
-    /// lags it by a few hundred milliseconds: a drained queue still
-    /// measured full held traffic off a path and reordered it, multiwan
-    /// case b at window 0.5: 105 packets late, 22 Mbit/s against 105 now).
-    /// Corrections made after the probe left are counted in the model it
-    /// is compared with, so two probes that saw one error move it once.
-    /// A hinted path's model is not moved: it plans at the operator's
-    /// rate, and a path slower than its hint is corrected by its measured
-    /// capacity instead.
-    fn correct(&mut self, now: Instant, sent: Instant) {
-        let Some(at) = self.probe_backlogs.iter().position(|&(t, ..)| t == sent) else {
+    /// `txid` found beyond (or short of) the model when it left. The two
+    /// are compared as of the probe's departure, so the measure does not
+    /// lag the model (the smoothed queue, over probes 50 ms apart, lags it
+    /// by a few hundred milliseconds: a drained queue still measured full
+    /// held traffic off a path and reordered it, multiwan case b at window
+    /// 0.5: 105 packets late, 22 Mbit/s against 105 now). The moves made
+    /// to the model after the probe left count as part of the model it is
+    /// compared with, so two probes that saw one error move it once. The
+    /// error moves the end of the modelled queue, not the queue now: by
+    /// the answer, the queue the probe waited behind has left, and only
+    /// what was modelled after it still stands. A hinted path's model is
+    /// not moved: it plans at the operator's rate, and a path slower than
+    /// its hint is corrected by its measured capacity instead.
+    fn correct(&mut self, now: Instant, txid: u64) {
+        let Some(at) = self.probe_backlogs.iter().position(|&(id, ..)| id == txid) else {
             return;
         };
-        let (_, modelled, corrected_then) = self.probe_backlogs[at];
+        let (_, modelled, adjusted_then) = self.probe_backlogs[at];
         self.probe_backlogs.drain(..=at);
         if self.hint.is_some() {
             return;
         }
-        let modelled_us = micros(modelled) + (self.corrected_us - corrected_then);
-        let error_us = micros(self.last_queue) - modelled_us;
-        if error_us.abs() <= micros(STANDING_QUEUE) {
+        let modelled_us = micros(modelled).saturating_add(self.adjusted_us - adjusted_then);
+        let error_us = micros(self.last_queue).saturating_sub(modelled_us);
+        if error_us.unsigned_abs() <= STANDING_QUEUE.as_micros() as u64 {
             return;
         }
-        let busy = self.busy_until.map_or(now, |b| b.max(now));
-        let error = Duration::from_micros(error_us.unsigned_abs());
-        let moved = if error_us > 0 {
-            busy + error
-        } else {
-            (busy - error).max(now)
+        let Some(end) = self.busy_until else {
+            return;
         };
-        self.corrected_us += micros(moved.saturating_duration_since(busy))
-            - micros(busy.saturating_duration_since(moved));
-        self.busy_until = Some(moved);
+        let error = Duration::from_micros(error_us.unsigned_abs());
+        let to = if error_us > 0 {
+            end + error.min(MAX_MODEL_QUEUE * 2)
+        } else {
+            end.checked_sub(error).unwrap_or(now)
+        };
+        self.move_model(now, to);
     }
 
     /// A probe was answered (`true`) or given up on: the loss estimate when
@@ -622,9 +641,9 @@ impl Lane {
     /// time: it is rescaled, so a queue modelled at a low guess does not
     /// linger once the path is found faster.
     fn replan(&mut self, now: Instant, rate: f64) {
-        if let Some(busy) = self.busy_until.as_mut() {
-            let backlog = busy.saturating_duration_since(now);
-            *busy = now + backlog.mul_f64(self.est.rate / rate);
+        if self.busy_until.is_some() {
+            let backlog = self.backlog(now);
+            self.move_model(now, now + backlog.mul_f64(self.est.rate / rate));
         }
         self.est.rate = rate;
     }
@@ -673,6 +692,9 @@ impl Lane {
     /// nothing, and one kept at a guessed rate would mistime the first spill
     /// once another path is eligible.
     fn ground(&mut self, now: Instant) {
+        // Not a move counted against probes in flight: the model is the
+        // measure here, reset at every packet, and what was charged since
+        // a probe left would count as moved.
         if !self.est.rate_known() {
             self.busy_until = Some(now + self.last_queue);
         }
@@ -682,11 +704,13 @@ impl Lane {
         if self.backlog(now) >= MODEL_BUSY {
             self.model_busy_at = Some(now);
         }
-        let start = self.start(now);
-        let until = start + service(len, rate);
+        let until = self.start(now) + service(len, rate);
+        self.busy_until = Some(until);
         // However wrong the estimate, one path alone never gets a model
         // queue it could not drain in a moment once corrected.
-        self.busy_until = Some(until.min(now + MAX_MODEL_QUEUE * 2));
+        if until > now + MAX_MODEL_QUEUE * 2 {
+            self.move_model(now, until);
+        }
     }
 }
 
@@ -1043,8 +1067,8 @@ fn slide<K>(now: Instant, candidates: &mut [Candidate<'_, K>], reasons: &[Reason
     let by = ahead.saturating_sub(MAX_MODEL_QUEUE);
     if !by.is_zero() {
         for c in candidates.iter_mut() {
-            if let Some(busy) = c.lane.busy_until.as_mut() {
-                *busy = (*busy - by).max(now);
+            if let Some(end) = c.lane.busy_until {
+                c.lane.move_model(now, end.checked_sub(by).unwrap_or(now));
             }
         }
     }

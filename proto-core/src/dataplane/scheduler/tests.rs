@@ -177,7 +177,7 @@ fn jittery(noise_us: &[u64]) -> Lane {
         let ping_us = 1_000 + i as u64 * 50_000;
         lane.on_timing(
             t0 + Duration::from_millis(50) * i as u32,
-            t0 + Duration::from_millis(50) * i as u32,
+            0,
             ping_us,
             ping_us + 20_000 + noise,
         );
@@ -232,7 +232,7 @@ fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
         let ping_us = wall.unix_us(now);
         // The first pong finds no queue: the minimum.
         let queue_us = if i == 0 { 0 } else { queue_ms * 1_000 };
-        lane.on_timing(now, now, ping_us, ping_us + 20_000 + queue_us);
+        lane.on_timing(now, 0, ping_us, ping_us + 20_000 + queue_us);
         lane.snapshot(now, rx);
         if i % 2 == 0 {
             lane.on_report(now, &wall, (i + 1, rx, wall.unix_us(now)));
@@ -350,8 +350,8 @@ fn probes_lost_to_a_congested_queue_are_not_held_against_the_path() {
     let mut lane = lane(50.0, 20, 0.0);
     let t0 = crate::test_epoch();
     // A forward-delay sample 30 ms above the minimum: the queue is full.
-    lane.on_timing(t0, t0, 1_000_000, 1_000_000 + 20_000);
-    lane.on_timing(t0, t0, 2_000_000, 2_000_000 + 50_000);
+    lane.on_timing(t0, 0, 1_000_000, 1_000_000 + 20_000);
+    lane.on_timing(t0, 0, 2_000_000, 2_000_000 + 50_000);
     for _ in 0..8 {
         lane.on_probe_outcome(t0 + Duration::from_millis(500), false);
     }
@@ -359,7 +359,7 @@ fn probes_lost_to_a_congested_queue_are_not_held_against_the_path() {
     // Past the grace, with the queue drained, losses count.
     lane.on_timing(
         t0 + Duration::from_secs(2),
-        t0 + Duration::from_secs(2),
+        0,
         3_000_000,
         3_000_000 + 20_000,
     );
@@ -394,7 +394,7 @@ fn forward_delay_tracks_queueing_above_its_minimum() {
     for i in 0..20 {
         lane.on_timing(
             t0 + Duration::from_millis(50 * i),
-            t0 + Duration::from_millis(50 * i),
+            0,
             1_000 + i * 50_000,
             1_000 + i * 50_000 + offset + 20_000,
         );
@@ -403,7 +403,7 @@ fn forward_delay_tracks_queueing_above_its_minimum() {
     for i in 20..40 {
         lane.on_timing(
             t0 + Duration::from_millis(50 * i),
-            t0 + Duration::from_millis(50 * i),
+            0,
             1_000 + i * 50_000,
             1_000 + i * 50_000 + offset + 50_000,
         );
@@ -544,51 +544,62 @@ fn a_probe_corrects_the_model_by_what_it_found_beyond_it_when_it_left() {
     let config = SchedulerConfig::default();
     let t0 = crate::test_epoch();
     let ms = Duration::from_millis;
-    // A probe sent at `at` and answered 40 ms later, having found `queue`.
-    let probe = |lane: &mut Lane, at: Instant, queue: Duration| {
-        lane.on_probe_sent(at);
+    let answer = |lane: &mut Lane, txid: u64, at: Instant, queue: Duration| {
         let ping_us = 1_000_000 + at.duration_since(t0).as_micros() as u64;
         let fwd_us = 20_000 + queue.as_micros() as u64;
-        lane.on_timing(at + ms(40), at, ping_us, ping_us + fwd_us);
+        lane.on_timing(at + ms(40), txid, ping_us, ping_us + fwd_us);
     };
+    // A probe that leaves at `at` and is answered 40 ms later, having
+    // found `queue`.
+    let probe = |lane: &mut Lane, txid: u64, at: Instant, queue: Duration| {
+        lane.on_probe_sent(at, txid);
+        answer(lane, txid, at, queue);
+    };
+    // 1,000 bytes a millisecond, and the delay with no queue known.
     let fresh = |policy: &UplinkPolicy| {
         let mut lane = Lane::new(policy, &config);
-        probe(&mut lane, t0, Duration::ZERO);
+        lane.est.rate = 1e6;
+        probe(&mut lane, 1, t0, Duration::ZERO);
         lane
     };
-    // 30 ms of queue found by two probes that left 10 ms apart with none
-    // modelled: the first answer moves the model 30 ms on; the second
-    // moves it no further, as the first's correction came after it left.
+    // 60 ms of data modelled; two probes, 10 ms apart, find 20 ms more
+    // queue than the model (cross traffic). The first answer moves the
+    // end of the model 20 ms on; the second moves it no further, as the
+    // first's move came after it left.
     let mut lane = fresh(&UplinkPolicy::default());
     let t1 = t0 + ms(100);
-    lane.on_probe_sent(t1);
-    lane.on_probe_sent(t1 + ms(10));
-    let answer = |lane: &mut Lane, at: Instant, queue: Duration| {
-        let ping_us = 1_000_000 + at.duration_since(t0).as_micros() as u64;
-        let fwd_us = 20_000 + queue.as_micros() as u64;
-        lane.on_timing(at + ms(40), at, ping_us, ping_us + fwd_us);
-    };
-    answer(&mut lane, t1, ms(30));
-    assert_eq!(lane.backlog(t1 + ms(40)), ms(30));
-    answer(&mut lane, t1 + ms(10), ms(30));
-    assert_eq!(lane.backlog(t1 + ms(50)), ms(20));
-    // A probe that left after the correction and found what the model
-    // held then moves nothing either.
-    let t2 = t1 + ms(50);
-    let then = lane.backlog(t2);
-    probe(&mut lane, t2, then);
-    assert_eq!(lane.backlog(t2 + ms(40)), ms(0));
-    // A probe that found the queue drained while the model still held
-    // some pulls the model back at once.
-    lane.sent(t2 + ms(40), 12_500, 1e6);
-    let t3 = t2 + ms(41);
-    assert_eq!(lane.backlog(t3), Duration::from_micros(11_500));
-    probe(&mut lane, t3, Duration::ZERO);
-    assert_eq!(lane.backlog(t3 + ms(40)), Duration::ZERO);
+    lane.sent(t1, 60_000, 1e6);
+    lane.on_probe_sent(t1, 2);
+    lane.on_probe_sent(t1 + ms(10), 3);
+    answer(&mut lane, 2, t1, ms(80));
+    assert_eq!(lane.backlog(t1 + ms(40)), ms(40));
+    answer(&mut lane, 3, t1 + ms(10), ms(70));
+    assert_eq!(lane.backlog(t1 + ms(50)), ms(30));
+    // A queue the model did not have, found by a probe that left with the
+    // model idle, has left by the answer: nothing is added.
+    let t2 = t1 + ms(200);
+    probe(&mut lane, 4, t2, ms(30));
+    assert_eq!(lane.backlog(t2 + ms(40)), Duration::ZERO);
+    // A probe that found less than modelled pulls the end back.
+    let t3 = t2 + ms(100);
+    lane.sent(t3, 150_000, 1e6);
+    probe(&mut lane, 5, t3, ms(50));
+    assert_eq!(lane.backlog(t3 + ms(40)), ms(10));
+    // A move made after a probe left (here the rate doubled: the
+    // modelled 160 ms become 80) is part of the model it is compared
+    // with: its answer, 80 ms, moves nothing.
+    let t4 = t3 + ms(300);
+    lane.sent(t4, 160_000, 1e6);
+    lane.on_probe_sent(t4, 6);
+    lane.replan(t4, 2e6);
+    assert_eq!(lane.backlog(t4), ms(80));
+    answer(&mut lane, 6, t4, ms(80));
+    assert_eq!(lane.backlog(t4 + ms(40)), ms(40));
     // A hinted path's model is not moved: its rate is the operator's.
-    let mut lane = fresh(&hinted(100.0));
-    probe(&mut lane, t1, ms(30));
-    assert_eq!(lane.backlog(t1 + ms(40)), Duration::ZERO);
+    let mut lane = fresh(&hinted(8.0));
+    lane.sent(t1, 60_000, 1e6);
+    probe(&mut lane, 2, t1, ms(80));
+    assert_eq!(lane.backlog(t1 + ms(40)), ms(20));
 }
 
 #[test]
