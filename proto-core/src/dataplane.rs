@@ -35,7 +35,7 @@ use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
 use crate::rng::Rng;
 use crate::time::WallClock;
 use crate::timer::TimerTable;
-use crate::wire::control::{PING_BACKUP, PING_METERED, PING_NEWER_KEY};
+use crate::wire::control::{PING_BACKUP, PING_HARD_BY_ADDRESS, PING_METERED, PING_NEWER_KEY};
 use crate::wire::{classify, AddrRepr, Classified, ControlBody, ControlRepr, ADDR_LEN, KEY_LEN};
 use association::{Association, Learned, MeshSocket};
 
@@ -108,6 +108,20 @@ fn ping_policy(policy: UplinkPolicy) -> u8 {
         UplinkPriority::Backup => PING_BACKUP,
     };
     backup | if policy.metered { PING_METERED } else { 0 }
+}
+
+/// A ping's NAT bit for the uplink's mesh socket: whether its NAT is hard
+/// by address ([`PING_HARD_BY_ADDRESS`]).
+fn nat_bits(assoc: &Association, uplink: UplinkId) -> u8 {
+    let hard = assoc.mesh.get(&uplink).is_some_and(|m| {
+        m.local
+            .is_some_and(|local| birthday::hard_by_address(&NatClass::of(local, &m.reflect)))
+    });
+    if hard {
+        PING_HARD_BY_ADDRESS
+    } else {
+        0
+    }
 }
 
 /// How a path is scheduled: by the local uplink's policy, made a backup or
@@ -1145,6 +1159,8 @@ impl DataPlane {
                 if policy & PING_NEWER_KEY != 0 {
                     assoc.peer_holds_newer();
                 }
+                let newly_hard = policy & PING_HARD_BY_ADDRESS != 0 && !assoc.peer_hard_by_address;
+                assoc.peer_hard_by_address |= newly_hard;
                 // The peer reaches us from `src`: a peer-reflexive candidate,
                 // unless `src` is where a path of ours already hears the
                 // peer from (its NAT maps per destination: a path to `src`
@@ -1197,6 +1213,9 @@ impl DataPlane {
                     // at the next probe tick. Our ping is no larger than
                     // the authentic ping that taught us the address.
                     self.ping(now, id, (uplink, src));
+                }
+                if newly_hard {
+                    self.peer_said_hard(now, id);
                 }
             }
             ControlBody::Pong { .. } => {
@@ -1318,7 +1337,8 @@ impl DataPlane {
                         PING_NEWER_KEY
                     } else {
                         0
-                    },
+                    }
+                    | nat_bits(assoc, key.0),
             },
         };
         let payload = ping.to_bytes(assoc.send_key(now));

@@ -434,6 +434,42 @@ fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing
 }
 
 #[test]
+fn a_side_that_sprays_from_new_mappings_does_so_only_against_a_peer_hard_by_address() {
+    // A NAT that maps per destination and port with predictable ports
+    // sprays from a new mapping per probe. Against a hard side that maps
+    // per address (it says so in its pings) the spray meets; against one
+    // that maps per port it cannot, and the predictable side sends none.
+    let side = |label: &str| {
+        all_sides()
+            .into_iter()
+            .find(|s| s.label() == label)
+            .unwrap_or_else(|| panic!("no side {label}"))
+    };
+    let sprayer = side("apdm/apdf/sequential");
+    for (hard, meets) in [("adm/eif/random", true), ("apdm/eif/random", false)] {
+        let out = run_pair(
+            1,
+            &side(hard),
+            &sprayer,
+            PairOptions {
+                duration: BIRTHDAY_RUN,
+                birthday: Some(BirthdayConfig::default()),
+                ..PairOptions::default()
+            },
+        )
+        .expect("the world builds");
+        let [hard_probes, sprayed] = out.birthday_probes;
+        assert!(hard_probes > 0, "{hard}: the hard side probes");
+        if meets {
+            assert!(out.first_direct.is_some(), "{hard}: {out:?}");
+            assert!(sprayed > 0, "{hard}: {out:?}");
+        } else {
+            assert_eq!(sprayed, 0, "{hard}: sprayed against a peer hard by port");
+        }
+    }
+}
+
+#[test]
 fn birthday_probes_keep_their_rate_and_stop_with_the_attempt() {
     // One temporary socket: the easy side most likely misses it (and the
     // hard side's own mesh mapping towards it) and probes until its rate

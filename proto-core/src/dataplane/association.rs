@@ -131,6 +131,12 @@ pub(crate) struct Association {
     pub(crate) pacer: super::punch::Pacer,
     /// The current or last birthday probing attempt.
     pub(crate) birthday: Option<super::birthday::Attempt>,
+    /// A ping of the peer said its NAT is hard by address
+    /// ([`crate::wire::control::PING_HARD_BY_ADDRESS`]).
+    pub(crate) peer_hard_by_address: bool,
+    /// The last punch's birthday timer found no role for this end (see
+    /// [`super::DataPlane::peer_said_hard`]).
+    pub(crate) birthday_declined: bool,
     /// What happened to its paths lately, for operators.
     pub(crate) history: PathHistory,
 }
@@ -178,6 +184,8 @@ impl Association {
             first_probe: None,
             pacer: super::punch::Pacer::default(),
             birthday: None,
+            peer_hard_by_address: false,
+            birthday_declined: false,
             history: PathHistory::default(),
         }
     }

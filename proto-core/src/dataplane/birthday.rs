@@ -83,8 +83,11 @@ pub(crate) struct Attempt {
 }
 
 /// This socket's role in an attempt, from what the reflectors say of its
-/// NAT; `None` where birthday probing cannot help.
-pub(crate) fn role_of(class: &NatClass) -> Option<Role> {
+/// NAT; `None` where birthday probing cannot help. `peer_hard_by_address`:
+/// the peer's pings said its NAT maps per destination address with random
+/// ports, the one hard side a NAT that maps per destination and port can
+/// meet.
+pub(crate) fn role_of(class: &NatClass, peer_hard_by_address: bool) -> Option<Role> {
     match (class.mapping, class.allocation) {
         (mapping, NatAllocation::Random) if mapping.per_destination() => Some(Role::Hard),
         (NatMapping::EndpointIndependent, _) => Some(Role::Easy),
@@ -95,13 +98,24 @@ pub(crate) fn role_of(class: &NatClass) -> Option<Role> {
             NatAllocation::Sequential { .. } | NatAllocation::Preserving,
         ) => Some(Role::Easy),
         // A new mapping per probe, predictably: the answer to the probe
-        // that lands comes back through its mapping.
+        // that lands comes back through its mapping, if the hard side maps
+        // per address (its socket's one mapping towards this address is
+        // what the probe hit) and filters by address at most. Each probe
+        // costs a mapping in this side's NAT, so only against a peer that
+        // said it is hard by address.
         (
             NatMapping::EndpointDependent,
             NatAllocation::Sequential { .. } | NatAllocation::Preserving,
-        ) => Some(Role::Easy),
+        ) if peer_hard_by_address => Some(Role::Easy),
         _ => None,
     }
+}
+
+/// Whether a socket's NAT is hard by address: it maps per destination
+/// address and picks ports at random (its pings say so, see
+/// [`crate::wire::control::PING_HARD_BY_ADDRESS`]).
+pub(crate) fn hard_by_address(class: &NatClass) -> bool {
+    class.mapping == NatMapping::AddressDependent && class.allocation == NatAllocation::Random
 }
 
 impl DataPlane {
@@ -118,7 +132,23 @@ impl DataPlane {
             return;
         }
         assoc.birthday = None;
+        assoc.birthday_declined = false;
         self.timers.set(Timer::Birthday(id), now + config.after);
+    }
+
+    /// A ping of the peer said its NAT is hard by address (the first such
+    /// since the association was installed): a side that can meet only
+    /// such a peer, and declined an attempt before it knew, starts one now.
+    pub(super) fn peer_said_hard(&mut self, now: Instant, id: AssocId) {
+        let Some(assoc) = self.assocs.get(&id) else {
+            return;
+        };
+        if assoc.birthday_declined
+            && assoc.birthday.is_none()
+            && self.timers.get(Timer::Birthday(id)).is_none()
+        {
+            self.timers.set(Timer::Birthday(id), now);
+        }
     }
 
     /// The birthday timer: starts an attempt, sends its next packet within
@@ -132,14 +162,16 @@ impl DataPlane {
         };
         let direct_up = assoc.direct_up();
         // The policy bits the probes carry, like every ping from the uplink.
-        let policy = assoc
-            .birthday
-            .as_ref()
-            .map_or(0, |a| super::ping_policy(assoc.policy(a.uplink)));
+        let policy = assoc.birthday.as_ref().map_or(0, |a| {
+            super::ping_policy(assoc.policy(a.uplink)) | super::nat_bits(assoc, a.uplink)
+        });
         let key = assoc.send_key(now).clone();
         let Some(attempt) = assoc.birthday.as_mut() else {
             if !direct_up {
                 self.start_birthday(now, id);
+            }
+            if let Some(assoc) = self.assocs.get_mut(&id) {
+                assoc.birthday_declined = assoc.birthday.is_none();
             }
             return;
         };
@@ -220,7 +252,7 @@ impl DataPlane {
         };
         let chosen = assoc.mesh.iter().find_map(|(&uplink, m)| {
             let local = m.local?;
-            let role = role_of(&NatClass::of(local, &m.reflect))?;
+            let role = role_of(&NatClass::of(local, &m.reflect), assoc.peer_hard_by_address)?;
             let targets: Vec<SocketAddr> = assoc
                 .spec
                 .remotes
@@ -346,6 +378,10 @@ impl DataPlane {
 mod tests {
     use super::*;
 
+    fn role_of_alone(class: &NatClass) -> Option<Role> {
+        role_of(class, false)
+    }
+
     fn class(mapping: NatMapping, allocation: NatAllocation) -> NatClass {
         NatClass {
             mapping,
@@ -358,37 +394,46 @@ mod tests {
     fn only_a_random_per_destination_nat_is_hard_and_a_predictable_one_is_easy() {
         use NatAllocation::{Preserving, Random, Sequential, Unknown};
         use NatMapping::{EndpointDependent, EndpointIndependent};
-        assert_eq!(role_of(&class(EndpointDependent, Random)), Some(Role::Hard));
         assert_eq!(
-            role_of(&class(EndpointIndependent, Unknown)),
+            role_of_alone(&class(EndpointDependent, Random)),
+            Some(Role::Hard)
+        );
+        assert_eq!(
+            role_of_alone(&class(EndpointIndependent, Unknown)),
             Some(Role::Easy)
         );
         assert_eq!(
-            role_of(&class(EndpointIndependent, Random)),
+            role_of_alone(&class(EndpointIndependent, Random)),
             Some(Role::Easy)
         );
         // Per destination and port, predictably: every probe makes a new
-        // mapping, and the hard side's answer comes back through it.
-        assert_eq!(
-            role_of(&class(EndpointDependent, Sequential { step: 1 })),
-            Some(Role::Easy)
-        );
-        assert_eq!(
-            role_of(&class(EndpointDependent, Preserving)),
-            Some(Role::Easy)
-        );
+        // mapping, and the answer of a peer hard by address comes back
+        // through it; only against a peer that said it is.
+        for allocation in [Sequential { step: 1 }, Preserving] {
+            let apdm = class(EndpointDependent, allocation);
+            assert_eq!(role_of(&apdm, false), None);
+            assert_eq!(role_of(&apdm, true), Some(Role::Easy));
+        }
+        assert!(hard_by_address(&class(
+            NatMapping::AddressDependent,
+            Random
+        )));
+        assert!(!hard_by_address(&class(EndpointDependent, Random)));
         // Per destination address, predictably: one known mapping towards
         // the hard side, so it can be easy; at random it is hard itself.
         use NatMapping::AddressDependent;
         for allocation in [Sequential { step: 2 }, Preserving] {
             assert_eq!(
-                role_of(&class(AddressDependent, allocation)),
+                role_of_alone(&class(AddressDependent, allocation)),
                 Some(Role::Easy)
             );
         }
-        assert_eq!(role_of(&class(AddressDependent, Random)), Some(Role::Hard));
-        assert_eq!(role_of(&class(AddressDependent, Unknown)), None);
-        assert_eq!(role_of(&class(NatMapping::Unknown, Unknown)), None);
-        assert_eq!(role_of(&class(NatMapping::None, Unknown)), None);
+        assert_eq!(
+            role_of_alone(&class(AddressDependent, Random)),
+            Some(Role::Hard)
+        );
+        assert_eq!(role_of_alone(&class(AddressDependent, Unknown)), None);
+        assert_eq!(role_of_alone(&class(NatMapping::Unknown, Unknown)), None);
+        assert_eq!(role_of_alone(&class(NatMapping::None, Unknown)), None);
     }
 }

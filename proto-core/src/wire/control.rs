@@ -46,6 +46,11 @@ pub const PING_METERED: u8 = 0x02;
 /// this ping is under, and sends under the older one until the peer shows
 /// it holds the newer one too (a ping under it, or this bit).
 pub const PING_NEWER_KEY: u8 = 0x04;
+/// A ping's NAT bit: the sending socket's NAT maps per destination
+/// address and picks its ports at random, a hard side that a peer whose
+/// NAT maps per destination and port with predictable ports can meet by
+/// birthday probing from new mappings (which it costs that peer).
+pub const PING_HARD_BY_ADDRESS: u8 = 0x08;
 
 /// Body of a relay bind or its acknowledgement before the observed address:
 /// allocation, leg, cookie.
@@ -127,14 +132,15 @@ impl<T: AsRef<[u8]>> ControlPacket<T> {
 pub enum ControlBody {
     /// A path probe. The body is `pad` bytes (at least [`ADDR_LEN`]) so
     /// the pong is never larger than the ping; its first byte tells the
-    /// sending socket's uplink policy ([`PING_BACKUP`], [`PING_METERED`])
-    /// and whether the sender holds a newer key ([`PING_NEWER_KEY`]), the
+    /// sending socket's uplink policy ([`PING_BACKUP`], [`PING_METERED`]),
+    /// whether the sender holds a newer key ([`PING_NEWER_KEY`]) and
+    /// whether its NAT is hard by address ([`PING_HARD_BY_ADDRESS`]); the
     /// rest is zero padding.
     Ping {
         /// Body length.
         pad: u16,
-        /// The sender's uplink policy and key bits (0 from builds before
-        /// them: primary, unmetered, no newer key).
+        /// The sender's uplink policy, key and NAT bits (0 from builds
+        /// before them: primary, unmetered, no newer key, not known hard).
         policy: u8,
     },
     /// The answer to a ping, carrying the address the ping came from.
