@@ -11,7 +11,9 @@
 //! to the one that lands comes back through exactly that mapping. That
 //! meets a hard side that maps per destination address and filters by
 //! address at most, and costs a mapping in its own NAT per probe (as many
-//! as the hard side's sockets make in its own).
+//! as the hard side's sockets make in its own), so such a side sprays only
+//! once the peer's pings have said its NAT maps per address with random
+//! ports ([`crate::wire::control::PING_HARD_BY_ADDRESS`]).
 //!
 //! Once a punch has gone [`BirthdayConfig::after`] without a direct path:
 //! - the hard side opens [`BirthdayConfig::sockets`] temporary sockets and

@@ -334,8 +334,9 @@ pub(crate) struct Lane {
     probe_backlogs: VecDeque<(u64, Duration, i64)>,
     /// The sum of the moves made to the modelled queue other than by
     /// charging data (corrections by probes, rescaling to a new rate,
-    /// grounding, sliding, capping), microseconds: a probe's answer counts
-    /// those made after it left as part of the model it is compared with.
+    /// sliding, capping; not grounding, see [`Lane::ground`]),
+    /// microseconds: a probe's answer counts those made after it left as
+    /// part of the model it is compared with.
     adjusted_us: i64,
 }
 
@@ -447,7 +448,8 @@ impl Lane {
         if self.hint.is_some() {
             return;
         }
-        let modelled_us = micros(modelled).saturating_add(self.adjusted_us - adjusted_then);
+        let moved_since = self.adjusted_us.saturating_sub(adjusted_then);
+        let modelled_us = micros(modelled).saturating_add(moved_since);
         let error_us = micros(self.last_queue).saturating_sub(modelled_us);
         if error_us.unsigned_abs() <= STANDING_QUEUE.as_micros() as u64 {
             return;
