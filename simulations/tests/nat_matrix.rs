@@ -116,12 +116,17 @@ fn every_pair_connects_and_every_pair_with_usable_candidates_directly() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The side of the matrix labelled `label` (`eim/apdf/random`, …).
+fn side(label: &str) -> Side {
+    all_sides()
+        .into_iter()
+        .find(|s| s.label() == label)
+        .unwrap_or_else(|| panic!("no side {label} in the matrix"))
+}
+
 /// Cone NATs on both sides: a direct path, then the cut of `cut`.
 fn cone_pair_with(cut: Cut, duration: Duration) -> PairOutcome {
-    let cone = all_sides()
-        .into_iter()
-        .find(|s| s.label() == "eim/apdf/random")
-        .expect("in the matrix");
+    let cone = side("eim/apdf/random");
     run_pair(
         1,
         &cone,
@@ -270,12 +275,6 @@ fn one_reflector_address_is_enough_between_endpoint_independent_nats() {
 
 #[test]
 fn a_rebinding_or_renumbered_nat_loses_the_flow_for_less_than_a_second() {
-    let side = |label: &str| {
-        all_sides()
-            .into_iter()
-            .find(|s| s.label() == label)
-            .expect("in the matrix")
-    };
     let at = Duration::from_secs(3);
     // A sequential NAT that rebinds or renumbers mid-flow ends on the
     // relay: alpha's pings to the failed direct path take the first new
@@ -439,12 +438,6 @@ fn a_side_that_sprays_from_new_mappings_does_so_only_against_a_peer_hard_by_addr
     // sprays from a new mapping per probe. Against a hard side that maps
     // per address (it says so in its pings) the spray meets; against one
     // that maps per port it cannot, and the predictable side sends none.
-    let side = |label: &str| {
-        all_sides()
-            .into_iter()
-            .find(|s| s.label() == label)
-            .unwrap_or_else(|| panic!("no side {label}"))
-    };
     let sprayer = side("apdm/apdf/sequential");
     for (hard, meets) in [("adm/eif/random", true), ("apdm/eif/random", false)] {
         let out = run_pair(
