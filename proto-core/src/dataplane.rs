@@ -1284,16 +1284,12 @@ impl DataPlane {
                         .get_mut(&uplink)
                         .and_then(|m| m.reflect.get_mut(i))
                 });
-                let Some(slot) = slot.filter(|s| s.pending.is_some_and(|(t, _)| t == repr.txid))
-                else {
+                let Some(slot) = slot.filter(|s| s.awaits(repr.txid)) else {
                     assoc.counters.unexpected_control += 1;
                     return;
                 };
-                slot.pending = None;
-                slot.answered_at = Some(now);
-                slot.tries = 0;
                 let changed = slot.observed != Some(observed.0);
-                slot.observed = Some(observed.0);
+                slot.answered(now, observed.0);
                 let settled = assoc
                     .mesh
                     .get(&uplink)
@@ -1695,8 +1691,7 @@ impl DataPlane {
                 }
                 let txid = self.rng.next_u64();
                 let last_try = slot.tries == reflexive::SILENT_AFTER - 1;
-                slot.pending = Some((txid, now));
-                slot.tries = slot.tries.saturating_add(1);
+                slot.sent(txid, now);
                 if last_try && slot.observed.is_none() {
                     // Silent long enough: offer what the others said.
                     silent = true;

@@ -433,6 +433,30 @@ fn birthday_probing_takes_a_hard_side_direct_within_its_caps_and_changes_nothing
 }
 
 #[test]
+fn a_reflector_further_than_the_retry_interval_is_heard() {
+    // 100 ms each access link way: 400 ms round trips to the coordinator,
+    // more than the 250 ms between reflector requests. The answer to an
+    // earlier request counts, so two cone NATs still meet directly.
+    let cone = side("eim/eif/preserving");
+    let out = run_pair(
+        1,
+        &cone,
+        &cone,
+        PairOptions {
+            delay: Duration::from_millis(100),
+            duration: Duration::from_secs(10),
+            ..PairOptions::default()
+        },
+    )
+    .expect("the world builds");
+    assert_eq!(out.ends_relayed, Some(false), "{out:?}");
+    assert!(
+        out.first_direct.is_some_and(|t| t < Duration::from_secs(3)),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn a_side_that_sprays_from_new_mappings_does_so_only_against_a_peer_hard_by_address() {
     // A NAT that maps per destination and port with predictable ports
     // sprays from a new mapping per probe. Against a hard side that maps

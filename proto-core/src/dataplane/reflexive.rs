@@ -50,6 +50,10 @@ pub(crate) struct Slot {
     pub(crate) observed: Option<SocketAddr>,
     /// The transaction id of the request in flight, and when it left.
     pub(crate) pending: Option<(u64, Instant)>,
+    /// The transaction ids of the requests before it since the last
+    /// answer: an answer to one of them counts too, so a reflector whose
+    /// round trip is longer than the retry interval is still heard.
+    pub(crate) earlier: [Option<u64>; EARLIER_REQUESTS],
     /// When it last answered.
     pub(crate) answered_at: Option<Instant>,
     /// Requests sent since the last answer.
@@ -59,6 +63,11 @@ pub(crate) struct Slot {
 /// Requests a silent reflector gets before a socket's candidates are
 /// offered without its answer.
 pub const SILENT_AFTER: u8 = 3;
+
+/// Earlier requests whose answer still counts: with the request in
+/// flight, a reflector is heard whose round trip is up to three retry
+/// intervals (750 ms at the default 250 ms).
+const EARLIER_REQUESTS: usize = 2;
 
 /// Whether a socket's answers are complete enough to offer candidates:
 /// every reflector answered, or those still silent were asked
@@ -80,6 +89,29 @@ impl Slot {
             reflector: Some(reflector),
             ..Self::default()
         }
+    }
+
+    /// A request `txid` leaves at `now`.
+    pub(crate) fn sent(&mut self, txid: u64, now: Instant) {
+        if let Some((previous, _)) = self.pending.replace((txid, now)) {
+            self.earlier.rotate_right(1);
+            self.earlier[0] = Some(previous);
+        }
+        self.tries = self.tries.saturating_add(1);
+    }
+
+    /// Whether `txid` is one of the requests sent since the last answer.
+    pub(crate) fn awaits(&self, txid: u64) -> bool {
+        self.pending.is_some_and(|(t, _)| t == txid) || self.earlier.contains(&Some(txid))
+    }
+
+    /// The reflector answered at `now`, seeing `observed`.
+    pub(crate) fn answered(&mut self, now: Instant, observed: SocketAddr) {
+        self.pending = None;
+        self.earlier = [None; EARLIER_REQUESTS];
+        self.answered_at = Some(now);
+        self.tries = 0;
+        self.observed = Some(observed);
     }
 
     /// Whether to send a request now: never answered (retry each
