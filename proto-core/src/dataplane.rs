@@ -1362,7 +1362,7 @@ impl DataPlane {
             return;
         };
         let interval = if busy {
-            self.config.scheduler.active_probe_interval
+            path.probe_gap(self.config.scheduler.active_probe_interval)
         } else {
             self.config.probe_interval
         };
@@ -1422,7 +1422,7 @@ impl DataPlane {
                 path.lane.snapshot(now, path.tx);
             }
             to_check.push(key);
-            if sending && !path.pinged_within(now, config.active_probe_interval) {
+            if sending && !path.pinged_within(now, path.probe_gap(config.active_probe_interval)) {
                 to_ping.push(key);
             }
             let due = path

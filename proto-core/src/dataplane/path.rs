@@ -231,15 +231,33 @@ impl Path {
     /// How long a ping of an active path may go unanswered before the path
     /// fails: a round trip with its variance and two more probe intervals
     /// (so about three pings lost in a row), at least `floor`, at most
-    /// `ceiling`.
+    /// `ceiling`; `ceiling` before the first round trip is measured. A
+    /// path whose round trip and variance do not fit under `ceiling` (a
+    /// relay over satellite hops) gets them and one probe interval: it
+    /// cannot be heard sooner, and failing it at every pong would leave
+    /// the association with no path at all.
     pub(crate) fn liveness_deadline(
         &self,
         probe: Duration,
         floor: Duration,
         ceiling: Duration,
     ) -> Duration {
-        let srtt = self.srtt.unwrap_or(ceiling);
-        (srtt + self.rttvar * 4 + probe * 2).clamp(floor, ceiling)
+        let Some(srtt) = self.srtt else {
+            return ceiling.max(floor);
+        };
+        let heard = srtt + self.rttvar * 4;
+        (heard + probe * 2)
+            .min(ceiling.max(heard + probe))
+            .max(floor)
+    }
+
+    /// How often to ping the path while it carries data: every `base`, or
+    /// less often where the round trip would otherwise keep more than
+    /// half of [`MAX_PENDING`] pings outstanding (an older one would be
+    /// dropped as lost before its answer could come).
+    pub(crate) fn probe_gap(&self, base: Duration) -> Duration {
+        let srtt = self.srtt.unwrap_or_default();
+        base.max(srtt / (MAX_PENDING as u32 / 2))
     }
 
     /// Records a ping sent at `now`.

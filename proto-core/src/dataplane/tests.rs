@@ -40,6 +40,8 @@ struct Net {
     sent_to: BTreeMap<SocketAddr, (u64, u64)>,
     /// A NAT in front of each node's mesh sockets, when set.
     nats: Option<[PerDestinationNat; 2]>,
+    /// One-way delay of every packet ([`DELAY`] unless a test sets it).
+    delay: Duration,
 }
 
 /// A NAT that maps every destination to a new outside port, in sequence
@@ -154,6 +156,7 @@ impl Net {
             blackhole: false,
             sent_to: BTreeMap::new(),
             nats: None,
+            delay: DELAY,
         }
     }
 
@@ -194,7 +197,7 @@ impl Net {
                     };
                     self.seq += 1;
                     self.in_flight
-                        .insert((now + DELAY, self.seq), (t.dst, src, t.payload));
+                        .insert((now + self.delay, self.seq), (t.dst, src, t.payload));
                 }
                 Output::Event(e) => self.nodes[n].events.push(e),
                 Output::Deliver { .. } => unreachable!("the data plane delivers through sockets"),
@@ -479,6 +482,34 @@ fn a_dead_path_fails_within_a_second() {
     net.blackhole = false;
     net.advance(Duration::from_millis(300));
     assert!(net.view(0).is_up(), "comes back when probes are answered");
+}
+
+#[test]
+fn a_path_with_a_long_round_trip_stays_up_while_it_carries_data() {
+    // 1.2 s round trips: a relayed path over two satellite hops. Pings
+    // are answered, only late; the path must not fail for want of patience,
+    // nor lose its pings to the outstanding-ping bound.
+    let mut net = Net::new(false);
+    net.delay = Duration::from_millis(600);
+    net.advance(Duration::from_millis(1_500));
+    assert!(net.view(0).is_up(), "the path validates");
+    let target = net.nodes[0].target;
+    for i in 0..200 {
+        net.service_sends(0, target, &payload(i));
+        net.advance(Duration::from_millis(20));
+    }
+    net.advance(Duration::from_millis(1_500));
+    let failed = |n: usize| {
+        net.nodes[n]
+            .events
+            .iter()
+            .filter(|e| matches!(e, DataEvent::PathFailed { .. }))
+            .count()
+    };
+    assert_eq!((failed(0), failed(1)), (0, 0), "no path failed");
+    assert_eq!(net.nodes[1].delivered.len(), 200, "everything arrived");
+    let path = net.view(0).paths().next().unwrap();
+    assert_eq!(path.estimates().probe_loss, 0.0, "no ping counted lost");
 }
 
 #[test]
