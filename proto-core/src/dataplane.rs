@@ -1203,6 +1203,31 @@ impl DataPlane {
                     },
                 };
                 let payload = pong.to_bytes(assoc.answer_key());
+                // A birthday probe landed. By the time this answer reaches
+                // the easy side, its NAT may have forgotten the port the
+                // probe went to (a NAT keeps a bounded number of
+                // destinations per mapping, and the spray goes on): the
+                // same answer through an active relay path tells the easy
+                // side which probe landed, and its own ping to that port
+                // opens it again.
+                let relayed = assoc
+                    .paths
+                    .iter()
+                    .filter(|_| rerouted)
+                    .find(|(k, p)| {
+                        k.0 == uplink && p.kind.is_relay() && p.state == PathState::Active
+                    })
+                    .and_then(|(k, p)| {
+                        let mesh = assoc.mesh.get(&k.0)?.socket;
+                        Some((p.via.unwrap_or(mesh), k.1))
+                    });
+                if let Some((socket, dst)) = relayed {
+                    self.outputs.push_back(Output::Transmit(Transmit {
+                        socket,
+                        dst,
+                        payload: payload.clone(),
+                    }));
+                }
                 self.outputs.push_back(Output::Transmit(Transmit {
                     socket,
                     dst: src,
@@ -1219,6 +1244,22 @@ impl DataPlane {
                 }
             }
             ControlBody::Pong { .. } => {
+                let landed = assoc.birthday.as_mut().and_then(|a| {
+                    (a.role == birthday::Role::Easy)
+                        .then(|| a.landed(repr.txid))
+                        .flatten()
+                        .map(|dst| (a.uplink, dst))
+                });
+                if let Some(key) = landed {
+                    // The answer to a birthday probe, straight or through
+                    // the relay: that port of the hard side leads to one of
+                    // its temporary sockets. Ping it from the mesh socket.
+                    tracing::debug!(assoc = %id, remote = %key.1, via = %src, "a birthday probe landed");
+                    if assoc.add_path(key.0, key.1, Learned::Trusted) {
+                        self.ping(now, id, key);
+                    }
+                    return;
+                }
                 let was_up = assoc.is_up();
                 let Some(path) = assoc
                     .pinged(uplink, src, repr.txid)

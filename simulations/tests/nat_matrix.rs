@@ -457,6 +457,49 @@ fn a_reflector_further_than_the_retry_interval_is_heard() {
 }
 
 #[test]
+fn long_access_links_still_carry_data_and_birthday_probing_still_meets() {
+    // 150 ms each access link way: 1.2 s round trips through the relay,
+    // longer than the liveness deadline's 750 ms cap and than 16 pings
+    // 50 ms apart. Two symmetric NATs must still carry their data through
+    // the relay, and birthday probing must still meet, though the easy
+    // side's NAT (64 destinations a mapping) has forgotten the port a
+    // probe went to by the time its answer comes back straight.
+    let long = PairOptions {
+        delay: Duration::from_millis(150),
+        duration: Duration::from_secs(16),
+        ..PairOptions::default()
+    };
+    let symmetric = side("apdm/apdf/random");
+    let out = run_pair(1, &symmetric, &symmetric, long).expect("the world builds");
+    assert_eq!(out.ends_relayed, Some(true), "{out:?}");
+    // Data flows from 1 s; the relay path is up about 5 s after install
+    // (3 s in): everything after that arrives.
+    let after_up = out
+        .arrivals
+        .iter()
+        .filter(|&&at| at > Duration::from_secs(7))
+        .count();
+    assert!(
+        out.delivered * 10 >= out.sent * 6 && after_up > 1_000,
+        "sent {}, delivered {}, after 7 s {after_up}",
+        out.sent,
+        out.delivered
+    );
+    let birthday = PairOptions {
+        birthday: Some(BirthdayConfig::default()),
+        ..long
+    };
+    let out = run_pair(
+        1,
+        &side("adm/eif/random"),
+        &side("eim/apdf/random"),
+        birthday,
+    )
+    .expect("the world builds");
+    assert_eq!(out.ends_relayed, Some(false), "{out:?}");
+}
+
+#[test]
 fn a_side_that_sprays_from_new_mappings_does_so_only_against_a_peer_hard_by_address() {
     // A NAT that maps per destination and port with predictable ports
     // sprays from a new mapping per probe. Against a hard side that maps

@@ -29,7 +29,12 @@
 //! temporary socket as an authentic ping. The hard side answers, and from
 //! then on its path to the easy side leaves from that socket (the
 //! association's other traffic stays on its mesh socket); the easy side
-//! learns the port from the answer. With `k` sockets mapped towards the
+//! learns the port from the answer, and pings it. The answer also goes
+//! through the relay path when one is up: a NAT keeps a bounded number of
+//! destinations per mapping, and on long round trips the spray has pushed
+//! the landed port out of the easy side's NAT before the straight answer
+//! comes back (two nodes on 150 ms access links never met without it).
+//! With `k` sockets mapped towards the
 //! easy side's port and `n` probes over a range of `r` ports the chance is
 //! about `1 - exp(-k·n/r)`: 256 and 1,024
 //! over 64,512 ports give 98 %, 256 and 2,048 give 99.97 %. Both sides send at most
@@ -76,6 +81,9 @@ pub(crate) struct Attempt {
     /// socket); the lowest goes first, so every socket pings the first
     /// target before any pings the second (see [`DataPlane::birthday_tick`]).
     pub(crate) due: BTreeSet<(usize, SocketId)>,
+    /// Easy side: where each probe went, by txid, until it is answered
+    /// (at most [`BirthdayConfig::probes`](super::punch::BirthdayConfig)).
+    pub(crate) probed: BTreeMap<u64, SocketAddr>,
     /// Packets sent.
     pub(crate) sent: u32,
     /// When the last one went.
@@ -118,6 +126,13 @@ pub(crate) fn role_of(class: &NatClass, peer_hard_by_address: bool) -> Option<Ro
 /// [`crate::wire::control::PING_HARD_BY_ADDRESS`]).
 pub(crate) fn hard_by_address(class: &NatClass) -> bool {
     class.mapping == NatMapping::AddressDependent && class.allocation == NatAllocation::Random
+}
+
+impl Attempt {
+    /// Easy side: the port a probe answered by `txid` went to, once.
+    pub(crate) fn landed(&mut self, txid: u64) -> Option<SocketAddr> {
+        self.probed.remove(&txid)
+    }
 }
 
 impl DataPlane {
@@ -221,8 +236,12 @@ impl DataPlane {
             attempt.sent += 1;
             attempt.last = Some(now);
             assoc.counters.birthday_probes += 1;
+            let txid = self.rng.next_u64();
+            if attempt.role == Role::Easy {
+                attempt.probed.insert(txid, dst);
+            }
             let ping = ControlRepr {
-                txid: self.rng.next_u64(),
+                txid,
                 timestamp_us: self.config.wall_clock.unix_us(now),
                 body: ControlBody::Ping {
                     pad: ADDR_LEN as u16,
@@ -277,6 +296,7 @@ impl DataPlane {
             targets,
             sockets: BTreeMap::new(),
             due: BTreeSet::new(),
+            probed: BTreeMap::new(),
             sent: 0,
             last: None,
             over: false,
@@ -336,6 +356,7 @@ impl DataPlane {
             return;
         };
         attempt.over = true;
+        attempt.probed.clear();
         self.timers.stop(Timer::Birthday(id));
         let kept: Vec<SocketId> = assoc.paths.values().filter_map(|p| p.via).collect();
         let sockets: Vec<SocketId> = std::mem::take(&mut attempt.sockets).into_keys().collect();
@@ -367,6 +388,7 @@ impl DataPlane {
             if uplink.is_none_or(|u| assoc.birthday.as_ref().is_some_and(|a| a.uplink == u)) {
                 if let Some(attempt) = assoc.birthday.as_mut() {
                     attempt.over = true;
+                    attempt.probed.clear();
                     attempt.sockets.clear();
                     attempt.due.clear();
                 }
