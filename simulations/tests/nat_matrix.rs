@@ -500,6 +500,30 @@ fn long_access_links_still_carry_data_and_birthday_probing_still_meets() {
 }
 
 #[test]
+fn a_sprayer_that_learns_late_its_peer_is_hard_by_address_sprays_then() {
+    // The only way the predictable side hears the hard side's NAT bit is
+    // a relay, and the relay node starts 6 s in: the sprayer's birthday
+    // timer fired long before and declined. It starts when the bit comes
+    // (with `peer_said_hard` a no-op, this test fails: no probe is sent).
+    let out = run_pair(
+        1,
+        &side("adm/eif/random"),
+        &side("apdm/apdf/sequential"),
+        PairOptions {
+            relay: false,
+            relay_node: true,
+            relay_node_at: Some(Duration::from_secs(6)),
+            duration: Duration::from_secs(16),
+            birthday: Some(BirthdayConfig::default()),
+            ..PairOptions::default()
+        },
+    )
+    .expect("the world builds");
+    assert!(out.birthday_probes[1] > 0, "{out:?}");
+    assert_eq!(out.ends_relayed, Some(false), "{out:?}");
+}
+
+#[test]
 fn a_side_that_sprays_from_new_mappings_does_so_only_against_a_peer_hard_by_address() {
     // A NAT that maps per destination and port with predictable ports
     // sprays from a new mapping per probe. Against a hard side that maps
