@@ -38,7 +38,8 @@ impl Case {
     }
 }
 
-/// The cases a–e, each short enough for a debug-build test (the
+/// The cases a–e, with single-link baselines for b and d, each
+/// short enough for a debug-build test (the
 /// flow starts at 1 s; goodput counts from 2 s; cuts at 3 s, and
 /// six seconds after a cut for TCP to regrow its window).
 pub const CASES: &[Case] = &[
@@ -109,6 +110,19 @@ pub const CASES: &[Case] = &[
             "rate2_mbps=50",
             "delay2_ms=20",
             "loss2=0.05",
+            "duration_s=5",
+        ],
+    },
+    Case {
+        name: "d-one-link",
+        about: "d's baseline: the same TCP over link 1 alone (link 2 dead before the flow starts)",
+        params: &[
+            "rate1_mbps=50",
+            "delay1_ms=20",
+            "rate2_mbps=50",
+            "delay2_ms=20",
+            "loss2=0.05",
+            "cut2_at_s=0.5",
             "duration_s=5",
         ],
     },
