@@ -24,7 +24,9 @@ use bytes::{Bytes, BytesMut};
 
 pub use association::{AssocCounters, PathChoice, MAX_PATHS, PREVIOUS_KEY_GRACE, REPLAY_CAPACITY};
 pub use events::{PathEvent, PathEventKind, PathHistory, HISTORY_LEN};
-pub use path::{Path, PathKind, PathState, Traffic, UplinkTraffic, MAX_PENDING};
+pub use path::{
+    Path, PathKind, PathState, Traffic, UplinkTraffic, MAX_PENDING, PROVING_GAP, PROVING_PINGS,
+};
 pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH, RELAY_RETIRE_MAX};
@@ -1281,6 +1283,15 @@ impl DataPlane {
                 path.lane
                     .on_timing(now, repr.txid, sent_us, repr.timestamp_us);
                 if validated {
+                    // Its first pings go fast while no data goes (see
+                    // `tick`).
+                    if self
+                        .timers
+                        .get(Timer::Tick(id))
+                        .is_none_or(|at| at > now + path::PROVING_GAP)
+                    {
+                        self.timers.set(Timer::Tick(id), now + path::PROVING_GAP);
+                    }
                     let (path, remote) = (path.id, path.remote);
                     tracing::debug!(assoc = %id, %path, %remote, answers = %src, ?rtt, "path validated");
                     self.outputs
@@ -1454,6 +1465,7 @@ impl DataPlane {
         });
         let mut to_ping = Vec::new();
         let mut to_check = Vec::new();
+        let mut proving = false;
         let send_key = assoc.send_key(now).clone();
         for (&key, path) in &mut assoc.paths {
             if path.state != PathState::Active {
@@ -1463,7 +1475,22 @@ impl DataPlane {
                 path.lane.snapshot(now, path.tx);
             }
             to_check.push(key);
-            if sending && !path.pinged_within(now, path.probe_gap(config.active_probe_interval)) {
+            // A path validated lately, while no data goes, is pinged fast
+            // until it has told what it loses; never with more than half
+            // the outstanding pings a path remembers, so one that dies
+            // meanwhile still has an unanswered ping old enough to fail
+            // it. While data goes it is pinged at the usual interval (fast
+            // pings then upset the multiwan b case's plan).
+            let fast = !sending && path.proving();
+            proving |= fast;
+            let gap = if fast && path.outstanding() < MAX_PENDING / 2 {
+                Some(path.probe_gap(path::PROVING_GAP))
+            } else if sending {
+                Some(path.probe_gap(config.active_probe_interval))
+            } else {
+                None
+            };
+            if gap.is_some_and(|gap| !path.pinged_within(now, gap)) {
                 to_ping.push(key);
             }
             let due = path
@@ -1505,7 +1532,9 @@ impl DataPlane {
         for key in to_ping {
             self.ping(now, id, key);
         }
-        if sending || receiving {
+        if proving {
+            self.timers.set(Timer::Tick(id), now + path::PROVING_GAP);
+        } else if sending || receiving {
             self.timers
                 .set(Timer::Tick(id), now + config.active_probe_interval);
         }

@@ -476,6 +476,7 @@ impl Association {
                     }
                 },
                 half_rtt: p.srtt.unwrap_or_default() / 2,
+                suspect: p.suspect(),
                 lane: &mut p.lane,
             })
             .collect()

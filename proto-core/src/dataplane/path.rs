@@ -10,6 +10,19 @@ use super::scheduler::{Estimates, Lane, SchedulerConfig};
 use super::UplinkPolicy;
 use crate::id::{PathId, UplinkId};
 
+/// The first pings of a newly active path, which tell what it loses: one
+/// that loses any of them carries nothing beside a clean path until they
+/// have all gone ([`Path::suspect`]). A path losing 5 % each way loses one
+/// of 64 with a chance above 99 %, and two close together (which makes it
+/// `lossy`) with about 97 %; a TCP flow that shared its first window with
+/// such a path would lose a handful of segments and wait out a timeout
+/// for each (multiwan case d).
+pub const PROVING_PINGS: u64 = 64;
+/// How far apart those pings go while the association carries no data
+/// (more where the round trip would keep too many outstanding, see
+/// [`Path::probe_gap`]): 64 take about 0.65 s.
+pub const PROVING_GAP: Duration = Duration::from_millis(10);
+
 /// Outstanding pings remembered per path.
 pub const MAX_PENDING: usize = 16;
 
@@ -131,6 +144,12 @@ pub struct Path {
     pub rx: Traffic,
     /// Pings sent.
     pub pings: u64,
+    /// `pings` when it last became active: it is proving itself until
+    /// [`PROVING_PINGS`] more have gone.
+    pings_when_active: u64,
+    /// A ping went unanswered (not to its own queue) since it became
+    /// active; it counts while the path is proving.
+    lost_while_proving: bool,
     /// Pongs matched.
     pub pongs: u64,
     /// When a ping was last answered.
@@ -187,6 +206,8 @@ impl Path {
             tx: Traffic::default(),
             rx: Traffic::default(),
             pings: 0,
+            pings_when_active: 0,
+            lost_while_proving: false,
             pongs: 0,
             last_pong: None,
             unproven: false,
@@ -260,6 +281,18 @@ impl Path {
         base.max(srtt / (MAX_PENDING as u32 / 2))
     }
 
+    /// Active, and fewer than [`PROVING_PINGS`] pings sent since it became
+    /// so: what it loses is not known yet.
+    pub fn proving(&self) -> bool {
+        self.state == PathState::Active
+            && self.pings.saturating_sub(self.pings_when_active) < PROVING_PINGS
+    }
+
+    /// Proving, and it has lost a ping already: it may well be lossy.
+    pub fn suspect(&self) -> bool {
+        self.lost_while_proving && self.proving()
+    }
+
     /// Records a ping sent at `now`.
     pub(crate) fn on_probe(&mut self, txid: u64, now: Instant) {
         if self.pending.len() == MAX_PENDING {
@@ -291,8 +324,11 @@ impl Path {
         let (_, sent) = self.pending.remove(at)?;
         // Everything older than the answered ping is lost; drop it so a late
         // path does not count as missing forever.
+        let congested = self.lane.congested_lately(now);
         for _ in self.pending.drain(..at) {
             self.lane.on_probe_outcome(now, false);
+            // Lost to its own queue is the flow's congestion, not loss.
+            self.lost_while_proving |= self.state == PathState::Active && !congested;
         }
         self.lane.on_probe_outcome(now, true);
         let rtt = now.saturating_duration_since(sent);
@@ -304,6 +340,8 @@ impl Path {
         let validated = self.state != PathState::Active;
         if validated {
             self.active_since = Some(now);
+            self.pings_when_active = self.pings;
+            self.lost_while_proving = false;
         }
         self.state = PathState::Active;
         Some((sent, rtt, validated))

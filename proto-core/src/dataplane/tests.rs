@@ -13,6 +13,8 @@ use crate::wire::{AuthKey, MAGIC};
 
 const DELAY: Duration = Duration::from_millis(5);
 const ASSOC: AssocId = AssocId(7);
+/// Node 0's mesh address, as node 1 knows it before a rebinding.
+const OLD_MAPPING: &str = "192.0.2.1:40000";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -32,7 +34,8 @@ struct Net {
     /// (arrival, seq) -> (dst, src, payload)
     in_flight: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Bytes)>,
     seq: u64,
-    /// Rewrites the source of node 0's mesh packets (a NAT rebinding).
+    /// Rewrites the source of node 0's mesh packets (a NAT rebinding);
+    /// what node 1 sends to node 0's old address is lost.
     rebind: Option<SocketAddr>,
     /// Drops everything while set.
     blackhole: bool,
@@ -244,6 +247,9 @@ impl Net {
                 let (_, (dst, src, payload)) = self.in_flight.pop_first().unwrap();
                 let dst = match self.nats.as_ref() {
                     Some(nats) => nats.iter().find_map(|nat| nat.inbound(dst, src)),
+                    // A rebinding NAT forgot node 0's old mapping: what
+                    // arrives there goes nowhere.
+                    None if self.rebind.is_some() && dst == addr(OLD_MAPPING) => None,
                     None => Some(dst),
                 };
                 if let Some((n, socket)) = dst.and_then(|dst| self.owner(dst)) {
@@ -510,6 +516,26 @@ fn a_path_with_a_long_round_trip_stays_up_while_it_carries_data() {
     assert_eq!(net.nodes[1].delivered.len(), 200, "everything arrived");
     let path = net.view(0).paths().next().unwrap();
     assert_eq!(path.estimates().probe_loss, 0.0, "no ping counted lost");
+}
+
+#[test]
+fn a_new_path_is_pinged_fast_until_its_loss_is_known_then_at_the_idle_interval() {
+    let mut net = Net::new(false);
+    net.advance(Duration::from_millis(1_000));
+    let pings = |net: &Net| net.view(0).paths().next().map(|p| (p.pings, p.proving()));
+    let (first, proving) = pings(&net).unwrap();
+    assert!(!proving, "proven within a second");
+    assert!(
+        (PROVING_PINGS..PROVING_PINGS + 8).contains(&first),
+        "{first} pings"
+    );
+    net.advance(Duration::from_millis(1_000));
+    let (then, _) = pings(&net).unwrap();
+    assert!(
+        (3..=5).contains(&(then - first)),
+        "{} more in a second",
+        then - first
+    );
 }
 
 #[test]

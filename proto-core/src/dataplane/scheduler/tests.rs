@@ -30,6 +30,7 @@ struct Setup {
     lanes: Vec<Lane>,
     policies: Vec<UplinkPolicy>,
     active: Vec<bool>,
+    suspect: Vec<bool>,
 }
 
 impl Setup {
@@ -39,6 +40,7 @@ impl Setup {
             lanes,
             policies: vec![UplinkPolicy::default(); n],
             active: vec![true; n],
+            suspect: vec![false; n],
         }
     }
 
@@ -58,6 +60,7 @@ impl Setup {
                 settling: false,
                 retiring: false,
                 half_rtt: Duration::from_millis(10),
+                suspect: self.suspect[i],
             })
             .collect()
     }
@@ -381,6 +384,26 @@ fn a_lossy_path_carries_only_when_no_clean_one_is_usable() {
     assert_eq!(setup.send(t0, 2_000, 1_400, gap_at(60.0)), vec![0, 2_000]);
     setup.active[1] = false;
     assert_eq!(setup.send(t0, 100, 1_400, gap_at(60.0)), vec![100, 0]);
+}
+
+#[test]
+fn a_suspect_path_carries_only_when_no_trusted_clean_one_is_usable() {
+    // Two matched paths; the second lost one of its first pings.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+    setup.suspect[1] = true;
+    let t0 = crate::test_epoch();
+    // Even with the first saturated, the suspect one takes nothing.
+    assert_eq!(setup.send(t0, 2_000, 1_400, gap_at(100.0)), vec![2_000, 0]);
+    let reasons = eligibility(t0, &setup.candidates());
+    assert_eq!(reasons[1], Reason::Proving);
+    // Both suspect: both carry (nothing better is known).
+    let mut both = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+    both.suspect = vec![true, true];
+    let shares = both.send(t0, 2_000, 1_400, gap_at(100.0));
+    assert!(shares.iter().all(|&s| s > 500), "{shares:?}");
+    // Alone, it carries.
+    setup.active[0] = false;
+    assert_eq!(setup.send(t0, 100, 1_400, gap_at(60.0)), vec![0, 100]);
 }
 
 #[test]
