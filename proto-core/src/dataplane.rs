@@ -313,6 +313,13 @@ enum Timer {
 const BUSY: Duration = Duration::from_secs(1);
 /// The shortest a path carrying data may go unanswered before it fails.
 const LIVENESS_FLOOR: Duration = Duration::from_millis(100);
+/// Fast pings of proving paths ([`path::PROVING_PINGS`]) the node sends
+/// per [`PROVING_WINDOW`], over all associations: 1,000 a second (about
+/// 80 kB/s). A hub whose uplink just changed address revalidates every
+/// path at once; beyond this, paths prove themselves at the idle probe
+/// interval instead.
+const PROVING_BUDGET: u32 = 100;
+const PROVING_WINDOW: Duration = Duration::from_millis(100);
 
 /// The node's data plane. See the module docs.
 #[derive(Debug)]
@@ -333,6 +340,9 @@ pub struct DataPlane {
     reflectors: Vec<SocketAddr>,
     /// Birthday probing's temporary sockets: their association and uplink.
     birthday_sockets: BTreeMap<SocketId, (AssocId, UplinkId)>,
+    /// Fast pings of proving paths sent in the current window, node-wide
+    /// (see [`PROVING_BUDGET`]).
+    proving_budget: (Option<Instant>, u32),
     /// Data sent and received through each uplink since start, over every
     /// path there was (kept when paths and associations go).
     uplink_traffic: BTreeMap<UplinkId, UplinkTraffic>,
@@ -458,6 +468,7 @@ impl DataPlane {
             uplinks_down: BTreeSet::new(),
             reflectors: Vec::new(),
             birthday_sockets: BTreeMap::new(),
+            proving_budget: (None, 0),
             uplink_traffic: BTreeMap::new(),
         }
     }
@@ -1475,13 +1486,14 @@ impl DataPlane {
                 path.lane.snapshot(now, path.tx);
             }
             to_check.push(key);
-            // A path validated lately, while no data goes, is pinged fast
-            // until it has told what it loses; never with more than half
-            // the outstanding pings a path remembers, so one that dies
-            // meanwhile still has an unanswered ping old enough to fail
-            // it. While data goes it is pinged at the usual interval (fast
-            // pings then upset the multiwan b case's plan).
-            let fast = !sending && path.proving();
+            // A direct path validated lately, while no data goes out, is
+            // pinged fast until it has told what it loses; never with more
+            // than half the outstanding pings a path remembers, so one that
+            // dies meanwhile still has an unanswered ping old enough to
+            // fail it; within the node's budget. While data goes out it is
+            // pinged at the usual interval (fast pings then upset the
+            // multiwan b case's plan).
+            let fast = !sending && path.proving() && !path.kind.is_relay();
             proving |= fast;
             let gap = if fast && path.outstanding() < MAX_PENDING / 2 {
                 Some(path.probe_gap(path::PROVING_GAP))
@@ -1491,7 +1503,18 @@ impl DataPlane {
                 None
             };
             if gap.is_some_and(|gap| !path.pinged_within(now, gap)) {
-                to_ping.push(key);
+                // Only the fast pings (no data going out) count.
+                let budget = &mut self.proving_budget;
+                let window_over = budget
+                    .0
+                    .is_none_or(|at| now.saturating_duration_since(at) >= PROVING_WINDOW);
+                if !sending && window_over {
+                    *budget = (Some(now), 0);
+                }
+                if sending || budget.1 < PROVING_BUDGET {
+                    budget.1 += u32::from(!sending);
+                    to_ping.push(key);
+                }
             }
             let due = path
                 .lane

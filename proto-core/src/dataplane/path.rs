@@ -12,7 +12,7 @@ use crate::id::{PathId, UplinkId};
 
 /// The first pings of a newly active path, which tell what it loses: one
 /// that loses any of them carries nothing beside a clean path until they
-/// have all gone ([`Path::suspect`]). A path losing 5 % each way loses one
+/// are all answered or lost ([`Path::suspect`]). A path losing 5 % each way loses one
 /// of 64 with a chance above 99 %, and two close together (which makes it
 /// `lossy`) with about 97 %; a TCP flow that shared its first window with
 /// such a path would lose a handful of segments and wait out a timeout
@@ -144,9 +144,9 @@ pub struct Path {
     pub rx: Traffic,
     /// Pings sent.
     pub pings: u64,
-    /// `pings` when it last became active: it is proving itself until
-    /// [`PROVING_PINGS`] more have gone.
-    pings_when_active: u64,
+    /// Pings answered or given up as lost since it last became active: it
+    /// is proving itself until [`PROVING_PINGS`] have.
+    settled_since_active: u64,
     /// A ping went unanswered (not to its own queue) since it became
     /// active; it counts while the path is proving.
     lost_while_proving: bool,
@@ -158,6 +158,10 @@ pub struct Path {
     /// probed on a timer.
     pub(crate) unproven: bool,
     pending: VecDeque<(u64, Instant)>,
+    /// When the oldest ping not answered since the last pong went out;
+    /// kept when [`MAX_PENDING`] pushes that ping out of `pending`, so a
+    /// path pinged fast with a long deadline still fails when it dies.
+    unanswered_since: Option<Instant>,
     /// Last data received on it (receiver statistics).
     pub(crate) last_data: Option<Instant>,
     /// The scheduler's model and estimates.
@@ -206,12 +210,13 @@ impl Path {
             tx: Traffic::default(),
             rx: Traffic::default(),
             pings: 0,
-            pings_when_active: 0,
+            settled_since_active: 0,
             lost_while_proving: false,
             pongs: 0,
             last_pong: None,
             unproven: false,
             pending: VecDeque::new(),
+            unanswered_since: None,
             last_data: None,
             lane: Lane::new(policy, config),
             active_since: None,
@@ -234,9 +239,8 @@ impl Path {
     pub(crate) fn overdue(&self, now: Instant, deadline: Duration) -> bool {
         self.state == PathState::Active
             && self
-                .pending
-                .front()
-                .is_some_and(|&(_, sent)| now.saturating_duration_since(sent) > deadline)
+                .unanswered_since
+                .is_some_and(|sent| now.saturating_duration_since(sent) > deadline)
     }
 
     /// Fails an active path (it stopped answering); true if it was active.
@@ -281,11 +285,10 @@ impl Path {
         base.max(srtt / (MAX_PENDING as u32 / 2))
     }
 
-    /// Active, and fewer than [`PROVING_PINGS`] pings sent since it became
-    /// so: what it loses is not known yet.
+    /// Active, and fewer than [`PROVING_PINGS`] pings answered or lost
+    /// since it became so: what it loses is not known yet.
     pub fn proving(&self) -> bool {
-        self.state == PathState::Active
-            && self.pings.saturating_sub(self.pings_when_active) < PROVING_PINGS
+        self.state == PathState::Active && self.settled_since_active < PROVING_PINGS
     }
 
     /// Proving, and it has lost a ping already: it may well be lossy.
@@ -298,8 +301,10 @@ impl Path {
         if self.pending.len() == MAX_PENDING {
             self.pending.pop_front();
             self.lane.on_probe_outcome(now, false);
+            self.settled_since_active += 1;
         }
         self.pending.push_back((txid, now));
+        self.unanswered_since.get_or_insert(now);
         self.lane.on_probe_sent(now, txid);
         self.pings += 1;
     }
@@ -329,8 +334,11 @@ impl Path {
             self.lane.on_probe_outcome(now, false);
             // Lost to its own queue is the flow's congestion, not loss.
             self.lost_while_proving |= self.state == PathState::Active && !congested;
+            self.settled_since_active += 1;
         }
+        self.settled_since_active += 1;
         self.lane.on_probe_outcome(now, true);
+        self.unanswered_since = self.pending.front().map(|&(_, at)| at);
         let rtt = now.saturating_duration_since(sent);
         self.sample_rtt(rtt);
         self.unproven = false;
@@ -340,7 +348,7 @@ impl Path {
         let validated = self.state != PathState::Active;
         if validated {
             self.active_since = Some(now);
-            self.pings_when_active = self.pings;
+            self.settled_since_active = 0;
             self.lost_while_proving = false;
         }
         self.state = PathState::Active;
@@ -407,6 +415,36 @@ mod tests {
             PathKind::of("[2001:db8::1]:1".parse().unwrap()),
             PathKind::DirectPublic
         );
+    }
+
+    #[test]
+    fn a_path_pinged_faster_than_its_deadline_allows_for_still_fails() {
+        // 300 ms round trip with 150 ms variance, pinged every 50 ms under
+        // data: the deadline (950 ms) is longer than the 16 pings it
+        // remembers span (800 ms). The first unanswered ping still counts
+        // once pushed out.
+        let t0 = crate::test_epoch();
+        let gap = Duration::from_millis(50);
+        let mut path = Path::new(
+            PathId(1),
+            UplinkId(0),
+            "203.0.113.9:1".parse().unwrap(),
+            &UplinkPolicy::default(),
+            &SchedulerConfig::default(),
+        );
+        path.on_probe(1, t0);
+        path.on_pong(1, t0 + Duration::from_millis(300));
+        let deadline = path.liveness_deadline(gap, gap * 2, Duration::from_millis(750));
+        assert_eq!(deadline, Duration::from_millis(950));
+        let start = t0 + Duration::from_secs(1);
+        for i in 0..40u32 {
+            path.on_probe(u64::from(i) + 2, start + gap * i);
+        }
+        assert!(
+            path.overdue(start + gap * 39, deadline),
+            "2 s without an answer"
+        );
+        assert!(!path.overdue(start + Duration::from_millis(900), deadline));
     }
 
     #[test]

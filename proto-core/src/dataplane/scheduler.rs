@@ -939,9 +939,11 @@ pub(crate) fn eligibility<K>(
         c.lane.backlog(now) >= METERED_OVERFLOW && (c.lane.est.hinted || !c.lane.queue_is_short())
     };
     let lossy = |c: &Candidate<'_, K>| c.lane.est.lossy;
+    // A lossy or suspect unmetered path carries nothing beside a clean
+    // one, so it leaves a metered one nothing to wait for.
     let unmetered_saturated = candidates
         .iter()
-        .filter(|c| in_tier(c) && !c.policy.metered)
+        .filter(|c| in_tier(c) && !c.policy.metered && !c.lane.est.lossy && !c.suspect)
         .all(saturated);
     // Lossy paths are used only when the tier has no clean one: not even
     // as overflow, since TCP inside the tunnel backs off for every loss,
@@ -968,9 +970,9 @@ pub(crate) fn eligibility<K>(
         .filter(|c| in_tier(c))
         .all(|c| c.lane.est.fwd_min_us.is_some());
     let delay = |c: &Candidate<'_, K>| base_delay(c, timed);
-    // The fastest of the paths that carry first: unmetered and clean ones
-    // if any, else unmetered ones, else any.
-    let first = |c: &Candidate<'_, K>| in_tier(c) && !c.policy.metered && !lossy(c);
+    // The fastest of the paths that carry first: unmetered, clean and not
+    // suspect ones if any, else unmetered ones, else any.
+    let first = |c: &Candidate<'_, K>| in_tier(c) && !c.policy.metered && !lossy(c) && !c.suspect;
     let unmetered = |c: &Candidate<'_, K>| in_tier(c) && !c.policy.metered;
     let pool: &dyn Fn(&Candidate<'_, K>) -> bool = if candidates.iter().any(first) {
         &first
@@ -987,7 +989,7 @@ pub(crate) fn eligibility<K>(
                 && o.lane.est.capacity.is_none()
         })
     };
-    candidates
+    let mut reasons = candidates
         .iter()
         .map(|c| {
             if !c.active {
@@ -1016,7 +1018,17 @@ pub(crate) fn eligibility<K>(
                 Reason::Carrying
             }
         })
-        .collect()
+        .collect::<SmallVec<[Reason; 8]>>();
+    // Holding a suspect path back must never leave nothing carrying (the
+    // trusted path may itself wait for it, as `Slow` or `Metered`).
+    if !reasons.contains(&Reason::Carrying) {
+        for reason in &mut reasons {
+            if *reason == Reason::Proving {
+                *reason = Reason::Carrying;
+            }
+        }
+    }
+    reasons
 }
 
 /// Each candidate's planned share of the traffic: its effective rate over

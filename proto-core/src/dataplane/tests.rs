@@ -505,17 +505,26 @@ fn a_path_with_a_long_round_trip_stays_up_while_it_carries_data() {
         net.advance(Duration::from_millis(20));
     }
     net.advance(Duration::from_millis(1_500));
-    let failed = |n: usize| {
+    let failed = |net: &Net, n: usize| {
         net.nodes[n]
             .events
             .iter()
             .filter(|e| matches!(e, DataEvent::PathFailed { .. }))
             .count()
     };
-    assert_eq!((failed(0), failed(1)), (0, 0), "no path failed");
+    assert_eq!((failed(&net, 0), failed(&net, 1)), (0, 0), "no path failed");
     assert_eq!(net.nodes[1].delivered.len(), 200, "everything arrived");
     let path = net.view(0).paths().next().unwrap();
     assert_eq!(path.estimates().probe_loss, 0.0, "no ping counted lost");
+    // And it still fails when it dies under data, though its deadline
+    // (1.35 s) is longer than the 16 pings it remembers span: the oldest
+    // unanswered one counts even once it is pushed out.
+    net.blackhole = true;
+    for i in 0..150 {
+        net.service_sends(0, target, &payload(i));
+        net.advance(Duration::from_millis(20));
+    }
+    assert_eq!(failed(&net, 0), 1, "failed within 3 s of dying");
 }
 
 #[test]

@@ -407,6 +407,26 @@ fn a_suspect_path_carries_only_when_no_trusted_clean_one_is_usable() {
 }
 
 #[test]
+fn holding_a_suspect_path_back_never_leaves_nothing_carrying() {
+    let t0 = crate::test_epoch();
+    // The suspect path is the faster one and its capacity is not
+    // measured: the trusted one does not wait behind it as `Slow`.
+    let mut fast = lane(100.0, 10, 0.0);
+    fast.est.capacity = None;
+    let mut setup = Setup::new(vec![fast, lane(20.0, 40, 0.0)]);
+    setup.suspect[0] = true;
+    let reasons = eligibility(t0, &setup.candidates());
+    assert_eq!(reasons.as_slice(), &[Reason::Proving, Reason::Carrying]);
+    // The only unmetered path is suspect: the metered trusted one does
+    // not wait for it to saturate.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+    setup.suspect[0] = true;
+    setup.policies[1] = policy(UplinkPriority::Primary, true);
+    let reasons = eligibility(t0, &setup.candidates());
+    assert_eq!(reasons.as_slice(), &[Reason::Proving, Reason::Carrying]);
+}
+
+#[test]
 fn forward_delay_tracks_queueing_above_its_minimum() {
     let mut lane = lane(50.0, 0, 0.0);
     lane.est.fwd_us = None;
