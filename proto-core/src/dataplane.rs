@@ -1410,10 +1410,11 @@ impl DataPlane {
 
     /// Fails an active path whose oldest unanswered ping is overdue. The
     /// deadline follows the path's round trip and how often it is probed:
-    /// a path carrying data is probed every `active_probe_interval` and
-    /// fails about three lost pings after it dies (well under 300 ms where
-    /// the round trip is 50 ms or less); an idle one after
-    /// `failed_after` probe intervals.
+    /// a path carrying data is probed every `active_probe_interval` (every
+    /// eighth of its round trip beyond 400 ms) and fails about three lost
+    /// pings after it dies (well under 300 ms where the round trip is
+    /// 50 ms or less); an idle one after `failed_after` probe intervals,
+    /// or its round trip and one interval where that is longer.
     fn check_liveness(&mut self, now: Instant, id: AssocId, key: (UplinkId, SocketAddr)) {
         let ceiling = self.config.probe_interval * self.config.failed_after;
         let Some(assoc) = self.assocs.get_mut(&id) else {
