@@ -417,6 +417,16 @@ mod tests {
         );
     }
 
+    fn public_path() -> Path {
+        Path::new(
+            PathId(1),
+            UplinkId(0),
+            "203.0.113.9:1".parse().unwrap(),
+            &UplinkPolicy::default(),
+            &SchedulerConfig::default(),
+        )
+    }
+
     #[test]
     fn a_path_pinged_faster_than_its_deadline_allows_for_still_fails() {
         // 300 ms round trip with 150 ms variance, pinged every 50 ms under
@@ -425,13 +435,7 @@ mod tests {
         // once pushed out.
         let t0 = crate::test_epoch();
         let gap = Duration::from_millis(50);
-        let mut path = Path::new(
-            PathId(1),
-            UplinkId(0),
-            "203.0.113.9:1".parse().unwrap(),
-            &UplinkPolicy::default(),
-            &SchedulerConfig::default(),
-        );
+        let mut path = public_path();
         path.on_probe(1, t0);
         path.on_pong(1, t0 + Duration::from_millis(300));
         let deadline = path.liveness_deadline(gap, gap * 2, Duration::from_millis(750));
@@ -451,13 +455,7 @@ mod tests {
     fn a_path_activates_on_a_matching_pong_and_fails_after_silence() {
         let t0 = crate::test_epoch();
         let step = Duration::from_millis(100);
-        let mut path = Path::new(
-            PathId(1),
-            UplinkId(0),
-            "203.0.113.9:1".parse().unwrap(),
-            &UplinkPolicy::default(),
-            &SchedulerConfig::default(),
-        );
+        let mut path = public_path();
         path.on_probe(1, t0);
         assert!(!path.overdue(t0 + step * 9, step), "not active yet");
         assert_eq!(path.on_pong(99, t0 + step), None, "unknown txid");
