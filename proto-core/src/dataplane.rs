@@ -321,6 +321,32 @@ const LIVENESS_FLOOR: Duration = Duration::from_millis(100);
 const PROVING_BUDGET: u32 = 100;
 const PROVING_WINDOW: Duration = Duration::from_millis(100);
 
+/// The fast pings of proving paths sent in the current
+/// [`PROVING_WINDOW`], node-wide.
+#[derive(Debug, Default)]
+struct ProvingBudget {
+    window: Option<Instant>,
+    spent: u32,
+}
+
+impl ProvingBudget {
+    /// Takes one ping at `now`; false when the window's are spent.
+    fn take(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|at| now.saturating_duration_since(at) >= PROVING_WINDOW)
+        {
+            *self = Self {
+                window: Some(now),
+                spent: 0,
+            };
+        }
+        let left = self.spent < PROVING_BUDGET;
+        self.spent += u32::from(left);
+        left
+    }
+}
+
 /// The node's data plane. See the module docs.
 #[derive(Debug)]
 pub struct DataPlane {
@@ -340,9 +366,8 @@ pub struct DataPlane {
     reflectors: Vec<SocketAddr>,
     /// Birthday probing's temporary sockets: their association and uplink.
     birthday_sockets: BTreeMap<SocketId, (AssocId, UplinkId)>,
-    /// Fast pings of proving paths sent in the current window, node-wide
-    /// (see [`PROVING_BUDGET`]).
-    proving_budget: (Option<Instant>, u32),
+    /// Fast pings of proving paths, node-wide.
+    proving_budget: ProvingBudget,
     /// Data sent and received through each uplink since start, over every
     /// path there was (kept when paths and associations go).
     uplink_traffic: BTreeMap<UplinkId, UplinkTraffic>,
@@ -468,7 +493,7 @@ impl DataPlane {
             uplinks_down: BTreeSet::new(),
             reflectors: Vec::new(),
             birthday_sockets: BTreeMap::new(),
-            proving_budget: (None, 0),
+            proving_budget: ProvingBudget::default(),
             uplink_traffic: BTreeMap::new(),
         }
     }
@@ -1223,17 +1248,20 @@ impl DataPlane {
                 // same answer through an active relay path tells the easy
                 // side which probe landed, and its own ping to that port
                 // opens it again.
-                let relayed = assoc
-                    .paths
-                    .iter()
-                    .filter(|_| rerouted)
-                    .find(|(k, p)| {
-                        k.0 == uplink && p.kind.is_relay() && p.state == PathState::Active
-                    })
-                    .and_then(|(k, p)| {
-                        let mesh = assoc.mesh.get(&k.0)?.socket;
-                        Some((p.via.unwrap_or(mesh), k.1))
-                    });
+                let relayed = if rerouted {
+                    assoc
+                        .paths
+                        .iter()
+                        .find(|(k, p)| {
+                            k.0 == uplink && p.kind.is_relay() && p.state == PathState::Active
+                        })
+                        .and_then(|(k, p)| {
+                            let mesh = assoc.mesh.get(&k.0)?.socket;
+                            Some((p.via.unwrap_or(mesh), k.1))
+                        })
+                } else {
+                    None
+                };
                 if let Some((socket, dst)) = relayed {
                     self.outputs.push_back(Output::Transmit(Transmit {
                         socket,
@@ -1503,19 +1531,11 @@ impl DataPlane {
             } else {
                 None
             };
-            if gap.is_some_and(|gap| !path.pinged_within(now, gap)) {
-                // Only the fast pings (no data going out) count.
-                let budget = &mut self.proving_budget;
-                let window_over = budget
-                    .0
-                    .is_none_or(|at| now.saturating_duration_since(at) >= PROVING_WINDOW);
-                if !sending && window_over {
-                    *budget = (Some(now), 0);
-                }
-                if sending || budget.1 < PROVING_BUDGET {
-                    budget.1 += u32::from(!sending);
-                    to_ping.push(key);
-                }
+            // Only the fast pings (no data going out) count on the budget.
+            if gap.is_some_and(|gap| !path.pinged_within(now, gap))
+                && (sending || self.proving_budget.take(now))
+            {
+                to_ping.push(key);
             }
             let due = path
                 .lane

@@ -296,12 +296,21 @@ impl Path {
         self.lost_while_proving && self.proving()
     }
 
+    /// A ping given up as lost (a later one was answered, or it was pushed
+    /// out of `pending`). Lost to its own queue (`congested`) is the
+    /// flow's congestion, not the path's loss.
+    fn given_up(&mut self, now: Instant, congested: bool) {
+        self.lane.on_probe_outcome(now, false);
+        self.lost_while_proving |= self.state == PathState::Active && !congested;
+        self.settled_since_active += 1;
+    }
+
     /// Records a ping sent at `now`.
     pub(crate) fn on_probe(&mut self, txid: u64, now: Instant) {
         if self.pending.len() == MAX_PENDING {
             self.pending.pop_front();
-            self.lane.on_probe_outcome(now, false);
-            self.settled_since_active += 1;
+            let congested = self.lane.congested_lately(now);
+            self.given_up(now, congested);
         }
         self.pending.push_back((txid, now));
         self.unanswered_since.get_or_insert(now);
@@ -330,11 +339,9 @@ impl Path {
         // Everything older than the answered ping is lost; drop it so a late
         // path does not count as missing forever.
         let congested = self.lane.congested_lately(now);
-        for _ in self.pending.drain(..at) {
-            self.lane.on_probe_outcome(now, false);
-            // Lost to its own queue is the flow's congestion, not loss.
-            self.lost_while_proving |= self.state == PathState::Active && !congested;
-            self.settled_since_active += 1;
+        let lost = self.pending.drain(..at).count();
+        for _ in 0..lost {
+            self.given_up(now, congested);
         }
         self.settled_since_active += 1;
         self.lane.on_probe_outcome(now, true);
