@@ -516,9 +516,8 @@ fn a_path_with_a_long_round_trip_stays_up_while_it_carries_data() {
     assert_eq!(net.nodes[1].delivered.len(), 200, "everything arrived");
     let path = net.view(0).paths().next().unwrap();
     assert_eq!(path.estimates().probe_loss, 0.0, "no ping counted lost");
-    // And it still fails when it dies under data, though its deadline
-    // (1.35 s) is longer than the 16 pings it remembers span: the oldest
-    // unanswered one counts even once it is pushed out.
+    // And it still fails when it dies under data, within its deadline
+    // (its round trip, variance and a probe interval: about 1.35 s).
     net.blackhole = true;
     for i in 0..150 {
         net.service_sends(0, target, &payload(i));
