@@ -140,6 +140,9 @@ const CONGESTION_GRACE: Duration = Duration::from_secs(1);
 /// Probes whose modelled queue is remembered (as many as a path keeps
 /// outstanding).
 const PROBE_BACKLOGS: usize = super::path::MAX_PENDING;
+/// A report's span of arrivals longer than this many report intervals
+/// had a pause in it: its delivery rate is not a capacity.
+const SPAN_SLACK: f64 = 1.5;
 /// Lowest capacity estimate, bytes per second (64 kbit/s).
 const MIN_RATE: f64 = 8_000.0;
 /// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
@@ -290,6 +293,8 @@ pub(crate) struct Lane {
     pub(crate) est: Estimates,
     /// The operator's capacity hint, bytes per second.
     hint: Option<f64>,
+    /// The receiver's report interval ([`SchedulerConfig::stats_interval`]).
+    stats_interval: Duration,
     /// When the modelled bottleneck queue empties.
     busy_until: Option<Instant>,
     /// The forward-delay minimum of this window and of the previous one.
@@ -347,6 +352,7 @@ impl Lane {
             hint: policy
                 .capacity_bps
                 .map(|bps| (bps as f64 / 8.0).max(MIN_RATE)),
+            stats_interval: config.stats_interval,
             busy_until: None,
             min_window: None,
             max_window: None,
@@ -612,8 +618,15 @@ impl Lane {
                 rx.bytes.saturating_sub(prev.rx.bytes) as f64 / (rx_span as f64 / 1e6);
             self.est.delivered_max = windowed_max(&mut self.max_window, now, self.est.delivery);
             // Delivered while every probe found a queue: the path ran at
-            // capacity.
-            let capacity = if self.standing.take() != Some(true) {
+            // capacity. Not when arrivals paused within the span (reports
+            // go only once data came in, so a pause makes the span longer
+            // than the report interval): a sender stalled in a
+            // retransmission timeout after it overflowed the queue left
+            // one probe that saw the queue, and a capacity of 1.2 Mbit/s
+            // on a 50 Mbit/s uplink held it to that for ten seconds.
+            let continuous = rx_span <= micros(self.stats_interval.mul_f64(SPAN_SLACK)) as u64;
+            let standing = self.standing.take() == Some(true) && continuous;
+            let capacity = if !standing {
                 current_max(&mut self.capacity_window, now)
             } else {
                 Some(windowed_max(
@@ -625,11 +638,14 @@ impl Lane {
             let rate = match self.hint {
                 // The hint is an upper bound: a path measured clearly
                 // slower (past the measurement's noise, MATCHED_RATE)
-                // plans at what it delivers.
+                // plans at what it delivers, or more while it takes all
+                // it is given.
                 Some(hint) => {
                     self.est.capacity = capacity;
                     match capacity {
-                        Some(c) if c * MATCHED_RATE < hint => c.max(MIN_RATE),
+                        Some(c) if c * MATCHED_RATE < hint => {
+                            self.measured_rate(now, c, standing).min(hint)
+                        }
                         _ => hint,
                     }
                 }
@@ -653,12 +669,40 @@ impl Lane {
     /// The rate to plan with, unhinted: the capacity measured under a
     /// standing queue when there is one lately; else the current plan,
     /// raised by [`PROBE_GAIN`] when the model was the flow's limit and the
-    /// measured queue stayed short.
+    /// measured queue stayed short. (Not raised past a measured capacity:
+    /// in multiwan case b that put link 1's model behind its queue, and
+    /// slow start overflowed it before link 2 took a share, 8.3 Mbit/s
+    /// against 56.8.)
     fn planning_rate(&mut self, now: Instant, capacity: Option<f64>) -> f64 {
         self.est.capacity = capacity;
-        if let Some(capacity) = capacity {
-            return capacity.max(MIN_RATE);
+        match capacity {
+            Some(capacity) => capacity.max(MIN_RATE),
+            None => self.probed_rate(now),
         }
+    }
+
+    /// The rate a hinted path measured clearly below its hint plans with:
+    /// the capacity, when this report's span found the queue standing;
+    /// otherwise no less than it, and raised as [`Lane::probed_rate`]
+    /// raises an unmeasured path's while the path takes all it is given
+    /// (the caller caps it at the hint). A capacity measured too low would
+    /// otherwise hold the path to it until the measure aged out, ten
+    /// seconds later, since a path planned below its capacity never builds
+    /// the queue that would measure it again (`tl-bench multiwan` with
+    /// hints: 1.2 Mbit/s on a 50 Mbit/s uplink, the flow on the 25 Mbit/s
+    /// one).
+    fn measured_rate(&self, now: Instant, capacity: f64, standing: bool) -> f64 {
+        let rate = if standing {
+            capacity
+        } else {
+            self.probed_rate(now).max(capacity)
+        };
+        rate.max(MIN_RATE)
+    }
+
+    /// The current plan, raised by [`PROBE_GAIN`] when the model was the
+    /// flow's limit and the measured queue stayed short.
+    fn probed_rate(&self, now: Instant) -> f64 {
         let rate = self.est.rate;
         let limited = self
             .model_busy_at

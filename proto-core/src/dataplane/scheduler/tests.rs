@@ -224,7 +224,13 @@ fn paths_whose_delays_differ_within_their_noise_both_carry() {
 
 /// Feeds a lane 2 s of reports, every 100 ms, of `mbps` delivered, with
 /// pongs every 50 ms that see `queue_ms` of queue; returns the lane.
-fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
+fn measured(lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
+    measured_every(lane, mbps, queue_ms, 2)
+}
+
+/// As [`measured`], a report every `ticks` 50 ms ticks, each counting
+/// what arrived up to its own moment.
+fn measured_every(mut lane: Lane, mbps: f64, queue_ms: u64, ticks: u32) -> Lane {
     let t0 = crate::test_epoch();
     let wall = WallClock::new(t0, 1_000_000_000);
     lane.est.fwd_us = None;
@@ -237,7 +243,7 @@ fn measured(mut lane: Lane, mbps: f64, queue_ms: u64) -> Lane {
         let queue_us = if i == 0 { 0 } else { queue_ms * 1_000 };
         lane.on_timing(now, 0, ping_us, ping_us + 20_000 + queue_us);
         lane.snapshot(now, rx);
-        if i % 2 == 0 {
+        if i % ticks == 0 {
             lane.on_report(now, &wall, (i + 1, rx, wall.unix_us(now)));
         }
         let bytes = (mbps * 1e6 / 8.0 * 0.05) as u64;
@@ -260,6 +266,54 @@ fn capacity_is_what_was_delivered_while_the_queue_stood() {
     let idle = measured(fresh(), 8.0, 0);
     assert_eq!(idle.est.capacity, None);
     assert_eq!(idle.est.rate, config.initial_rate_bps as f64 / 8.0);
+}
+
+#[test]
+fn a_report_whose_arrivals_paused_measures_no_capacity() {
+    let config = SchedulerConfig::default();
+    let fresh = || Lane::new(&UplinkPolicy::default(), &config);
+    // Every probe found a queue, but arrivals came half a second apart in
+    // the receiver's reports: the path was not busy all that time, and
+    // what it delivered is not its capacity.
+    let paused = measured_every(fresh(), 1.2, 10, 10);
+    assert_eq!(paused.est.capacity, None);
+    // The same queue with arrivals throughout the report interval.
+    let busy = measured_every(fresh(), 1.2, 10, 2);
+    assert!(busy.est.capacity.is_some());
+}
+
+#[test]
+fn a_hinted_path_measured_too_low_is_raised_to_its_hint_while_it_takes_all_it_is_given() {
+    let config = SchedulerConfig::default();
+    let hint = 100e6 / 8.0;
+    let mut lane = measured(Lane::new(&hinted(100.0), &config), 1.2, 10);
+    let low = lane.est.rate;
+    assert!(low < hint / 50.0, "planned at the measure: {low}");
+    // Then the path takes all the plan gives it, with no queue.
+    let t0 = crate::test_epoch() + Duration::from_secs(2);
+    let wall = WallClock::new(crate::test_epoch(), 1_000_000_000);
+    let mut rx = Traffic {
+        packets: 1_000_000,
+        bytes: 1_000_000_000,
+    };
+    for i in 0..80u32 {
+        let now = t0 + Duration::from_millis(50) * i;
+        let ping_us = wall.unix_us(now);
+        lane.on_timing(now, 0, ping_us, ping_us + 20_000);
+        lane.snapshot(now, rx);
+        let rate = lane.est.rate;
+        for _ in 0..20 {
+            lane.sent(now, 1_400, rate);
+        }
+        if i % 2 == 0 {
+            lane.on_report(now, &wall, (1_000 + i, rx, wall.unix_us(now)));
+        }
+        let bytes = (rate * 0.05) as u64;
+        rx.packets += bytes / 1_400;
+        rx.bytes += bytes;
+    }
+    assert_eq!(lane.est.capacity.map(|c| c < hint / 50.0), Some(true));
+    assert_eq!(lane.est.rate, hint, "raised to the hint, no further");
 }
 
 #[test]
