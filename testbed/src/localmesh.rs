@@ -719,7 +719,7 @@ fn stop(child: Child) {
 }
 
 fn terminate(child: &Child) {
-    // std has no SIGTERM and this crate has no unsafe code: ask kill(1).
+    // std has no SIGTERM: ask kill(1).
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .stderr(Stdio::null())

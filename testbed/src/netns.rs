@@ -21,11 +21,13 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod delay;
 mod nat;
 mod topology;
 mod traffic;
 mod wireguard;
 
+pub use delay::{serve as serve_delay_line, DelayLine, DelayRule};
 pub use nat::{Firewall, Masquerade, NatPair};
 pub use topology::{add_uplink_line, follow_interfaces, wg_node, HubAndTwo, Scratch, TwoUplinks};
 pub use traffic::{ping, Iperf3, Iperf3Client, Iperf3Report, PingReport};
@@ -426,7 +428,7 @@ impl Process {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        // std sends only SIGKILL and this crate has no unsafe code: kill(1).
+        // std sends only SIGKILL: kill(1).
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null())

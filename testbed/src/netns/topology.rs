@@ -5,8 +5,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use super::{veth, Error, Namespace};
+use super::{veth, DelayLine, DelayRule, Error, Namespace};
 use crate::localmesh::{CoordinatorSpec, MeshSpec, NodeSpec, ServiceSpec};
 
 /// Hub, A and B. A is `10.S.1.2` behind the hub's `10.S.1.1`, B `10.S.2.2`
@@ -220,8 +221,16 @@ impl TwoUplinks {
     /// # Errors
     /// When `tc` refuses.
     pub fn limit(&self, mbit: u32) -> Result<(), Error> {
-        let rate = format!("{mbit}mbit");
-        for i in 0..2 {
+        self.limit_each([mbit; 2])
+    }
+
+    /// As [`limit`](Self::limit), uplink `i` to `mbit[i]` Mbit/s.
+    ///
+    /// # Errors
+    /// When `tc` refuses.
+    pub fn limit_each(&self, mbit: [u32; 2]) -> Result<(), Error> {
+        for (i, mbit) in mbit.into_iter().enumerate() {
+            let rate = format!("{mbit}mbit");
             for (ns, dev) in [(&self.a, Self::UPLINKS[i]), (&self.hub, Self::HUB_ENDS[i])] {
                 ns.run(
                     "tc",
@@ -233,6 +242,25 @@ impl TwoUplinks {
             }
         }
         Ok(())
+    }
+
+    /// Delays each of A's uplinks by `ms[i]` milliseconds each way (a
+    /// [`DelayLine`] in the hub, run as `exe delay-line`; this kernel has
+    /// no netem). The uplinks' whole /24s are delayed, so a renumbered
+    /// uplink stays delayed. What the hub itself sends or receives (the
+    /// coordinator's traffic) is not.
+    ///
+    /// # Errors
+    /// When the delay line does not start or its routes are refused.
+    pub fn delay(&self, exe: &Path, ms: [u32; 2], log: &Path) -> Result<DelayLine, Error> {
+        let rules: Vec<DelayRule> = (0..2)
+            .map(|i| DelayRule {
+                net: Ipv4Addr::new(10, self.subnet, [1, 3][i], 0),
+                prefix: 24,
+                delay: Duration::from_millis(u64::from(ms[i])),
+            })
+            .collect();
+        DelayLine::start(&self.hub, exe, &rules, &Self::HUB_ENDS, &["hub-b"], log)
     }
 
     /// Makes nftables counters in the hub of the UDP each of A's uplinks

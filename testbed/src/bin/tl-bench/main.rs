@@ -65,6 +65,23 @@ enum Mode {
     /// the driver), one sender and one receiver: packets/s, Gbit/s, CPU per
     /// datagram and the ratios.
     Relay(relay::RelayArgs),
+    /// The delay line `multiwan --delay1-ms/--delay2-ms` runs in the hub
+    /// namespace: makes TUN device --dev and holds each IPv4 packet routed
+    /// into it for the delay of the first --rule its source or destination
+    /// falls under, then writes it back (the kernel here has no netem).
+    #[command(hide = true)]
+    DelayLine(DelayLineArgs),
+}
+
+/// Options of `tl-bench delay-line`.
+#[derive(Debug, Args)]
+pub struct DelayLineArgs {
+    /// The TUN device to make.
+    #[arg(long)]
+    pub dev: String,
+    /// NET/PREFIX=MILLISECONDS, such as 10.79.3.0/24=50; repeatable.
+    #[arg(long)]
+    pub rule: Vec<transitloom_testbed::netns::DelayRule>,
 }
 
 /// Options of `tl-bench multiwan`.
@@ -79,6 +96,17 @@ pub struct MultiwanArgs {
     /// Each uplink's rate, both ways, in Mbit/s.
     #[arg(long, default_value_t = 50)]
     pub rate_mbit: u32,
+    /// wan2's rate, both ways, in Mbit/s, when it is not --rate-mbit's
+    /// (wan1 keeps --rate-mbit; *one* measures wan1 alone).
+    #[arg(long)]
+    pub rate2_mbit: Option<u32>,
+    /// Delay added to wan1 each way, in milliseconds (a userspace delay
+    /// line in the hub: `tl-bench delay-line`).
+    #[arg(long, default_value_t = 0)]
+    pub delay1_ms: u32,
+    /// Delay added to wan2 each way, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub delay2_ms: u32,
     /// Give node A's uplinks that rate as their capacity hint
     /// (`capacity_mbps`).
     #[arg(long)]
@@ -195,6 +223,9 @@ fn main() -> ExitCode {
         Mode::Wireguard(args) => wireguard::run(args),
         Mode::Multiwan(args) => multiwan::run(args),
         Mode::Relay(args) => relay::run(args),
+        Mode::DelayLine(args) => {
+            transitloom_testbed::netns::serve_delay_line(&args.dev, &args.rule).map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

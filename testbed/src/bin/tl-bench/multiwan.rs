@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
-use transitloom_testbed::netns::{self, Iperf3, Iperf3Report, TwoUplinks, WireGuard};
+use transitloom_testbed::netns::{self, DelayLine, Iperf3, Iperf3Report, TwoUplinks, WireGuard};
 use transitloom_testbed::{Binaries, LocalMesh};
 
 use crate::MultiwanArgs;
@@ -52,6 +52,7 @@ struct Testbed {
     mesh: LocalMesh,
     _wg_a: WireGuard,
     _wg_b: WireGuard,
+    _delay: Option<DelayLine>,
     net: TwoUplinks,
     dir: PathBuf,
 }
@@ -110,13 +111,12 @@ pub fn run(args: &MultiwanArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if !args.json {
         eprintln!(
-            "building namespaces ({} Mbit/s per uplink), WireGuard and the mesh in {}",
-            args.rate_mbit,
+            "building namespaces ({}), WireGuard and the mesh in {}",
+            links(args),
             dir.display()
         );
     }
-    let hint = args.capacity_hint.then_some(args.rate_mbit);
-    let bed = Testbed::build(&run, &dir, bins, args.rate_mbit, hint)
+    let bed = Testbed::build(&run, &dir, bins, args)
         .with_context(|| format!("building the testbed (logs in {})", dir.display()))?;
     let mut rounds = Vec::new();
     for round in 0..args.runs {
@@ -193,6 +193,8 @@ pub fn run(args: &MultiwanArgs) -> Result<()> {
             "seconds": args.seconds,
             "runs": args.runs,
             "rate_mbit_per_uplink": args.rate_mbit,
+            "rate_mbit": rates(args),
+            "delay_ms": [args.delay1_ms, args.delay2_ms],
             "capacity_hint": args.capacity_hint,
             "rounds": rounds.iter().map(Round::json).collect::<Vec<_>>(),
             "ratio_both_one": crate::udp::summary(&ratios),
@@ -210,17 +212,37 @@ pub fn run(args: &MultiwanArgs) -> Result<()> {
     Ok(())
 }
 
+/// Each uplink's rate, Mbit/s.
+fn rates(args: &MultiwanArgs) -> [u32; 2] {
+    [args.rate_mbit, args.rate2_mbit.unwrap_or(args.rate_mbit)]
+}
+
+/// The uplinks as the run was asked for, for its headings.
+fn links(args: &MultiwanArgs) -> String {
+    let [r1, r2] = rates(args);
+    let delays = match (args.delay1_ms, args.delay2_ms) {
+        (0, 0) => String::new(),
+        (d1, d2) => format!(", {d1} and {d2} ms added each way"),
+    };
+    if r1 == r2 {
+        format!("two uplinks of {r1} Mbit/s each{delays}")
+    } else {
+        format!("uplinks of {r1} and {r2} Mbit/s{delays}")
+    }
+}
+
 impl Testbed {
-    /// `hint`: the capacity hint alpha's uplinks get, if any.
-    fn build(
-        run: &str,
-        dir: &Path,
-        bins: Binaries,
-        rate_mbit: u32,
-        hint: Option<u32>,
-    ) -> Result<Self> {
+    fn build(run: &str, dir: &Path, bins: Binaries, args: &MultiwanArgs) -> Result<Self> {
         let net = TwoUplinks::build(run, SUBNET)?;
-        net.limit(rate_mbit)?;
+        let rates = rates(args);
+        net.limit_each(rates)?;
+        let delay = if (args.delay1_ms, args.delay2_ms) == (0, 0) {
+            None
+        } else {
+            let exe = std::env::current_exe().context("finding this program")?;
+            let ms = [args.delay1_ms, args.delay2_ms];
+            Some(net.delay(&exe, ms, &dir.join("delay-line.log"))?)
+        };
         let pid = std::process::id();
         let wg_a = WireGuard::start(
             &net.a,
@@ -239,10 +261,10 @@ impl Testbed {
         let mesh_dir = dir.join("mesh");
         let mut mesh = LocalMesh::start(&mesh_dir, bins, net.wg_mesh(7443, WG_PORT))?;
         mesh.wait_up(Duration::from_secs(30))?;
-        if let Some(mbit) = hint {
+        if args.capacity_hint {
             // Enrolled now: restarted, alpha keeps its identity.
             mesh.stop_node("alpha")?;
-            for uplink in TwoUplinks::UPLINKS {
+            for (uplink, mbit) in TwoUplinks::UPLINKS.into_iter().zip(rates) {
                 netns::add_uplink_line(
                     &mesh_dir,
                     "alpha",
@@ -292,6 +314,7 @@ impl Testbed {
             mesh,
             _wg_a: wg_a,
             _wg_b: wg_b,
+            _delay: delay,
             net,
             dir: dir.to_path_buf(),
         };
@@ -371,8 +394,8 @@ impl Testbed {
 fn print(rounds: &[Round], ratios: &[f64], args: &MultiwanArgs) {
     println!();
     println!(
-        "Multi-WAN: WireGuard (wireguard-go) through the mesh, node A on two uplinks of {} Mbit/s each (tc tbf, {}), iperf3 TCP {} s per test",
-        args.rate_mbit,
+        "Multi-WAN: WireGuard (wireguard-go) through the mesh, node A on {} (tc tbf, {}), iperf3 TCP {} s per test",
+        links(args),
         if args.capacity_hint { "given as capacity_mbps" } else { "no capacity hint" },
         args.seconds
     );
