@@ -119,10 +119,11 @@ const MAX_WINDOW: Duration = Duration::from_secs(5);
 /// A path's model is the flow's limit when a packet finds this much
 /// modelled queue ahead of it: the plan sends no faster than the estimate.
 const MODEL_BUSY: Duration = Duration::from_millis(2);
-/// Growth of an unmeasured path's planning rate per report in which the
-/// model was the limit and the measured queue stayed short (the path took
-/// all it was given): the rate is raised until a queue stands and the
-/// delivery rate under it can be measured.
+/// Growth of an unmeasured path's planning rate (and of a hinted path's
+/// measured below its hint) per report in which the model was the limit
+/// and the measured queue stayed short (the path took all it was given):
+/// the rate is raised until a queue stands and the delivery rate under it
+/// can be measured.
 const PROBE_GAIN: f64 = 1.25;
 /// Forward-delay minimum window: the path's delay with an empty queue is the
 /// lowest sample in the last one or two windows.
@@ -140,9 +141,6 @@ const CONGESTION_GRACE: Duration = Duration::from_secs(1);
 /// Probes whose modelled queue is remembered (as many as a path keeps
 /// outstanding).
 const PROBE_BACKLOGS: usize = super::path::MAX_PENDING;
-/// A report's span of arrivals longer than this many report intervals
-/// had a pause in it: its delivery rate is not a capacity.
-const SPAN_SLACK: f64 = 1.5;
 /// Lowest capacity estimate, bytes per second (64 kbit/s).
 const MIN_RATE: f64 = 8_000.0;
 /// Weight of loss in a path's effective rate: rate × (1 − loss)^LOSS_POWER.
@@ -187,10 +185,11 @@ pub struct Estimates {
     /// scheduling under load).
     pub fwd_jitter_us: i64,
     /// The capacity the scheduler plans with, bytes per second: the
-    /// operator's hint (or [`Estimates::capacity`] when that is more than
-    /// a quarter below it); else [`Estimates::capacity`]; else the initial
-    /// guess, raised by a quarter per report while the plan was the flow's
-    /// limit on this path and its queue stayed short. Matched paths plan
+    /// operator's hint (or, when [`Estimates::capacity`] is below four
+    /// fifths of it, that capacity, raised by a quarter per report, up to
+    /// the hint, while the plan was the flow's limit on this path and its
+    /// queue stayed short); else [`Estimates::capacity`]; else the initial
+    /// guess, raised the same way. Matched paths plan
     /// at the highest of their rates (measurement noise between them
     /// would unbalance them, and TCP takes the reordering for loss).
     pub rate: f64,
@@ -200,9 +199,10 @@ pub struct Estimates {
     /// True when the rate is the operator's hint (an upper bound).
     pub hinted: bool,
     /// The most the path delivered in the last 5 to 10 seconds while its
-    /// queue stood (so it ran at capacity), bytes per second; `None` when
-    /// no report was taken under a standing queue lately. Measured on
-    /// hinted paths too.
+    /// queue stood (so it ran at capacity), bytes per second: in reports
+    /// whose probes all found a queue and whose arrivals span at most two
+    /// report intervals and a probe interval. `None` when no report was
+    /// taken under a standing queue lately. Measured on hinted paths too.
     pub capacity: Option<f64>,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
@@ -293,8 +293,12 @@ pub(crate) struct Lane {
     pub(crate) est: Estimates,
     /// The operator's capacity hint, bytes per second.
     hint: Option<f64>,
-    /// The receiver's report interval ([`SchedulerConfig::stats_interval`]).
-    stats_interval: Duration,
+    /// The longest span of arrivals a report may cover and still measure
+    /// a capacity: two report intervals and a probe interval (the
+    /// receiver reports at its ticks, a probe interval apart, once a
+    /// report interval has passed, so one late tick or one lost report
+    /// stays inside it).
+    busy_span: Duration,
     /// When the modelled bottleneck queue empties.
     busy_until: Option<Instant>,
     /// The forward-delay minimum of this window and of the previous one.
@@ -352,7 +356,7 @@ impl Lane {
             hint: policy
                 .capacity_bps
                 .map(|bps| (bps as f64 / 8.0).max(MIN_RATE)),
-            stats_interval: config.stats_interval,
+            busy_span: config.stats_interval * 2 + config.active_probe_interval,
             busy_until: None,
             min_window: None,
             max_window: None,
@@ -618,13 +622,14 @@ impl Lane {
                 rx.bytes.saturating_sub(prev.rx.bytes) as f64 / (rx_span as f64 / 1e6);
             self.est.delivered_max = windowed_max(&mut self.max_window, now, self.est.delivery);
             // Delivered while every probe found a queue: the path ran at
-            // capacity. Not when arrivals paused within the span (reports
-            // go only once data came in, so a pause makes the span longer
-            // than the report interval): a sender stalled in a
-            // retransmission timeout after it overflowed the queue left
-            // one probe that saw the queue, and a capacity of 1.2 Mbit/s
-            // on a 50 Mbit/s uplink held it to that for ten seconds.
-            let continuous = rx_span <= micros(self.stats_interval.mul_f64(SPAN_SLACK)) as u64;
+            // capacity. Not when the report's span of arrivals is longer
+            // than a busy path's reports cover (reports go only once data
+            // came in, so a pause in the arrivals lengthens the span): a
+            // sender stalled in a retransmission timeout after it
+            // overflowed the queue left one probe that saw the queue, and
+            // a capacity of 1.2 Mbit/s on a 50 Mbit/s uplink held it to
+            // that for ten seconds. A shorter pause goes unseen.
+            let continuous = rx_span <= micros(self.busy_span).unsigned_abs();
             let standing = self.standing.take() == Some(true) && continuous;
             let capacity = if !standing {
                 current_max(&mut self.capacity_window, now)
@@ -682,17 +687,19 @@ impl Lane {
     }
 
     /// The rate a hinted path measured clearly below its hint plans with:
-    /// the capacity, when this report's span found the queue standing;
-    /// otherwise no less than it, and raised as [`Lane::probed_rate`]
-    /// raises an unmeasured path's while the path takes all it is given
-    /// (the caller caps it at the hint). A capacity measured too low would
+    /// the capacity, when this report's span found the queue standing or
+    /// the path was congested lately; otherwise no less than it, and
+    /// raised as [`Lane::probed_rate`] raises an unmeasured path's while
+    /// the path takes all it is given (the caller caps it at the hint).
+    /// A hint that is too high is thus tried again about once a
+    /// congestion grace (a second), for a report or two. A capacity measured too low would
     /// otherwise hold the path to it until the measure aged out, ten
     /// seconds later, since a path planned below its capacity never builds
     /// the queue that would measure it again (`tl-bench multiwan` with
     /// hints: 1.2 Mbit/s on a 50 Mbit/s uplink, the flow on the 25 Mbit/s
     /// one).
     fn measured_rate(&self, now: Instant, capacity: f64, standing: bool) -> f64 {
-        let rate = if standing {
+        let rate = if standing || self.congested_lately(now) {
             capacity
         } else {
             self.probed_rate(now).max(capacity)

@@ -272,9 +272,10 @@ fn capacity_is_what_was_delivered_while_the_queue_stood() {
 fn a_report_whose_arrivals_paused_measures_no_capacity() {
     let config = SchedulerConfig::default();
     let fresh = || Lane::new(&UplinkPolicy::default(), &config);
-    // Every probe found a queue, but arrivals came half a second apart in
-    // the receiver's reports: the path was not busy all that time, and
-    // what it delivered is not its capacity.
+    // Every probe found a queue, but each report's arrivals span half a
+    // second, longer than a busy path's reports cover (a receiver
+    // reports every 100 to 150 ms while data comes in): there was a
+    // pause in them, and what the path delivered is not its capacity.
     let paused = measured_every(fresh(), 1.2, 10, 10);
     assert_eq!(paused.est.capacity, None);
     // The same queue with arrivals throughout the report interval.
@@ -314,6 +315,25 @@ fn a_hinted_path_measured_too_low_is_raised_to_its_hint_while_it_takes_all_it_is
     }
     assert_eq!(lane.est.capacity.map(|c| c < hint / 50.0), Some(true));
     assert_eq!(lane.est.rate, hint, "raised to the hint, no further");
+    // A queue stands again with as little behind it: the plan is the
+    // measure again.
+    let t1 = t0 + Duration::from_millis(50) * 80;
+    for i in 0..6u32 {
+        let now = t1 + Duration::from_millis(50) * i;
+        let ping_us = wall.unix_us(now);
+        lane.on_timing(now, 0, ping_us, ping_us + 30_000);
+        lane.snapshot(now, rx);
+        if i % 2 == 0 {
+            lane.on_report(now, &wall, (2_000 + i, rx, wall.unix_us(now)));
+        }
+        rx.packets += 5;
+        rx.bytes += 7_500;
+    }
+    assert!(
+        lane.est.rate < hint / 50.0,
+        "back at the measure: {}",
+        lane.est.rate
+    );
 }
 
 #[test]
