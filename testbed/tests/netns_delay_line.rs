@@ -25,7 +25,7 @@ fn each_uplink_is_delayed_by_its_own_delay_both_ways() {
     let scratch = Scratch::create(tmp.join(&run)).unwrap();
     let net = TwoUplinks::build(&run, 77).unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_tl-bench"));
-    let line = net
+    let mut line = net
         .delay(exe, [15, 40], &scratch.path().join("delay-line.log"))
         .unwrap();
 
@@ -39,7 +39,12 @@ fn each_uplink_is_delayed_by_its_own_delay_both_ways() {
     assert!(wan1 >= 30.0, "wan1 is delayed 15 ms each way: {wan1} ms");
     assert!(wan2 >= 80.0, "wan2 is delayed 40 ms each way: {wan2} ms");
     assert!(hub < 30.0, "the hub's own address is not delayed: {hub} ms");
+    assert!(
+        wan1 < wan2,
+        "each uplink has its own delay: {wan1} and {wan2} ms"
+    );
 
+    line.check().unwrap();
     drop(line);
     assert!(
         net.hub.ip(&["link", "show", DelayLine::DEV]).is_err(),

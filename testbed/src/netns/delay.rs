@@ -79,11 +79,13 @@ fn rule_of(packet: &[u8], rules: &[DelayRule]) -> Option<usize> {
 }
 
 /// Held packets, one queue per rule (each in due order, as every packet
-/// of a rule waits as long), and whether the reader has stopped.
+/// of a rule waits as long), whether the reader has stopped, and whether
+/// the writer has (it failed).
 #[derive(Debug, Default)]
 struct Held {
     queues: Vec<VecDeque<(Instant, Vec<u8>)>>,
     closed: bool,
+    failed: bool,
 }
 
 impl Held {
@@ -98,7 +100,8 @@ impl Held {
 }
 
 /// Creates TUN device `dev` and delays what is routed into it by `rules`
-/// (packets under no rule go back at once), until reading it fails.
+/// (packets under no rule go back at once), until reading or writing it
+/// fails.
 ///
 /// # Errors
 /// When the device cannot be made, or reading or writing it fails.
@@ -111,6 +114,7 @@ pub fn serve(dev: &str, rules: &[DelayRule]) -> Result<(), Error> {
         Mutex::new(Held {
             queues: vec![VecDeque::new(); rules.len()],
             closed: false,
+            failed: false,
         }),
         Condvar::new(),
     ));
@@ -129,9 +133,13 @@ pub fn serve(dev: &str, rules: &[DelayRule]) -> Result<(), Error> {
                             continue;
                         };
                         drop(state);
-                        out.write_all(&packet)
-                            .map_err(Error::io("writing to the TUN device"))?;
+                        let written = out.write_all(&packet);
                         state = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Err(e) = written {
+                            // The reader stops at its next packet.
+                            state.failed = true;
+                            return Err(Error::io("writing to the TUN device")(e));
+                        }
                     }
                     Some((_, due)) => {
                         state = ready
@@ -158,6 +166,9 @@ pub fn serve(dev: &str, rules: &[DelayRule]) -> Result<(), Error> {
         };
         let (lock, ready) = &*held;
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if state.failed {
+            break Ok(());
+        }
         state.queues[i].push_back((Instant::now() + rules[i].delay, packet.to_vec()));
         drop(state);
         ready.notify_one();
@@ -192,30 +203,28 @@ fn set_tun_interface(file: &File, dev: &str) -> std::io::Result<()> {
     /// rest of the union (40 bytes in all).
     #[repr(C)]
     struct IfReq {
-        name: [u8; 16],
+        name: [u8; libc::IFNAMSIZ],
         flags: libc::c_short,
         _rest: [u8; 22],
     }
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    const IFF_TUN: libc::c_short = 0x0001;
-    const IFF_NO_PI: libc::c_short = 0x1000;
-    if dev.is_empty() || dev.len() >= 16 {
+    const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+    if dev.is_empty() || dev.len() >= libc::IFNAMSIZ {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "an interface name is 1 to 15 bytes",
         ));
     }
     let mut req = IfReq {
-        name: [0; 16],
-        flags: IFF_TUN | IFF_NO_PI,
+        name: [0; libc::IFNAMSIZ],
+        // Both flags fit a short (0x0001 and 0x1000).
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
         _rest: [0; 22],
     };
     req.name[..dev.len()].copy_from_slice(dev.as_bytes());
     // SAFETY: the descriptor is open for the call's length (`file` is
     // borrowed), and `req` is a writable 40-byte `struct ifreq` with a
     // NUL-terminated name, which is all TUNSETIFF reads or writes.
-    #[allow(clippy::useless_conversion)]
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req) };
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -227,7 +236,8 @@ fn set_tun_interface(file: &File, dev: &str) -> std::io::Result<()> {
 /// drop (the device goes with it).
 #[derive(Debug)]
 pub struct DelayLine {
-    _process: Process,
+    process: Process,
+    log: std::path::PathBuf,
 }
 
 impl DelayLine {
@@ -268,7 +278,10 @@ impl DelayLine {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        ns.ip(&["link", "set", Self::DEV, "up"])?;
+        // A queue into the reader long enough for a stall of the reader
+        // thread on a loaded host (the default 500 packets are 38 ms at
+        // 150 Mbit/s).
+        ns.ip(&["link", "set", Self::DEV, "txqueuelen", "10000", "up"])?;
         // Packets come back out of the device with their own source
         // addresses, which are not routed through it.
         for conf in ["all", Self::DEV] {
@@ -318,7 +331,25 @@ impl DelayLine {
                 pref += 1;
             }
         }
-        Ok(Self { _process: process })
+        Ok(Self {
+            process,
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Whether it still runs: past its end, its routes fall through to the
+    /// main table and the links carry traffic undelayed.
+    ///
+    /// # Errors
+    /// When the process has exited.
+    pub fn check(&mut self) -> Result<(), Error> {
+        if self.process.running() {
+            return Ok(());
+        }
+        Err(Error::parse(
+            "the delay line",
+            format!("it has exited (log: {})", self.log.display()),
+        ))
     }
 }
 

@@ -52,7 +52,9 @@ struct Testbed {
     mesh: LocalMesh,
     _wg_a: WireGuard,
     _wg_b: WireGuard,
-    _delay: Option<DelayLine>,
+    /// Checked after each transfer: a delay line that stopped would leave
+    /// the links undelayed.
+    delay: Option<std::sync::Mutex<DelayLine>>,
     net: TwoUplinks,
     dir: PathBuf,
 }
@@ -192,7 +194,6 @@ pub fn run(args: &MultiwanArgs) -> Result<()> {
             "machine": crate::udp::machine(),
             "seconds": args.seconds,
             "runs": args.runs,
-            "rate_mbit_per_uplink": args.rate_mbit,
             "rate_mbit": rates(args),
             "delay_ms": [args.delay1_ms, args.delay2_ms],
             "capacity_hint": args.capacity_hint,
@@ -241,7 +242,11 @@ impl Testbed {
         } else {
             let exe = std::env::current_exe().context("finding this program")?;
             let ms = [args.delay1_ms, args.delay2_ms];
-            Some(net.delay(&exe, ms, &dir.join("delay-line.log"))?)
+            Some(std::sync::Mutex::new(net.delay(
+                &exe,
+                ms,
+                &dir.join("delay-line.log"),
+            )?))
         };
         let pid = std::process::id();
         let wg_a = WireGuard::start(
@@ -314,7 +319,7 @@ impl Testbed {
             mesh,
             _wg_a: wg_a,
             _wg_b: wg_b,
-            _delay: delay,
+            delay,
             net,
             dir: dir.to_path_buf(),
         };
@@ -387,7 +392,11 @@ impl Testbed {
             &self.dir.join(format!("iperf3-{tag}.json")),
         )?;
         during(started)?;
-        Ok(client.finish(Duration::from_secs(20))?)
+        let report = client.finish(Duration::from_secs(20))?;
+        if let Some(delay) = &self.delay {
+            delay.lock().unwrap_or_else(|e| e.into_inner()).check()?;
+        }
+        Ok(report)
     }
 }
 
