@@ -294,10 +294,11 @@ pub(crate) struct Lane {
     /// The operator's capacity hint, bytes per second.
     hint: Option<f64>,
     /// The longest span of arrivals a report may cover and still measure
-    /// a capacity: two report intervals and a probe interval (the
-    /// receiver reports at its ticks, a probe interval apart, once a
-    /// report interval has passed, so one late tick or one lost report
-    /// stays inside it).
+    /// a capacity: one and a half times the receiver's report cadence (it
+    /// reports at its ticks, a probe interval apart, once a report
+    /// interval has passed: the report interval rounded up to whole probe
+    /// intervals, 100 ms by default). A longer span had a pause in it, or
+    /// follows a lost report.
     busy_span: Duration,
     /// When the modelled bottleneck queue empties.
     busy_until: Option<Instant>,
@@ -356,7 +357,7 @@ impl Lane {
             hint: policy
                 .capacity_bps
                 .map(|bps| (bps as f64 / 8.0).max(MIN_RATE)),
-            busy_span: config.stats_interval * 2 + config.active_probe_interval,
+            busy_span: report_cadence(config).mul_f64(1.5),
             busy_until: None,
             min_window: None,
             max_window: None,
@@ -628,7 +629,8 @@ impl Lane {
             // sender stalled in a retransmission timeout after it
             // overflowed the queue left one probe that saw the queue, and
             // a capacity of 1.2 Mbit/s on a 50 Mbit/s uplink held it to
-            // that for ten seconds. A shorter pause goes unseen.
+            // that for ten seconds. A pause shorter than half a report
+            // interval goes unseen.
             let continuous = rx_span <= micros(self.busy_span).unsigned_abs();
             let standing = self.standing.take() == Some(true) && continuous;
             let capacity = if !standing {
@@ -796,6 +798,18 @@ fn current_max(window: &mut Option<(Instant, f64, Option<f64>)>, now: Instant) -
     }
     let max = w.2.map_or(w.1, |prev| prev.max(w.1));
     (max > 0.0).then_some(max)
+}
+
+/// How often a receiver reports on a path carrying data: at its ticks, a
+/// probe interval apart, once a report interval has passed.
+fn report_cadence(config: &SchedulerConfig) -> Duration {
+    let tick = config.active_probe_interval.max(Duration::from_millis(1));
+    let ticks = config
+        .stats_interval
+        .as_nanos()
+        .div_ceil(tick.as_nanos())
+        .max(1);
+    tick * u32::try_from(ticks).unwrap_or(u32::MAX)
 }
 
 fn micros(d: Duration) -> i64 {
