@@ -394,11 +394,17 @@ impl Process {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Whether it is still running.
+    /// Whether it is still running. Once it has exited it is forgotten, so
+    /// a later stop signals nothing (its pid may be another's by then).
     pub fn running(&mut self) -> bool {
-        self.child
+        let running = self
+            .child
             .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if !running {
+            self.child = None;
+        }
+        running
     }
 
     /// Waits up to `timeout` for it to exit by itself.

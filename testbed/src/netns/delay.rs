@@ -154,6 +154,10 @@ pub fn serve(dev: &str, rules: &[DelayRule]) -> Result<(), Error> {
     let mut buf = vec![0; 65_536];
     let read: Result<(), Error> = loop {
         let n = match tun.read(&mut buf) {
+            Ok(0) => {
+                let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                break Err(Error::io("reading the TUN device")(eof));
+            }
             Ok(n) => n,
             Err(e) => break Err(Error::io("reading the TUN device")(e)),
         };
@@ -207,7 +211,7 @@ fn set_tun_interface(file: &File, dev: &str) -> std::io::Result<()> {
         flags: libc::c_short,
         _rest: [u8; 22],
     }
-    const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+    const _: () = assert!(std::mem::size_of::<IfReq>() == std::mem::size_of::<libc::ifreq>());
     if dev.is_empty() || dev.len() >= libc::IFNAMSIZ {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -346,10 +350,10 @@ impl DelayLine {
         if self.process.running() {
             return Ok(());
         }
-        Err(Error::parse(
-            "the delay line",
-            format!("it has exited (log: {})", self.log.display()),
-        ))
+        Err(Error::Io {
+            what: "the delay line".to_owned(),
+            source: std::io::Error::other(format!("it has exited (log: {})", self.log.display())),
+        })
     }
 }
 

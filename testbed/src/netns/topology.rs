@@ -246,21 +246,25 @@ impl TwoUplinks {
 
     /// Delays each of A's uplinks by `ms[i]` milliseconds each way (a
     /// [`DelayLine`] in the hub, run as `exe delay-line`; this kernel has
-    /// no netem). The uplinks' whole /24s are delayed, so a renumbered
-    /// uplink stays delayed. What the hub itself sends or receives (the
-    /// coordinator's traffic) is not.
+    /// no netem); an uplink of 0 ms is not routed through it. The uplinks'
+    /// whole /24s are delayed, so a renumbered uplink stays delayed. What
+    /// the hub itself sends or receives (the coordinator's traffic) is
+    /// not.
     ///
     /// # Errors
     /// When the delay line does not start or its routes are refused.
     pub fn delay(&self, exe: &Path, ms: [u32; 2], log: &Path) -> Result<DelayLine, Error> {
-        let rules: Vec<DelayRule> = (0..2)
-            .map(|i| DelayRule {
+        let delayed: Vec<usize> = (0..2).filter(|&i| ms[i] > 0).collect();
+        let rules: Vec<DelayRule> = delayed
+            .iter()
+            .map(|&i| DelayRule {
                 net: Ipv4Addr::new(10, self.subnet, [1, 3][i], 0),
                 prefix: 24,
                 delay: Duration::from_millis(u64::from(ms[i])),
             })
             .collect();
-        DelayLine::start(&self.hub, exe, &rules, &Self::HUB_ENDS, &["hub-b"], log)
+        let from: Vec<&str> = delayed.iter().map(|&i| Self::HUB_ENDS[i]).collect();
+        DelayLine::start(&self.hub, exe, &rules, &from, &["hub-b"], log)
     }
 
     /// Makes nftables counters in the hub of the UDP each of A's uplinks
