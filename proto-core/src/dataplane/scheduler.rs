@@ -200,9 +200,10 @@ pub struct Estimates {
     pub hinted: bool,
     /// The most the path delivered in the last 5 to 10 seconds while its
     /// queue stood (so it ran at capacity), bytes per second: in reports
-    /// whose probes all found a queue and whose arrivals span at most two
-    /// report intervals and a probe interval. `None` when no report was
-    /// taken under a standing queue lately. Measured on hinted paths too.
+    /// whose probes all found a queue and whose arrivals span at most one
+    /// and a half times the receiver's report cadence. `None` when no
+    /// report was taken under a standing queue lately. Measured on hinted
+    /// paths too.
     pub capacity: Option<f64>,
     /// Delivery rate in the receiver's last report, bytes per second.
     pub delivery: f64,
@@ -694,12 +695,12 @@ impl Lane {
     /// raised as [`Lane::probed_rate`] raises an unmeasured path's while
     /// the path takes all it is given (the caller caps it at the hint).
     /// A hint that is too high is thus tried again about once a
-    /// congestion grace (a second), for a report or two. A capacity measured too low would
-    /// otherwise hold the path to it until the measure aged out, ten
-    /// seconds later, since a path planned below its capacity never builds
-    /// the queue that would measure it again (`tl-bench multiwan` with
-    /// hints: 1.2 Mbit/s on a 50 Mbit/s uplink, the flow on the 25 Mbit/s
-    /// one).
+    /// congestion grace (a second), for a report or two. A capacity
+    /// measured too low would otherwise hold the path to it until the
+    /// measure aged out, ten seconds later, since a path planned below its
+    /// capacity never builds the queue that would measure it again
+    /// (`tl-bench multiwan` with hints: 1.2 Mbit/s on a 50 Mbit/s uplink,
+    /// the flow on the 25 Mbit/s one).
     fn measured_rate(&self, now: Instant, capacity: f64, standing: bool) -> f64 {
         let rate = if standing || self.congested_lately(now) {
             capacity
