@@ -304,35 +304,21 @@ impl DelayLine {
             Self::TABLE,
         ])?;
         let mut pref = 200;
-        for dev in from {
-            ns.ip(&[
-                "rule",
-                "add",
-                "pref",
-                &pref.to_string(),
-                "iif",
-                dev,
-                "table",
-                Self::TABLE,
-            ])?;
+        let mut route_in = |matching: &[&str]| -> Result<(), Error> {
+            let at = pref.to_string();
+            let mut args = vec!["rule", "add", "pref", at.as_str()];
+            args.extend_from_slice(matching);
+            args.extend_from_slice(&["table", Self::TABLE]);
             pref += 1;
+            ns.ip(&args)
+        };
+        for dev in from {
+            route_in(&["iif", dev])?;
         }
         for dev in others {
             for rule in rules {
                 let net = format!("{}/{}", rule.net, rule.prefix);
-                ns.ip(&[
-                    "rule",
-                    "add",
-                    "pref",
-                    &pref.to_string(),
-                    "iif",
-                    dev,
-                    "to",
-                    &net,
-                    "table",
-                    Self::TABLE,
-                ])?;
-                pref += 1;
+                route_in(&["iif", dev, "to", &net])?;
             }
         }
         Ok(Self {
