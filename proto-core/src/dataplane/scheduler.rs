@@ -12,14 +12,15 @@
 //!   starts on the lowest-delay path and stays there until that path's queue
 //!   grows past the paths' delay spread;
 //! - **striping**: on closely matched paths the arrival times tie and packets
-//!   alternate;
+//!   take turns, however light the flow;
 //! - **little reordering**: a packet is only put on a slower path when it
 //!   would still arrive no later than one sent now on the faster path.
 //!
 //! A hysteresis margin keeps an idle previous path while it is within a
-//! millisecond of the best (so estimates' noise does not move a light flow
-//! back and forth), bounded so the reordering it may add stays under the
-//! configured reorder bound (in packets, inside WireGuard's replay window).
+//! millisecond of the best but not tied with it (so estimates' noise does
+//! not move a light flow back and forth), bounded so the reordering it may
+//! add stays under the configured reorder bound (in packets, inside
+//! WireGuard's replay window).
 //! Backup uplinks are used only when no primary path is usable; metered
 //! uplinks only when every unmetered path is saturated; paths that lose
 //! probes (not to their queue) only when no clean path is usable.
@@ -103,8 +104,8 @@ const MATCHED_JITTERS: i64 = 4;
 /// them (packets on the busier one fall behind, and TCP takes the
 /// reordering for loss).
 const MATCHED_RATE: f64 = 1.25;
-/// The hysteresis margin: the previous path is kept while its predicted
-/// arrival is within this of the best.
+/// The hysteresis margin: an idle previous path is kept while its
+/// predicted arrival is within this of the best (a tie takes turns).
 const SWITCH_MARGIN: Duration = Duration::from_millis(1);
 /// The modelled queues never all run further ahead than this: past it the
 /// estimates are too low, and reports will correct them.
@@ -1249,14 +1250,28 @@ pub(crate) fn pick<K: PartialEq>(
     let total_rate: f64 = rates.iter().sum();
     let bound = service(len * config.reorder_bound as usize, total_rate);
     let margin = SWITCH_MARGIN.min(bound);
-    // Only an idle previous path is kept this way: once it has a queue,
-    // ties go to the other paths, so matched paths alternate packet by
-    // packet (a packet behind its predecessor on each path).
-    let chosen = previous
-        .and_then(|p| candidates.iter().position(|c| &c.key == p))
-        .filter(|&i| candidates[i].lane.backlog(now).is_zero())
-        .filter(|&i| arrivals[i].is_some_and(|a| a <= earliest + margin))
-        .unwrap_or(best);
+    // Paths the plan cannot tell apart (delays matched, one rate, queues
+    // alike: their arrivals tie exactly) take turns after the previous
+    // one, so matched paths stripe a light flow too, packet by packet: a
+    // flow kept on one of them got an arbitrary one, and the
+    // quickstart's four flows sometimes all got the same uplink. The
+    // margin is for near ties, where the estimates' noise would move a
+    // light flow back and forth. Only an idle previous path is kept that
+    // way: once it has a queue, the other paths win.
+    let tied = |i: usize| arrivals[i] == Some(earliest);
+    let chosen = match previous.and_then(|p| candidates.iter().position(|c| &c.key == p)) {
+        Some(p) if tied(p) => (1..=candidates.len())
+            .map(|k| (p + k) % candidates.len())
+            .find(|&i| tied(i))
+            .unwrap_or(p),
+        Some(p)
+            if candidates[p].lane.backlog(now).is_zero()
+                && arrivals[p].is_some_and(|a| a <= earliest + margin) =>
+        {
+            p
+        }
+        _ => best,
+    };
     candidates[chosen].lane.sent(now, len, rates[chosen]);
     Some(chosen)
 }

@@ -97,6 +97,20 @@ fn matched_paths_share_a_saturating_flow_evenly() {
 }
 
 #[test]
+fn matched_paths_take_turns_with_a_light_flow() {
+    // 5 Mbit/s on two matched 50 Mbit/s paths: every packet finds both
+    // idle, so their arrivals tie. Kept on the previous path, the whole
+    // flow stayed on the first one.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+    let shares = setup.send(crate::test_epoch(), 2_000, 1_400, gap_at(5.0));
+    assert_eq!(shares, vec![1_000, 1_000]);
+    // Three matched paths go round.
+    let mut setup = Setup::new(vec![lane(50.0, 20, 0.0); 3]);
+    let shares = setup.send(crate::test_epoch(), 3_000, 1_400, gap_at(5.0));
+    assert_eq!(shares, vec![1_000; 3]);
+}
+
+#[test]
 fn a_light_flow_stays_on_the_faster_path() {
     let mut setup = Setup::new(vec![lane(50.0, 50, 0.0), lane(50.0, 20, 0.0)]);
     let shares = setup.send(crate::test_epoch(), 2_000, 1_400, gap_at(20.0));
