@@ -30,7 +30,7 @@ pub use path::{
 pub use punch::{BirthdayConfig, PunchConfig, PUNCH_SKEW_LIMIT};
 pub use reflexive::{NatAllocation, NatClass, NatMapping, Predicted};
 pub use relay_leg::{RelayOffer, RELAY_REFRESH, RELAY_RETIRE_MAX};
-pub use scheduler::{Estimates, Reason, SchedulerConfig};
+pub use scheduler::{Estimates, Reason, SchedulerConfig, DEFAULT_REORDER_BOUND};
 
 use crate::id::{AssocId, PathId, ServiceId, SocketId, UplinkId};
 use crate::machine::{Datagram, Input, Output, StateMachine, Transmit};
@@ -502,6 +502,16 @@ impl DataPlane {
     /// probing is on, for the punches from now on.
     pub fn set_punch(&mut self, punch: PunchConfig) {
         self.config.punch = punch;
+    }
+
+    /// Sets the most packets a packet may be overtaken by, as the
+    /// scheduler predicts, for every association (at least one).
+    pub fn set_reorder_bound(&mut self, packets: u32) {
+        let packets = packets.max(1);
+        self.config.scheduler.reorder_bound = packets;
+        for assoc in self.assocs.values_mut() {
+            assoc.sched.reorder_bound = packets;
+        }
     }
 
     /// Sets the reflectors every mesh socket asks for its outside address

@@ -265,6 +265,12 @@ impl Node {
         self.plane.set_punch(punch);
     }
 
+    /// Sets the most packets a packet may be overtaken by, as the
+    /// scheduler predicts (see [`crate::dataplane::SchedulerConfig`]).
+    pub fn set_reorder_bound(&mut self, packets: u32) {
+        self.plane.set_reorder_bound(packets);
+    }
+
     /// The data plane, for status.
     pub fn data_plane(&self) -> &DataPlane {
         &self.plane

@@ -224,7 +224,16 @@ pub struct NodeConfig {
     /// When the control session falls back to TCP, and how often QUIC is
     /// tried again (`tcp_fallback_after_ms`, `quic_retry_s`).
     pub tcp_fallback: transitloom_proto_core::node::TcpFallback,
+    /// Most packets a packet this node sends may be overtaken by, as its
+    /// scheduler predicts (`reorder_bound`).
+    pub reorder_bound: u32,
 }
+
+/// Highest `reorder_bound`: the replay window of WireGuard's kernel module
+/// and of wireguard-go (8,192 counters less one 64-bit word). A peer
+/// behind a smaller window (boringtun's is about 1,000) needs a bound
+/// inside it.
+pub const MAX_REORDER_BOUND: u64 = 8_128;
 
 /// Default `status_listen`.
 pub const DEFAULT_STATUS_LISTEN: &str = "127.0.0.1:7480";
@@ -306,6 +315,7 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         "nat",
         "tcp_fallback_after_ms",
         "quic_retry_s",
+        "reorder_bound",
     ])?;
     let name = root.str("name")?;
     check_name("name", name)?;
@@ -468,6 +478,10 @@ fn parse_root(file: &Path, base: &Path, root: &Section<'_>) -> KeyResult<NodeCon
         associations,
         punch: nat::parse(root)?,
         tcp_fallback: parse_tcp_fallback(root)?,
+        reorder_bound: root.opt_u64("reorder_bound", 1, MAX_REORDER_BOUND)?.map_or(
+            transitloom_proto_core::dataplane::DEFAULT_REORDER_BOUND,
+            |n| n as u32,
+        ),
     })
 }
 

@@ -113,6 +113,7 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let mut node = Node::new(node_config(&setup, root, credentials)?)
         .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
     node.set_punch(setup.config.punch);
+    node.set_reorder_bound(setup.config.reorder_bound);
     // Uplinks without an address yet carry nothing until it appears.
     for u in setup.watch.uplinks() {
         if u.reach.address().is_none() {

@@ -318,6 +318,29 @@ fn payload(i: usize) -> Vec<u8> {
 }
 
 #[test]
+fn the_reorder_bound_reaches_installed_and_new_associations() {
+    let mut net = Net::new(false);
+    let plane = &mut net.nodes[0].plane;
+    plane.set_reorder_bound(200);
+    let mut spec2 = spec(
+        "127.0.0.1:41001",
+        "127.0.0.1:51821",
+        &["198.51.100.2:40000"],
+    );
+    spec2.id = AssocId(ASSOC.0 + 1);
+    plane.install(spec2).unwrap();
+    let bounds: Vec<u32> = plane
+        .assocs
+        .values()
+        .map(|a| a.sched.reorder_bound)
+        .collect();
+    assert_eq!(bounds, vec![200, 200]);
+    // Zero would leave the hysteresis no margin at all: it is one.
+    plane.set_reorder_bound(0);
+    assert!(plane.assocs.values().all(|a| a.sched.reorder_bound == 1));
+}
+
+#[test]
 fn paths_validate_and_data_crosses_byte_for_byte() {
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
@@ -478,13 +501,11 @@ fn a_dead_path_fails_within_a_second() {
     let mut net = Net::new(false);
     net.advance(Duration::from_millis(50));
     net.blackhole = true;
-    let cut = net.now;
     net.advance(Duration::from_millis(1_000));
     assert!(!net.view(0).is_up(), "still up a second after the cut");
     assert!(net.nodes[0]
         .events
         .contains(&DataEvent::AssociationDown(ASSOC)));
-    let _ = cut;
     net.blackhole = false;
     net.advance(Duration::from_millis(300));
     assert!(net.view(0).is_up(), "comes back when probes are answered");

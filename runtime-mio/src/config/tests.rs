@@ -398,3 +398,31 @@ fn the_tcp_fallback_timings_are_read_with_defaults_and_bounds() {
         assert_eq!(err.key, key, "{lines}: {err}");
     }
 }
+
+#[test]
+fn the_reorder_bound_is_read_with_its_default_and_bounds() {
+    use transitloom_proto_core::dataplane::DEFAULT_REORDER_BOUND;
+    assert_eq!(parse(GOOD).unwrap().reorder_bound, DEFAULT_REORDER_BOUND);
+    let set = |line: &str| {
+        mutate(
+            "root_ca = \"root.crt\"",
+            &format!("root_ca = \"root.crt\"\n{line}"),
+        )
+    };
+    assert_eq!(
+        parse(&set("reorder_bound = 256")).unwrap().reorder_bound,
+        256
+    );
+    assert_eq!(
+        parse(&set("reorder_bound = 8128")).unwrap().reorder_bound,
+        8_128
+    );
+    for line in [
+        "reorder_bound = 0",
+        "reorder_bound = 8129",
+        "reorder_bound = \"512\"",
+    ] {
+        let err = parse(&set(line)).unwrap_err();
+        assert_eq!(err.key, "reorder_bound", "{line}: {err}");
+    }
+}

@@ -151,6 +151,9 @@ fn refuse_restart_keys(old: &NodeConfig, new: &NodeConfig) -> Result<(), ConfigE
     if old.punch != new.punch {
         return Err(changed("nat", format!("{:?}", old.punch)));
     }
+    if old.reorder_bound != new.reorder_bound {
+        return Err(changed("reorder_bound", old.reorder_bound.to_string()));
+    }
     if old.tcp_fallback.quic_bound != new.tcp_fallback.quic_bound {
         return Err(changed(
             "tcp_fallback_after_ms",

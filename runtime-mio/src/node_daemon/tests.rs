@@ -337,6 +337,7 @@ fn a_reload_plan_refuses_restart_keys_and_keeps_service_ids_and_ports() {
             "tcp_fallback_after_ms",
         ),
         ("quic_retry_s = 30", uplink, "quic_retry_s"),
+        ("reorder_bound = 256", uplink, "reorder_bound"),
         ("", "interface = \"lo\"", "uplink[0]"),
         ("", "bind = \"127.0.0.1\"\nmetered = true", "uplink[0]"),
         (

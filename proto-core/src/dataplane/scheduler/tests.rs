@@ -111,6 +111,39 @@ fn matched_paths_take_turns_with_a_light_flow() {
 }
 
 #[test]
+fn the_reorder_bound_caps_how_long_a_light_flow_keeps_a_slower_path() {
+    // The flow is on a path 0.5 ms slower than the other. The default
+    // bound (512 packets, 57 ms at the paths' 100 Mbit/s) leaves the 1 ms
+    // hysteresis margin whole, and the flow stays; a bound of 2 packets
+    // (0.22 ms) moves it to the faster path at once.
+    for (bound, kept) in [(DEFAULT_REORDER_BOUND, 100), (2, 0)] {
+        let mut setup = Setup::new(vec![lane(50.0, 20, 0.0), lane(50.0, 20, 0.0)]);
+        setup.lanes[0].est.fwd_us = Some(20_500);
+        setup.lanes[0].est.fwd_min_us = Some(20_500);
+        let config = SchedulerConfig {
+            reorder_bound: bound,
+            ..SchedulerConfig::default()
+        };
+        let t0 = crate::test_epoch();
+        let mut previous = Some(0);
+        let mut on_slower = 0;
+        for i in 0..100u32 {
+            let mut candidates = setup.candidates();
+            let chosen = pick(
+                t0 + gap_at(5.0) * i,
+                &mut candidates,
+                1_400,
+                previous.as_ref(),
+                &config,
+            );
+            on_slower += usize::from(chosen == Some(0));
+            previous = chosen;
+        }
+        assert_eq!(on_slower, kept, "bound {bound}");
+    }
+}
+
+#[test]
 fn a_light_flow_stays_on_the_faster_path() {
     let mut setup = Setup::new(vec![lane(50.0, 50, 0.0), lane(50.0, 20, 0.0)]);
     let shares = setup.send(crate::test_epoch(), 2_000, 1_400, gap_at(20.0));
