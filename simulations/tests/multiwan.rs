@@ -15,6 +15,7 @@
 //! those the scheduler meets now are marked `met` and asserted, the others
 //! fail the test only once [`ENFORCE_SCHEDULER_TARGETS`] is true.
 
+use transitloom_proto_core::dataplane::DEFAULT_REORDER_BOUND;
 use transitloom_simulations::scenario::multiwan::{Case, CASES, SCENARIO_NAME};
 use transitloom_simulations::scenario::{self, Summary};
 
@@ -162,6 +163,7 @@ fn run(name: &str, seed: u64) -> Summary {
         summary.violations
     );
     assert_eq!(summary.get("corrupt bytes"), Some("0"), "case {name}");
+    within_the_reorder_bound(&summary, name);
     assert!(number(&summary, "bytes delivered") > 0.0, "case {name}");
     // Every datagram taken in at alpha's ingress left on some path, and the
     // per-path counters account for all of it.
@@ -173,6 +175,16 @@ fn run(name: &str, seed: u64) -> Summary {
         "case {name}"
     );
     summary
+}
+
+/// No packet of the flow arrived behind more packets than the reorder
+/// bound (the scheduler predicts arrivals; this is what happened).
+fn within_the_reorder_bound(summary: &Summary, name: &str) {
+    let extent = number(summary, "reorder extent");
+    assert!(
+        extent <= f64::from(DEFAULT_REORDER_BOUND),
+        "case {name}: a packet arrived {extent} packets late"
+    );
 }
 
 /// Prints the case's targets, and asserts them once enforced.
@@ -254,6 +266,7 @@ fn b_with(extra: &[&'static str]) -> Summary {
     };
     let summary = b.run(1).unwrap();
     assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    within_the_reorder_bound(&summary, &format!("b with {extra:?}"));
     summary
 }
 
@@ -265,7 +278,11 @@ fn b_gets_at_least_link_1_alone_at_each_window() {
     // any of them: at 0.5, a plan that took a lagging measured queue for
     // the truth sent packets to link 2 that link 1 would have delivered
     // sooner, and the flow got 22 Mbit/s.
-    for window in ["window_bdp=0.5", "window_bdp=0.75", "window_bdp=1.2"] {
+    for (window, fills_link_1) in [
+        ("window_bdp=0.5", true),
+        ("window_bdp=0.75", false),
+        ("window_bdp=1.2", false),
+    ] {
         let both = number(&b_with(&[window]), "goodput");
         let alone = number(&b_with(&[window, "cut2_at_s=0.5"]), "goodput");
         println!("case b, {window}: {both} Mbit/s; over link 1 alone: {alone} Mbit/s");
@@ -273,8 +290,20 @@ fn b_gets_at_least_link_1_alone_at_each_window() {
             both >= alone * 0.97,
             "{window}: {both} Mbit/s against {alone} alone"
         );
+        // Where the same TCP fills link 1 alone, the flow over both gets
+        // at least link 1's rate: the best single link, whatever the TCP.
+        if fills_link_1 {
+            assert!(alone >= 0.95 * LINK_1_MBPS, "{window}: {alone} alone");
+            assert!(
+                both >= LINK_1_MBPS,
+                "{window}: {both} Mbit/s, below link 1's {LINK_1_MBPS}"
+            );
+        }
     }
 }
+
+/// Case b's faster link, Mbit/s.
+const LINK_1_MBPS: f64 = 100.0;
 
 #[test]
 fn c_a_link_dies_mid_transfer() {

@@ -8,9 +8,10 @@
 //! Alpha's uplinks follow their interfaces (`interface = "wan1"`).
 //!
 //! Checked, with one mesh and no restart after the start:
-//! (a) a TCP transfer completes with both uplinks up, and what the uplinks
+//! (a) a TCP transfer completes with both uplinks up, what the uplinks
 //!     carried (alpha's per-uplink counters, the hub's per-link counters)
-//!     covers what iperf3 delivered;
+//!     covers what iperf3 delivered, and each matched uplink carried at
+//!     least a fifth of it;
 //! (b) during a second transfer the uplink carrying more of it goes down
 //!     (`ip link set … down`): the transfer completes, alpha's status shows
 //!     that uplink down with the reason and its counters frozen, and the
@@ -254,6 +255,16 @@ fn a_node_with_two_uplinks_carries_wireguard_and_survives_losing_one() {
         "the hub forwarded {hub_sent:?} for {} delivered",
         steady.received_bytes
     );
+    // The uplinks are matched, so both carry a good share of a flow that
+    // fills them (a scheduler keeping to one would put it all on one).
+    for (i, name) in TwoUplinks::UPLINKS.iter().enumerate() {
+        assert!(
+            hub_sent[i] * 5 >= steady.received_bytes,
+            "{name} carried {} of {} delivered (alpha's uplinks sent {sent:?})",
+            hub_sent[i],
+            steady.received_bytes
+        );
+    }
     assert_eq!(
         net.hub
             .nft_counter(TwoUplinks::COUNTERS, "tcp_forwarded")

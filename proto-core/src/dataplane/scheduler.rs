@@ -11,8 +11,10 @@
 //! - **flowlets**: after a pause every modelled queue is empty, so a burst
 //!   starts on the lowest-delay path and stays there until that path's queue
 //!   grows past the paths' delay spread;
-//! - **striping**: on closely matched paths the arrival times tie and packets
-//!   take turns, however light the flow;
+//! - **striping**: on closely matched paths packets alternate once a queue
+//!   builds; where the plan cannot tell the paths apart at all (delays
+//!   within each other's noise, one planned rate) their arrival times tie
+//!   and packets take turns, however light the flow;
 //! - **little reordering**: a packet is only put on a slower path when it
 //!   would still arrive no later than one sent now on the faster path.
 //!
@@ -1250,14 +1252,17 @@ pub(crate) fn pick<K: PartialEq>(
     let total_rate: f64 = rates.iter().sum();
     let bound = service(len * config.reorder_bound as usize, total_rate);
     let margin = SWITCH_MARGIN.min(bound);
-    // Paths the plan cannot tell apart (delays matched, one rate, queues
-    // alike: their arrivals tie exactly) take turns after the previous
-    // one, so matched paths stripe a light flow too, packet by packet: a
-    // flow kept on one of them got an arbitrary one, and the
-    // quickstart's four flows sometimes all got the same uplink. The
-    // margin is for near ties, where the estimates' noise would move a
-    // light flow back and forth. Only an idle previous path is kept that
-    // way: once it has a queue, the other paths win.
+    // Paths the plan cannot tell apart (delays within each other's noise,
+    // one planned rate, no penalty between them, queues alike: their
+    // arrivals tie exactly) take turns after the previous one, so they
+    // stripe a light flow too, packet by packet: a flow kept on one of
+    // them got an arbitrary one, and the quickstart's four flows
+    // sometimes all got the same uplink. The real delays of such paths
+    // may differ within that noise, and a light flow then sees the
+    // reordering the noise itself brings. The margin is for near ties,
+    // which the plan can rank: the flow stays unless the gain is clear.
+    // Only an idle previous path is kept that way: once it has a queue,
+    // the other paths win.
     let tied = |i: usize| arrivals[i] == Some(earliest);
     let chosen = match previous.and_then(|p| candidates.iter().position(|c| &c.key == p)) {
         Some(p) if tied(p) => (1..=candidates.len())
