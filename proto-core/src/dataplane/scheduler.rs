@@ -31,7 +31,7 @@
 //! cancels between paths) from each pong's timestamp; its minimum is the
 //! path's delay with an empty queue, and the excess is queueing. Each
 //! probe's measured queue is compared with what the model held when the
-//! probe left, and an unhinted path's model is moved by the difference. Loss
+//! probe left, and the path's model is moved by the difference. Loss
 //! and delivery rate come from the receiver's statistics reports. The rate
 //! planned with is the operator's capacity hint, else the capacity measured
 //! (the most the path delivered while every probe found its queue
@@ -101,6 +101,14 @@ const MATCHED_DELAY_US: i64 = 2_000;
 /// ranking them by it leaves one idle. Four mean deviations cover most of
 /// a delay's swing, as in a retransmission timeout.
 const MATCHED_JITTERS: i64 = 4;
+/// A difference of delays above this (microseconds) is never taken for
+/// noise: under a flow, each path's delay swings with its own queue, and
+/// four mean deviations of that can span any difference (case b for real,
+/// 20 and 50 ms each way: 13 to 16 ms of mean deviation on both uplinks
+/// under TCP, so the plan took them for equally fast and spread packets
+/// across the 30 ms between them; one run of eight put 8 % of the flow on
+/// the faster uplink, 24 Mbit/s against 45 over it alone).
+const MATCHED_NOISE_MAX_US: u64 = 5_000;
 /// Measured capacities within this ratio of each other are one rate to
 /// matched paths: a few per cent of measurement noise must not unbalance
 /// them (packets on the busier one fall behind, and TCP takes the
@@ -440,7 +448,7 @@ impl Lane {
         self.standing = Some(self.standing.unwrap_or(true) && queued);
     }
 
-    /// Moves an unhinted path's modelled queue by what the answered probe
+    /// Moves the path's modelled queue by what the answered probe
     /// `txid` found beyond (or short of) the model when it left. The two
     /// are compared as of the probe's departure, so the measure does not
     /// lag the model (the smoothed queue, over probes 50 ms apart, lags it
@@ -452,17 +460,19 @@ impl Lane {
     /// error moves the end of the modelled queue, not the queue now: by
     /// the answer, the queue the probe waited behind has left, and only
     /// what was modelled after it still stands. A hinted path's model is
-    /// not moved: it plans at the operator's rate, and a path slower than
-    /// its hint is corrected by its measured capacity instead.
+    /// moved too: the hint is a rate in the data's bytes, and a link that
+    /// counts its headers as well (a `tc tbf` at the hinted rate) drains
+    /// a few per cent slower than planned, so a model left alone ran
+    /// ahead of the real queue, packets on the other path overtook the
+    /// ones behind it, and TCP retransmitted (`tl-bench multiwan` with
+    /// hints: 1.12 to 1.41 times the faster uplink alone, 1.40 to 1.47
+    /// with the model corrected).
     fn correct(&mut self, now: Instant, txid: u64) {
         let Some(at) = self.probe_backlogs.iter().position(|&(id, ..)| id == txid) else {
             return;
         };
         let (_, modelled, adjusted_then) = self.probe_backlogs[at];
         self.probe_backlogs.drain(..=at);
-        if self.hint.is_some() {
-            return;
-        }
         let moved_since = self.adjusted_us.saturating_sub(adjusted_then);
         let modelled_us = micros(modelled).saturating_add(moved_since);
         let error_us = micros(self.last_queue).saturating_sub(modelled_us);
@@ -956,10 +966,15 @@ fn delays_matched<K>(a: &Candidate<'_, K>, b: &Candidate<'_, K>, timed: bool) ->
 }
 
 /// Whether a delay difference is inside the noise both paths see:
-/// [`MATCHED_JITTERS`] of the quieter one's forward-delay mean deviation.
+/// [`MATCHED_JITTERS`] of the quieter one's forward-delay mean deviation,
+/// and at most [`MATCHED_NOISE_MAX_US`].
 fn within_noise<K>(a: &Candidate<'_, K>, b: &Candidate<'_, K>, difference: u64) -> bool {
     let noise = a.lane.est.fwd_jitter_us.min(b.lane.est.fwd_jitter_us);
-    difference <= noise.saturating_mul(MATCHED_JITTERS).unsigned_abs()
+    difference
+        <= noise
+            .saturating_mul(MATCHED_JITTERS)
+            .unsigned_abs()
+            .min(MATCHED_NOISE_MAX_US)
 }
 
 /// The tier a path is in: lower tiers are used first. A relay path comes
