@@ -89,9 +89,10 @@ impl Default for SchedulerConfig {
 
 /// Paths whose delays with an empty queue are this close are matched
 /// (microseconds): they plan at one rate, so packets alternate between
-/// them; a path further than this above a faster one waits for that one's
-/// capacity to be known. Paths whose delays are noisier match over more
-/// (see [`MATCHED_JITTERS`]).
+/// them once a queue builds; a path further than this above a faster one
+/// waits for that one's capacity to be known. Paths whose delays are
+/// noisier match over more, up to [`MATCHED_NOISE_MAX_US`] (see
+/// [`MATCHED_JITTERS`]).
 const MATCHED_DELAY_US: i64 = 2_000;
 /// Paths whose delays with an empty queue differ by less than this many
 /// of their forward-delay mean deviations (the smaller of the two) are
@@ -460,7 +461,8 @@ impl Lane {
     /// error moves the end of the modelled queue, not the queue now: by
     /// the answer, the queue the probe waited behind has left, and only
     /// what was modelled after it still stands. A hinted path's model is
-    /// moved too: the hint is a rate in the data's bytes, and a link that
+    /// moved later too, never earlier (the hint is an upper bound): the
+    /// hint is a rate in the data's bytes, and a link that
     /// counts its headers as well (a `tc tbf` at the hinted rate) drains
     /// a few per cent slower than planned, so a model left alone ran
     /// ahead of the real queue, packets on the other path overtook the
@@ -482,6 +484,11 @@ impl Lane {
         let Some(end) = self.busy_until else {
             return;
         };
+        // A hint is an upper bound: a probe may find a hinted path slower
+        // than planned, never faster.
+        if self.hint.is_some() && error_us < 0 {
+            return;
+        }
         let error = Duration::from_micros(error_us.unsigned_abs());
         let to = if error_us > 0 {
             end + error.min(MAX_MODEL_QUEUE * 2)

@@ -790,6 +790,12 @@ fn a_probe_corrects_the_model_by_what_it_found_beyond_it_when_it_left() {
     lane.sent(t1, 60_000, 1e6);
     probe(&mut lane, 2, t1, ms(80));
     assert_eq!(lane.backlog(t1 + ms(40)), ms(40));
+    // But never earlier: the hint is an upper bound, and a link faster
+    // than its hint is not given more.
+    let mut lane = fresh(&hinted(8.0));
+    lane.sent(t1, 60_000, 1e6);
+    probe(&mut lane, 2, t1, ms(30));
+    assert_eq!(lane.backlog(t1 + ms(40)), ms(20));
 }
 
 #[test]
