@@ -504,6 +504,12 @@ impl DataPlane {
         self.config.punch = punch;
     }
 
+    /// The most packets a packet may be overtaken by, as the scheduler
+    /// predicts (see [`DataPlane::set_reorder_bound`]).
+    pub fn reorder_bound(&self) -> u32 {
+        self.config.scheduler.reorder_bound
+    }
+
     /// Sets the most packets a packet may be overtaken by, as the
     /// scheduler predicts, for every association (at least one).
     pub fn set_reorder_bound(&mut self, packets: u32) {

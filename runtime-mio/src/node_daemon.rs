@@ -110,17 +110,7 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     let setup = Setup::prepare(file)?;
     let root = identity::read_root(&setup.config)?;
     let (credentials, enrolled) = identity::credentials(&setup.config)?;
-    let mut node = Node::new(node_config(&setup, root, credentials)?)
-        .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
-    node.set_punch(setup.config.punch);
-    node.set_reorder_bound(setup.config.reorder_bound);
-    // Uplinks without an address yet carry nothing until it appears.
-    for u in setup.watch.uplinks() {
-        if u.reach.address().is_none() {
-            node.set_uplink_address(Instant::now(), u.id, None)
-                .map_err(|e| DaemonError::Runtime(format!("the node cannot start: {e}")))?;
-        }
-    }
+    let mut node = start_node(&setup, root, credentials)?;
     if let Some(hosting) = setup.relay_hosting()? {
         tracing::info!(
             bind = %hosting.bind_ip, advertise = %hosting.advertise_ip,
@@ -207,6 +197,28 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
 }
 
 /// The proto-core configuration of this node.
+/// The node `setup` describes, with the settings its file gives beyond
+/// the node's own configuration, and its uplinks that have no address yet
+/// carrying nothing until one appears.
+fn start_node(
+    setup: &Setup,
+    root: rustls_pki_types::CertificateDer<'static>,
+    credentials: Credentials,
+) -> Result<Node, DaemonError> {
+    let cannot =
+        |e: &dyn std::fmt::Display| DaemonError::Runtime(format!("the node cannot start: {e}"));
+    let mut node = Node::new(node_config(setup, root, credentials)?).map_err(|e| cannot(&e))?;
+    node.set_punch(setup.config.punch);
+    node.set_reorder_bound(setup.config.reorder_bound);
+    for u in setup.watch.uplinks() {
+        if u.reach.address().is_none() {
+            node.set_uplink_address(Instant::now(), u.id, None)
+                .map_err(|e| cannot(&e))?;
+        }
+    }
+    Ok(node)
+}
+
 fn node_config(
     setup: &Setup,
     root: rustls_pki_types::CertificateDer<'static>,

@@ -307,6 +307,22 @@ fn status_lists_every_configured_association_while_it_waits() {
 }
 
 #[test]
+fn the_node_starts_with_the_settings_of_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        "join_token = \"tlj1-x\"\nreorder_bound = 256",
+        "interface = \"lo\"",
+    );
+    let setup = Setup::prepare(&dir.path().join("node.toml")).unwrap();
+    let root = identity::read_root(&setup.config).unwrap();
+    let (credentials, _) = identity::credentials(&setup.config).unwrap();
+    let node = start_node(&setup, root, credentials).unwrap();
+    // Not the default (512): the file's key reached the data plane.
+    assert_eq!(node.data_plane().reorder_bound(), 256);
+}
+
+#[test]
 fn a_root_that_is_not_a_certificate_is_refused_on_root_ca() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "", "bind = \"127.0.0.1\"");
