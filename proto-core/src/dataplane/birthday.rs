@@ -15,13 +15,13 @@
 //! once the peer's pings have said its NAT maps per address with random
 //! ports ([`crate::wire::control::PING_HARD_BY_ADDRESS`]).
 //!
-//! Once a punch has gone [`BirthdayConfig::after`] without a direct path:
-//! - the hard side opens [`BirthdayConfig::sockets`] temporary sockets and
+//! Once a punch has gone [`super::BirthdayConfig::after`] without a direct path:
+//! - the hard side opens [`super::BirthdayConfig::sockets`] temporary sockets and
 //!   pings the peer's public candidates once from each, the first
 //!   candidate from every socket before the second from any: every socket
 //!   gets its own outside port towards the easy side, and the likeliest
 //!   candidate gets all of them first;
-//! - the easy side pings [`BirthdayConfig::probes`] random ports of the
+//! - the easy side pings [`super::BirthdayConfig::probes`] random ports of the
 //!   hard side's public address from its mesh socket.
 //!
 //! A probe that lands on one of those ports crosses the hard NAT (the
@@ -38,8 +38,8 @@
 //! easy side's port and `n` probes over a range of `r` ports the chance is
 //! about `1 - exp(-k·n/r)`: 256 and 1,024
 //! over 64,512 ports give 98 %, 256 and 2,048 give 99.97 %. Both sides send at most
-//! [`BirthdayConfig::rate_per_s`] packets a second and stop after
-//! [`BirthdayConfig::lifetime`]; the other sockets close once a path
+//! [`super::BirthdayConfig::rate_per_s`] packets a second and stop after
+//! [`super::BirthdayConfig::lifetime`]; the other sockets close once a path
 //! through one of them answers. Every probe is a mesh control packet;
 //! data is never touched.
 

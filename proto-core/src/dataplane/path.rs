@@ -20,7 +20,7 @@ use crate::id::{PathId, UplinkId};
 pub const PROVING_PINGS: u64 = 64;
 /// How far apart those pings go while the association carries no data
 /// (more where the round trip would keep too many outstanding, see
-/// [`Path::probe_gap`]): 64 take about 0.65 s.
+/// `Path::probe_gap`): 64 take about 0.65 s.
 pub const PROVING_GAP: Duration = Duration::from_millis(10);
 
 /// Outstanding pings remembered per path.

@@ -49,7 +49,7 @@ impl Default for PunchConfig {
 }
 
 /// Bounded birthday probing (DESIGN §7's opt-in for one hard side), see
-/// [`super::birthday`]. Both ends must have it on.
+/// `dataplane/birthday.rs`. Both ends must have it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BirthdayConfig {
     /// On a hard side: temporary sockets opened, each of which gets its

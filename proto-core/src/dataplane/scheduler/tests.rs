@@ -3,7 +3,10 @@
 
 use proptest::prelude::*;
 
+use super::super::path::Traffic;
+use super::lane::{CLEAN_RUN, LOSS_FLOOR};
 use super::*;
+use crate::time::WallClock;
 
 /// A lane with a measured capacity (Mbit/s), a forward delay (ms) and a
 /// loss rate.
