@@ -379,13 +379,19 @@ impl Lane {
         // of the flow in two rounds of four, waiting for wan1's capacity).
         // A model set to the measure (a path of unknown rate carrying
         // alone) tells nothing apart from it: there the measure alone
-        // decides.
+        // decides, and only a queue past noise, a congested one, counts
+        // (with the standing one, the peer's ACK path, given 2 to 5 Mbit/s,
+        // measured that and was held to it).
         let queue_us = micros(self.last_queue);
         let standing_us = micros(STANDING_QUEUE);
         let hinted = self.hint.is_some();
         let queued = queue_us > standing_us
             && modelled.is_some_and(|(m, grounded)| {
-                grounded || (m > standing_us && (hinted || queue_us >= m))
+                if grounded {
+                    queue_us > micros(CONGESTED_QUEUE)
+                } else {
+                    m > standing_us && (hinted || queue_us >= m)
+                }
             });
         self.standing = Some(self.standing.unwrap_or(true) && queued);
     }
