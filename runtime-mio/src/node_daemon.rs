@@ -196,7 +196,6 @@ pub fn run(file: &Path) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// The proto-core configuration of this node.
 /// The node `setup` describes, with the settings its file gives beyond
 /// the node's own configuration, and its uplinks that have no address yet
 /// carrying nothing until one appears.
@@ -219,6 +218,7 @@ fn start_node(
     Ok(node)
 }
 
+/// The proto-core configuration of this node.
 fn node_config(
     setup: &Setup,
     root: rustls_pki_types::CertificateDer<'static>,

@@ -273,8 +273,8 @@ pub struct PathStatus {
     #[serde(default)]
     pub plan_mbps: f64,
     /// The path's capacity as measured: the most it delivered while its
-    /// queue stood, over the last 5 to 10 s; absent when not measured
-    /// lately.
+    /// queue stood as the plan expected, over the last 5 to 10 s; absent
+    /// when not measured lately.
     #[serde(default)]
     pub capacity_mbps: Option<f64>,
     /// Pings sent.
@@ -708,7 +708,7 @@ impl NodeStatus {
         family(
             "transitloom_path_capacity_bytes_per_second",
             "gauge",
-            "Capacity of the path as measured: the most it delivered while its queue stood, over the last 5 to 10 s; absent until measured.",
+            "Capacity of the path as measured: the most it delivered while its queue stood as the plan expected, over the last 5 to 10 s; absent until measured.",
             path_samples(&|p| p.capacity_mbps.map(|mbps| mbps * 1e6 / 8.0)),
         );
         family(

@@ -35,8 +35,9 @@
 //! and delivery rate come from the receiver's statistics reports. The rate
 //! planned with is the operator's capacity hint, else the capacity measured
 //! (the most the path delivered while every probe found its queue
-//! standing, as the model expected), else a guess raised while the path takes all it is given
-//! (see [`Estimates::rate`]). Paths of matched delay (within 2 ms, or
+//! standing, as the model expected; see [`Estimates::capacity`]), else a
+//! guess raised while the path takes all it is given (see
+//! [`Estimates::rate`]). Paths of matched delay (within 2 ms, or
 //! within the noise of their delays) and rate plan at one rate, so packets
 //! alternate between them; a slower path carries only once the faster
 //! paths' capacities are measured (a hint alone does not count), since a
@@ -498,7 +499,7 @@ pub(crate) fn pick<K: PartialEq>(
     // The common case: one candidate, nothing to weigh.
     if let [only] = candidates {
         if only.active {
-            only.lane.ground(now);
+            only.lane.ground(now, true);
             let rate = only.lane.est.effective_rate();
             only.lane.sent(now, len, rate);
             return Some(0);
@@ -512,8 +513,12 @@ pub(crate) fn pick<K: PartialEq>(
         .iter()
         .enumerate()
         .filter(|(_, r)| **r == Reason::Carrying);
-    if let (Some((alone, _)), None) = (carrying.next(), carrying.next()) {
-        candidates[alone].lane.ground(now);
+    let alone = match (carrying.next(), carrying.next()) {
+        (Some((alone, _)), None) => Some(alone),
+        _ => None,
+    };
+    for (i, c) in candidates.iter_mut().enumerate() {
+        c.lane.ground(now, alone == Some(i));
     }
     // The path's delay with an empty queue: its queue is what the model
     // keeps (counting the measured queue as well would count it twice).

@@ -442,7 +442,7 @@ fn an_uplink_on_a_missing_interface_starts_down_unless_no_uplink_is_usable() {
     assert!(setup.uplinks[1].bind.is_unspecified());
     let root = identity::read_root(&setup.config).unwrap();
     let (credentials, enrolled) = identity::credentials(&setup.config).unwrap();
-    let node = Node::new(node_config(&setup, root, credentials).unwrap()).unwrap();
+    let node = start_node(&setup, root, credentials).unwrap();
     let status = node_status(&node, &setup, &Standing::new(enrolled), &setup.watch, 0);
     let lte = &status.uplinks[1];
     assert_eq!((lte.name.as_str(), lte.state.as_str()), ("lte", "down"));

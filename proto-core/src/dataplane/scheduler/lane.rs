@@ -97,8 +97,10 @@ pub struct Estimates {
     pub hinted: bool,
     /// The most the path delivered in the last 5 to 10 seconds while its
     /// queue stood (so it ran at capacity), bytes per second: in reports
-    /// whose probes all found a queue, no shorter than the one the model
-    /// held when they left, and whose arrivals span at most one
+    /// whose probes all found a queue over 1 ms that the model held too
+    /// (unhinted, no shorter than the model's; for a path of unknown rate
+    /// carrying alone, whose model is the measure, past the delay's noise
+    /// instead), and whose arrivals span at most one
     /// and a half times the receiver's report cadence. `None` when no
     /// report was taken under a standing queue lately. Measured on hinted
     /// paths too.
@@ -222,10 +224,8 @@ pub(crate) struct Lane {
     capacity_window: Option<(Instant, f64, Option<f64>)>,
     /// When a packet last found the model busy (see [`MODEL_BUSY`]).
     model_busy_at: Option<Instant>,
-    /// When the model was last set to the measured queue (see
-    /// [`Lane::ground`]), and whether the latest packet charged was
-    /// charged to a model set so.
-    grounded_at: Option<Instant>,
+    /// Whether the latest pick set the model to the measured queue (see
+    /// [`Lane::ground`]).
     grounded: bool,
     /// Cumulative data sent, sampled each tick, to match reports.
     history: VecDeque<(Instant, Traffic)>,
@@ -249,7 +249,8 @@ pub(crate) struct Lane {
     /// When a forward-delay sample last showed a congested queue.
     congested_at: Option<Instant>,
     /// Since the last report: whether every forward-delay sample found a
-    /// queue (`None`: no sample).
+    /// standing queue, as [`Lane::on_timing`] judges it (`None`: no
+    /// sample).
     standing: Option<bool>,
     /// The latest forward-delay sample's queueing (not smoothed: the
     /// freshest the measurement gets).
@@ -278,7 +279,6 @@ impl Lane {
             max_window: None,
             capacity_window: None,
             model_busy_at: None,
-            grounded_at: None,
             grounded: false,
             history: VecDeque::new(),
             last_report: None,
@@ -355,7 +355,8 @@ impl Lane {
         window.1 = window.1.min(sample);
         let min = window.2.map_or(window.1, |prev| prev.min(window.1));
         self.est.fwd_min_us = Some(min);
-        if sample.saturating_sub(min) > CONGESTED_QUEUE.as_micros() as i64 {
+        let queue_us = sample.saturating_sub(min);
+        if queue_us > micros(CONGESTED_QUEUE) {
             self.congested_at = Some(now);
         }
         self.last_queue = Duration::from_micros(sample.saturating_sub(min).max(0) as u64);
@@ -379,18 +380,20 @@ impl Lane {
         // of the flow in two rounds of four, waiting for wan1's capacity).
         // A model set to the measure (a path of unknown rate carrying
         // alone) tells nothing apart from it: there the measure alone
-        // decides, and only a queue past noise, a congested one, counts
-        // (with the standing one, the peer's ACK path, given 2 to 5 Mbit/s,
-        // measured that and was held to it).
-        let queue_us = micros(self.last_queue);
+        // decides, and only a queue past the delay's noise counts, twice
+        // its mean deviation above the standing queue, at most a
+        // congested one (with the standing queue alone, the peer's ACK
+        // path, given 2 to 10 Mbit/s, measured that and was held to it).
         let standing_us = micros(STANDING_QUEUE);
-        let hinted = self.hint.is_some();
+        let noise_us = standing_us
+            .saturating_add(self.est.fwd_jitter_us.saturating_mul(2))
+            .min(micros(CONGESTED_QUEUE));
         let queued = queue_us > standing_us
             && modelled.is_some_and(|(m, grounded)| {
                 if grounded {
-                    queue_us > micros(CONGESTED_QUEUE)
+                    queue_us > noise_us
                 } else {
-                    m > standing_us && (hinted || queue_us >= m)
+                    m > standing_us && (self.est.hinted || queue_us >= m)
                 }
             });
         self.standing = Some(self.standing.unwrap_or(true) && queued);
@@ -721,17 +724,18 @@ impl Lane {
             .map_or(Duration::ZERO, |b| b.saturating_duration_since(now))
     }
 
-    /// Sets the modelled queue to the latest measured one, unless the rate
-    /// is known: for a path that carries alone, the model is compared with
-    /// nothing, and one kept at a guessed rate would mistime the first spill
-    /// once another path is eligible.
-    pub(super) fn ground(&mut self, now: Instant) {
+    /// At each pick, whether the path carries `alone`: if so, and its rate
+    /// is not known, sets the modelled queue to the latest measured one.
+    /// For a path that carries alone, the model is compared with nothing,
+    /// and one kept at a guessed rate would mistime the first spill once
+    /// another path is eligible.
+    pub(super) fn ground(&mut self, now: Instant, alone: bool) {
+        self.grounded = alone && !self.est.rate_known();
         // Not a move counted against probes in flight: the model is the
         // measure here, reset at every packet, and what was charged since
         // a probe left would count as moved.
-        if !self.est.rate_known() {
+        if self.grounded {
             self.busy_until = Some(now + self.last_queue);
-            self.grounded_at = Some(now);
         }
     }
 
@@ -739,7 +743,6 @@ impl Lane {
         if self.backlog(now) >= MODEL_BUSY {
             self.model_busy_at = Some(now);
         }
-        self.grounded = self.grounded_at == Some(now);
         let until = self.start(now) + service(len, rate);
         self.busy_until = Some(until);
         // However wrong the estimate, one path alone never gets a model

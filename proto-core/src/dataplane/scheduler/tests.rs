@@ -379,9 +379,9 @@ fn a_queue_the_model_did_not_hold_measures_no_capacity() {
     assert!((15.5..16.5).contains(&mbps), "capacity {mbps}");
 }
 
-/// A lane of unknown rate carrying alone for 2 s, at 80 Mbit/s, its
-/// probes finding `queue_us` of queue.
-fn carrying_alone(queue_us: u64) -> Lane {
+/// A lane of unknown rate carrying alone for 2 s, at 80 Mbit/s, probe
+/// `i` finding `queue_us(i)` of queue (the first none).
+fn carrying_alone(queue_us: fn(u32) -> u64) -> Lane {
     let config = SchedulerConfig::default();
     let mut lane = Lane::new(&UplinkPolicy::default(), &config);
     let t0 = crate::test_epoch();
@@ -391,11 +391,11 @@ fn carrying_alone(queue_us: u64) -> Lane {
         let now = t0 + Duration::from_millis(50) * i;
         // Alone and unmeasured, its model is the latest measured queue
         // (see `Lane::ground`), so it tells nothing apart from the probes.
-        lane.ground(now);
+        lane.ground(now, true);
         lane.sent(now, 1_400, lane.est.effective_rate());
         lane.on_probe_sent(now, u64::from(i));
         let ping_us = wall.unix_us(now);
-        let queue_us = if i == 0 { 0 } else { queue_us };
+        let queue_us = if i == 0 { 0 } else { queue_us(i) };
         lane.on_timing(now, u64::from(i), ping_us, ping_us + 20_000 + queue_us);
         lane.snapshot(now, rx);
         if i % 2 == 0 {
@@ -408,12 +408,18 @@ fn carrying_alone(queue_us: u64) -> Lane {
 }
 
 #[test]
-fn a_path_of_unknown_rate_carrying_alone_measures_a_congested_queue() {
-    let mbps = carrying_alone(10_000).est.capacity.expect("measured") * 8.0 / 1e6;
+fn a_path_of_unknown_rate_carrying_alone_measures_a_queue_past_its_noise() {
+    let steady = carrying_alone(|_| 10_000);
+    let mbps = steady.est.capacity.expect("measured") * 8.0 / 1e6;
     assert!((79.0..81.0).contains(&mbps), "capacity {mbps}");
-    // A queue of 2 ms is within a busy host's noise: with nothing to
-    // compare it with, it measures nothing.
-    assert_eq!(carrying_alone(2_000).est.capacity, None);
+    // Delays of 1.5 and 3 ms in turn: every probe finds more than the
+    // standing 1 ms, but with nothing to compare them with, they are a
+    // busy host's noise (twice their mean deviation, 1.5 ms, above the
+    // standing queue), and measure nothing.
+    let noisy = carrying_alone(|i| if i % 2 == 0 { 1_500 } else { 3_000 });
+    assert_eq!(noisy.est.capacity, None);
+    // Steady at 2 ms, a queue on a quiet host: measured.
+    assert!(carrying_alone(|_| 2_000).est.capacity.is_some());
 }
 
 #[test]
