@@ -9,8 +9,8 @@
 //! backup uplink carries no data while alpha has an active primary path,
 //! and a backup or metered uplink carries the flow once the primary is dead.
 //!
-//! The targets for the scheduler are in [`SCHEDULER_TARGETS`], but
-//! b's, which compares two runs (`b_a_fast_short_link_and_a_slow_long_one`).
+//! The targets for the scheduler are in [`SCHEDULER_TARGETS`],
+//! except b's, which compares two runs (`b_a_fast_short_link_and_a_slow_long_one`).
 //! Each test evaluates, prints and asserts its case's targets (see them
 //! with `cargo test -p transitloom-simulations --test multiwan --
 //! --nocapture`).
@@ -166,7 +166,7 @@ fn within_the_reorder_bound(summary: &Summary, name: &str) {
     );
 }
 
-/// Prints the case's targets, and asserts them once enforced.
+/// Prints the case's targets, and asserts them.
 fn scheduler_targets(name: &str, summary: &Summary) {
     let mut failed = Vec::new();
     for target in SCHEDULER_TARGETS.iter().filter(|t| t.case == name) {
@@ -233,15 +233,16 @@ fn b_a_fast_short_link_and_a_slow_long_one() {
     // Reported, not a target at this window: the goodput against link 1's
     // rate. No scheduler that keeps arrivals in order holds this window
     // without loss: link 2 is used once link 1's queue is 30 ms (the delay
-    // difference) of its 42, so at most link 1's 525 kB in flight and 525
-    // kB queued plus link 2's 637 kB in flight and 12 ms (75 kB) queued,
-    // 1.76 MB, against a 2.29 MB window; and this TCP recovers from a loss
-    // in slow start through timeouts. Where it fills link 1 alone, b gets
-    // at least link 1's rate (`b_gets_at_least_link_1_alone_at_each_window`).
-    println!(
-        "case b: {} % of link 1's rate",
-        number(&summary, "goodput / best link")
-    );
+    // difference) of its 42, so no packet takes more than 63 ms one way,
+    // and at 150 Mbit/s at most 1.6 MB is in flight with the ACKs back
+    // over link 1 (2.1 MB were they all over link 2), against a 2.29 MB
+    // window; and this TCP recovers from a loss in slow start through
+    // timeouts. Where it fills link 1 alone, b gets at least link 1's rate
+    // (`b_gets_at_least_link_1_alone_at_each_window`). Here it is held
+    // above half of it, a floor against regressions (56.8 % now).
+    let of_link_1 = number(&summary, "goodput / best link");
+    println!("case b: {of_link_1} % of link 1's rate");
+    assert!(of_link_1 >= 50.0, "{of_link_1} % of link 1's rate");
     let share = number(&summary, "uplink 2 data share");
     assert!(share >= 5.0, "link 2 carried {share} % of the data");
     // With a window link 1 can hold, the flow gets link 1's whole rate: the

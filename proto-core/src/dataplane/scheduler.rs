@@ -498,8 +498,8 @@ pub(crate) fn pick<K: PartialEq>(
 ) -> Option<usize> {
     // The common case: one candidate, nothing to weigh.
     if let [only] = candidates {
+        only.lane.ground(now, only.active);
         if only.active {
-            only.lane.ground(now, true);
             let rate = only.lane.est.effective_rate();
             only.lane.sent(now, len, rate);
             return Some(0);

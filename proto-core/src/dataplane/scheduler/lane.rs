@@ -226,7 +226,7 @@ pub(crate) struct Lane {
     model_busy_at: Option<Instant>,
     /// Whether the latest pick set the model to the measured queue (see
     /// [`Lane::ground`]).
-    grounded: bool,
+    pub(super) grounded: bool,
     /// Cumulative data sent, sampled each tick, to match reports.
     history: VecDeque<(Instant, Traffic)>,
     last_report: Option<Report>,
@@ -315,7 +315,8 @@ impl Lane {
             txid,
             backlog: self.backlog(now),
             adjusted_us: self.adjusted_us,
-            grounded: self.grounded,
+            // The rate may have become known since the last pick.
+            grounded: self.grounded && !self.est.rate_known(),
         });
     }
 
@@ -381,8 +382,8 @@ impl Lane {
         // A model set to the measure (a path of unknown rate carrying
         // alone) tells nothing apart from it: there the measure alone
         // decides, and only a queue past the delay's noise counts, twice
-        // its mean deviation above the standing queue, at most a
-        // congested one (with the standing queue alone, the peer's ACK
+        // its mean deviation (this sample's included) above the standing
+        // queue, at most a congested one (with the standing queue alone, the peer's ACK
         // path, given 2 to 10 Mbit/s, measured that and was held to it).
         let standing_us = micros(STANDING_QUEUE);
         let noise_us = standing_us
