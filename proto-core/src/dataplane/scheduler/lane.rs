@@ -360,7 +360,7 @@ impl Lane {
         if queue_us > micros(CONGESTED_QUEUE) {
             self.congested_at = Some(now);
         }
-        self.last_queue = Duration::from_micros(sample.saturating_sub(min).max(0) as u64);
+        self.last_queue = Duration::from_micros(queue_us.max(0).unsigned_abs());
         let modelled = self.modelled_for(txid);
         if let Some((modelled_us, _)) = modelled {
             self.correct(now, modelled_us);
